@@ -1,0 +1,524 @@
+//! Typed configuration: model, objective, data and training, resolved from a
+//! preset embedded in the binary plus `--set key.path=value` overrides.
+//!
+//! Resolution is "parse first, resolve later": the preset's TOML is read as a
+//! value tree, each override is checked against that tree (an unknown key is
+//! an error naming the nearest valid key), and only then is the tree turned
+//! into the typed, read-only [`Config`].
+
+mod budget;
+
+pub use budget::Budget;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The presets compiled into the binary, by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("crammed-bert", include_str!("presets/crammed-bert.toml")),
+    ("bert-base", include_str!("presets/bert-base.toml")),
+    ("gpt-small", include_str!("presets/gpt-small.toml")),
+    ("tiny", include_str!("presets/tiny.toml")),
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("unknown preset '{name}'; the presets are: {known}")]
+    UnknownPreset { name: String, known: String },
+    #[error("unknown config key '{key}'{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error("override '{0}' is not of the form key.path=value")]
+    BadOverride(String),
+    #[error("config key '{key}' is a table, not a value; set one of its keys, e.g. '{example}'")]
+    NotAValue { key: String, example: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Encoder,
+    Decoder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FfnKind {
+    /// Linear → GELU → linear.
+    Gelu,
+    /// Linear to 2·h, GELU(gate) × value, linear from h.
+    GluGelu,
+    /// Linear to 2·h, SiLU(gate) × value, linear from h.
+    Swiglu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormKind {
+    Layernorm,
+    Rmsnorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormPosition {
+    Pre,
+    Post,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positions {
+    Learned,
+    ScaledSinusoidal,
+    Rotary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectiveKind {
+    Mlm,
+    Causal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Linear up to the peak at `warmup`, linear down to `final_lr` at the end.
+    OneCycle,
+    /// Linear warm-up over `warmup`, then linear decay to `final_lr`.
+    Linear,
+    /// Linear warm-up over `warmup`, then cosine decay to `final_lr`.
+    Cosine,
+    /// Linear warm-up over `warmup`, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Width of the first feed-forward projection; GLU kinds split it in two halves.
+    pub ffn: usize,
+    pub ffn_kind: FfnKind,
+    pub norm: NormKind,
+    pub norm_position: NormPosition,
+    pub norm_eps: f32,
+    pub bias: bool,
+    pub positions: Positions,
+    pub max_positions: usize,
+    pub rope_theta: f32,
+    pub embedding_norm: bool,
+    pub final_norm: bool,
+    pub head_transform: bool,
+    pub tie_embeddings: bool,
+    pub dropout: f32,
+    pub init_std: f32,
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// Width of the activation entering the second feed-forward projection.
+    pub fn ffn_inner(&self) -> usize {
+        match self.ffn_kind {
+            FfnKind::Gelu => self.ffn,
+            FfnKind::GluGelu | FfnKind::Swiglu => self.ffn / 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    pub kind: ObjectiveKind,
+    /// Fraction of (non-special) tokens selected for prediction in MLM.
+    pub mask_rate: f32,
+    /// Compute logits only at the selected positions (Cramming's sparse prediction).
+    pub sparse_prediction: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub val_fraction: f64,
+    pub shard_sequences: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub budget: String,
+    pub micro_batch: usize,
+    pub batch_size: usize,
+    pub batch_ramp: f64,
+    pub schedule: ScheduleKind,
+    pub lr: f64,
+    pub warmup: f64,
+    pub final_lr: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    pub seed: u64,
+    pub log_every: usize,
+    pub eval_every: usize,
+    pub eval_batches: usize,
+    pub checkpoint_every: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub objective: ObjectiveConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+impl Config {
+    /// The named preset with `key.path=value` overrides applied.
+    pub fn resolve(preset: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = preset_text(preset)?;
+        Self::from_toml_with_overrides(text, overrides)
+    }
+
+    /// A config from TOML text (a run's `config.toml`) with overrides applied.
+    pub fn from_toml_with_overrides(
+        text: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        check_keys(&tree, &reference_tree(), "")?;
+        for o in overrides {
+            apply_override(&mut tree, o)?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_with_overrides(&text, &[])
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serializes")
+    }
+
+    /// Checks the relations between fields that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.model;
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if m.hidden == 0 || m.layers == 0 || m.heads == 0 || m.vocab_size == 0 || m.ffn == 0 {
+            return bad("model.hidden, layers, heads, ffn and vocab_size must be positive".into());
+        }
+        if m.hidden % m.heads != 0 {
+            return bad(format!(
+                "model.hidden ({}) must be divisible by model.heads ({})",
+                m.hidden, m.heads
+            ));
+        }
+        if m.positions == Positions::Rotary && m.head_dim() % 2 != 0 {
+            return bad("rotary positions need an even head dimension".into());
+        }
+        if matches!(m.ffn_kind, FfnKind::GluGelu | FfnKind::Swiglu) && m.ffn % 2 != 0 {
+            return bad(format!(
+                "model.ffn ({}) must be even for a gated feed-forward",
+                m.ffn
+            ));
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return bad(format!("model.dropout ({}) must be in [0, 1)", m.dropout));
+        }
+        if self.data.seq_len > m.max_positions {
+            return bad(format!(
+                "data.seq_len ({}) exceeds model.max_positions ({})",
+                self.data.seq_len, m.max_positions
+            ));
+        }
+        let o = &self.objective;
+        if o.kind == ObjectiveKind::Mlm && !(o.mask_rate > 0.0 && o.mask_rate < 1.0) {
+            return bad(format!(
+                "objective.mask_rate ({}) must be in (0, 1) for masked LM",
+                o.mask_rate
+            ));
+        }
+        if (o.kind == ObjectiveKind::Causal) != (m.arch == Arch::Decoder) {
+            return bad(
+                "objective.kind 'causal' goes with model.arch 'decoder', 'mlm' with 'encoder'"
+                    .into(),
+            );
+        }
+        let t = &self.train;
+        if t.micro_batch == 0 || t.batch_size < t.micro_batch {
+            return bad(format!(
+                "train.batch_size ({}) must be at least train.micro_batch ({}), which must be positive",
+                t.batch_size, t.micro_batch
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.warmup) || !(0.0..=1.0).contains(&t.batch_ramp) {
+            return bad("train.warmup and train.batch_ramp are budget fractions in [0, 1]".into());
+        }
+        if t.lr <= 0.0 || t.final_lr < 0.0 {
+            return bad("train.lr must be positive and train.final_lr non-negative".into());
+        }
+        if t.log_every == 0 || t.eval_every == 0 || t.checkpoint_every == 0 {
+            return bad("train.log_every, eval_every and checkpoint_every must be positive".into());
+        }
+        Budget::parse(&t.budget).map_err(|e| ConfigError::Invalid(format!("train.budget: {e}")))?;
+        Ok(())
+    }
+}
+
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+fn preset_text(name: &str) -> Result<&'static str, ConfigError> {
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| ConfigError::UnknownPreset {
+            name: name.to_string(),
+            known: preset_names().join(", "),
+        })
+}
+
+/// The tree of every valid key, taken from a complete preset.
+fn reference_tree() -> toml::Table {
+    PRESETS[0]
+        .1
+        .parse()
+        .expect("embedded presets are valid TOML")
+}
+
+fn all_keys(tree: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in tree {
+        let key = join_key(prefix, k);
+        match v {
+            toml::Value::Table(t) => all_keys(t, &key, out),
+            _ => out.push(key),
+        }
+    }
+}
+
+fn join_key(prefix: &str, k: &str) -> String {
+    if prefix.is_empty() {
+        k.to_string()
+    } else {
+        format!("{prefix}.{k}")
+    }
+}
+
+fn unknown_key(key: &str) -> ConfigError {
+    let mut keys = Vec::new();
+    all_keys(&reference_tree(), "", &mut keys);
+    let best = keys
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), k))
+        .min()
+        .filter(|(d, k)| *d <= (k.len() / 2).max(3));
+    let hint = match best {
+        Some((_, k)) => format!("; did you mean '{k}'?"),
+        None => "; see `cram config show` for the valid keys".to_string(),
+    };
+    ConfigError::UnknownKey {
+        key: key.to_string(),
+        hint,
+    }
+}
+
+fn check_keys(
+    tree: &toml::Table,
+    reference: &toml::Table,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    for (k, v) in tree {
+        let key = join_key(prefix, k);
+        match (v, reference.get(k)) {
+            (_, None) => return Err(unknown_key(&key)),
+            (toml::Value::Table(t), Some(toml::Value::Table(r))) => check_keys(t, r, &key)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn apply_override(tree: &mut toml::Table, text: &str) -> Result<(), ConfigError> {
+    let (key, raw) = text
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(text.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::BadOverride(text.to_string()));
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    set_path(tree, &parts, key, raw.trim())
+}
+
+fn set_path(
+    node: &mut toml::Table,
+    parts: &[&str],
+    key: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let Some(entry) = node.get_mut(parts[0]) else {
+        return Err(unknown_key(key));
+    };
+    match (entry, parts.len() == 1) {
+        (toml::Value::Table(t), false) => set_path(t, &parts[1..], key, raw),
+        (toml::Value::Table(t), true) => {
+            let example = t
+                .keys()
+                .next()
+                .map(|k| format!("{key}.{k}=..."))
+                .unwrap_or_default();
+            Err(ConfigError::NotAValue {
+                key: key.to_string(),
+                example,
+            })
+        }
+        (_, false) => Err(unknown_key(key)),
+        (slot, true) => {
+            *slot = parse_value(raw, slot);
+            Ok(())
+        }
+    }
+}
+
+/// A TOML literal when the text is one ("0.5", "true", "[1, 2]"), otherwise a
+/// bare string, so that `--set train.budget=2h` needs no quotes. A float slot
+/// given an integer stays a float.
+fn parse_value(raw: &str, slot: &toml::Value) -> toml::Value {
+    let parsed = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"));
+    match (parsed, slot) {
+        (Some(toml::Value::Integer(i)), toml::Value::Float(_)) => toml::Value::Float(i as f64),
+        (Some(v), toml::Value::String(_)) if !v.is_str() => toml::Value::String(raw.to_string()),
+        (Some(v), _) => v,
+        (None, _) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_resolves_and_has_every_key() {
+        let mut reference = Vec::new();
+        all_keys(&reference_tree(), "", &mut reference);
+        for name in preset_names() {
+            let tree: toml::Table = preset_text(name).unwrap().parse().unwrap();
+            let mut keys = Vec::new();
+            all_keys(&tree, "", &mut keys);
+            assert_eq!(keys, reference, "preset {name} lists other keys");
+            Config::resolve(name, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn override_sets_typed_values() {
+        let c = Config::resolve(
+            "tiny",
+            &[
+                "train.lr=0.01".into(),
+                "model.layers=3".into(),
+                "train.budget=2h".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.lr, 0.01);
+        assert_eq!(c.model.layers, 3);
+        assert_eq!(c.train.budget, "2h");
+        let c = Config::resolve("tiny", &["train.lr=1".into()]).unwrap();
+        assert_eq!(c.train.lr, 1.0);
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_nearest() {
+        let e = Config::resolve("tiny", &["train.lrr=0.1".into()]).unwrap_err();
+        assert!(e.to_string().contains("'train.lrr'"), "{e}");
+        assert!(e.to_string().contains("did you mean 'train.lr'"), "{e}");
+        let e = Config::resolve("tiny", &["model.hiden=64".into()]).unwrap_err();
+        assert!(e.to_string().contains("model.hidden"), "{e}");
+        let e = Config::from_toml_with_overrides("[model]\nlayer = 2\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("model.layers"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::resolve("tiny", &["model.ffn_kind=relu".into()]).unwrap_err();
+        assert!(e.to_string().contains("relu"), "{e}");
+        let e = Config::resolve("tiny", &["model.heads=3".into()]).unwrap_err();
+        assert!(e.to_string().contains("divisible"), "{e}");
+        let e = Config::resolve("nope", &[]).unwrap_err();
+        assert!(e.to_string().contains("crammed-bert"), "{e}");
+        let e = Config::resolve("tiny", &["train".into()]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadOverride(_)), "{e}");
+        let e = Config::resolve("tiny", &["train=1".into()]).unwrap_err();
+        assert!(matches!(e, ConfigError::NotAValue { .. }), "{e}");
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        for name in preset_names() {
+            let c = Config::resolve(name, &[]).unwrap();
+            let back = Config::from_toml_with_overrides(&c.to_toml(), &[]).unwrap();
+            assert_eq!(c, back);
+        }
+    }
+
+    #[test]
+    fn crammed_bert_is_the_paper_recipe() {
+        let c = Config::resolve("crammed-bert", &[]).unwrap();
+        let m = &c.model;
+        assert_eq!(
+            (m.layers, m.hidden, m.heads, m.ffn, m.ffn_inner()),
+            (16, 768, 12, 3072, 1536)
+        );
+        assert_eq!(m.ffn_kind, FfnKind::GluGelu);
+        assert_eq!((m.norm_position, m.bias), (NormPosition::Pre, false));
+        assert_eq!(m.positions, Positions::ScaledSinusoidal);
+        assert!(m.embedding_norm && m.final_norm && !m.head_transform && m.tie_embeddings);
+        assert_eq!((m.vocab_size, c.data.seq_len), (32768, 128));
+        assert_eq!(
+            (c.objective.mask_rate, c.objective.sparse_prediction),
+            (0.25, true)
+        );
+        let t = &c.train;
+        assert_eq!(
+            (t.beta1, t.beta2, t.eps, t.weight_decay),
+            (0.9, 0.98, 1e-12, 0.01)
+        );
+        assert_eq!((t.grad_clip, t.lr, t.batch_size), (0.5, 1e-3, 4032));
+        assert_eq!((t.schedule, t.final_lr), (ScheduleKind::OneCycle, 0.0));
+    }
+}

@@ -1,0 +1,6 @@
+//! cram: train language models from scratch under a fixed compute budget.
+//!
+//! The library holds all the logic; `src/main.rs` only parses the command line.
+//! See DESIGN.md for the map of the modules.
+
+pub mod config;
