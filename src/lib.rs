@@ -4,3 +4,4 @@
 //! See DESIGN.md for the map of the modules.
 
 pub mod config;
+pub mod data;
