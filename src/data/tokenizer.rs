@@ -18,6 +18,7 @@
 //! template) that `tokenizers` and `transformers` load unchanged.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::path::Path;
 
 use ahash::AHashMap;
@@ -31,8 +32,9 @@ use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{
-    AddedToken, Model, ModelWrapper, NormalizedString, Normalizer, OffsetReferential, OffsetType,
-    PreTokenizedString, PreTokenizer, Tokenizer,
+    AddedToken, Model, ModelWrapper, NormalizedString, Normalizer, NormalizerWrapper,
+    OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, PreTokenizerWrapper,
+    Tokenizer,
 };
 
 use super::error::DataError;
@@ -173,29 +175,35 @@ pub fn lowercases(tokenizer: &Tokenizer) -> bool {
 }
 
 /// Encodes documents to token ids without special tokens, in parallel,
-/// remembering the ids of each distinct word so that the model runs once per
-/// word rather than once per occurrence.
+/// remembering what it has encoded so that the tokenizer runs once per
+/// distinct piece of text rather than once per occurrence.
 ///
 /// The ids are those of `Tokenizer::encode(document, false)` (the same
 /// normalizer, pre-tokenizer and model calls) with one difference: added
 /// tokens are not matched in the text, so a literal "[SEP]" in a document is
 /// text, not a separator.
+///
+/// For a BERT-style tokenizer the pieces are the document's runs between
+/// spaces, tabs and line breaks (see `BERT_BOUNDARIES`), so a known piece
+/// skips normalization too; for others they are the pre-tokenized words.
 pub struct DocumentEncoder<'a> {
     tokenizer: &'a Tokenizer,
+    cut_at_boundaries: bool,
     known: HashMap<String, Vec<u32>>,
 }
 
-/// A document's ids, and the new words it met with their ids.
-type EncodedDocument = (Vec<u32>, Vec<(String, Vec<u32>)>);
+/// A document's ids, and the new pieces it met with their ids.
+type EncodedDocument = (Vec<u32>, HashMap<String, Vec<u32>>);
 
-/// The encoder stops remembering new words past this many (a few hundred MB
-/// at most); later ones are still encoded, only not cached.
-const MAX_KNOWN_WORDS: usize = 1 << 22;
+/// The encoder stops remembering new pieces past this many (a few hundred
+/// MB at most); later ones are still encoded, only not cached.
+const MAX_KNOWN_PIECES: usize = 1 << 22;
 
 impl<'a> DocumentEncoder<'a> {
     pub fn new(tokenizer: &'a Tokenizer) -> Self {
         DocumentEncoder {
             tokenizer,
+            cut_at_boundaries: is_bert_style(tokenizer),
             known: HashMap::new(),
         }
     }
@@ -212,10 +220,10 @@ impl<'a> DocumentEncoder<'a> {
             })
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(encoded.len());
-        for (ids, new_words) in encoded {
-            for (word, word_ids) in new_words {
-                if self.known.len() < MAX_KNOWN_WORDS {
-                    self.known.entry(word).or_insert(word_ids);
+        for (ids, new_pieces) in encoded {
+            for (piece, piece_ids) in new_pieces {
+                if self.known.len() < MAX_KNOWN_PIECES {
+                    self.known.entry(piece).or_insert(piece_ids);
                 }
             }
             out.push(ids);
@@ -223,31 +231,84 @@ impl<'a> DocumentEncoder<'a> {
         Ok(out)
     }
 
-    /// One document's ids, and the words it met that were not known yet.
     fn encode_one(&self, doc: &str) -> tokenizers::Result<EncodedDocument> {
-        let words = pre_tokenize(
+        let mut ids = Vec::with_capacity(doc.len() / 4);
+        let mut new_pieces = HashMap::new();
+        if self.cut_at_boundaries {
+            for chunk in bert_chunks(doc) {
+                self.extend_with(chunk, &mut ids, &mut new_pieces, |c| self.encode_text(c))?;
+            }
+        } else {
+            let words = self.pre_tokenize(doc)?;
+            for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None) {
+                self.extend_with(word, &mut ids, &mut new_pieces, |w| self.model_ids(w))?;
+            }
+        }
+        Ok((ids, new_pieces))
+    }
+
+    /// Appends the ids of `piece`, known or computed (and then remembered).
+    fn extend_with(
+        &self,
+        piece: &str,
+        ids: &mut Vec<u32>,
+        new_pieces: &mut HashMap<String, Vec<u32>>,
+        compute: impl FnOnce(&str) -> tokenizers::Result<Vec<u32>>,
+    ) -> tokenizers::Result<()> {
+        if let Some(known) = self.known.get(piece).or_else(|| new_pieces.get(piece)) {
+            ids.extend_from_slice(known);
+        } else {
+            let piece_ids = compute(piece)?;
+            ids.extend_from_slice(&piece_ids);
+            new_pieces.insert(piece.to_string(), piece_ids);
+        }
+        Ok(())
+    }
+
+    fn encode_text(&self, text: &str) -> tokenizers::Result<Vec<u32>> {
+        let words = self.pre_tokenize(text)?;
+        let mut ids = Vec::new();
+        for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None) {
+            ids.extend(self.model_ids(word)?);
+        }
+        Ok(ids)
+    }
+
+    fn pre_tokenize(&self, text: &str) -> tokenizers::Result<PreTokenizedString> {
+        pre_tokenize(
             self.tokenizer.get_normalizer(),
             self.tokenizer.get_pre_tokenizer(),
-            doc,
-        )?;
-        let model = self.tokenizer.get_model();
-        let mut ids = Vec::with_capacity(doc.len() / 4);
-        let mut new_words: HashMap<&str, Vec<u32>> = HashMap::new();
-        for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None) {
-            if let Some(known) = self.known.get(word).or_else(|| new_words.get(word)) {
-                ids.extend_from_slice(known);
-                continue;
-            }
-            let word_ids: Vec<u32> = model.tokenize(word)?.iter().map(|t| t.id).collect();
-            ids.extend_from_slice(&word_ids);
-            new_words.insert(word, word_ids);
-        }
-        let new_words = new_words
-            .into_iter()
-            .map(|(w, ids)| (w.to_string(), ids))
-            .collect();
-        Ok((ids, new_words))
+            text,
+        )
     }
+
+    fn model_ids(&self, word: &str) -> tokenizers::Result<Vec<u32>> {
+        let tokens = self.tokenizer.get_model().tokenize(word)?;
+        Ok(tokens.iter().map(|t| t.id).collect())
+    }
+}
+
+/// Characters at which text can be cut before a BERT normalizer and
+/// pre-tokenizer without changing the words: the normalizer turns each into
+/// a space, the pre-tokenizer splits there, and everything else they do is
+/// character by character. (Not all ASCII whitespace: the normalizer deletes
+/// form feed and vertical tab as control characters.)
+const BERT_BOUNDARIES: [char; 4] = [' ', '\t', '\n', '\r'];
+
+fn bert_chunks(text: &str) -> impl Iterator<Item = &str> {
+    text.split(BERT_BOUNDARIES).filter(|c| !c.is_empty())
+}
+
+/// Whether the tokenizer normalizes and pre-tokenizes as BERT does, so that
+/// `bert_chunks` may cut text before it.
+fn is_bert_style(tokenizer: &Tokenizer) -> bool {
+    matches!(
+        tokenizer.get_normalizer(),
+        None | Some(NormalizerWrapper::BertNormalizer(_))
+    ) && matches!(
+        tokenizer.get_pre_tokenizer(),
+        Some(PreTokenizerWrapper::BertPreTokenizer(_))
+    )
 }
 
 /// The tokens of `ids` as strings, for showing a sample.
@@ -296,36 +357,53 @@ fn train_error(e: impl std::fmt::Display) -> DataError {
     }
 }
 
-/// How often each pre-tokenized word occurs, sorted by word.
+/// How often each pre-tokenized word occurs, sorted by word. Counts the
+/// documents' chunks first (see `bert_chunks`) and normalizes each distinct
+/// chunk once.
 fn count_words(
     documents: &[String],
     normalizer: &BertNormalizer,
 ) -> Result<Vec<(String, u64)>, DataError> {
-    let counts = documents
+    let chunks: HashMap<&str, u64> = documents
         .par_iter()
-        .try_fold(HashMap::new, |mut counts: HashMap<String, u64>, doc| {
-            let words = pre_tokenize(Some(normalizer), Some(&BertPreTokenizer), doc)
-                .map_err(train_error)?;
-            for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None) {
-                match counts.get_mut(word) {
-                    Some(c) => *c += 1,
-                    None => {
-                        counts.insert(word.to_string(), 1);
+        .fold(HashMap::new, |mut counts, doc| {
+            for chunk in bert_chunks(doc) {
+                *counts.entry(chunk).or_default() += 1;
+            }
+            counts
+        })
+        .reduce(HashMap::new, merge_counts);
+    let words: HashMap<String, u64> = chunks
+        .par_iter()
+        .try_fold(
+            HashMap::new,
+            |mut counts: HashMap<String, u64>, (chunk, &n)| {
+                let words = pre_tokenize(Some(normalizer), Some(&BertPreTokenizer), chunk)
+                    .map_err(train_error)?;
+                for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None)
+                {
+                    match counts.get_mut(word) {
+                        Some(c) => *c += n,
+                        None => {
+                            counts.insert(word.to_string(), n);
+                        }
                     }
                 }
-            }
-            Ok::<_, DataError>(counts)
-        })
-        .try_reduce(HashMap::new, |a, b| {
-            let (small, mut big) = if a.len() < b.len() { (a, b) } else { (b, a) };
-            for (word, c) in small {
-                *big.entry(word).or_default() += c;
-            }
-            Ok(big)
-        })?;
-    let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
-    counts.sort_unstable();
-    Ok(counts)
+                Ok::<_, DataError>(counts)
+            },
+        )
+        .try_reduce(HashMap::new, |a, b| Ok(merge_counts(a, b)))?;
+    let mut words: Vec<(String, u64)> = words.into_iter().collect();
+    words.sort_unstable();
+    Ok(words)
+}
+
+fn merge_counts<K: Hash + Eq>(a: HashMap<K, u64>, b: HashMap<K, u64>) -> HashMap<K, u64> {
+    let (small, mut big) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    for (key, n) in small {
+        *big.entry(key).or_default() += n;
+    }
+    big
 }
 
 /// The words of `text` as the tokenizer's model sees them.
@@ -443,10 +521,15 @@ mod tests {
     #[test]
     fn the_encoder_matches_the_tokenizer_and_its_cache_changes_nothing() {
         let tokenizer = train_wordpiece(&corpus(), 45).unwrap();
+        // Accents, combining marks after a space, CJK, control characters,
+        // form feed and vertical tab (deleted, not spaces), no-break space,
+        // tabs and CRLF, Greek capital sigma.
         let docs = vec![
             "The cat sat; the CAT sat!".to_string(),
             "Dögs ran far AWAY, sitting on mats".to_string(),
-            "cats cats cats \u{4e2d}\u{6587} zzz".to_string(),
+            "cats cats cats \u{4e2d}\u{6587}zzz".to_string(),
+            "ca\u{301}t \u{301}dog\tmat\r\nran\u{c}away\u{b}far \u{a0}sat\u{0}on".to_string(),
+            "ΣΑΣ dogΣ (cat)--dog... \u{200b}tu".to_string(),
         ];
         let mut encoder = DocumentEncoder::new(&tokenizer);
         let first = encoder.encode(&docs).unwrap();
@@ -457,6 +540,18 @@ mod tests {
             assert_eq!(ids, reference.get_ids(), "{doc}");
         }
         assert!(first[1].len() > 8);
+        assert!(is_bert_style(&tokenizer));
+        let mut plain = tokenizer.clone();
+        plain.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace));
+        assert!(!is_bert_style(&plain));
+        let words = DocumentEncoder::new(&plain).encode(&docs).unwrap();
+        for (doc, ids) in docs.iter().zip(&words) {
+            assert_eq!(
+                ids,
+                plain.encode(doc.as_str(), false).unwrap().get_ids(),
+                "{doc}"
+            );
+        }
     }
 
     #[test]
