@@ -241,6 +241,10 @@ fn corrupt_truncated_and_missing_shards_are_named() {
     let err = TokenStore::open(&out).err().unwrap();
     assert!(matches!(err, DataError::ShardOpen { .. }), "{err}");
     assert!(err.to_string().contains("train-00001.bin"), "{err}");
+
+    let err = TokenStore::open(dir.path()).err().unwrap();
+    assert!(matches!(err, DataError::ManifestRead { .. }), "{err}");
+    assert!(err.to_string().contains("manifest.json"), "{err}");
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! out (`prepare`), and the reader of such a folder (`TokenStore`).
 //!
 //! One file per stage or concept: `read` (inputs into documents), `clean`
-//! (document filters), `split` (train/val), `tokenizer` (WordPiece training,
-//! loading, encoding), `pack` (documents into sequences), `shard` (the token
-//! file format), `manifest`, `store` (reading), `output` (all-or-nothing
-//! output folder) and `prepare`, which runs them in order.
+//! (document filters), `split` (train/val), `tokenizer` (WordPiece training
+//! and loading), `words` (normalizing and pre-tokenizing), `encode`
+//! (documents into ids), `pack` (ids into sequences), `shard` (the token file
+//! format), `manifest`, `store` (reading), `output` (all-or-nothing output
+//! folder), `progress` and `prepare`, which runs them in order.
 
 mod clean;
+mod encode;
 mod error;
 mod manifest;
 mod output;
@@ -19,6 +21,7 @@ mod shard;
 mod split;
 mod store;
 mod tokenizer;
+mod words;
 
 pub use error::DataError;
 pub use manifest::{

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
 use super::clean::{apply_filter, MinLength};
+use super::encode::DocumentEncoder;
 use super::error::DataError;
 use super::manifest::{
     InputFile, Manifest, SplitInfo, Splits, Stage, TokenizerInfo, FORMAT_VERSION, TOKENIZER_FILE,
@@ -25,7 +26,7 @@ use super::split::{assign_splits, Split};
 use super::store::TokenStore;
 use super::tokenizer::{
     load_tokenizer, lowercases, model_kind, save_tokenizer, special_tokens, token_strings,
-    train_wordpiece, vocab_size, DocumentEncoder, SpecialTokens, SPECIAL_TOKENS,
+    train_wordpiece, vocab_size, SpecialTokens, SPECIAL_TOKENS,
 };
 
 /// Documents shorter than this many characters are dropped: headings,
@@ -34,7 +35,7 @@ pub const MIN_DOC_CHARS: usize = 20;
 
 /// Documents are encoded in parallel in batches of about this many bytes of
 /// text per thread, so that only one batch's token ids are in memory at a
-/// time, and the encoder's word cache fills after the first batches.
+/// time, and the encoder's cache fills after the first batches.
 const ENCODE_BATCH_BYTES_PER_THREAD: usize = 1 << 20;
 
 #[derive(Clone, Debug)]

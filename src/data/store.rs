@@ -215,3 +215,14 @@ impl MappedShard {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_can_be_shared_by_loader_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<TokenStore>();
+    }
+}
