@@ -212,6 +212,7 @@ pub trait EmbeddingOps: Device {
 pub trait NormOps: Device {
     /// Writes `out`, and the statistics the backward needs: `mean` (LayerNorm;
     /// zeros for RMSNorm) and `rstd`, each `[rows]`.
+    #[allow(clippy::too_many_arguments)]
     fn norm_forward(
         &self,
         out: &mut Self::Buf,
@@ -399,5 +400,9 @@ pub fn dropout_keep(seed: u64, index: u64, p: f32) -> bool {
 pub fn sinusoid(t: usize, c: usize, cols: usize) -> f32 {
     let i = (c / 2) as f64;
     let angle = t as f64 * (10000f64).powf(-2.0 * i / cols as f64);
-    (if c % 2 == 0 { angle.sin() } else { angle.cos() }) as f32
+    (if c.is_multiple_of(2) {
+        angle.sin()
+    } else {
+        angle.cos()
+    }) as f32
 }
