@@ -4,37 +4,30 @@
 
 use rayon::prelude::*;
 
+use super::math::exp;
 use super::{Cpu, ELEMENT_CHUNK};
 use crate::backend::{dropout_keep, Activation, ActivationOps};
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// The activation's value at `x`.
-fn apply(act: Activation, x: f32) -> f32 {
+/// The activation's value and slope at `x`, computed together because they
+/// share the expensive part (the erf, or the sigmoid). Always inlined, so
+/// that callers that need only the value let the compiler drop the slope.
+#[inline(always)]
+fn activate(act: Activation, x: f32) -> (f32, f32) {
     match act {
-        Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-        Activation::Silu => x * sigmoid(x),
-    }
-}
-
-/// The activation's derivative at `x`.
-fn derivative(act: Activation, x: f32) -> f32 {
-    match act {
-        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        // x·Φ(x), with slope Φ(x) + x·φ(x)
         Activation::Gelu => {
             let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-            cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+            (x * cdf, cdf + x * pdf)
         }
-        // d/dx x·σ(x) = σ(x)·(1 + x·(1 - σ(x)))
+        // x·σ(x), with slope σ(x)·(1 + x·(1 - σ(x)))
         Activation::Silu => {
-            let s = sigmoid(x);
-            s * (1.0 + x * (1.0 - s))
+            let s = 1.0 / (1.0 + exp(-x));
+            (x * s, s * (1.0 + x * (1.0 - s)))
         }
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// `out[i] = f(i, a[i])` over the length of `out`, in parallel chunks.
@@ -66,7 +59,7 @@ fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + 
 
 impl ActivationOps for Cpu {
     fn activation_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, act: Activation) {
-        map_indexed(&mut out[..inp.len()], inp, |_, x| apply(act, x));
+        map_indexed(&mut out[..inp.len()], inp, |_, x| activate(act, x).0);
     }
 
     fn activation_backward(
@@ -77,7 +70,7 @@ impl ActivationOps for Cpu {
         act: Activation,
     ) {
         zip_map(&mut dinp[..inp.len()], dout, inp, |dy, x| {
-            dy * derivative(act, x)
+            dy * activate(act, x).1
         });
     }
 
@@ -89,7 +82,7 @@ impl ActivationOps for Cpu {
             .for_each(|(y, x)| {
                 let (value, gate) = x.split_at(half);
                 for ((y, &v), &g) in y.iter_mut().zip(value).zip(gate) {
-                    *y = v * apply(act, g);
+                    *y = v * activate(act, g).0;
                 }
             });
     }
@@ -111,8 +104,9 @@ impl ActivationOps for Cpu {
                 let (dvalue, dgate) = dx.split_at_mut(half);
                 let (value, gate) = x.split_at(half);
                 for c in 0..half {
-                    dvalue[c] = dy[c] * apply(act, gate[c]);
-                    dgate[c] = dy[c] * value[c] * derivative(act, gate[c]);
+                    let (activated, slope) = activate(act, gate[c]);
+                    dvalue[c] = dy[c] * activated;
+                    dgate[c] = dy[c] * value[c] * slope;
                 }
             });
     }

@@ -3,10 +3,14 @@
 //! The forward saves the softmax probabilities `[batch, heads, seq, seq]`
 //! (zeros above the diagonal when causal); the backward reads them and
 //! overwrites `dqkv` (`=`). Each (batch, head) pair is one rayon task that
-//! owns its output columns, so no sum depends on scheduling.
+//! owns its output columns and runs its small products through
+//! single-threaded gemm, so no sum depends on scheduling.
 
+use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::math::{self, exp};
+use super::matmul::{gemm, Operand};
 use super::Cpu;
 use crate::backend::{AttentionOps, AttentionShape};
 
@@ -23,46 +27,26 @@ impl AttentionOps for Cpu {
         shape: AttentionShape,
     ) {
         let AttentionShape { seq, head_dim, .. } = shape;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let out_heads = split_columns(
-            &mut out[..shape.rows() * shape.hidden()],
-            seq,
-            shape.hidden(),
-            head_dim,
-        );
+        let hidden = shape.hidden();
+        let out_heads = split_columns(&mut out[..shape.rows() * hidden], seq, hidden, head_dim);
         out_heads
             .into_par_iter()
             .zip(saved[..self.attention_saved_len(shape)].par_chunks_mut(seq * seq))
             .enumerate()
-            .for_each(|(pair, (mut out, probs))| {
-                let head = Head::new(qkv, shape, pair);
-                for t in 0..seq {
-                    let visible = head.visible(t);
-                    let p = &mut probs[t * seq..(t + 1) * seq];
-                    let q = head.q(t);
-                    let mut max = f32::NEG_INFINITY;
-                    for (s, x) in p[..visible].iter_mut().enumerate() {
-                        *x = dot(q, head.k(s)) * scale;
-                        max = max.max(*x);
+            .for_each_init(
+                || vec![0f32; seq * head_dim],
+                |scratch, (pair, (mut out, probs))| {
+                    let head = Head::new(qkv, shape, pair);
+                    // S = Q·Kᵀ/√d, then the softmax of each row in place.
+                    head.gemm(probs, head.q(), head.k().t(), seq, head.scale);
+                    for (t, row) in probs.chunks_mut(seq).enumerate() {
+                        softmax_in_place(row, head.visible(t));
                     }
-                    let mut sum = 0f32;
-                    for x in &mut p[..visible] {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    for x in &mut p[..visible] {
-                        *x *= inv;
-                    }
-                    p[visible..].fill(0.0);
-
-                    let o = &mut *out[t];
-                    o.fill(0.0);
-                    for (s, &w) in p[..visible].iter().enumerate() {
-                        axpy(o, w, head.v(s));
-                    }
-                }
-            });
+                    // O = P·V
+                    head.gemm(scratch, Operand::rows(probs, seq), head.v(), head_dim, 1.0);
+                    copy_rows(&mut out, scratch);
+                },
+            );
     }
 
     fn attention_backward(
@@ -80,7 +64,6 @@ impl AttentionOps for Cpu {
             ..
         } = shape;
         let hidden = shape.hidden();
-        let scale = 1.0 / (head_dim as f32).sqrt();
 
         // Regroup the per-(batch, part, head) column blocks of dqkv as
         // (dq, dk, dv) per (batch, head).
@@ -103,86 +86,105 @@ impl AttentionOps for Cpu {
             .into_par_iter()
             .zip(saved[..self.attention_saved_len(shape)].par_chunks(seq * seq))
             .enumerate()
-            .for_each(|(pair, (((mut dq, mut dk), mut dv), probs))| {
-                let head = Head::new(qkv, shape, pair);
-                let (b, h) = (pair / heads, pair % heads);
-                for rows in [&mut dq, &mut dk, &mut dv] {
-                    rows.iter_mut().for_each(|r| r.fill(0.0));
-                }
-                let mut dp = vec![0f32; seq];
-                for t in 0..seq {
-                    let visible = head.visible(t);
-                    let p = &probs[t * seq..(t + 1) * seq];
-                    let row = (b * seq + t) * hidden + h * head_dim;
-                    let dy = &dout[row..row + head_dim];
-                    // dP = dO·Vᵀ and dV += Pᵀ·dO
-                    for s in 0..visible {
-                        dp[s] = dot(dy, head.v(s));
-                        axpy(dv[s], p[s], dy);
+            .for_each_init(
+                || (vec![0f32; seq * seq], vec![0f32; seq * head_dim]),
+                |(ds, scratch), (pair, (((mut dq, mut dk), mut dv), probs))| {
+                    let head = Head::new(qkv, shape, pair);
+                    let (b, h) = (pair / heads, pair % heads);
+                    let dy = Operand::rows(&dout[b * seq * hidden + h * head_dim..], hidden);
+                    let p = Operand::rows(probs, seq);
+                    // dV = Pᵀ·dO
+                    head.gemm(scratch, p.t(), dy, head_dim, 1.0);
+                    copy_rows(&mut dv, scratch);
+                    // dP = dO·Vᵀ, then the softmax backward in place:
+                    // dS = P ⊙ (dP - Σ_s P·dP) / √d (zero where P is masked).
+                    head.gemm(ds, dy, head.v().t(), seq, 1.0);
+                    for (dp, p) in ds.chunks_mut(seq).zip(probs.chunks(seq)) {
+                        let centre: f32 = dp.iter().zip(p).map(|(d, p)| d * p).sum();
+                        for (d, &p) in dp.iter_mut().zip(p) {
+                            *d = p * (*d - centre) * head.scale;
+                        }
                     }
-                    // Softmax backward: dS = P ⊙ (dP - Σ P·dP), then
-                    // dQ = scale·dS·K and dK = scale·dSᵀ·Q.
-                    let centre: f32 = (0..visible).map(|s| p[s] * dp[s]).sum();
-                    let q = head.q(t);
-                    let dq_t = &mut *dq[t];
-                    for s in 0..visible {
-                        let ds = p[s] * (dp[s] - centre) * scale;
-                        axpy(dq_t, ds, head.k(s));
-                        axpy(dk[s], ds, q);
-                    }
-                }
-            });
+                    let ds = Operand::rows(ds, seq);
+                    // dQ = dS·K and dK = dSᵀ·Q
+                    head.gemm(scratch, ds, head.k(), head_dim, 1.0);
+                    copy_rows(&mut dq, scratch);
+                    head.gemm(scratch, ds.t(), head.q(), head_dim, 1.0);
+                    copy_rows(&mut dk, scratch);
+                },
+            );
     }
 }
 
-/// Read access to one (batch, head) pair's q, k and v rows in `qkv`.
+/// One (batch, head) pair: its q, k and v as gemm operands inside `qkv`.
 struct Head<'a> {
     qkv: &'a [f32],
     base: usize,
-    stride: usize,
-    hidden: usize,
-    head_dim: usize,
-    causal: bool,
-    seq: usize,
+    shape: AttentionShape,
+    scale: f32,
 }
 
 impl<'a> Head<'a> {
     /// The pair numbered `batch · heads + head`.
     fn new(qkv: &'a [f32], shape: AttentionShape, pair: usize) -> Self {
         let (b, h) = (pair / shape.heads, pair % shape.heads);
-        let stride = 3 * shape.hidden();
         Head {
             qkv,
-            base: b * shape.seq * stride + h * shape.head_dim,
-            stride,
-            hidden: shape.hidden(),
-            head_dim: shape.head_dim,
-            causal: shape.causal,
-            seq: shape.seq,
+            base: b * shape.seq * 3 * shape.hidden() + h * shape.head_dim,
+            shape,
+            scale: 1.0 / (shape.head_dim as f32).sqrt(),
         }
     }
 
-    fn part(&self, t: usize, part: usize) -> &'a [f32] {
-        let start = self.base + t * self.stride + part * self.hidden;
-        &self.qkv[start..start + self.head_dim]
+    /// Part 0, 1 or 2 (q, k or v) as a `[seq, head_dim]` operand.
+    fn part(&self, part: usize) -> Operand<'a> {
+        let start = self.base + part * self.shape.hidden();
+        Operand::rows(&self.qkv[start..], 3 * self.shape.hidden())
     }
-    fn q(&self, t: usize) -> &'a [f32] {
-        self.part(t, 0)
+    fn q(&self) -> Operand<'a> {
+        self.part(0)
     }
-    fn k(&self, s: usize) -> &'a [f32] {
-        self.part(s, 1)
+    fn k(&self) -> Operand<'a> {
+        self.part(1)
     }
-    fn v(&self, s: usize) -> &'a [f32] {
-        self.part(s, 2)
+    fn v(&self) -> Operand<'a> {
+        self.part(2)
+    }
+
+    /// `dst[seq, n] = scale · lhs[seq, k] · rhs[k, n]`, where the inner
+    /// dimension `k` is whichever of seq and head_dim `n` is not.
+    fn gemm(&self, dst: &mut [f32], lhs: Operand, rhs: Operand, n: usize, scale: f32) {
+        let AttentionShape { seq, head_dim, .. } = self.shape;
+        let k = if n == seq { head_dim } else { seq };
+        gemm(dst, false, scale, lhs, rhs, (seq, k, n), Parallelism::None);
     }
 
     /// How many keys query `t` attends to (keys `0..visible`).
     fn visible(&self, t: usize) -> usize {
-        if self.causal {
+        if self.shape.causal {
             t + 1
         } else {
-            self.seq
+            self.shape.seq
         }
+    }
+}
+
+/// Softmax over `row[..visible]`, zeros after it.
+fn softmax_in_place(row: &mut [f32], visible: usize) {
+    let (live, masked) = row.split_at_mut(visible);
+    let max = math::max(live);
+    live.iter_mut().for_each(|x| *x = exp(*x - max));
+    let inv = 1.0 / math::sum(live);
+    live.iter_mut().for_each(|x| *x *= inv);
+    masked.fill(0.0);
+}
+
+/// Copies the rows of a contiguous `[seq, head_dim]` block into a head's
+/// column slices.
+fn copy_rows(dst: &mut [&mut [f32]], src: &[f32]) {
+    let width = src.len() / dst.len();
+    for (row, src) in dst.iter_mut().zip(src.chunks(width)) {
+        row.copy_from_slice(src);
     }
 }
 
@@ -207,30 +209,4 @@ fn split_columns(
         }
     }
     groups
-}
-
-/// Dot product with eight partial sums, so that it vectorises; the order
-/// is fixed, so the result is too.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `y += a·x`.
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
 }

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use super::math::{self, exp};
 use super::Cpu;
 use crate::backend::{LossOps, IGNORE};
 
@@ -45,43 +46,44 @@ impl LossOps for Cpu {
             .par_iter_mut()
             .zip(logits[..rows * vocab].par_chunks_mut(vocab))
             .zip(targets.par_iter())
-            .for_each(|((loss, row), &target)| {
-                if target == IGNORE {
-                    *loss = 0.0;
-                    if dscale.is_some() {
-                        row.fill(0.0);
-                    }
-                    return;
-                }
-                let target = target as usize;
-                assert!(
-                    target < vocab,
-                    "target {target} outside the vocabulary of {vocab}"
-                );
-                // loss = log Σ exp(x - max) - (x[target] - max), with the max
-                // subtracted for stability.
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let shifted_target = row[target] - max;
-                match dscale {
-                    None => {
-                        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-                        *loss = sum.ln() - shifted_target;
-                    }
-                    Some(scale) => {
-                        // Keep exp(x - max) in place, then scale it to the softmax.
-                        let mut sum = 0f32;
-                        for x in row.iter_mut() {
-                            *x = (*x - max).exp();
-                            sum += *x;
+            .for_each_init(
+                || Vec::with_capacity(if dscale.is_some() { 0 } else { vocab }),
+                |scratch, ((loss, row), &target)| {
+                    if target == IGNORE {
+                        *loss = 0.0;
+                        if dscale.is_some() {
+                            row.fill(0.0);
                         }
-                        *loss = sum.ln() - shifted_target;
+                        return;
+                    }
+                    let target = target as usize;
+                    assert!(
+                        target < vocab,
+                        "target {target} outside the vocabulary of {vocab}"
+                    );
+                    // loss = log Σ exp(x - max) - (x[target] - max), with the max
+                    // subtracted for stability. The exponentials go to the row
+                    // itself when it is to become the gradient, else to scratch.
+                    let max = math::max(row);
+                    let shifted_target = row[target] - max;
+                    let exps: &mut [f32] = match dscale {
+                        Some(_) => row,
+                        None => {
+                            scratch.clear();
+                            scratch.extend_from_slice(row);
+                            scratch
+                        }
+                    };
+                    exps.iter_mut().for_each(|x| *x = exp(*x - max));
+                    let sum = math::sum(exps);
+                    *loss = sum.ln() - shifted_target;
+                    if let Some(scale) = dscale {
+                        // softmax · scale, minus scale at the target
                         let factor = scale / sum;
-                        for x in row.iter_mut() {
-                            *x *= factor;
-                        }
-                        row[target] -= scale;
+                        exps.iter_mut().for_each(|x| *x *= factor);
+                        exps[target] -= scale;
                     }
-                }
-            });
+                },
+            );
     }
 }

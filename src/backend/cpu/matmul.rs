@@ -4,90 +4,89 @@
 //! tiles per thread and walks the inner dimension in order, so its results
 //! do not depend on scheduling; the bias sums use fixed row blocks.
 
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 
 use super::{add_into, sum_row_blocks, Cpu};
 use crate::backend::{Linear, MatmulOps, MatmulShape};
 
-/// A row-major matrix view for gemm: element `(i, j)` is at
-/// `ptr + i·row_stride + j·col_stride`. A transpose swaps the strides.
+/// A matrix operand for gemm: element `(i, j)` is
+/// `data[i·row_stride + j·col_stride]`. A transpose swaps the strides, and a
+/// block of columns of a wider matrix is a slice with a larger row stride.
 #[derive(Clone, Copy)]
-struct View {
-    row_stride: isize,
-    col_stride: isize,
+pub(super) struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
 }
 
-impl View {
-    fn row_major(cols: usize) -> Self {
-        View {
-            row_stride: cols as isize,
+impl<'a> Operand<'a> {
+    /// Rows `row_stride` apart with contiguous columns.
+    pub(super) fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Operand {
+            data,
+            row_stride,
             col_stride: 1,
         }
     }
-    fn transposed(self) -> Self {
-        View {
+
+    pub(super) fn t(self) -> Self {
+        Operand {
             row_stride: self.col_stride,
             col_stride: self.row_stride,
+            ..self
         }
+    }
+
+    /// Whether a `rows × cols` matrix fits in `data`.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst[m, n] (=|+=) scale · lhs[m, k] · rhs[k, n]`, with `dst` row-major.
+pub(super) fn gemm(
+    dst: &mut [f32],
+    accumulate: bool,
+    scale: f32,
+    lhs: Operand,
+    rhs: Operand,
+    (m, k, n): (usize, usize, usize),
+    parallelism: Parallelism,
+) {
+    assert!(dst.len() >= m * n, "gemm output too small");
+    assert!(lhs.fits(m, k), "gemm left operand too small");
+    assert!(rhs.fits(k, n), "gemm right operand too small");
+    // SAFETY: the asserts keep every element gemm reads or writes inside the
+    // slices, and `dst`, borrowed mutably, cannot alias `lhs` or `rhs`.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 
 impl Cpu {
-    /// `dst[m, n] (=|+=) lhs[m, k] · rhs[k, n]` for the given views.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        dst: &mut [f32],
-        accumulate: bool,
-        lhs: &[f32],
-        lhs_view: View,
-        rhs: &[f32],
-        rhs_view: View,
-        (m, k, n): (usize, usize, usize),
-    ) {
-        let extent = |v: View, rows: usize, cols: usize| {
-            if rows == 0 || cols == 0 {
-                0
-            } else {
-                (rows - 1) * v.row_stride as usize + (cols - 1) * v.col_stride as usize + 1
-            }
-        };
-        assert!(dst.len() >= m * n, "matmul output too small");
-        assert!(
-            lhs.len() >= extent(lhs_view, m, k),
-            "matmul input too small"
-        );
-        assert!(
-            rhs.len() >= extent(rhs_view, k, n),
-            "matmul weight too small"
-        );
-        // SAFETY: the asserts above keep every element gemm touches inside the
-        // slices; `dst` is borrowed mutably and does not alias `lhs` or `rhs`.
-        unsafe {
-            gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                lhs.as_ptr(),
-                lhs_view.col_stride,
-                lhs_view.row_stride,
-                rhs.as_ptr(),
-                rhs_view.col_stride,
-                rhs_view.row_stride,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                self.parallelism(),
-            );
-        }
-    }
-
+    /// gemm's parallelism for one large product over the whole pool.
     fn parallelism(&self) -> Parallelism {
         if self.threads > 1 {
             Parallelism::Rayon(self.threads)
@@ -115,14 +114,14 @@ impl MatmulOps for Cpu {
             }
         }
         let weight = &params[layer.weight.range()];
-        self.gemm(
+        gemm(
             out,
             layer.bias.is_some(),
-            inp,
-            View::row_major(k),
-            weight,
-            View::row_major(k).transposed(),
+            1.0,
+            Operand::rows(inp, k),
+            Operand::rows(weight, k).t(),
             (m, k, n),
+            self.parallelism(),
         );
     }
 
@@ -140,24 +139,24 @@ impl MatmulOps for Cpu {
         let MatmulShape { m, k, n } = shape;
         if let Some(dinp) = dinp {
             let weight = &params[layer.weight.range()];
-            self.gemm(
+            gemm(
                 dinp,
                 accumulate,
-                dout,
-                View::row_major(n),
-                weight,
-                View::row_major(k),
+                1.0,
+                Operand::rows(dout, n),
+                Operand::rows(weight, k),
                 (m, n, k),
+                self.parallelism(),
             );
         }
-        self.gemm(
+        gemm(
             &mut grads[layer.weight.range()],
             true,
-            dout,
-            View::row_major(n).transposed(),
-            inp,
-            View::row_major(k),
+            1.0,
+            Operand::rows(dout, n).t(),
+            Operand::rows(inp, k),
             (n, m, k),
+            self.parallelism(),
         );
         if let Some(bias) = layer.bias {
             let mut dbias = vec![0f32; n];

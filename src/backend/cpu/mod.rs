@@ -15,6 +15,7 @@ mod attention;
 mod device;
 mod embedding;
 mod loss;
+mod math;
 mod matmul;
 mod norm;
 mod optim;
