@@ -537,3 +537,44 @@ fn thread_count_does_not_change_bits() {
         "gradients depend on the thread count"
     );
 }
+
+#[test]
+fn empty_shapes_are_no_ops() {
+    let cpu = Cpu::new();
+    let params = vec![1.0; 12];
+    let layer = Linear {
+        weight: Span { offset: 0, len: 8 },
+        bias: Some(Span { offset: 8, len: 4 }),
+    };
+    let shape = MatmulShape { m: 0, k: 2, n: 4 };
+    let (mut out, mut dinp, mut grads) = (vec![], vec![], vec![0.0; 12]);
+    cpu.matmul_forward(&mut out, &vec![], &params, layer, shape);
+    cpu.matmul_backward(
+        Some(&mut dinp),
+        true,
+        &mut grads,
+        &vec![],
+        &vec![],
+        &params,
+        layer,
+        shape,
+    );
+    assert!(grads.iter().all(|&g| g == 0.0));
+
+    let shape = AttentionShape {
+        batch: 0,
+        seq: 4,
+        heads: 2,
+        head_dim: 2,
+        causal: true,
+    };
+    let (mut out, mut saved, mut dqkv) = (vec![], vec![], vec![]);
+    cpu.attention_forward(&mut out, &mut saved, &vec![], shape);
+    cpu.attention_backward(&mut dqkv, &vec![], &vec![], &saved, shape);
+
+    let (mut losses, mut logits) = (vec![], vec![]);
+    cpu.cross_entropy(&mut losses, &mut logits, &vec![], 5, Some(1.0));
+    let mut norm_sq = vec![0.0];
+    cpu.grad_norm_squared(&mut norm_sq, 0, &vec![]);
+    assert_eq!(norm_sq, vec![0.0]);
+}

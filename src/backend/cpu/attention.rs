@@ -38,12 +38,18 @@ impl AttentionOps for Cpu {
                 |scratch, (pair, (mut out, probs))| {
                     let head = Head::new(qkv, shape, pair);
                     // S = Q·Kᵀ/√d, then the softmax of each row in place.
-                    head.gemm(probs, head.q(), head.k().t(), seq, head.scale);
+                    head.gemm(probs, head.q(), head.k().t(), (head_dim, seq), head.scale);
                     for (t, row) in probs.chunks_mut(seq).enumerate() {
                         softmax_in_place(row, head.visible(t));
                     }
                     // O = P·V
-                    head.gemm(scratch, Operand::rows(probs, seq), head.v(), head_dim, 1.0);
+                    head.gemm(
+                        scratch,
+                        Operand::rows(probs, seq),
+                        head.v(),
+                        (seq, head_dim),
+                        1.0,
+                    );
                     copy_rows(&mut out, scratch);
                 },
             );
@@ -94,11 +100,11 @@ impl AttentionOps for Cpu {
                     let dy = Operand::rows(&dout[b * seq * hidden + h * head_dim..], hidden);
                     let p = Operand::rows(probs, seq);
                     // dV = Pᵀ·dO
-                    head.gemm(scratch, p.t(), dy, head_dim, 1.0);
+                    head.gemm(scratch, p.t(), dy, (seq, head_dim), 1.0);
                     copy_rows(&mut dv, scratch);
                     // dP = dO·Vᵀ, then the softmax backward in place:
                     // dS = P ⊙ (dP - Σ_s P·dP) / √d (zero where P is masked).
-                    head.gemm(ds, dy, head.v().t(), seq, 1.0);
+                    head.gemm(ds, dy, head.v().t(), (head_dim, seq), 1.0);
                     for (dp, p) in ds.chunks_mut(seq).zip(probs.chunks(seq)) {
                         let centre: f32 = dp.iter().zip(p).map(|(d, p)| d * p).sum();
                         for (d, &p) in dp.iter_mut().zip(p) {
@@ -107,9 +113,9 @@ impl AttentionOps for Cpu {
                     }
                     let ds = Operand::rows(ds, seq);
                     // dQ = dS·K and dK = dSᵀ·Q
-                    head.gemm(scratch, ds, head.k(), head_dim, 1.0);
+                    head.gemm(scratch, ds, head.k(), (seq, head_dim), 1.0);
                     copy_rows(&mut dq, scratch);
-                    head.gemm(scratch, ds.t(), head.q(), head_dim, 1.0);
+                    head.gemm(scratch, ds.t(), head.q(), (seq, head_dim), 1.0);
                     copy_rows(&mut dk, scratch);
                 },
             );
@@ -151,12 +157,25 @@ impl<'a> Head<'a> {
         self.part(2)
     }
 
-    /// `dst[seq, n] = scale · lhs[seq, k] · rhs[k, n]`, where the inner
-    /// dimension `k` is whichever of seq and head_dim `n` is not.
-    fn gemm(&self, dst: &mut [f32], lhs: Operand, rhs: Operand, n: usize, scale: f32) {
-        let AttentionShape { seq, head_dim, .. } = self.shape;
-        let k = if n == seq { head_dim } else { seq };
-        gemm(dst, false, scale, lhs, rhs, (seq, k, n), Parallelism::None);
+    /// `dst[seq, n] = scale · lhs[seq, k] · rhs[k, n]`, single-threaded:
+    /// the tasks are already one per (batch, head).
+    fn gemm(
+        &self,
+        dst: &mut [f32],
+        lhs: Operand,
+        rhs: Operand,
+        (k, n): (usize, usize),
+        scale: f32,
+    ) {
+        gemm(
+            dst,
+            false,
+            scale,
+            lhs,
+            rhs,
+            (self.shape.seq, k, n),
+            Parallelism::None,
+        );
     }
 
     /// How many keys query `t` attends to (keys `0..visible`).

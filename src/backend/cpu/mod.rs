@@ -4,8 +4,10 @@
 //!
 //! Results are bit-identical from run to run: work is split across threads
 //! only where each output element is computed by one thread, and every sum
-//! over rows (parameter gradients, norms) is formed from blocks of a fixed
-//! size combined in a fixed order, never in the order threads finish.
+//! across rows or chunks (parameter gradients, the gradient norm) is formed
+//! from blocks of a fixed size combined in a fixed order, never in the order
+//! threads finish. The tests check that even the thread count leaves the
+//! bits unchanged.
 //!
 //! One file per op family, each holding its trait implementation with every
 //! forward next to its backward.
@@ -24,21 +26,19 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-/// The CPU device. Ops run on rayon's global thread pool.
+/// The CPU device. Ops run on the rayon pool they are called from.
 #[derive(Debug, Clone)]
 pub struct Cpu {
     threads: usize,
 }
 
 impl Cpu {
+    /// A device on rayon's current pool (the global one unless called inside
+    /// `ThreadPool::install`), using all of its threads.
     pub fn new() -> Self {
         Cpu {
             threads: rayon::current_num_threads(),
         }
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 }
 
