@@ -10,23 +10,33 @@ use crate::backend::{dropout_keep, Activation, ActivationOps};
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// The activation's value and slope at `x`, computed together because they
-/// share the expensive part (the erf, or the sigmoid). Always inlined, so
-/// that callers that need only the value let the compiler drop the slope.
-#[inline(always)]
-fn activate(act: Activation, x: f32) -> (f32, f32) {
+/// Writes `factor[i]`, the quantity an activation's value `x·factor` and its
+/// slope are both built from: Φ(x) for GELU, σ(x) for SiLU. GELU's needs one
+/// call to libm's erf per element, which no loop can vectorise, so it gets a
+/// pass of its own and the arithmetic around it vectorises in the next one.
+fn factors(act: Activation, x: &[f32], factor: &mut [f32]) {
     match act {
-        // x·Φ(x), with slope Φ(x) + x·φ(x)
         Activation::Gelu => {
-            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
-            (x * cdf, cdf + x * pdf)
+            for (f, &x) in factor.iter_mut().zip(x) {
+                *f = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            }
         }
-        // x·σ(x), with slope σ(x)·(1 + x·(1 - σ(x)))
         Activation::Silu => {
-            let s = 1.0 / (1.0 + exp(-x));
-            (x * s, s * (1.0 + x * (1.0 - s)))
+            for (f, &x) in factor.iter_mut().zip(x) {
+                *f = 1.0 / (1.0 + exp(-x));
+            }
         }
+    }
+}
+
+/// The activation's slope at `x`, given its factor (see [`factors`]).
+#[inline(always)]
+fn slope(act: Activation, x: f32, factor: f32) -> f32 {
+    match act {
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        Activation::Gelu => factor + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x),
+        // d/dx x·σ(x) = σ(x)·(1 + x·(1 - σ(x)))
+        Activation::Silu => factor * (1.0 + x * (1.0 - factor)),
     }
 }
 
@@ -59,7 +69,13 @@ fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + 
 
 impl ActivationOps for Cpu {
     fn activation_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, act: Activation) {
-        map_indexed(&mut out[..inp.len()], inp, |_, x| activate(act, x).0);
+        out[..inp.len()]
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(inp.par_chunks(ELEMENT_CHUNK))
+            .for_each(|(y, x)| {
+                factors(act, x, y);
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y *= x);
+            });
     }
 
     fn activation_backward(
@@ -69,9 +85,16 @@ impl ActivationOps for Cpu {
         inp: &Vec<f32>,
         act: Activation,
     ) {
-        zip_map(&mut dinp[..inp.len()], dout, inp, |dy, x| {
-            dy * activate(act, x).1
-        });
+        dinp[..inp.len()]
+            .par_chunks_mut(ELEMENT_CHUNK)
+            .zip(inp.par_chunks(ELEMENT_CHUNK))
+            .zip(dout.par_chunks(ELEMENT_CHUNK))
+            .for_each(|((dx, x), dy)| {
+                factors(act, x, dx);
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    *dx = dy * slope(act, x, *dx);
+                }
+            });
     }
 
     fn glu_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, act: Activation, half: usize) {
@@ -81,8 +104,9 @@ impl ActivationOps for Cpu {
             .zip(inp.par_chunks(2 * half))
             .for_each(|(y, x)| {
                 let (value, gate) = x.split_at(half);
+                factors(act, gate, y);
                 for ((y, &v), &g) in y.iter_mut().zip(value).zip(gate) {
-                    *y = v * activate(act, g).0;
+                    *y *= v * g;
                 }
             });
     }
@@ -103,10 +127,13 @@ impl ActivationOps for Cpu {
             .for_each(|((dx, x), dy)| {
                 let (dvalue, dgate) = dx.split_at_mut(half);
                 let (value, gate) = x.split_at(half);
-                for c in 0..half {
-                    let (activated, slope) = activate(act, gate[c]);
-                    dvalue[c] = dy[c] * activated;
-                    dgate[c] = dy[c] * value[c] * slope;
+                // dvalue holds the factors until it is overwritten.
+                factors(act, gate, dvalue);
+                let grads = dvalue.iter_mut().zip(dgate.iter_mut());
+                for (((dv, dg), (&v, &g)), &dy) in grads.zip(value.iter().zip(gate)).zip(dy) {
+                    let factor = *dv;
+                    *dv = dy * g * factor;
+                    *dg = dy * v * slope(act, g, factor);
                 }
             });
     }
