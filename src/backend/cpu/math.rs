@@ -1,7 +1,7 @@
 //! Functions written so that loops over them vectorise. The standard
 //! library's `exp` is a call into the C library per element, and a plain
 //! `iter().sum()` is one long dependency chain (IEEE addition is not
-//! reassociated); both dominated softmax and cross-entropy.
+//! reassociated); both dominated softmax, cross-entropy and the norms.
 //! The reductions use a fixed number of lanes, so their results are
 //! deterministic.
 
@@ -10,12 +10,18 @@ const LANES: usize = 16;
 
 /// `Σ x`, accumulated in [`LANES`] interleaved partial sums.
 pub(super) fn sum(x: &[f32]) -> f32 {
+    sum_by(x, |v| v)
+}
+
+/// `Σ f(x)`, accumulated in [`LANES`] interleaved partial sums.
+#[inline(always)]
+pub(super) fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
     for chunk in chunks {
         for i in 0..LANES {
-            acc[i] += chunk[i];
+            acc[i] += f(chunk[i]);
         }
     }
     acc.iter().sum::<f32>() + tail

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::{add_into, sum_row_blocks, Cpu};
+use super::{add_into, math, sum_row_blocks, Cpu};
 use crate::backend::{Norm, NormKind, NormOps};
 
 impl NormOps for Cpu {
@@ -103,9 +103,9 @@ impl NormOps for Cpu {
 fn row_statistics(x: &[f32], kind: NormKind, eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = match kind {
-        NormKind::Layernorm => x.iter().sum::<f32>() / n,
+        NormKind::Layernorm => math::sum(x) / n,
         NormKind::Rmsnorm => 0.0,
     };
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let var = math::sum_by(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
