@@ -3,5 +3,6 @@
 //! The library holds all the logic; `src/main.rs` only parses the command line.
 //! See DESIGN.md for the map of the modules.
 
+pub mod backend;
 pub mod config;
 pub mod data;

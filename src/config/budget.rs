@@ -21,10 +21,9 @@ impl Budget {
             .unwrap_or(t.len());
         // "1e18flops": the 'e' of the exponent is part of the number, the unit starts later.
         let (num, unit) = t.split_at(split);
-        let (num, unit) = if num.ends_with('e') {
-            (&num[..num.len() - 1], &t[split - 1..])
-        } else {
-            (num, unit)
+        let (num, unit) = match num.strip_suffix('e') {
+            Some(mantissa) => (mantissa, &t[split - 1..]),
+            None => (num, unit),
         };
         let value: f64 = num.parse().map_err(|_| bad_budget(text))?;
         let (scale, unit) = match unit.chars().next() {
@@ -46,7 +45,7 @@ impl Budget {
             "step" | "steps" if scale == 1.0 && value.fract() == 0.0 => Budget::Steps(value as u64),
             _ => return Err(bad_budget(text)),
         };
-        if !(budget.amount() > 0.0) || !budget.amount().is_finite() {
+        if !budget.amount().is_finite() || budget.amount() <= 0.0 {
             return Err(format!("budget '{text}' must be positive"));
         }
         Ok(budget)

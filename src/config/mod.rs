@@ -236,16 +236,16 @@ impl Config {
         if m.hidden == 0 || m.layers == 0 || m.heads == 0 || m.vocab_size == 0 || m.ffn == 0 {
             return bad("model.hidden, layers, heads, ffn and vocab_size must be positive".into());
         }
-        if m.hidden % m.heads != 0 {
+        if !m.hidden.is_multiple_of(m.heads) {
             return bad(format!(
                 "model.hidden ({}) must be divisible by model.heads ({})",
                 m.hidden, m.heads
             ));
         }
-        if m.positions == Positions::Rotary && m.head_dim() % 2 != 0 {
+        if m.positions == Positions::Rotary && !m.head_dim().is_multiple_of(2) {
             return bad("rotary positions need an even head dimension".into());
         }
-        if matches!(m.ffn_kind, FfnKind::GluGelu | FfnKind::Swiglu) && m.ffn % 2 != 0 {
+        if matches!(m.ffn_kind, FfnKind::GluGelu | FfnKind::Swiglu) && !m.ffn.is_multiple_of(2) {
             return bad(format!(
                 "model.ffn ({}) must be even for a gated feed-forward",
                 m.ffn

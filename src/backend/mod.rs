@@ -1,0 +1,408 @@
+//! The `Backend` trait: device buffers and every op of the engine, each with an
+//! explicit forward and backward (no autograd). The model code is written once
+//! against it; `cpu` is the f32 reference, a CUDA backend implements the same
+//! methods and is checked against `cpu` op by op.
+//!
+//! Conventions every implementation follows:
+//! - Layouts are row-major. Activations are `[rows, cols]` with rows = batch × time.
+//!   A linear layer's weight is `[out, in]` (PyTorch's convention) and
+//!   `out = inp · Wᵀ + b`.
+//! - Accumulation rule: parameter gradients are always accumulated (`+=`), so
+//!   gradient accumulation over micro-batches needs no extra pass. Activation
+//!   gradients are overwritten (`=`), with two documented exceptions that serve
+//!   the residual stream: `norm_backward` adds into `dinp`, and
+//!   `matmul_backward` adds into `dinp` when asked to.
+//! - Parameters live in one flat buffer; ops receive that buffer plus the
+//!   [`Span`]s of the tensors they use. Gradients mirror the layout.
+//! - Backward ops read exactly what the forward saved (norm statistics,
+//!   attention state), never recompute it from other buffers.
+
+pub mod cpu;
+
+/// A tensor's place inside the flat parameter (or gradient) buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Span {
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// A linear layer's parameters: weight `[out, in]` and optional bias `[out]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    pub weight: Span,
+    pub bias: Option<Span>,
+}
+
+/// A normalisation layer's parameters: scale `[cols]` and optional shift.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    pub kind: NormKind,
+    pub weight: Span,
+    pub bias: Option<Span>,
+    pub eps: f32,
+}
+
+pub use crate::config::NormKind;
+
+/// Shape of a matmul: `[m, k] · [n, k]ᵀ → [m, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+/// Shape of a multi-head self-attention over a packed `[batch·seq, 3·heads·head_dim]`
+/// q|k|v buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+}
+
+impl AttentionShape {
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+}
+
+/// Non-linearity of a feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU, x·Φ(x) with the error function (not the tanh approximation).
+    Gelu,
+    /// SiLU, x·σ(x).
+    Silu,
+}
+
+/// Hyper-parameters of one AdamW step over the flat buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step number, for the bias corrections.
+    pub step: u64,
+    /// Elements `[0, decay_len)` get weight decay; the rest (norms, biases,
+    /// scalars, laid out last) do not.
+    pub decay_len: usize,
+    /// Clip the global gradient norm to this value (0 disables clipping).
+    pub max_norm: f32,
+}
+
+/// Buffers on a device. `Buf` holds f32 values as the backend stores them
+/// (a GPU backend may keep lower precision copies); `Ids` holds u32 indices.
+pub trait Device: Send + Sync {
+    type Buf: Send + Sync;
+    type Ids: Send + Sync;
+
+    /// A human-readable name of the device, printed at start-up.
+    fn name(&self) -> String;
+    /// A zero-filled buffer of `len` values.
+    fn alloc(&self, len: usize) -> Self::Buf;
+    fn alloc_ids(&self, len: usize) -> Self::Ids;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Overwrites `buf[offset..offset + data.len()]`.
+    fn write(&self, buf: &mut Self::Buf, offset: usize, data: &[f32]);
+    fn write_ids(&self, ids: &mut Self::Ids, data: &[u32]);
+    /// Reads `buf[offset..offset + len]` to the host (a synchronisation point).
+    fn read(&self, buf: &Self::Buf, offset: usize, len: usize) -> Vec<f32>;
+    fn zero(&self, buf: &mut Self::Buf);
+    /// `dst[..] = src[..]` (same length).
+    fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst[index] += scale · Σ src`: device-side accumulation of step statistics
+    /// (losses, counts), read back only when they are logged.
+    fn sum_into(&self, dst: &mut Self::Buf, index: usize, src: &Self::Buf, scale: f32);
+
+    fn upload(&self, data: &[f32]) -> Self::Buf {
+        let mut buf = self.alloc(data.len());
+        self.write(&mut buf, 0, data);
+        buf
+    }
+    fn upload_ids(&self, data: &[u32]) -> Self::Ids {
+        let mut ids = self.alloc_ids(data.len());
+        self.write_ids(&mut ids, data);
+        ids
+    }
+    fn download(&self, buf: &Self::Buf) -> Vec<f32> {
+        self.read(buf, 0, self.len(buf))
+    }
+}
+
+/// Token and position embeddings.
+pub trait EmbeddingOps: Device {
+    /// `out[r] = table[ids[r]]`, out `[ids.len, cols]`.
+    fn embedding_forward(
+        &self,
+        out: &mut Self::Buf,
+        ids: &Self::Ids,
+        params: &Self::Buf,
+        table: Span,
+        cols: usize,
+    );
+    /// `grads[table][ids[r]] += dout[r]`.
+    fn embedding_backward(
+        &self,
+        grads: &mut Self::Buf,
+        table: Span,
+        dout: &Self::Buf,
+        ids: &Self::Ids,
+        cols: usize,
+    );
+    /// `x[b, t] += table[t]` for a learned `[max_positions, cols]` table.
+    fn learned_positions_forward(
+        &self,
+        x: &mut Self::Buf,
+        params: &Self::Buf,
+        table: Span,
+        seq: usize,
+        cols: usize,
+    );
+    /// `grads[table][t] += Σ_b dx[b, t]`.
+    fn learned_positions_backward(
+        &self,
+        grads: &mut Self::Buf,
+        table: Span,
+        dx: &Self::Buf,
+        seq: usize,
+        cols: usize,
+    );
+    /// `x[b, t] += scale · pe[t]`, with the sinusoid table
+    /// `pe[t, 2i] = sin(t·10000^(-2i/cols))`, `pe[t, 2i+1] = cos(…)` and a learned scalar `scale`.
+    fn sinusoidal_positions_forward(
+        &self,
+        x: &mut Self::Buf,
+        params: &Self::Buf,
+        scale: Span,
+        seq: usize,
+        cols: usize,
+    );
+    /// `grads[scale] += Σ dx · pe`.
+    fn sinusoidal_positions_backward(
+        &self,
+        grads: &mut Self::Buf,
+        scale: Span,
+        dx: &Self::Buf,
+        seq: usize,
+        cols: usize,
+    );
+    /// Rotates q and k of a `[rows, 3·hidden]` q|k|v buffer in place (rotary
+    /// positions, the "rotate half" convention of Llama: dimension i pairs with
+    /// i + head_dim/2, frequency theta^(-2i/head_dim)).
+    fn rotary_forward(&self, qkv: &mut Self::Buf, shape: AttentionShape, theta: f32);
+    /// The inverse rotation applied to dq and dk in place.
+    fn rotary_backward(&self, dqkv: &mut Self::Buf, shape: AttentionShape, theta: f32);
+}
+
+/// LayerNorm and RMSNorm over the last dimension.
+pub trait NormOps: Device {
+    /// Writes `out`, and the statistics the backward needs: `mean` (LayerNorm;
+    /// zeros for RMSNorm) and `rstd`, each `[rows]`.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_forward(
+        &self,
+        out: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        norm: Norm,
+        cols: usize,
+    );
+    /// Adds the input gradient into `dinp` (residual-stream rule) and
+    /// accumulates the parameter gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        norm: Norm,
+        cols: usize,
+    );
+}
+
+/// Dense layers.
+pub trait MatmulOps: Device {
+    /// `out[m, n] = inp[m, k] · W[n, k]ᵀ (+ b[n])`.
+    fn matmul_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        layer: Linear,
+        shape: MatmulShape,
+    );
+    /// `dinp (=|+=) dout · W` when `dinp` is given (`accumulate` picks `+=`),
+    /// `dW += doutᵀ · inp`, `db += Σ_rows dout`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut Self::Buf>,
+        accumulate: bool,
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        layer: Linear,
+        shape: MatmulShape,
+    );
+}
+
+/// Scaled dot-product multi-head self-attention.
+pub trait AttentionOps: Device {
+    /// Length of the state `attention_forward` saves for the backward.
+    fn attention_saved_len(&self, shape: AttentionShape) -> usize;
+    /// `out[rows, hidden] = softmax(q·kᵀ/√d (+ causal mask)) · v` per head,
+    /// reading q|k|v from `qkv[rows, 3·hidden]`; writes `saved`.
+    fn attention_forward(
+        &self,
+        out: &mut Self::Buf,
+        saved: &mut Self::Buf,
+        qkv: &Self::Buf,
+        shape: AttentionShape,
+    );
+    /// Writes `dqkv[rows, 3·hidden]`.
+    fn attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        saved: &Self::Buf,
+        shape: AttentionShape,
+    );
+}
+
+/// Element-wise ops.
+pub trait ActivationOps: Device {
+    fn activation_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, act: Activation);
+    fn activation_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        act: Activation,
+    );
+    /// Gated unit: `inp[rows, 2h]` = value | gate, `out[rows, h] = value · act(gate)`.
+    fn glu_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, act: Activation, half: usize);
+    fn glu_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        act: Activation,
+        half: usize,
+    );
+    /// `out = a + b`.
+    fn add(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf);
+    /// Inverted dropout: `out = inp · keep / (1 - p)` with the mask of
+    /// [`dropout_keep`] for `(seed, index)`, so every backend draws the same mask.
+    fn dropout_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, p: f32, seed: u64);
+    fn dropout_backward(&self, dinp: &mut Self::Buf, dout: &Self::Buf, p: f32, seed: u64);
+}
+
+/// Prediction heads and losses.
+pub trait LossOps: Device {
+    /// `out[j] = inp[idx[j]]` for rows of width `cols` (sparse prediction).
+    fn gather_rows_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        idx: &Self::Ids,
+        cols: usize,
+    );
+    /// `dinp = 0` except `dinp[idx[j]] = dout[j]` (indices are distinct).
+    fn gather_rows_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        idx: &Self::Ids,
+        cols: usize,
+    );
+    /// Softmax cross-entropy per row of `logits[rows, vocab]`: `losses[r]` is
+    /// `-log softmax(logits[r])[targets[r]]`, 0 where the target is [`IGNORE`].
+    /// With `dscale`, `logits` is overwritten by its gradient
+    /// `dscale · (softmax − onehot)` (0 on ignored rows).
+    fn cross_entropy(
+        &self,
+        losses: &mut Self::Buf,
+        logits: &mut Self::Buf,
+        targets: &Self::Ids,
+        vocab: usize,
+        dscale: Option<f32>,
+    );
+}
+
+/// The optimizer over the flat buffer.
+pub trait OptimOps: Device {
+    /// `out[index] = Σ grads²`: the squared global gradient norm, left on the device.
+    fn grad_norm_squared(&self, out: &mut Self::Buf, index: usize, grads: &Self::Buf);
+    /// One AdamW step (decoupled weight decay) over the whole flat buffer. The
+    /// gradients are first multiplied by `min(1, max_norm / ‖g‖)` with ‖g‖ read
+    /// from `norm_sq[norm_index]` on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_step(
+        &self,
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        norm_sq: &Self::Buf,
+        norm_index: usize,
+        hp: AdamW,
+    );
+}
+
+/// Everything the model and the trainer need.
+pub trait Backend:
+    EmbeddingOps + NormOps + MatmulOps + AttentionOps + ActivationOps + LossOps + OptimOps
+{
+}
+
+impl<T> Backend for T where
+    T: EmbeddingOps + NormOps + MatmulOps + AttentionOps + ActivationOps + LossOps + OptimOps
+{
+}
+
+/// Target id meaning "no prediction here".
+pub const IGNORE: u32 = u32::MAX;
+
+/// Whether dropout keeps element `index` under `seed`: a counter-based hash
+/// (splitmix64), so the mask needs no state and every backend draws the same one.
+pub fn dropout_keep(seed: u64, index: u64, p: f32) -> bool {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+    u >= p
+}
+
+/// The sinusoid of [`EmbeddingOps::sinusoidal_positions_forward`] at `(t, c)`.
+pub fn sinusoid(t: usize, c: usize, cols: usize) -> f32 {
+    let i = (c / 2) as f64;
+    let angle = t as f64 * (10000f64).powf(-2.0 * i / cols as f64);
+    (if c.is_multiple_of(2) {
+        angle.sin()
+    } else {
+        angle.cos()
+    }) as f32
+}
