@@ -4,5 +4,9 @@
 //! See DESIGN.md for the map of the modules.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod data;
+pub mod eval;
+pub mod model;
+pub mod train;

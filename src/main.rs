@@ -1,1 +1,11 @@
-fn main() {}
+//! The `cram` command line: parse, call the library, print errors.
+
+use clap::Parser;
+
+fn main() {
+    let cli = cram::cli::Cli::parse();
+    if let Err(e) = cram::cli::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,13 +1,13 @@
 //! `cram data prepare` and `cram data stats`: flags, the call into
-//! `cram::data`, and the tables printed at the end.
+//! `crate::data`, and the tables printed at the end.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::config::{Arch, Config};
+use crate::data::{prepare, Manifest, PrepareOptions, Split, TokenStore};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use cram::config::{Arch, Config};
-use cram::data::{prepare, Manifest, PrepareOptions, Split, TokenStore};
 
 #[derive(Args, Debug)]
 pub struct DataArgs {

@@ -8,7 +8,7 @@
 
 mod budget;
 
-pub use budget::Budget;
+pub use budget::{Budget, Spent};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

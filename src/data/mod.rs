@@ -8,6 +8,7 @@
 //! format), `manifest`, `store` (reading), `output` (all-or-nothing output
 //! folder), `progress` and `prepare`, which runs them in order.
 
+pub mod batches;
 mod clean;
 mod encode;
 mod error;

@@ -1,7 +1,13 @@
-//! Helpers shared by the CPU backend tests: seeded random inputs.
+//! Shared by the integration tests: seeded random inputs, the development
+//! data in ../shared/data, and a small prepared dataset built once per binary.
+//! Each test binary uses a different part, hence the allowance.
+#![allow(dead_code)]
 
+use cram::data::{prepare, PrepareOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
@@ -15,4 +21,58 @@ pub fn uniform(rng: &mut ChaCha8Rng, len: usize, scale: f32) -> Vec<f32> {
 /// `len` ids uniform in `[0, bound)`.
 pub fn ids(rng: &mut ChaCha8Rng, len: usize, bound: u32) -> Vec<u32> {
     (0..len).map(|_| rng.random_range(0..bound)).collect()
+}
+
+pub fn shared_english() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/english/english-mixed.txt");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} not found (the development data lives in ../shared/data)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// The first `bytes` of the English development text, cut at a document boundary.
+pub fn english_slice(dir: &Path, bytes: usize) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(shared_english()?).unwrap();
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end].rfind("\n\n").unwrap_or(end);
+    let path = dir.join("english.txt");
+    std::fs::write(&path, &text[..cut]).unwrap();
+    Some(path)
+}
+
+/// A prepared 3 MB slice of the English text (vocabulary 2048, sequences of 64),
+/// shared by the tests of one binary.
+pub fn prepared_english() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = english_slice(tmp.path(), 3_000_000)?;
+        let out = tmp.path().join("data");
+        prepare(&PrepareOptions {
+            inputs: vec![input],
+            out: out.clone(),
+            vocab_size: 2048,
+            seq_len: 64,
+            val_fraction: 0.03,
+            shard_sequences: 4096,
+            seed: 0,
+            tokenizer: None,
+            cls_first: true,
+            force: false,
+            progress: false,
+        })
+        .unwrap();
+        Some((tmp, out))
+    })
+    .as_ref()
+    .map(|(_, p)| p.as_path())
 }

@@ -1,0 +1,303 @@
+//! `cram demo`: the whole day in a minute on the CPU. Prepares the built-in
+//! corpus (US State of the Union addresses, installed by `scripts/setup`),
+//! pretrains `tiny`, evaluates it against a unigram baseline, and shows the
+//! model's guesses for masked words.
+
+use crate::backend::cpu::Cpu;
+use crate::backend::{Device, IGNORE};
+use crate::config::Config;
+use crate::data::batches::{HostBatch, Objective};
+use crate::data::{prepare, PrepareOptions, SpecialTokens, Split, TokenStore};
+use crate::eval::{evaluate, unigram_cross_entropy};
+use crate::model::{Activations, Model};
+use crate::train::{fit_to_data, load_run, pretrain, upload_batch, RunOptions};
+use anyhow::{bail, Context};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Where `scripts/setup` puts the default corpus, relative to the project root.
+const DEFAULT_CORPUS: &str = ".corpus/sotu";
+
+/// Sentences written for the demo; the word in brackets is masked.
+const PROBES: &[&str] = &[
+    "the congress of the united [states] shall make laws for the people.",
+    "we must work together to build a better [future] for our children.",
+    "i will send the budget to the [congress] next month.",
+    "our armed forces defend the [freedom] of our nation.",
+    "the american people want good jobs and lower [taxes].",
+    "the secretary of [state] met with the leaders of europe.",
+];
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Folder of plain-text files to learn from (default: the built-in corpus, or $CRAM_CORPUS).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Where to write the prepared data and the run.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Training budget.
+    #[arg(long, default_value = "60s")]
+    budget: String,
+    #[command(flatten)]
+    set: super::SetArgs,
+}
+
+fn find_corpus(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = arg
+        .or_else(|| std::env::var_os("CRAM_CORPUS").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CORPUS));
+    if !path.exists() {
+        bail!(
+            "the demo corpus {} is not installed; run `scripts/setup` first (it installs the public-domain \
+             State of the Union addresses from the npm registry), or pass --corpus DIR",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let corpus = find_corpus(args.corpus)?;
+    let mut sets = args.set.sets.clone();
+    sets.push(format!("train.budget={}", args.budget));
+    let mut cfg = Config::resolve("tiny", &sets)?;
+    let data_dir = args.out.join("data");
+    let run_dir = args.out.join("run");
+    let show = std::io::stderr().is_terminal();
+
+    println!(
+        "1/4 preparing {} → {}",
+        corpus.display(),
+        data_dir.display()
+    );
+    let manifest = prepare(&PrepareOptions {
+        inputs: vec![corpus],
+        out: data_dir.clone(),
+        vocab_size: cfg.data.vocab_size,
+        seq_len: cfg.data.seq_len,
+        val_fraction: cfg.data.val_fraction,
+        shard_sequences: cfg.data.shard_sequences,
+        seed: cfg.train.seed,
+        tokenizer: None,
+        cls_first: true,
+        force: true,
+        progress: show,
+    })?;
+    let store = TokenStore::open(&data_dir)?;
+    println!(
+        "    {} training and {} held-out sequences of {} tokens, vocabulary {}",
+        store.len(Split::Train),
+        store.len(Split::Val),
+        store.seq_len(),
+        manifest.tokenizer.vocab_size
+    );
+    fit_to_data(&mut cfg, &store)?;
+
+    println!(
+        "2/4 pretraining `tiny` for {} on the CPU → {}",
+        args.budget,
+        run_dir.display()
+    );
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot clear {}", run_dir.display()))?;
+    }
+    let be = Cpu::new();
+    let opts = RunOptions {
+        out: run_dir.clone(),
+        resume: false,
+        stop_after_steps: None,
+        progress: show,
+    };
+    let summary = pretrain(&be, &cfg, &store, &opts)?;
+    println!(
+        "    {} steps, {} tokens in {:.0}s ({})",
+        summary.steps,
+        summary.tokens,
+        summary.seconds,
+        be.name()
+    );
+
+    println!("3/4 evaluating on held-out text");
+    let run = load_run(&be, &run_dir, None)?;
+    let objective = Objective::new(&cfg.objective, store.special(), store.vocab_size());
+    let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
+    let initial = Model::new(&cfg.model).init_params(cfg.train.seed);
+    let before = evaluate(
+        &be,
+        &run.model,
+        &be.upload(&initial),
+        &mut acts,
+        &store,
+        &objective,
+        16,
+        1,
+    );
+    let after = evaluate(
+        &be,
+        &run.model,
+        &run.params,
+        &mut acts,
+        &store,
+        &objective,
+        16,
+        1,
+    );
+    let unigram = unigram_cross_entropy(&store);
+    println!(
+        "    masked-LM loss before training: {:>7.3} nats/token",
+        before.loss
+    );
+    println!(
+        "    unigram model of the tokens:    {:>7.3} nats/token",
+        unigram
+    );
+    println!(
+        "    masked-LM loss after training:  {:>7.3} nats/token (accuracy {:.1}%)",
+        after.loss,
+        100.0 * after.accuracy
+    );
+    if after.loss < unigram {
+        println!(
+            "    → {:.2} nats/token better than the unigram model: the model uses context.",
+            unigram - after.loss
+        );
+    } else {
+        println!("    → not yet better than the unigram model; give it a larger --budget.");
+    }
+
+    println!("4/4 guessing masked words");
+    let tokenizer = store.tokenizer()?;
+    println!("  in sentences written for the demo (the right word marked *so*):");
+    for probe in PROBES {
+        show_probe(&be, &run.model, &run.params, &tokenizer, &store, probe)?;
+    }
+    println!("  in held-out text:");
+    show_held_out(&be, &run.model, &run.params, &tokenizer, &store, 5)?;
+    println!(
+        "\nrun folder: {} (metrics.jsonl, checkpoints/)",
+        run_dir.display()
+    );
+    Ok(())
+}
+
+/// The model's five most likely ordinary tokens at position `at` of `ids`.
+fn top_guesses(
+    be: &Cpu,
+    model: &Model,
+    params: &<Cpu as Device>::Buf,
+    ids: Vec<u32>,
+    at: usize,
+    special: SpecialTokens,
+) -> Vec<u32> {
+    let hb = HostBatch {
+        batch: 1,
+        seq: ids.len(),
+        targets: vec![IGNORE],
+        predict: Some(vec![at as u32]),
+        counted: 0,
+        ids,
+    };
+    let mut acts = Activations::new(be, &model.cfg, 1, hb.seq);
+    let batch = upload_batch(be, &hb);
+    model.forward_logits(be, params, &mut acts, &batch, false, 0);
+    let logits = be.download(&acts.head.logits);
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    order
+        .into_iter()
+        .filter(|&t| t > special.mask)
+        .take(5)
+        .collect()
+}
+
+fn format_guesses(tokenizer: &tokenizers::Tokenizer, guesses: &[u32], answer: u32) -> String {
+    let words: Vec<String> = guesses
+        .iter()
+        .map(|&t| {
+            let w = tokenizer.id_to_token(t).unwrap_or_default();
+            if t == answer {
+                format!("*{w}*")
+            } else {
+                w
+            }
+        })
+        .collect();
+    words.join(", ")
+}
+
+/// Masks the bracketed word of `probe` and prints the model's five best guesses.
+fn show_probe(
+    be: &Cpu,
+    model: &Model,
+    params: &<Cpu as Device>::Buf,
+    tokenizer: &tokenizers::Tokenizer,
+    store: &TokenStore,
+    probe: &str,
+) -> anyhow::Result<()> {
+    let (before, rest) = probe.split_once('[').context("probe without [word]")?;
+    let (word, after) = rest.split_once(']').context("probe without [word]")?;
+    let encode = |text: &str| -> anyhow::Result<Vec<u32>> {
+        let enc = tokenizer
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(enc.get_ids().to_vec())
+    };
+    let special = store.special();
+    let answer = encode(word)?;
+    let mut ids = vec![special.cls];
+    ids.extend(encode(before)?);
+    let at = ids.len();
+    ids.push(special.mask);
+    ids.extend(encode(after)?);
+    ids.push(special.sep);
+    ids.truncate(store.seq_len());
+    let guesses = top_guesses(be, model, params, ids, at, special);
+    let answer = if answer.len() == 1 { answer[0] } else { IGNORE };
+    println!(
+        "    {before}[MASK]{after}  →  {}",
+        format_guesses(tokenizer, &guesses, answer)
+    );
+    Ok(())
+}
+
+/// Masks one whole word in each of a few held-out sequences and prints the
+/// guesses with the words around it.
+fn show_held_out(
+    be: &Cpu,
+    model: &Model,
+    params: &<Cpu as Device>::Buf,
+    tokenizer: &tokenizers::Tokenizer,
+    store: &TokenStore,
+    count: usize,
+) -> anyhow::Result<()> {
+    let special = store.special();
+    let n = store.len(Split::Val);
+    let mut ids = vec![0u32; store.seq_len()];
+    for i in 0..count.min(n) {
+        store.read(Split::Val, i * n / count, &mut ids);
+        let word = |t: u32| {
+            let w = tokenizer.id_to_token(t).unwrap_or_default();
+            w.len() >= 4 && w.chars().all(|c| c.is_ascii_alphabetic())
+        };
+        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| word(ids[p])) else {
+            continue;
+        };
+        let answer = ids[at];
+        let mut masked = ids.clone();
+        masked[at] = special.mask;
+        let guesses = top_guesses(be, model, params, masked.clone(), at, special);
+        let lo = at.saturating_sub(10);
+        let hi = (at + 6).min(masked.len());
+        let context = tokenizer
+            .decode(&masked[lo..hi], false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .replace(" ##", "");
+        println!(
+            "    … {context} …  →  {}",
+            format_guesses(tokenizer, &guesses, answer)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! One file per subcommand: its flags and the library call it makes.
+
+mod config;
+mod data;
+mod demo;
+mod eval;
+mod pretrain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cram",
+    version,
+    about = "Train language models from scratch under a fixed compute budget, and measure what you got.",
+    after_help = "Start with `cram demo`: it prepares the built-in corpus, trains a tiny model for a minute on the CPU and shows what it learned."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prepare raw text into a tokenizer and packed token shards.
+    Data(data::DataArgs),
+    /// Pretrain a model under a budget.
+    Pretrain(pretrain::PretrainArgs),
+    /// Held-out loss and accuracy of a run's checkpoint.
+    Eval(eval::EvalArgs),
+    /// Show resolved configurations.
+    Config(config::ConfigArgs),
+    /// Prepare the built-in corpus, pretrain `tiny` for a minute, evaluate, and show guesses.
+    Demo(demo::DemoArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Data(a) => data::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Config(a) => config::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// `--set key.path=value`, repeatable, shared by every command that takes a config.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SetArgs {
+    /// Override a config value, e.g. --set train.lr=5e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}

@@ -1,0 +1,342 @@
+//! Training and evaluation batches from packed token shards: masked-LM
+//! masking (Devlin et al.'s 80/10/10 rule, a fixed number of positions per
+//! sequence) and next-token targets for causal LM.
+//!
+//! Everything here is a pure function of `(seed, position)`: the data order is
+//! a ChaCha permutation per epoch and each micro-batch's masks come from a
+//! ChaCha stream keyed by its step, so a resumed run sees the same batches
+//! without storing any RNG state.
+
+use super::{SpecialTokens, Split, TokenStore};
+use crate::backend::IGNORE;
+use crate::config::{ObjectiveConfig, ObjectiveKind};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One micro-batch on the host, ready to upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    pub batch: usize,
+    pub seq: usize,
+    pub ids: Vec<u32>,
+    /// One target per predicted row; [`IGNORE`] where no prediction counts.
+    pub targets: Vec<u32>,
+    /// Flat row indices (`b·seq + t`) that get logits; `None` = every row.
+    pub predict: Option<Vec<u32>>,
+    /// Targets that are not [`IGNORE`].
+    pub counted: usize,
+}
+
+/// How inputs become predictions.
+#[derive(Debug, Clone, Copy)]
+pub struct Objective {
+    pub kind: ObjectiveKind,
+    pub mask_rate: f32,
+    pub sparse: bool,
+    pub special: SpecialTokens,
+    pub vocab_size: usize,
+    /// Replace every selected position by [MASK] (evaluation) instead of the
+    /// 80/10/10 rule (training), so that no prediction can copy its input.
+    pub mask_all: bool,
+}
+
+impl Objective {
+    pub fn new(cfg: &ObjectiveConfig, special: SpecialTokens, vocab_size: usize) -> Objective {
+        Objective {
+            kind: cfg.kind,
+            mask_rate: cfg.mask_rate,
+            sparse: cfg.sparse_prediction,
+            special,
+            vocab_size,
+            mask_all: false,
+        }
+    }
+
+    /// The same objective for held-out evaluation: every selected position masked.
+    pub fn for_eval(&self) -> Objective {
+        Objective {
+            mask_all: true,
+            ..*self
+        }
+    }
+
+    /// Positions masked per sequence of length `seq` (the [CLS] slot excluded).
+    pub fn masks_per_sequence(&self, seq: usize) -> usize {
+        ((seq.saturating_sub(1)) as f32 * self.mask_rate)
+            .round()
+            .max(1.0) as usize
+    }
+
+    fn is_special(&self, token: u32) -> bool {
+        let s = &self.special;
+        token == s.pad || token == s.cls || token == s.sep || token == s.mask
+    }
+
+    /// Builds a batch from `batch` sequences laid out back to back in `tokens`.
+    pub fn make_batch(&self, tokens: Vec<u32>, seq: usize, rng: &mut ChaCha8Rng) -> HostBatch {
+        match self.kind {
+            ObjectiveKind::Mlm => self.mask(tokens, seq, rng),
+            ObjectiveKind::Causal => self.shift(tokens, seq),
+        }
+    }
+
+    fn mask(&self, mut ids: Vec<u32>, seq: usize, rng: &mut ChaCha8Rng) -> HostBatch {
+        let batch = ids.len() / seq;
+        let k = self.masks_per_sequence(seq);
+        let first_ordinary = 5u32.min(self.vocab_size as u32 - 1);
+        let mut chosen: Vec<(usize, u32)> = Vec::with_capacity(batch * k);
+        let mut candidates = Vec::with_capacity(seq);
+        for b in 0..batch {
+            let row = &mut ids[b * seq..(b + 1) * seq];
+            candidates.clear();
+            candidates.extend((0..seq).filter(|&t| !self.is_special(row[t])));
+            let take = k.min(candidates.len());
+            let (picked, _) = candidates.partial_shuffle(rng, take);
+            picked.sort_unstable();
+            for &t in picked.iter() {
+                let original = row[t];
+                let r: f32 = rng.random();
+                if self.mask_all || r < 0.8 {
+                    row[t] = self.special.mask;
+                } else if r < 0.9 {
+                    row[t] = rng.random_range(first_ordinary..self.vocab_size as u32);
+                }
+                chosen.push((b * seq + t, original));
+            }
+        }
+        let counted = chosen.len();
+        if self.sparse {
+            HostBatch {
+                batch,
+                seq,
+                ids,
+                targets: chosen.iter().map(|&(_, tok)| tok).collect(),
+                predict: Some(chosen.iter().map(|&(row, _)| row as u32).collect()),
+                counted,
+            }
+        } else {
+            let mut targets = vec![IGNORE; batch * seq];
+            for &(row, tok) in &chosen {
+                targets[row] = tok;
+            }
+            HostBatch {
+                batch,
+                seq,
+                ids,
+                targets,
+                predict: None,
+                counted,
+            }
+        }
+    }
+
+    fn shift(&self, ids: Vec<u32>, seq: usize) -> HostBatch {
+        let batch = ids.len() / seq;
+        let mut targets = vec![IGNORE; ids.len()];
+        for b in 0..batch {
+            for t in 0..seq - 1 {
+                let next = ids[b * seq + t + 1];
+                if next != self.special.pad {
+                    targets[b * seq + t] = next;
+                }
+            }
+        }
+        let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+        HostBatch {
+            batch,
+            seq,
+            ids,
+            targets,
+            predict: None,
+            counted,
+        }
+    }
+}
+
+/// A deterministic stream of training sequences: epoch e visits every
+/// sequence once in the order of a permutation seeded by `(seed, e)`.
+pub struct Order {
+    seed: u64,
+    len: usize,
+    epoch: u64,
+    perm: Vec<u32>,
+}
+
+impl Order {
+    pub fn new(seed: u64, len: usize) -> Order {
+        let mut order = Order {
+            seed,
+            len,
+            epoch: u64::MAX,
+            perm: Vec::new(),
+        };
+        order.load_epoch(0);
+        order
+    }
+
+    fn load_epoch(&mut self, epoch: u64) {
+        if self.epoch == epoch {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5EED_0DE5);
+        rng.set_stream(epoch);
+        self.perm = (0..self.len as u32).collect();
+        self.perm.shuffle(&mut rng);
+        self.epoch = epoch;
+    }
+
+    /// The sequence index at global position `pos` (sequences consumed so far).
+    pub fn at(&mut self, pos: u64) -> usize {
+        self.load_epoch(pos / self.len as u64);
+        self.perm[(pos % self.len as u64) as usize] as usize
+    }
+}
+
+/// The RNG of one micro-batch: step and micro-batch index select the stream.
+pub fn batch_rng(seed: u64, step: u64, micro: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step.wrapping_mul(1 << 16) ^ micro);
+    rng
+}
+
+/// Reads `count` sequences of `split` at the given indices, back to back.
+pub fn read_sequences(
+    store: &TokenStore,
+    split: Split,
+    indices: impl Iterator<Item = usize>,
+) -> Vec<u32> {
+    let seq = store.seq_len();
+    let mut out = Vec::new();
+    for i in indices {
+        let start = out.len();
+        out.resize(start + seq, 0);
+        store.read(split, i, &mut out[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objective(kind: ObjectiveKind, sparse: bool) -> Objective {
+        Objective {
+            kind,
+            mask_rate: 0.25,
+            sparse,
+            special: SpecialTokens {
+                pad: 0,
+                unk: 1,
+                cls: 2,
+                sep: 3,
+                mask: 4,
+            },
+            vocab_size: 100,
+            mask_all: false,
+        }
+    }
+
+    fn sequences(batch: usize, seq: usize) -> Vec<u32> {
+        (0..batch)
+            .flat_map(|b| {
+                (0..seq).map(move |t| match t {
+                    0 => 2,
+                    t if t % 9 == 0 => 3,
+                    t => 10 + ((b * 7 + t) % 80) as u32,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mlm_masks_fixed_count_of_ordinary_tokens_80_10_10() {
+        let obj = objective(ObjectiveKind::Mlm, true);
+        let (batch, seq) = (64, 65);
+        let original = sequences(batch, seq);
+        let hb = obj.make_batch(original.clone(), seq, &mut batch_rng(1, 0, 0));
+        let k = obj.masks_per_sequence(seq);
+        assert_eq!(k, 16);
+        assert_eq!(hb.counted, batch * k);
+        let rows = hb.predict.as_ref().unwrap();
+        let (mut masked, mut kept) = (0, 0);
+        for (j, &row) in rows.iter().enumerate() {
+            let row = row as usize;
+            assert_eq!(hb.targets[j], original[row], "target is the original token");
+            assert!(original[row] >= 10, "special tokens are never selected");
+            if hb.ids[row] == 4 {
+                masked += 1;
+            } else if hb.ids[row] == original[row] {
+                kept += 1;
+            }
+        }
+        let n = rows.len() as f64;
+        assert!(
+            (masked as f64 / n - 0.8).abs() < 0.05,
+            "masked {masked}/{n}"
+        );
+        assert!((kept as f64 / n) > 0.05, "kept {kept}/{n}");
+        // Unselected positions are untouched.
+        let selected: std::collections::HashSet<u32> = rows.iter().copied().collect();
+        for (i, (&a, &b)) in hb.ids.iter().zip(&original).enumerate() {
+            if !selected.contains(&(i as u32)) {
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn eval_masks_every_selected_position() {
+        let obj = objective(ObjectiveKind::Mlm, true).for_eval();
+        let hb = obj.make_batch(sequences(8, 33), 33, &mut batch_rng(1, 0, 0));
+        for &row in hb.predict.as_ref().unwrap() {
+            assert_eq!(hb.ids[row as usize], 4);
+        }
+    }
+
+    #[test]
+    fn dense_mlm_targets_every_row() {
+        let obj = objective(ObjectiveKind::Mlm, false);
+        let hb = obj.make_batch(sequences(4, 32), 32, &mut batch_rng(1, 0, 0));
+        assert!(hb.predict.is_none());
+        assert_eq!(hb.targets.len(), 4 * 32);
+        assert_eq!(
+            hb.targets.iter().filter(|&&t| t != IGNORE).count(),
+            hb.counted
+        );
+        assert_eq!(hb.counted, 4 * obj.masks_per_sequence(32));
+    }
+
+    #[test]
+    fn causal_targets_are_next_tokens() {
+        let obj = objective(ObjectiveKind::Causal, false);
+        let ids = vec![2, 11, 12, 3, 13, 0, 0];
+        let hb = obj.make_batch(ids, 7, &mut batch_rng(0, 0, 0));
+        assert_eq!(hb.targets, vec![11, 12, 3, 13, IGNORE, IGNORE, IGNORE]);
+        assert_eq!(hb.counted, 4);
+    }
+
+    #[test]
+    fn order_is_a_permutation_per_epoch_and_reproducible() {
+        let mut a = Order::new(3, 10);
+        let first: Vec<usize> = (0..10).map(|p| a.at(p)).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        let second: Vec<usize> = (10..20).map(|p| a.at(p)).collect();
+        assert_ne!(first, second);
+        let mut b = Order::new(3, 10);
+        assert_eq!(b.at(13), second[3]);
+        assert_eq!(b.at(2), first[2]);
+    }
+
+    #[test]
+    fn masks_depend_only_on_seed_step_micro() {
+        let obj = objective(ObjectiveKind::Mlm, true);
+        let a = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 1));
+        let b = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 1));
+        let c = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 2));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}

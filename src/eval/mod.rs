@@ -1,0 +1,123 @@
+//! Held-out evaluation: masked-LM (or causal LM) loss and prediction accuracy
+//! on the validation split, with masks fixed by the seed so that evaluations
+//! at different steps, and of different runs, see the same predictions.
+
+use crate::backend::{Backend, IGNORE};
+use crate::data::batches::{batch_rng, read_sequences, Objective};
+use crate::data::{Split, TokenStore};
+use crate::model::{Activations, Model};
+use crate::train::upload_batch;
+
+/// Stream key of evaluation masks, far from any training step.
+const EVAL_STREAM: u64 = u64::MAX / 2;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalResult {
+    /// Mean cross-entropy (nats) per predicted token.
+    pub loss: f64,
+    /// Fraction of predicted tokens whose arg-max is the target.
+    pub accuracy: f64,
+    pub predictions: usize,
+}
+
+/// Evaluates on up to `max_batches` micro-batches of the validation split (of
+/// `acts.batch` sequences each; the split wraps around when it is smaller).
+/// Every selected position is masked: no prediction can copy its input, so
+/// the loss measures what the model infers from context.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    acts: &mut Activations<B>,
+    store: &TokenStore,
+    objective: &Objective,
+    max_batches: usize,
+    seed: u64,
+) -> EvalResult {
+    let n = store.len(Split::Val);
+    let mb = acts.batch;
+    let batches = max_batches.min(n.div_ceil(mb)).max(1);
+    let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
+    let vocab = model.cfg.vocab_size;
+    let objective = objective.for_eval();
+    for i in 0..batches {
+        let tokens = read_sequences(store, Split::Val, (i * mb..(i + 1) * mb).map(|j| j % n));
+        let hb = objective.make_batch(
+            tokens,
+            store.seq_len(),
+            &mut batch_rng(seed, EVAL_STREAM, i as u64),
+        );
+        let batch = upload_batch(be, &hb);
+        model.forward_logits(be, params, acts, &batch, false, 0);
+        let logits = be.download(&acts.head.logits);
+        for (row, &target) in hb.targets.iter().enumerate() {
+            if target != IGNORE
+                && argmax(&logits[row * vocab..(row + 1) * vocab]) == target as usize
+            {
+                correct += 1;
+            }
+        }
+        let head = &mut acts.head;
+        be.cross_entropy(
+            &mut head.losses,
+            &mut head.logits,
+            &batch.targets,
+            vocab,
+            None,
+        );
+        loss_sum += be
+            .download(&head.losses)
+            .iter()
+            .map(|&l| l as f64)
+            .sum::<f64>();
+        count += hb.counted;
+    }
+    EvalResult {
+        loss: loss_sum / count.max(1) as f64,
+        accuracy: correct as f64 / count.max(1) as f64,
+        predictions: count,
+    }
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// Cross-entropy (nats per token) of the unigram model of the training split,
+/// evaluated on the validation split's tokens: the loss a model that ignores
+/// context would reach, the bar a trained model must clear.
+pub fn unigram_cross_entropy(store: &TokenStore) -> f64 {
+    let train = store.unigram_counts(Split::Train);
+    let val = store.unigram_counts(Split::Val);
+    let special = store.special();
+    let skip =
+        |t: usize| [special.pad, special.cls, special.sep, special.mask].contains(&(t as u32));
+    // Add-one smoothing so that a validation token unseen in training has a finite cost.
+    let total: f64 = train
+        .iter()
+        .enumerate()
+        .filter(|(t, _)| !skip(*t))
+        .map(|(_, &c)| c as f64 + 1.0)
+        .sum();
+    let (mut nll, mut n) = (0f64, 0f64);
+    for (t, &c) in val.iter().enumerate() {
+        if c == 0 || skip(t) {
+            continue;
+        }
+        let p = (train[t] as f64 + 1.0) / total;
+        nll -= c as f64 * p.ln();
+        n += c as f64;
+    }
+    nll / n.max(1.0)
+}

@@ -1,0 +1,174 @@
+//! Buffers the forward pass writes and the backward pass reads, allocated once
+//! for a `(batch, seq)` shape so that running out of memory fails at start-up.
+//! The prediction head's buffers depend on how many rows get logits and are
+//! resized when that changes (sparse MLM predicts a near-constant number).
+
+use crate::backend::{AttentionShape, Backend};
+use crate::config::{FfnKind, ModelConfig};
+
+/// Saved statistics of one normalisation.
+pub struct NormStats<B: Backend> {
+    pub mean: B::Buf,
+    pub rstd: B::Buf,
+}
+
+impl<B: Backend> NormStats<B> {
+    fn new(be: &B, rows: usize) -> Self {
+        NormStats {
+            mean: be.alloc(rows),
+            rstd: be.alloc(rows),
+        }
+    }
+}
+
+pub struct BlockActs<B: Backend> {
+    /// Pre-LN: the attention norm's output. Post-LN: the residual sum it normalises.
+    pub attn_norm_io: B::Buf,
+    pub attn_stats: NormStats<B>,
+    pub qkv: B::Buf,
+    pub att_saved: B::Buf,
+    pub att: B::Buf,
+    /// Pre-LN: the feed-forward norm's output. Post-LN: the residual sum it normalises.
+    pub ffn_norm_io: B::Buf,
+    pub ffn_stats: NormStats<B>,
+    /// First feed-forward projection `[rows, ffn]`.
+    pub ffn_h: B::Buf,
+    /// After the (gated) activation `[rows, ffn_inner]`.
+    pub ffn_g: B::Buf,
+}
+
+/// Buffers of the rows that get logits.
+pub struct HeadActs<B: Backend> {
+    pub rows: usize,
+    pub gathered: B::Buf,
+    pub transform_pre: B::Buf,
+    pub transform_act: B::Buf,
+    pub transform_out: B::Buf,
+    pub transform_stats: NormStats<B>,
+    pub logits: B::Buf,
+    pub losses: B::Buf,
+    pub d_hidden: B::Buf,
+    pub d_transform_pre: B::Buf,
+    pub d_transform_act: B::Buf,
+    pub d_gathered: B::Buf,
+}
+
+impl<B: Backend> HeadActs<B> {
+    fn new(be: &B, cfg: &ModelConfig, rows: usize) -> Self {
+        let c = cfg.hidden;
+        let t = if cfg.head_transform { rows * c } else { 0 };
+        HeadActs {
+            rows,
+            gathered: be.alloc(rows * c),
+            transform_pre: be.alloc(t),
+            transform_act: be.alloc(t),
+            transform_out: be.alloc(t),
+            transform_stats: NormStats::new(be, if cfg.head_transform { rows } else { 0 }),
+            logits: be.alloc(rows * cfg.vocab_size),
+            losses: be.alloc(rows),
+            d_hidden: be.alloc(rows * c),
+            d_transform_pre: be.alloc(t),
+            d_transform_act: be.alloc(t),
+            d_gathered: be.alloc(rows * c),
+        }
+    }
+}
+
+pub struct Activations<B: Backend> {
+    pub batch: usize,
+    pub seq: usize,
+    /// Token (+ position) embeddings before the embedding norm.
+    pub emb: B::Buf,
+    pub emb_norm_out: B::Buf,
+    pub emb_stats: NormStats<B>,
+    /// The residual stream: `resid[2l]` enters block l, `resid[2l + 1]` follows
+    /// its attention half, `resid[2L]` leaves the last block.
+    pub resid: Vec<B::Buf>,
+    pub blocks: Vec<BlockActs<B>>,
+    pub final_out: B::Buf,
+    pub final_stats: NormStats<B>,
+    pub head: HeadActs<B>,
+    /// Seed of the dropout masks of the current forward, reused by its backward.
+    pub dropout_seed: u64,
+    // Gradient scratch, reused by every block.
+    pub d_resid: B::Buf,
+    pub d_sum: B::Buf,
+    pub d_tmp: B::Buf,
+    pub d_norm: B::Buf,
+    pub d_att: B::Buf,
+    pub d_qkv: B::Buf,
+    pub d_ffn_h: B::Buf,
+    pub d_ffn_g: B::Buf,
+    pub d_hidden: B::Buf,
+    /// Forward scratch `[rows, hidden]` for projections before the residual add.
+    pub tmp: B::Buf,
+    pub tmp2: B::Buf,
+}
+
+impl<B: Backend> Activations<B> {
+    pub fn new(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> Self {
+        let n = batch * seq;
+        let c = cfg.hidden;
+        let inner = match cfg.ffn_kind {
+            FfnKind::Gelu => cfg.ffn,
+            FfnKind::GluGelu | FfnKind::Swiglu => cfg.ffn / 2,
+        };
+        let shape = AttentionShape {
+            batch,
+            seq,
+            heads: cfg.heads,
+            head_dim: cfg.head_dim(),
+            causal: false,
+        };
+        let emb_norm = if cfg.embedding_norm { n } else { 0 };
+        let blocks = (0..cfg.layers)
+            .map(|_| BlockActs {
+                attn_norm_io: be.alloc(n * c),
+                attn_stats: NormStats::new(be, n),
+                qkv: be.alloc(n * 3 * c),
+                att_saved: be.alloc(be.attention_saved_len(shape)),
+                att: be.alloc(n * c),
+                ffn_norm_io: be.alloc(n * c),
+                ffn_stats: NormStats::new(be, n),
+                ffn_h: be.alloc(n * cfg.ffn),
+                ffn_g: be.alloc(n * inner),
+            })
+            .collect();
+        let final_rows = if cfg.final_norm { n } else { 0 };
+        Activations {
+            batch,
+            seq,
+            emb: be.alloc(n * c),
+            emb_norm_out: be.alloc(emb_norm * c),
+            emb_stats: NormStats::new(be, emb_norm),
+            resid: (0..=2 * cfg.layers).map(|_| be.alloc(n * c)).collect(),
+            blocks,
+            final_out: be.alloc(final_rows * c),
+            final_stats: NormStats::new(be, final_rows),
+            head: HeadActs::new(be, cfg, 0),
+            dropout_seed: 0,
+            d_resid: be.alloc(n * c),
+            d_sum: be.alloc(n * c),
+            d_tmp: be.alloc(n * c),
+            d_norm: be.alloc(n * c),
+            d_att: be.alloc(n * c),
+            d_qkv: be.alloc(n * 3 * c),
+            d_ffn_h: be.alloc(n * cfg.ffn),
+            d_ffn_g: be.alloc(n * inner),
+            d_hidden: be.alloc(n * c),
+            tmp: be.alloc(n * c),
+            tmp2: be.alloc(n * c),
+        }
+    }
+
+    /// Resizes the head's buffers for `rows` predicted rows.
+    pub fn ensure_head_rows(&mut self, be: &B, cfg: &ModelConfig, rows: usize) {
+        if self.head.rows != rows {
+            self.head = HeadActs::new(be, cfg, rows);
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+}

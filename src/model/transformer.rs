@@ -1,0 +1,757 @@
+//! Forward and backward of the transformer, layer by layer over Backend ops.
+//! Pre-LN and post-LN blocks, every FFN kind and position scheme are config
+//! switches here, not copies of the model.
+
+use super::activations::{Activations, BlockActs};
+use super::layout::{is_pre_norm, BlockParams};
+use super::{DeviceBatch, Model};
+use crate::backend::{Activation, Backend, Linear, MatmulShape};
+use crate::config::{FfnKind, Positions};
+
+/// Which dropout site a mask belongs to, mixed into the seed.
+#[derive(Clone, Copy)]
+enum Site {
+    Embedding,
+    Attention(usize),
+    Ffn(usize),
+}
+
+fn site_seed(base: u64, site: Site) -> u64 {
+    let k = match site {
+        Site::Embedding => 0,
+        Site::Attention(l) => 2 * l as u64 + 1,
+        Site::Ffn(l) => 2 * l as u64 + 2,
+    };
+    base ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+impl Model {
+    fn dropout(&self, train: bool) -> f32 {
+        if train {
+            self.cfg.dropout
+        } else {
+            0.0
+        }
+    }
+
+    fn ffn_activation(&self) -> Activation {
+        match self.cfg.ffn_kind {
+            FfnKind::Gelu | FfnKind::GluGelu => Activation::Gelu,
+            FfnKind::Swiglu => Activation::Silu,
+        }
+    }
+
+    /// Forward to the logits of the predicted rows (left in `acts.head.logits`).
+    /// `dropout_seed` picks the dropout masks when `train` is set.
+    pub fn forward_logits<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+        dropout_seed: u64,
+    ) {
+        assert_eq!(
+            (acts.batch, acts.seq),
+            (batch.batch, batch.seq),
+            "activations sized for another shape"
+        );
+        acts.dropout_seed = dropout_seed;
+        acts.ensure_head_rows(be, &self.cfg, batch.predicted);
+        self.embed_forward(be, params, acts, batch, train);
+        for l in 0..self.cfg.layers {
+            self.block_forward(be, params, acts, l, train);
+        }
+        self.head_forward(be, params, acts, batch);
+    }
+
+    /// Forward with the loss: per-row losses in `acts.head.losses`. With
+    /// `dscale`, the logits are replaced by their gradient scaled by it, ready
+    /// for [`Model::backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_loss<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+        dropout_seed: u64,
+        dscale: Option<f32>,
+    ) {
+        self.forward_logits(be, params, acts, batch, train, dropout_seed);
+        let head = &mut acts.head;
+        be.cross_entropy(
+            &mut head.losses,
+            &mut head.logits,
+            &batch.targets,
+            self.cfg.vocab_size,
+            dscale,
+        );
+    }
+
+    /// Backward from the logit gradients left by `forward_loss`; accumulates
+    /// into `grads`.
+    pub fn backward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+    ) {
+        self.head_backward(be, params, grads, acts, batch);
+        for l in (0..self.cfg.layers).rev() {
+            self.block_backward(be, params, grads, acts, l, train);
+        }
+        self.embed_backward(be, params, grads, acts, batch, train);
+    }
+
+    fn embed_forward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+    ) {
+        let (c, t) = (self.cfg.hidden, batch.seq);
+        let lay = &self.layout;
+        be.embedding_forward(&mut acts.emb, &batch.ids, params, lay.word_embeddings, c);
+        match self.cfg.positions {
+            Positions::Learned => {
+                let table = lay.learned_positions.expect("learned table in layout");
+                be.learned_positions_forward(&mut acts.emb, params, table, t, c);
+            }
+            Positions::ScaledSinusoidal => {
+                let scale = lay.position_scale.expect("position scale in layout");
+                be.sinusoidal_positions_forward(&mut acts.emb, params, scale, t, c);
+            }
+            Positions::Rotary => {}
+        }
+        let src = match lay.embedding_norm {
+            Some(norm) => {
+                let s = &mut acts.emb_stats;
+                be.norm_forward(
+                    &mut acts.emb_norm_out,
+                    &mut s.mean,
+                    &mut s.rstd,
+                    &acts.emb,
+                    params,
+                    norm,
+                    c,
+                );
+                &acts.emb_norm_out
+            }
+            None => &acts.emb,
+        };
+        let p = self.dropout(train);
+        if p > 0.0 {
+            be.dropout_forward(
+                &mut acts.resid[0],
+                src,
+                p,
+                site_seed(acts.dropout_seed, Site::Embedding),
+            );
+        } else {
+            be.copy(&mut acts.resid[0], src);
+        }
+    }
+
+    fn embed_backward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+    ) {
+        let (c, t) = (self.cfg.hidden, batch.seq);
+        let lay = &self.layout;
+        let p = self.dropout(train);
+        let mut d: &B::Buf = &acts.d_resid;
+        if p > 0.0 {
+            be.dropout_backward(
+                &mut acts.d_tmp,
+                d,
+                p,
+                site_seed(acts.dropout_seed, Site::Embedding),
+            );
+            d = &acts.d_tmp;
+        }
+        if let Some(norm) = lay.embedding_norm {
+            be.zero(&mut acts.d_sum);
+            let s = &acts.emb_stats;
+            be.norm_backward(
+                &mut acts.d_sum,
+                grads,
+                d,
+                &acts.emb,
+                params,
+                &s.mean,
+                &s.rstd,
+                norm,
+                c,
+            );
+            d = &acts.d_sum;
+        }
+        match self.cfg.positions {
+            Positions::Learned => {
+                let table = lay.learned_positions.expect("learned table in layout");
+                be.learned_positions_backward(grads, table, d, t, c);
+            }
+            Positions::ScaledSinusoidal => {
+                let scale = lay.position_scale.expect("position scale in layout");
+                be.sinusoidal_positions_backward(grads, scale, d, t, c);
+            }
+            Positions::Rotary => {}
+        }
+        be.embedding_backward(grads, lay.word_embeddings, d, &batch.ids, c);
+    }
+
+    /// `out = linear(inp)`, optionally dropped out, added to `resid` into `sum`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_add<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        (tmp, tmp2): (&mut B::Buf, &mut B::Buf),
+        sum: &mut B::Buf,
+        resid: &B::Buf,
+        inp: &B::Buf,
+        layer: Linear,
+        shape: MatmulShape,
+        dropout: Option<(f32, u64)>,
+    ) {
+        be.matmul_forward(tmp, inp, params, layer, shape);
+        match dropout {
+            Some((p, seed)) => {
+                be.dropout_forward(tmp2, tmp, p, seed);
+                be.add(sum, resid, tmp2);
+            }
+            None => be.add(sum, resid, tmp),
+        }
+    }
+
+    fn block_forward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        l: usize,
+        train: bool,
+    ) {
+        let c = self.cfg.hidden;
+        let n = acts.rows();
+        let bp: BlockParams = self.layout.blocks[l];
+        let shape = self.attention_shape(acts.batch, acts.seq);
+        let p = self.dropout(train);
+        let drop = |site| (p > 0.0).then(|| (p, site_seed(acts.dropout_seed, site)));
+        let (drop_attn, drop_ffn) = (drop(Site::Attention(l)), drop(Site::Ffn(l)));
+        let pre = is_pre_norm(&self.cfg);
+        let (lo, hi) = acts.resid.split_at_mut(2 * l + 1);
+        let x = &lo[2 * l];
+        let (mid, out) = hi.split_at_mut(1);
+        let (mid, out) = (&mut mid[0], &mut out[0]);
+        let a: &mut BlockActs<B> = &mut acts.blocks[l];
+        let scratch = (&mut acts.tmp, &mut acts.tmp2);
+
+        // Attention half.
+        let attn_in: &B::Buf = if pre {
+            let s = &mut a.attn_stats;
+            be.norm_forward(
+                &mut a.attn_norm_io,
+                &mut s.mean,
+                &mut s.rstd,
+                x,
+                params,
+                bp.attn_norm,
+                c,
+            );
+            &a.attn_norm_io
+        } else {
+            x
+        };
+        be.matmul_forward(
+            &mut a.qkv,
+            attn_in,
+            params,
+            bp.qkv,
+            MatmulShape {
+                m: n,
+                k: c,
+                n: 3 * c,
+            },
+        );
+        if self.cfg.positions == Positions::Rotary {
+            be.rotary_forward(&mut a.qkv, shape, self.cfg.rope_theta);
+        }
+        be.attention_forward(&mut a.att, &mut a.att_saved, &a.qkv, shape);
+        let cc = MatmulShape { m: n, k: c, n: c };
+        if pre {
+            self.project_add(
+                be,
+                params,
+                scratch,
+                mid,
+                x,
+                &a.att,
+                bp.attn_out,
+                cc,
+                drop_attn,
+            );
+        } else {
+            self.project_add(
+                be,
+                params,
+                scratch,
+                &mut a.attn_norm_io,
+                x,
+                &a.att,
+                bp.attn_out,
+                cc,
+                drop_attn,
+            );
+            let s = &mut a.attn_stats;
+            be.norm_forward(
+                mid,
+                &mut s.mean,
+                &mut s.rstd,
+                &a.attn_norm_io,
+                params,
+                bp.attn_norm,
+                c,
+            );
+        }
+
+        // Feed-forward half.
+        let ffn_in: &B::Buf = if pre {
+            let s = &mut a.ffn_stats;
+            be.norm_forward(
+                &mut a.ffn_norm_io,
+                &mut s.mean,
+                &mut s.rstd,
+                mid,
+                params,
+                bp.ffn_norm,
+                c,
+            );
+            &a.ffn_norm_io
+        } else {
+            mid
+        };
+        let f = self.cfg.ffn;
+        let inner = self.cfg.ffn_inner();
+        be.matmul_forward(
+            &mut a.ffn_h,
+            ffn_in,
+            params,
+            bp.ffn_in,
+            MatmulShape { m: n, k: c, n: f },
+        );
+        match self.cfg.ffn_kind {
+            FfnKind::Gelu => be.activation_forward(&mut a.ffn_g, &a.ffn_h, Activation::Gelu),
+            _ => be.glu_forward(&mut a.ffn_g, &a.ffn_h, self.ffn_activation(), inner),
+        }
+        let down = MatmulShape {
+            m: n,
+            k: inner,
+            n: c,
+        };
+        let scratch = (&mut acts.tmp, &mut acts.tmp2);
+        if pre {
+            self.project_add(
+                be, params, scratch, out, mid, &a.ffn_g, bp.ffn_out, down, drop_ffn,
+            );
+        } else {
+            self.project_add(
+                be,
+                params,
+                scratch,
+                &mut a.ffn_norm_io,
+                mid,
+                &a.ffn_g,
+                bp.ffn_out,
+                down,
+                drop_ffn,
+            );
+            let s = &mut a.ffn_stats;
+            be.norm_forward(
+                out,
+                &mut s.mean,
+                &mut s.rstd,
+                &a.ffn_norm_io,
+                params,
+                bp.ffn_norm,
+                c,
+            );
+        }
+    }
+
+    fn block_backward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        l: usize,
+        train: bool,
+    ) {
+        let c = self.cfg.hidden;
+        let n = acts.rows();
+        let bp: BlockParams = self.layout.blocks[l];
+        let shape = self.attention_shape(acts.batch, acts.seq);
+        let p = self.dropout(train);
+        let seed = acts.dropout_seed;
+        let pre = is_pre_norm(&self.cfg);
+        let x = &acts.resid[2 * l];
+        let mid = &acts.resid[2 * l + 1];
+        let a = &acts.blocks[l];
+        let d = &mut acts.d_resid;
+        let (d_sum, d_tmp) = (&mut acts.d_sum, &mut acts.d_tmp);
+        let f = self.cfg.ffn;
+        let inner = self.cfg.ffn_inner();
+
+        // Feed-forward half: `d` holds the gradient of the block's output.
+        let d_proj: &B::Buf = if pre {
+            d
+        } else {
+            // out = norm(sum): the sum's gradient flows to both mid and the projection.
+            be.zero(d_sum);
+            let s = &a.ffn_stats;
+            be.norm_backward(
+                d_sum,
+                grads,
+                d,
+                &a.ffn_norm_io,
+                params,
+                &s.mean,
+                &s.rstd,
+                bp.ffn_norm,
+                c,
+            );
+            be.copy(d, d_sum);
+            d_sum
+        };
+        let d_proj = if p > 0.0 {
+            be.dropout_backward(d_tmp, d_proj, p, site_seed(seed, Site::Ffn(l)));
+            &*d_tmp
+        } else {
+            d_proj
+        };
+        let down = MatmulShape {
+            m: n,
+            k: inner,
+            n: c,
+        };
+        be.matmul_backward(
+            Some(&mut acts.d_ffn_g),
+            false,
+            grads,
+            d_proj,
+            &a.ffn_g,
+            params,
+            bp.ffn_out,
+            down,
+        );
+        match self.cfg.ffn_kind {
+            FfnKind::Gelu => {
+                be.activation_backward(&mut acts.d_ffn_h, &acts.d_ffn_g, &a.ffn_h, Activation::Gelu)
+            }
+            _ => be.glu_backward(
+                &mut acts.d_ffn_h,
+                &acts.d_ffn_g,
+                &a.ffn_h,
+                self.ffn_activation(),
+                inner,
+            ),
+        }
+        let up = MatmulShape { m: n, k: c, n: f };
+        if pre {
+            be.matmul_backward(
+                Some(&mut acts.d_norm),
+                false,
+                grads,
+                &acts.d_ffn_h,
+                &a.ffn_norm_io,
+                params,
+                bp.ffn_in,
+                up,
+            );
+            let s = &a.ffn_stats;
+            be.norm_backward(
+                d,
+                grads,
+                &acts.d_norm,
+                mid,
+                params,
+                &s.mean,
+                &s.rstd,
+                bp.ffn_norm,
+                c,
+            );
+        } else {
+            be.matmul_backward(
+                Some(d),
+                true,
+                grads,
+                &acts.d_ffn_h,
+                mid,
+                params,
+                bp.ffn_in,
+                up,
+            );
+        }
+
+        // Attention half: `d` holds the gradient of `mid`.
+        let d_proj: &B::Buf = if pre {
+            d
+        } else {
+            be.zero(d_sum);
+            let s = &a.attn_stats;
+            be.norm_backward(
+                d_sum,
+                grads,
+                d,
+                &a.attn_norm_io,
+                params,
+                &s.mean,
+                &s.rstd,
+                bp.attn_norm,
+                c,
+            );
+            be.copy(d, d_sum);
+            d_sum
+        };
+        let d_proj = if p > 0.0 {
+            be.dropout_backward(d_tmp, d_proj, p, site_seed(seed, Site::Attention(l)));
+            &*d_tmp
+        } else {
+            d_proj
+        };
+        let cc = MatmulShape { m: n, k: c, n: c };
+        be.matmul_backward(
+            Some(&mut acts.d_att),
+            false,
+            grads,
+            d_proj,
+            &a.att,
+            params,
+            bp.attn_out,
+            cc,
+        );
+        be.attention_backward(&mut acts.d_qkv, &acts.d_att, &a.qkv, &a.att_saved, shape);
+        if self.cfg.positions == Positions::Rotary {
+            be.rotary_backward(&mut acts.d_qkv, shape, self.cfg.rope_theta);
+        }
+        let qkv = MatmulShape {
+            m: n,
+            k: c,
+            n: 3 * c,
+        };
+        if pre {
+            be.matmul_backward(
+                Some(&mut acts.d_norm),
+                false,
+                grads,
+                &acts.d_qkv,
+                &a.attn_norm_io,
+                params,
+                bp.qkv,
+                qkv,
+            );
+            let s = &a.attn_stats;
+            be.norm_backward(
+                d,
+                grads,
+                &acts.d_norm,
+                x,
+                params,
+                &s.mean,
+                &s.rstd,
+                bp.attn_norm,
+                c,
+            );
+        } else {
+            be.matmul_backward(Some(d), true, grads, &acts.d_qkv, x, params, bp.qkv, qkv);
+        }
+    }
+
+    /// The hidden state entering the head: the final norm's output or the last residual.
+    fn head_forward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+    ) {
+        let c = self.cfg.hidden;
+        let lay = &self.layout;
+        let last = &acts.resid[2 * self.cfg.layers];
+        let hidden: &B::Buf = match lay.final_norm {
+            Some(norm) => {
+                let s = &mut acts.final_stats;
+                be.norm_forward(
+                    &mut acts.final_out,
+                    &mut s.mean,
+                    &mut s.rstd,
+                    last,
+                    params,
+                    norm,
+                    c,
+                );
+                &acts.final_out
+            }
+            None => last,
+        };
+        let h = &mut acts.head;
+        let rows: &B::Buf = match &batch.predict {
+            Some(idx) => {
+                be.gather_rows_forward(&mut h.gathered, hidden, idx, c);
+                &h.gathered
+            }
+            None => hidden,
+        };
+        let m = batch.predicted;
+        let z: &B::Buf = match lay.head_transform {
+            Some((linear, norm)) => {
+                be.matmul_forward(
+                    &mut h.transform_pre,
+                    rows,
+                    params,
+                    linear,
+                    MatmulShape { m, k: c, n: c },
+                );
+                be.activation_forward(&mut h.transform_act, &h.transform_pre, Activation::Gelu);
+                let s = &mut h.transform_stats;
+                be.norm_forward(
+                    &mut h.transform_out,
+                    &mut s.mean,
+                    &mut s.rstd,
+                    &h.transform_act,
+                    params,
+                    norm,
+                    c,
+                );
+                &h.transform_out
+            }
+            None => rows,
+        };
+        let shape = MatmulShape {
+            m,
+            k: c,
+            n: self.cfg.vocab_size,
+        };
+        be.matmul_forward(&mut h.logits, z, params, lay.decoder, shape);
+    }
+
+    fn head_backward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+    ) {
+        let c = self.cfg.hidden;
+        let lay = &self.layout;
+        let m = batch.predicted;
+        let last = &acts.resid[2 * self.cfg.layers];
+        let hidden: &B::Buf = if lay.final_norm.is_some() {
+            &acts.final_out
+        } else {
+            last
+        };
+        let h = &mut acts.head;
+        let rows: &B::Buf = if batch.predict.is_some() {
+            &h.gathered
+        } else {
+            hidden
+        };
+        let z: &B::Buf = if lay.head_transform.is_some() {
+            &h.transform_out
+        } else {
+            rows
+        };
+        let shape = MatmulShape {
+            m,
+            k: c,
+            n: self.cfg.vocab_size,
+        };
+        be.matmul_backward(
+            Some(&mut h.d_hidden),
+            false,
+            grads,
+            &h.logits,
+            z,
+            params,
+            lay.decoder,
+            shape,
+        );
+        let d_rows: &B::Buf = match lay.head_transform {
+            Some((linear, norm)) => {
+                be.zero(&mut h.d_transform_act);
+                let s = &h.transform_stats;
+                let (da, dh) = (&mut h.d_transform_act, &h.d_hidden);
+                be.norm_backward(
+                    da,
+                    grads,
+                    dh,
+                    &h.transform_act,
+                    params,
+                    &s.mean,
+                    &s.rstd,
+                    norm,
+                    c,
+                );
+                be.activation_backward(
+                    &mut h.d_transform_pre,
+                    &h.d_transform_act,
+                    &h.transform_pre,
+                    Activation::Gelu,
+                );
+                let mm = MatmulShape { m, k: c, n: c };
+                be.matmul_backward(
+                    Some(&mut h.d_gathered),
+                    false,
+                    grads,
+                    &h.d_transform_pre,
+                    rows,
+                    params,
+                    linear,
+                    mm,
+                );
+                &h.d_gathered
+            }
+            None => &h.d_hidden,
+        };
+        let d_hidden: &B::Buf = match &batch.predict {
+            Some(idx) => {
+                be.gather_rows_backward(&mut acts.d_hidden, d_rows, idx, c);
+                &acts.d_hidden
+            }
+            None => d_rows,
+        };
+        match lay.final_norm {
+            Some(norm) => {
+                be.zero(&mut acts.d_resid);
+                let s = &acts.final_stats;
+                be.norm_backward(
+                    &mut acts.d_resid,
+                    grads,
+                    d_hidden,
+                    last,
+                    params,
+                    &s.mean,
+                    &s.rstd,
+                    norm,
+                    c,
+                );
+            }
+            None => be.copy(&mut acts.d_resid, d_hidden),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Checkpoints: `RUN/checkpoints/step-N/` holds `model.safetensors` (fp32
+//! parameters by name), `optimizer.safetensors` (AdamW moments `m.<name>`,
+//! `v.<name>`) and `state.json` (step, budget spent, data position). A
+//! checkpoint is written under a temporary name, synced, then renamed, so a
+//! crash never leaves a half-written one.
+
+use crate::backend::Backend;
+use crate::config::Spent;
+use crate::model::Model;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("cannot write checkpoint {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read checkpoint file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{run} holds no checkpoint (no checkpoints/step-N folder)")]
+    NoCheckpoint { run: PathBuf },
+}
+
+/// What a checkpoint remembers besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainProgress {
+    pub step: u64,
+    /// Training sequences consumed: the position in the data order.
+    pub position: u64,
+    pub spent: Spent,
+}
+
+/// The optimizer state of a run, on the device.
+pub struct TrainState<B: Backend> {
+    pub params: B::Buf,
+    pub grads: B::Buf,
+    pub m: B::Buf,
+    pub v: B::Buf,
+    pub progress: TrainProgress,
+}
+
+impl<B: Backend> TrainState<B> {
+    pub fn fresh(be: &B, model: &Model, seed: u64) -> Self {
+        let n = model.num_params();
+        TrainState {
+            params: be.upload(&model.init_params(seed)),
+            grads: be.alloc(n),
+            m: be.alloc(n),
+            v: be.alloc(n),
+            progress: TrainProgress {
+                step: 0,
+                position: 0,
+                spent: Spent::default(),
+            },
+        }
+    }
+}
+
+pub fn step_dir(run: &Path, step: u64) -> PathBuf {
+    run.join("checkpoints").join(format!("step-{step}"))
+}
+
+/// The newest `checkpoints/step-N` of a run.
+pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
+    let entries = fs::read_dir(run.join("checkpoints")).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step: u64 = name.strip_prefix("step-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+}
+
+/// The checkpoint at `step`, or the newest one when `step` is `None`.
+pub fn find(run: &Path, step: Option<u64>) -> Result<PathBuf, CheckpointError> {
+    match step {
+        Some(s) => {
+            let dir = step_dir(run, s);
+            if dir.join("state.json").is_file() {
+                Ok(dir)
+            } else {
+                Err(CheckpointError::NoCheckpoint { run: dir })
+            }
+        }
+        None => latest(run)
+            .map(|(_, p)| p)
+            .ok_or_else(|| CheckpointError::NoCheckpoint {
+                run: run.to_path_buf(),
+            }),
+    }
+}
+
+fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn write_tensors(
+    path: &Path,
+    model: &Model,
+    sets: &[(&str, &[f32])],
+) -> Result<(), CheckpointError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sets
+        .iter()
+        .flat_map(|(prefix, flat)| {
+            model.layout.params.iter().map(move |p| {
+                let name = if prefix.is_empty() {
+                    p.name.clone()
+                } else {
+                    format!("{prefix}.{}", p.name)
+                };
+                (name, p.shape.clone(), to_bytes(&flat[p.span.range()]))
+            })
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data)
+                .expect("shape matches data length");
+            (name.clone(), view)
+        })
+        .collect();
+    let data =
+        safetensors::tensor::serialize(views, None).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    write_synced(path, &data)
+}
+
+pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
+    let err = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = fs::File::create(path).map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// Writes the checkpoint of `state` and returns its folder.
+pub fn save<B: Backend>(
+    be: &B,
+    run: &Path,
+    model: &Model,
+    state: &TrainState<B>,
+) -> Result<PathBuf, CheckpointError> {
+    let dir = step_dir(run, state.progress.step);
+    let tmp = dir.with_extension("tmp");
+    let err = |source| CheckpointError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(err)?;
+    }
+    fs::create_dir_all(&tmp).map_err(err)?;
+    let params = be.download(&state.params);
+    write_tensors(&tmp.join("model.safetensors"), model, &[("", &params)])?;
+    let (m, v) = (be.download(&state.m), be.download(&state.v));
+    write_tensors(
+        &tmp.join("optimizer.safetensors"),
+        model,
+        &[("m", &m), ("v", &v)],
+    )?;
+    let json = serde_json::to_vec_pretty(&state.progress).expect("progress serializes");
+    write_synced(&tmp.join("state.json"), &json)?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(err)?;
+    }
+    fs::rename(&tmp, &dir).map_err(err)?;
+    Ok(dir)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    fs::read(path).map_err(|source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads the tensors named `prefix.<param>` of `model` from a safetensors file
+/// into one flat buffer in layout order.
+fn read_tensors(path: &Path, model: &Model, prefix: &str) -> Result<Vec<f32>, CheckpointError> {
+    let bytes = read_file(path)?;
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut out = vec![0f32; model.num_params()];
+    for p in &model.layout.params {
+        let name = if prefix.is_empty() {
+            p.name.clone()
+        } else {
+            format!("{prefix}.{}", p.name)
+        };
+        let t = st.tensor(&name).map_err(|_| {
+            corrupt(format!(
+                "tensor '{name}' is missing (was it written for another model config?)"
+            ))
+        })?;
+        if t.dtype() != Dtype::F32 || t.shape() != p.shape.as_slice() {
+            return Err(corrupt(format!(
+                "tensor '{name}' is {:?} {:?}, expected F32 {:?}",
+                t.dtype(),
+                t.shape(),
+                p.shape
+            )));
+        }
+        let dst = &mut out[p.span.range()];
+        for (d, chunk) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
+            *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+    }
+    Ok(out)
+}
+
+/// The parameters of a checkpoint folder, in layout order.
+pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>, CheckpointError> {
+    read_tensors(&dir.join("model.safetensors"), model, "")
+}
+
+/// The whole training state of a checkpoint folder.
+pub fn load<B: Backend>(
+    be: &B,
+    dir: &Path,
+    model: &Model,
+) -> Result<TrainState<B>, CheckpointError> {
+    let state_path = dir.join("state.json");
+    let progress: TrainProgress =
+        serde_json::from_slice(&read_file(&state_path)?).map_err(|e| CheckpointError::Corrupt {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?;
+    let params = load_params(dir, model)?;
+    let opt = dir.join("optimizer.safetensors");
+    let m = read_tensors(&opt, model, "m")?;
+    let v = read_tensors(&opt, model, "v")?;
+    Ok(TrainState {
+        params: be.upload(&params),
+        grads: be.alloc(model.num_params()),
+        m: be.upload(&m),
+        v: be.upload(&v),
+        progress,
+    })
+}
+
+/// A trained model read back from a run folder.
+pub struct LoadedRun<B: Backend> {
+    pub config: crate::config::Config,
+    pub model: Model,
+    pub params: B::Buf,
+    pub checkpoint: PathBuf,
+}
+
+/// Loads `RUN/config.toml` and the parameters of checkpoint `step` (default: newest).
+pub fn load_run<B: Backend>(
+    be: &B,
+    run: &Path,
+    step: Option<u64>,
+) -> Result<LoadedRun<B>, CheckpointError> {
+    let config_path = run.join("config.toml");
+    let config =
+        crate::config::Config::load(&config_path).map_err(|e| CheckpointError::Corrupt {
+            path: config_path.clone(),
+            reason: e.to_string(),
+        })?;
+    let model = Model::new(&config.model);
+    let checkpoint = find(run, step)?;
+    let params = be.upload(&load_params(&checkpoint, &model)?);
+    Ok(LoadedRun {
+        config,
+        model,
+        params,
+        checkpoint,
+    })
+}

@@ -1,0 +1,12 @@
+//! Pretraining: schedules tied to the budget clock, gradient accumulation
+//! with a batch-size ramp, AdamW with global-norm clipping, periodic held-out
+//! evaluation, metrics, checkpoints and resume.
+
+pub mod checkpoint;
+mod metrics;
+pub mod schedule;
+mod trainer;
+
+pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
+pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
+pub use trainer::{fit_to_data, pretrain, upload_batch, RunOptions, RunSummary, TrainError};

@@ -1,0 +1,349 @@
+//! The training loop. One optimizer step: the batch size and learning rate
+//! for the budget progress, gradient accumulation over micro-batches, the
+//! global gradient norm, one AdamW pass over the flat buffer. Statistics stay
+//! on the device and are read back only when logged.
+
+use super::checkpoint::{self, CheckpointError, TrainState};
+use super::metrics::MetricsWriter;
+use super::schedule;
+use crate::backend::{AdamW, Backend};
+use crate::config::{Budget, Config};
+use crate::data::batches::{batch_rng, read_sequences, HostBatch, Objective, Order};
+use crate::data::{Split, TokenStore};
+use crate::eval::{evaluate, EvalResult};
+use crate::model::{Activations, DeviceBatch, Model};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Run(String),
+    #[error("the loss became {value} at step {step}; lower train.lr or raise train.grad_clip and restart from the last checkpoint")]
+    Diverged { step: u64, value: f64 },
+}
+
+/// How to run, beyond the config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many steps, as if preempted.
+    pub stop_after_steps: Option<u64>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub final_loss: f64,
+    pub eval: Option<EvalResult>,
+    pub checkpoint: PathBuf,
+    /// False when the run stopped early (`stop_after_steps`).
+    pub finished: bool,
+}
+
+/// Slots of the device-side statistics buffer.
+const STAT_LOSS: usize = 0;
+const STAT_NORM_SQ: usize = 1;
+
+pub fn upload_batch<B: Backend>(be: &B, hb: &HostBatch) -> DeviceBatch<B> {
+    DeviceBatch {
+        batch: hb.batch,
+        seq: hb.seq,
+        ids: be.upload_ids(&hb.ids),
+        targets: be.upload_ids(&hb.targets),
+        predict: hb.predict.as_ref().map(|p| be.upload_ids(p)),
+        predicted: hb.targets.len(),
+        counted: hb.counted,
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
+/// hold the same config.
+fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<(), TrainError> {
+    let config_path = opts.out.join("config.toml");
+    if opts.resume {
+        let saved = Config::load(&config_path)
+            .map_err(|e| TrainError::Run(format!("cannot resume: {e}")))?;
+        if saved != *cfg {
+            return Err(TrainError::Run(format!(
+                "cannot resume: the config differs from {}; resume without --preset/--set to use the saved one",
+                config_path.display()
+            )));
+        }
+        return Ok(());
+    }
+    if checkpoint::latest(&opts.out).is_some() || config_path.exists() {
+        return Err(TrainError::Run(format!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            opts.out.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let tmp = config_path.with_extension("toml.tmp");
+    checkpoint::write_synced(&tmp, cfg.to_toml().as_bytes())?;
+    std::fs::rename(&tmp, &config_path).map_err(io_err(&config_path))
+}
+
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {percent:>3}% {msg}")
+            .expect("valid template")
+            .progress_chars("█▉▊▋▌▍▎▏ "),
+    );
+    bar
+}
+
+fn eta(progress: f64, seconds: f64) -> String {
+    if progress <= 0.0 {
+        return "?".into();
+    }
+    let left = seconds * (1.0 - progress) / progress;
+    format!("{}m{:02}s", (left / 60.0) as u64, (left % 60.0) as u64)
+}
+
+/// Pretrains `cfg` on `store` until the budget is spent, writing the run
+/// folder `opts.out`.
+pub fn pretrain<B: Backend>(
+    be: &B,
+    cfg: &Config,
+    store: &TokenStore,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let budget = Budget::parse(&cfg.train.budget).map_err(TrainError::Run)?;
+    let t = &cfg.train;
+    let model = Model::new(&cfg.model);
+    let seq = store.seq_len();
+    if store.len(Split::Train) == 0 {
+        return Err(TrainError::Run(
+            "the data holds no training sequences".into(),
+        ));
+    }
+    prepare_run_dir(cfg, opts)?;
+    let mut state = if opts.resume {
+        let dir = checkpoint::find(&opts.out, None)?;
+        checkpoint::load(be, &dir, &model)?
+    } else {
+        TrainState::fresh(be, &model, t.seed)
+    };
+    let resumed_at = opts.resume.then_some(state.progress.step);
+    let mut metrics = MetricsWriter::open(&opts.out, resumed_at).map_err(io_err(&opts.out))?;
+    let objective = Objective::new(&cfg.objective, store.special(), store.vocab_size());
+    let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
+    let mut stats = be.alloc(2);
+    let mut order = Order::new(t.seed, store.len(Split::Train));
+    let flops_per_token = model.flops_per_token(seq, &cfg.objective);
+    let bar = progress_bar(opts.progress);
+    let clock = Instant::now();
+    let seconds_before = state.progress.spent.seconds;
+    let (mut interval_steps, mut interval_tokens, mut interval_start) = (0u64, 0u64, 0f64);
+    let mut last_loss = f64::NAN;
+    let mut last_eval = None;
+    let mut finished = true;
+
+    loop {
+        let p = budget.progress(&state.progress.spent);
+        if p >= 1.0 {
+            break;
+        }
+        if opts
+            .stop_after_steps
+            .is_some_and(|s| state.progress.step >= s)
+        {
+            finished = false;
+            break;
+        }
+        let step = state.progress.step;
+        let batch_size = schedule::batch_size(t, p);
+        let lr = schedule::learning_rate(t, p);
+        let micro_steps = batch_size / t.micro_batch;
+        be.zero(&mut state.grads);
+        for micro in 0..micro_steps {
+            let pos = state.progress.position;
+            let indices: Vec<usize> = (0..t.micro_batch as u64)
+                .map(|i| order.at(pos + i))
+                .collect();
+            state.progress.position += t.micro_batch as u64;
+            let tokens = read_sequences(store, Split::Train, indices.into_iter());
+            let mut rng = batch_rng(t.seed, step, micro as u64);
+            let hb = objective.make_batch(tokens, seq, &mut rng);
+            let batch = upload_batch(be, &hb);
+            // Each micro-batch's mean loss, averaged over the accumulation.
+            let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
+            let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
+            model.forward_loss(
+                be,
+                &state.params,
+                &mut acts,
+                &batch,
+                true,
+                dropout_seed,
+                Some(scale),
+            );
+            be.sum_into(&mut stats, STAT_LOSS, &acts.head.losses, scale);
+            model.backward(be, &state.params, &mut state.grads, &mut acts, &batch, true);
+        }
+        be.grad_norm_squared(&mut stats, STAT_NORM_SQ, &state.grads);
+        let hp = AdamW {
+            lr: lr as f32,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+            step: step + 1,
+            decay_len: model.layout.decay_len,
+            max_norm: t.grad_clip,
+        };
+        be.adamw_step(
+            &mut state.params,
+            &state.grads,
+            &mut state.m,
+            &mut state.v,
+            &stats,
+            STAT_NORM_SQ,
+            hp,
+        );
+
+        let tokens = (batch_size * seq) as u64;
+        let spent = &mut state.progress.spent;
+        spent.steps += 1;
+        spent.tokens += tokens;
+        spent.flops += tokens as f64 * flops_per_token;
+        spent.seconds = seconds_before + clock.elapsed().as_secs_f64();
+        state.progress.step += 1;
+        interval_steps += 1;
+        interval_tokens += tokens;
+        let step = state.progress.step;
+        let p = budget.progress(&state.progress.spent);
+        let done = p >= 1.0;
+
+        if step % t.log_every as u64 == 0 || done {
+            let host = be.read(&stats, 0, 2);
+            last_loss = host[STAT_LOSS] as f64 / interval_steps as f64;
+            if !last_loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    step,
+                    value: last_loss,
+                });
+            }
+            let spent = state.progress.spent;
+            let tokens_per_s = interval_tokens as f64 / (spent.seconds - interval_start).max(1e-9);
+            let mut rec = Map::new();
+            rec.insert("event".into(), json!("train"));
+            rec.insert("step".into(), json!(step));
+            rec.insert("tokens".into(), json!(spent.tokens));
+            rec.insert("flops".into(), json!(spent.flops));
+            rec.insert("progress".into(), json!(p));
+            rec.insert("loss".into(), json!(last_loss));
+            rec.insert("lr".into(), json!(lr));
+            rec.insert("batch_size".into(), json!(batch_size));
+            rec.insert(
+                "grad_norm".into(),
+                json!((host[STAT_NORM_SQ] as f64).sqrt()),
+            );
+            rec.insert("tokens_per_s".into(), json!(tokens_per_s));
+            rec.insert("mfu".into(), Value::Null);
+            rec.insert("elapsed".into(), json!(spent.seconds));
+            metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            bar.set_position((p * 1000.0) as u64);
+            bar.set_message(format!(
+                "step {step} loss {last_loss:.3} lr {lr:.2e} bs {batch_size} {:.0} tok/s left {}",
+                tokens_per_s,
+                eta(p, spent.seconds)
+            ));
+            be.zero(&mut stats);
+            (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
+        }
+        if step % t.eval_every as u64 == 0 || done {
+            let r = evaluate(
+                be,
+                &model,
+                &state.params,
+                &mut acts,
+                store,
+                &objective,
+                t.eval_batches,
+                t.seed,
+            );
+            let mut rec = Map::new();
+            rec.insert("event".into(), json!("eval"));
+            rec.insert("step".into(), json!(step));
+            rec.insert("tokens".into(), json!(state.progress.spent.tokens));
+            rec.insert("val_loss".into(), json!(r.loss));
+            rec.insert("val_accuracy".into(), json!(r.accuracy));
+            rec.insert("elapsed".into(), json!(state.progress.spent.seconds));
+            metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            bar.println(format!(
+                "step {step:>6}  held-out loss {:.4}  accuracy {:.3}",
+                r.loss, r.accuracy
+            ));
+            last_eval = Some(r);
+        }
+        if step % t.checkpoint_every as u64 == 0 && !done {
+            checkpoint::save(be, &opts.out, &model, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    let dir = checkpoint::save(be, &opts.out, &model, &state)?;
+    let spent = state.progress.spent;
+    Ok(RunSummary {
+        steps: spent.steps,
+        tokens: spent.tokens,
+        seconds: spent.seconds,
+        final_loss: last_loss,
+        eval: last_eval,
+        checkpoint: dir,
+        finished,
+    })
+}
+
+/// Makes the model fit the prepared data: the tokenizer decides the
+/// vocabulary and the shards the sequence length. Returns a note for each
+/// value that changed, for the user to see.
+pub fn fit_to_data(cfg: &mut Config, store: &TokenStore) -> Result<Vec<String>, TrainError> {
+    let mut notes = Vec::new();
+    if cfg.model.vocab_size != store.vocab_size() {
+        notes.push(format!(
+            "model.vocab_size set to {} (the data's tokenizer) instead of {}",
+            store.vocab_size(),
+            cfg.model.vocab_size
+        ));
+        cfg.model.vocab_size = store.vocab_size();
+        cfg.data.vocab_size = store.vocab_size();
+    }
+    if cfg.data.seq_len != store.seq_len() {
+        notes.push(format!(
+            "data.seq_len set to {} (the data's sequence length) instead of {}",
+            store.seq_len(),
+            cfg.data.seq_len
+        ));
+        cfg.data.seq_len = store.seq_len();
+    }
+    cfg.validate()
+        .map_err(|e| TrainError::Run(format!("{e} (for the data's shape)")))?;
+    Ok(notes)
+}

@@ -1,0 +1,130 @@
+//! Bad input gives one clear error, exit status 1, no panic, and no partial output.
+
+use std::path::Path;
+use std::process::Command;
+
+fn cram(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+fn prepare(input: &Path, out: &Path) -> (i32, String) {
+    cram(&[
+        "data",
+        "prepare",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--vocab-size",
+        "300",
+    ])
+}
+
+fn assert_one_error(code: i32, stderr: &str, needle: &str) {
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+#[test]
+fn missing_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (code, err) = prepare(&tmp.path().join("nope.txt"), &out);
+    assert_one_error(code, &err, "nope.txt");
+    assert!(!out.exists());
+}
+
+#[test]
+fn empty_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("empty.txt");
+    std::fs::write(&input, "").unwrap();
+    let out = tmp.path().join("out");
+    let (code, err) = prepare(&input, &out);
+    assert_one_error(code, &err, "empty.txt");
+    assert!(!out.exists());
+}
+
+#[test]
+fn non_utf8_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("latin1.txt");
+    let mut bytes = b"A perfectly fine first paragraph of text that goes on.\n\nCaf".to_vec();
+    bytes.extend([0xE9, 0xFF, b'\n']);
+    std::fs::write(&input, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let (code, err) = prepare(&input, &out);
+    assert_one_error(code, &err, "latin1.txt");
+    assert!(err.contains("UTF-8"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn unknown_preset() {
+    let (code, err) = cram(&["config", "show", "--preset", "giant-bert"]);
+    assert_one_error(code, &err, "giant-bert");
+    assert!(
+        err.contains("crammed-bert"),
+        "the error lists the presets: {err}"
+    );
+}
+
+#[test]
+fn unknown_config_key() {
+    let (code, err) = cram(&[
+        "config",
+        "show",
+        "--preset",
+        "tiny",
+        "--set",
+        "train.learning_rate=1e-3",
+    ]);
+    assert_one_error(code, &err, "train.learning_rate");
+    assert!(err.contains("did you mean"), "{err}");
+}
+
+#[test]
+fn zero_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (code, err) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--budget",
+        "0s",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("budget"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn missing_data_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (code, err) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        tmp.path().join("nothing").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--budget",
+        "10s",
+    ]);
+    assert_one_error(code, &err, "nothing");
+    assert!(!out.exists());
+}
