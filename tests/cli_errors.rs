@@ -84,10 +84,23 @@ fn unknown_config_key() {
         "--preset",
         "tiny",
         "--set",
+        "train.weight_decy=0",
+    ]);
+    assert_one_error(code, &err, "train.weight_decy");
+    assert!(err.contains("did you mean 'train.weight_decay'"), "{err}");
+    let (code, err) = cram(&[
+        "config",
+        "show",
+        "--preset",
+        "tiny",
+        "--set",
         "train.learning_rate=1e-3",
     ]);
     assert_one_error(code, &err, "train.learning_rate");
-    assert!(err.contains("did you mean"), "{err}");
+    assert!(
+        err.contains(" lr, "),
+        "the error lists the section's keys: {err}"
+    );
 }
 
 #[test]

@@ -278,7 +278,7 @@ mod tests {
                 opts.shard_sequences,
                 opts.seed
             ),
-            (1000, 64, 100, 9)
+            (1000, 32, 100, 9)
         );
         assert!(opts.cls_first && !opts.progress);
         let decoder = PrepareArgs {
