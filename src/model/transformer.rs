@@ -2,10 +2,10 @@
 //! Pre-LN and post-LN blocks, every FFN kind and position scheme are config
 //! switches here, not copies of the model.
 
-use super::activations::{Activations, BlockActs};
+use super::activations::{Activations, BlockActs, NormStats};
 use super::layout::{is_pre_norm, BlockParams};
 use super::{DeviceBatch, Model};
-use crate::backend::{Activation, Backend, Linear, MatmulShape};
+use crate::backend::{Activation, Backend, Linear, MatmulShape, Norm};
 use crate::config::{FfnKind, Positions};
 
 /// Which dropout site a mask belongs to, mixed into the seed.
@@ -416,32 +416,10 @@ impl Model {
         let inner = self.cfg.ffn_inner();
 
         // Feed-forward half: `d` holds the gradient of the block's output.
-        let d_proj: &B::Buf = if pre {
-            d
-        } else {
-            // out = norm(sum): the sum's gradient flows to both mid and the projection.
-            be.zero(d_sum);
-            let s = &a.ffn_stats;
-            be.norm_backward(
-                d_sum,
-                grads,
-                d,
-                &a.ffn_norm_io,
-                params,
-                &s.mean,
-                &s.rstd,
-                bp.ffn_norm,
-                c,
-            );
-            be.copy(d, d_sum);
-            d_sum
-        };
-        let d_proj = if p > 0.0 {
-            be.dropout_backward(d_tmp, d_proj, p, site_seed(seed, Site::Ffn(l)));
-            &*d_tmp
-        } else {
-            d_proj
-        };
+        let scratch = (&mut *d_sum, &mut *d_tmp);
+        let post_norm = (!pre).then_some((bp.ffn_norm, &a.ffn_norm_io, &a.ffn_stats));
+        let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Ffn(l))));
+        let d_proj = projection_grad(be, params, grads, d, scratch, post_norm, drop, c);
         let down = MatmulShape {
             m: n,
             k: inner,
@@ -507,31 +485,10 @@ impl Model {
         }
 
         // Attention half: `d` holds the gradient of `mid`.
-        let d_proj: &B::Buf = if pre {
-            d
-        } else {
-            be.zero(d_sum);
-            let s = &a.attn_stats;
-            be.norm_backward(
-                d_sum,
-                grads,
-                d,
-                &a.attn_norm_io,
-                params,
-                &s.mean,
-                &s.rstd,
-                bp.attn_norm,
-                c,
-            );
-            be.copy(d, d_sum);
-            d_sum
-        };
-        let d_proj = if p > 0.0 {
-            be.dropout_backward(d_tmp, d_proj, p, site_seed(seed, Site::Attention(l)));
-            &*d_tmp
-        } else {
-            d_proj
-        };
+        let scratch = (&mut *d_sum, &mut *d_tmp);
+        let post_norm = (!pre).then_some((bp.attn_norm, &a.attn_norm_io, &a.attn_stats));
+        let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Attention(l))));
+        let d_proj = projection_grad(be, params, grads, d, scratch, post_norm, drop, c);
         let cc = MatmulShape { m: n, k: c, n: c };
         be.matmul_backward(
             Some(&mut acts.d_att),
@@ -753,5 +710,39 @@ impl Model {
             }
             None => be.copy(&mut acts.d_resid, d_hidden),
         }
+    }
+}
+
+/// The gradient reaching a sub-layer's output projection from `d`, the
+/// gradient of the residual stream after it. Post-LN (`post_norm` given):
+/// back through `norm(residual + projection)`, whose input gradient also
+/// flows on along the residual, so it is left in `d` too. Then back through
+/// dropout when the sub-layer has it. Returns the buffer holding the result.
+#[allow(clippy::too_many_arguments)]
+fn projection_grad<'a, B: Backend>(
+    be: &B,
+    params: &B::Buf,
+    grads: &mut B::Buf,
+    d: &'a mut B::Buf,
+    (d_sum, d_tmp): (&'a mut B::Buf, &'a mut B::Buf),
+    post_norm: Option<(Norm, &B::Buf, &NormStats<B>)>,
+    dropout: Option<(f32, u64)>,
+    cols: usize,
+) -> &'a B::Buf {
+    let through_norm: &B::Buf = match post_norm {
+        None => d,
+        Some((norm, sum, s)) => {
+            be.zero(d_sum);
+            be.norm_backward(d_sum, grads, d, sum, params, &s.mean, &s.rstd, norm, cols);
+            be.copy(d, d_sum);
+            d_sum
+        }
+    };
+    match dropout {
+        Some((p, seed)) => {
+            be.dropout_backward(d_tmp, through_norm, p, seed);
+            d_tmp
+        }
+        None => through_norm,
     }
 }
