@@ -37,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// Training budget.
-    #[arg(long, default_value = "90s")]
+    #[arg(long, default_value = "4M tokens")]
     budget: String,
     #[command(flatten)]
     set: super::SetArgs,
