@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use cram::data::{prepare, DataError, Manifest, PrepareOptions, Split, TokenStore};
+use cram::data::{prepare, DataError, InputSpec, Manifest, PrepareOptions, Split, TokenStore};
 
 const ENGLISH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -61,19 +61,19 @@ fn synthetic_corpus(path: &Path, documents: usize) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Small-vocabulary settings: the compression filter is off (a vocabulary
+/// of 2048 spends about 0.3 tokens per character on plain English) and the
+/// train split stays in packed order, so that tests can follow documents.
 fn options(inputs: Vec<PathBuf>, out: PathBuf) -> PrepareOptions {
     PrepareOptions {
-        inputs,
-        out,
         vocab_size: 2048,
         seq_len: 64,
         val_fraction: 0.1,
         shard_sequences: 1000,
         seed: 1,
-        tokenizer: None,
-        cls_first: true,
-        force: false,
-        progress: false,
+        max_tokens_per_char: None,
+        unigram_sort: false,
+        ..PrepareOptions::new(inputs.into_iter().map(InputSpec::from).collect(), out)
     }
 }
 
@@ -160,10 +160,15 @@ fn english_sample_prepares_into_a_readable_store() {
         stages,
         [
             "read",
+            "normalize",
             "min-length",
+            "dedup-exact",
+            "near-dup",
+            "mix",
             "split",
             "tokenizer",
             "tokenize",
+            "compression-filter",
             "pack"
         ]
     );
@@ -371,7 +376,8 @@ fn folders_are_read_recursively_and_short_documents_dropped() {
     assert!(files[0].ends_with("a.txt") && files[1].ends_with("more/b.txt"));
     let read = &manifest.stages[0];
     assert_eq!((read.docs_in, read.docs_out), (82, 82));
-    let min_length = &manifest.stages[1];
+    let min_length = &manifest.stages[2];
+    assert_eq!(min_length.name, "min-length");
     assert_eq!(min_length.docs_out, 80);
     assert_eq!(min_length.stats["dropped"], 2);
 }
@@ -424,7 +430,7 @@ fn non_utf8_input_names_the_file_and_offset() {
 }
 
 #[test]
-fn an_existing_output_needs_force() {
+fn an_existing_output_needs_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
     synthetic_corpus(&input, 50);
@@ -435,11 +441,11 @@ fn an_existing_output_needs_force() {
     let before = ["corpus.txt".to_string(), "prepared".to_string()];
     let err = expect_clean_failure(dir.path(), &opts, &before);
     assert!(matches!(err, DataError::OutputExists { .. }), "{err}");
-    assert!(err.to_string().contains("--force"), "{err}");
+    assert!(err.to_string().contains("--overwrite"), "{err}");
     assert_eq!(entries(&out), ["keep.txt"]);
 
     prepare(&PrepareOptions {
-        force: true,
+        overwrite: true,
         ..opts
     })
     .unwrap();

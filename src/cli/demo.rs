@@ -72,17 +72,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     let manifest = prepare(&PrepareOptions {
-        inputs: vec![corpus],
-        out: data_dir.clone(),
-        vocab_size: cfg.data.vocab_size,
-        seq_len: cfg.data.seq_len,
-        val_fraction: cfg.data.val_fraction,
-        shard_sequences: cfg.data.shard_sequences,
-        seed: cfg.train.seed,
-        tokenizer: None,
-        cls_first: true,
-        force: true,
+        overwrite: true,
         progress: show,
+        ..PrepareOptions::from_config(vec![corpus.into()], data_dir.clone(), &cfg)
     })?;
     let store = TokenStore::open(&data_dir)?;
     println!(
@@ -121,7 +113,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("3/4 evaluating on held-out text");
     let run = load_run(&be, &run_dir, None)?;
-    let objective = Objective::new(&cfg.objective, store.special(), store.vocab_size());
+    let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
     let initial = Model::new(&cfg.model).init_params(cfg.train.seed);
     let before = evaluate(

@@ -31,7 +31,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let be = Cpu::new();
     let run = load_run(&be, &args.run, args.step)?;
     let cfg = &run.config;
-    let objective = Objective::new(&cfg.objective, store.special(), store.vocab_size());
+    let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
     let batches = args.batches.unwrap_or(cfg.train.eval_batches);
     let r = evaluate(

@@ -10,6 +10,8 @@ mod budget;
 
 pub use budget::{Budget, Spent};
 
+use crate::data::{Normalization, TextSplit, TokenizerKind};
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -148,6 +150,9 @@ pub struct ObjectiveConfig {
     pub mask_rate: f32,
     /// Compute logits only at the selected positions (Cramming's sparse prediction).
     pub sparse_prediction: bool,
+    /// Select whole words (all their pieces) for masking; the number of
+    /// masked positions per sequence stays the same.
+    pub whole_word_masking: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +162,29 @@ pub struct DataConfig {
     pub seq_len: usize,
     pub val_fraction: f64,
     pub shard_sequences: usize,
+    /// JSON Lines inputs: the field holding the text.
+    pub text_field: String,
+    /// Plain-text inputs: how files are cut into documents.
+    pub text_split: TextSplit,
+    pub normalization: Normalization,
+    /// Documents shorter than this many characters are dropped.
+    pub min_chars: usize,
+    /// Drop exact duplicate documents.
+    pub dedup: bool,
+    /// Drop near-duplicate documents (MinHash LSH).
+    pub near_dup: bool,
+    /// Jaccard similarity of word shingles at which documents are near duplicates.
+    pub near_dup_threshold: f64,
+    /// Drop documents with more than `max_tokens_per_char` tokens per character.
+    pub compression_filter: bool,
+    pub max_tokens_per_char: f64,
+    pub tokenizer: TokenizerKind,
+    /// Megabytes of cleaned train text the tokenizer is trained on.
+    pub tokenizer_sample_mb: u64,
+    /// Sort train sequences by unigram frequency, most common first.
+    pub unigram_sort: bool,
+    /// Read train sequences in stored order instead of shuffling each epoch.
+    pub keep_order: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,6 +287,22 @@ impl Config {
                 "data.seq_len ({}) exceeds model.max_positions ({})",
                 self.data.seq_len, m.max_positions
             ));
+        }
+        let d = &self.data;
+        if !(d.near_dup_threshold > 0.0 && d.near_dup_threshold <= 1.0) {
+            return bad(format!(
+                "data.near_dup_threshold ({}) must be in (0, 1]",
+                d.near_dup_threshold
+            ));
+        }
+        if !(d.max_tokens_per_char > 0.0) {
+            return bad(format!(
+                "data.max_tokens_per_char ({}) must be positive",
+                d.max_tokens_per_char
+            ));
+        }
+        if d.tokenizer_sample_mb == 0 {
+            return bad("data.tokenizer_sample_mb must be positive".into());
         }
         let o = &self.objective;
         if o.kind == ObjectiveKind::Mlm && !(o.mask_rate > 0.0 && o.mask_rate < 1.0) {

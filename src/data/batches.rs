@@ -1,13 +1,17 @@
 //! Training and evaluation batches from packed token shards: masked-LM
 //! masking (Devlin et al.'s 80/10/10 rule, a fixed number of positions per
-//! sequence) and next-token targets for causal LM.
+//! sequence, optionally whole words) and next-token targets for causal LM.
 //!
 //! Everything here is a pure function of `(seed, position)`: the data order is
-//! a ChaCha permutation per epoch and each micro-batch's masks come from a
-//! ChaCha stream keyed by its step, so a resumed run sees the same batches
-//! without storing any RNG state.
+//! a ChaCha permutation per epoch (or the stored order, for data sorted on
+//! purpose) and each micro-batch's masks come from a ChaCha stream keyed by
+//! its step, so a resumed run sees the same batches without storing any RNG
+//! state.
 
-use super::{SpecialTokens, Split, TokenStore};
+use std::sync::Arc;
+
+use super::whole_word::pick_whole_words;
+use super::{DataError, SpecialTokens, Split, TokenStore};
 use crate::backend::IGNORE;
 use crate::config::{ObjectiveConfig, ObjectiveKind};
 use rand::seq::SliceRandom;
@@ -29,7 +33,7 @@ pub struct HostBatch {
 }
 
 /// How inputs become predictions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Objective {
     pub kind: ObjectiveKind,
     pub mask_rate: f32,
@@ -39,9 +43,13 @@ pub struct Objective {
     /// Replace every selected position by [MASK] (evaluation) instead of the
     /// 80/10/10 rule (training), so that no prediction can copy its input.
     pub mask_all: bool,
+    /// Whole-word masking: for each token id, whether it continues the word
+    /// before it. `None`: positions are chosen token by token.
+    pub word_continuations: Option<Arc<[bool]>>,
 }
 
 impl Objective {
+    /// Token-level masking; `for_store` also honours `whole_word_masking`.
     pub fn new(cfg: &ObjectiveConfig, special: SpecialTokens, vocab_size: usize) -> Objective {
         Objective {
             kind: cfg.kind,
@@ -50,14 +58,26 @@ impl Objective {
             special,
             vocab_size,
             mask_all: false,
+            word_continuations: None,
         }
+    }
+
+    /// The objective for a prepared dataset: its special tokens and
+    /// vocabulary, and, when the config asks for whole-word masking, the
+    /// word structure of its tokenizer.
+    pub fn for_store(cfg: &ObjectiveConfig, store: &TokenStore) -> Result<Objective, DataError> {
+        let mut objective = Objective::new(cfg, store.special(), store.vocab_size());
+        if cfg.whole_word_masking && cfg.kind == ObjectiveKind::Mlm {
+            objective.word_continuations = Some(store.word_continuations()?.into());
+        }
+        Ok(objective)
     }
 
     /// The same objective for held-out evaluation: every selected position masked.
     pub fn for_eval(&self) -> Objective {
         Objective {
             mask_all: true,
-            ..*self
+            ..self.clone()
         }
     }
 
@@ -90,10 +110,20 @@ impl Objective {
         for b in 0..batch {
             let row = &mut ids[b * seq..(b + 1) * seq];
             candidates.clear();
-            candidates.extend((0..seq).filter(|&t| !self.is_special(row[t])));
-            let take = k.min(candidates.len());
-            let (picked, _) = candidates.partial_shuffle(rng, take);
-            picked.sort_unstable();
+            let picked: &[usize] = match &self.word_continuations {
+                Some(continues) => {
+                    let candidate = |t: u32| !self.is_special(t);
+                    pick_whole_words(row, k, candidate, continues, rng, &mut candidates);
+                    &candidates
+                }
+                None => {
+                    candidates.extend((0..seq).filter(|&t| !self.is_special(row[t])));
+                    let take = k.min(candidates.len());
+                    let (picked, _) = candidates.partial_shuffle(rng, take);
+                    picked.sort_unstable();
+                    picked
+                }
+            };
             for &t in picked.iter() {
                 let original = row[t];
                 let r: f32 = rng.random();
@@ -155,19 +185,23 @@ impl Objective {
 }
 
 /// A deterministic stream of training sequences: epoch e visits every
-/// sequence once in the order of a permutation seeded by `(seed, e)`.
+/// sequence once in the order of a permutation seeded by `(seed, e)`, or in
+/// stored order (for data sorted on purpose, such as the unigram sort).
 pub struct Order {
     seed: u64,
     len: usize,
+    shuffle: bool,
     epoch: u64,
     perm: Vec<u32>,
 }
 
 impl Order {
+    /// A fresh permutation every epoch.
     pub fn new(seed: u64, len: usize) -> Order {
         let mut order = Order {
             seed,
             len,
+            shuffle: true,
             epoch: u64::MAX,
             perm: Vec::new(),
         };
@@ -175,8 +209,28 @@ impl Order {
         order
     }
 
+    /// Every epoch in stored order.
+    pub fn in_stored_order(len: usize) -> Order {
+        Order {
+            seed: 0,
+            len,
+            shuffle: false,
+            epoch: 0,
+            perm: Vec::new(),
+        }
+    }
+
+    /// `data.keep_order` chooses between the two.
+    pub fn for_training(seed: u64, len: usize, keep_order: bool) -> Order {
+        if keep_order {
+            Order::in_stored_order(len)
+        } else {
+            Order::new(seed, len)
+        }
+    }
+
     fn load_epoch(&mut self, epoch: u64) {
-        if self.epoch == epoch {
+        if self.epoch == epoch || !self.shuffle {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5EED_0DE5);
@@ -188,8 +242,12 @@ impl Order {
 
     /// The sequence index at global position `pos` (sequences consumed so far).
     pub fn at(&mut self, pos: u64) -> usize {
+        let within = (pos % self.len as u64) as usize;
+        if !self.shuffle {
+            return within;
+        }
         self.load_epoch(pos / self.len as u64);
-        self.perm[(pos % self.len as u64) as usize] as usize
+        self.perm[within] as usize
     }
 }
 
@@ -234,6 +292,7 @@ mod tests {
             },
             vocab_size: 100,
             mask_all: false,
+            word_continuations: None,
         }
     }
 
@@ -328,6 +387,57 @@ mod tests {
         let mut b = Order::new(3, 10);
         assert_eq!(b.at(13), second[3]);
         assert_eq!(b.at(2), first[2]);
+    }
+
+    #[test]
+    fn stored_order_repeats_every_epoch_and_resumes_anywhere() {
+        let mut order = Order::for_training(3, 5, true);
+        let seen: Vec<usize> = (0..12).map(|p| order.at(p)).collect();
+        assert_eq!(seen, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]);
+        let mut resumed = Order::for_training(3, 5, true);
+        assert_eq!(resumed.at(7), 2);
+        let mut shuffled = Order::for_training(3, 5, false);
+        let mut plain = Order::new(3, 5);
+        assert!((0..12).all(|p| shuffled.at(p) == plain.at(p)));
+    }
+
+    #[test]
+    fn whole_word_masking_keeps_the_count_and_masks_words_together() {
+        // Ids 10..50 start words, 50..100 continue them.
+        let continues: Vec<bool> = (0..100).map(|id| id >= 50).collect();
+        let obj = Objective {
+            word_continuations: Some(continues.into()),
+            ..objective(ObjectiveKind::Mlm, true)
+        };
+        let (batch, seq) = (16, 33);
+        let rows: Vec<u32> = (0..batch * seq)
+            .map(|i| match i % seq {
+                0 => 2,
+                t if t % 3 == 1 => 10 + (i % 40) as u32,
+                _ => 50 + (i % 50) as u32,
+            })
+            .collect();
+        let hb = obj.make_batch(rows.clone(), seq, &mut batch_rng(4, 0, 0));
+        let k = obj.masks_per_sequence(seq);
+        assert_eq!(k, 8);
+        assert_eq!(hb.counted, batch * k, "the same count as token masking");
+        let picked: std::collections::HashSet<u32> =
+            hb.predict.as_ref().unwrap().iter().copied().collect();
+        for b in 0..batch {
+            // Words are (1,2,3), (4,5,6), ..., (31,32): 8 positions are two
+            // whole words and the last one, or a cut word otherwise.
+            let mut cut = 0;
+            for start in (1..seq).step_by(3) {
+                let word: Vec<bool> = (start..(start + 3).min(seq))
+                    .map(|t| picked.contains(&((b * seq + t) as u32)))
+                    .collect();
+                if word.iter().any(|&p| p) && !word.iter().all(|&p| p) {
+                    cut += 1;
+                    assert!(word[0], "a cut word keeps its leading pieces");
+                }
+            }
+            assert!(cut <= 1, "row {b} has {cut} cut words");
+        }
     }
 
     #[test]

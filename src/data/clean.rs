@@ -1,8 +1,9 @@
-//! Stage "min-length" and the shape of every document filter: a named rule
-//! with parameters that keeps or drops one document at a time. Each filter
-//! records its own stage in the manifest, with what it dropped.
+//! Document filters and their records: each filter keeps or drops one
+//! document at a time, and records its own stage in the manifest with its
+//! settings and what it dropped. The minimum-length filter lives here; the
+//! others (deduplication, compression ratio) need state or tokens and live
+//! in their own files, but report through the same `FilterCount`.
 
-use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use super::manifest::Stage;
@@ -34,19 +35,32 @@ impl DocumentFilter for MinLength {
     }
 }
 
-/// The documents the filter keeps, in order, and the stage record.
-pub fn apply_filter(documents: Vec<String>, filter: &dyn DocumentFilter) -> (Vec<String>, Stage) {
-    let docs_in = documents.len();
-    let keep: Vec<bool> = documents.par_iter().map(|d| filter.keep(d)).collect();
-    let kept: Vec<String> = documents
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(doc, keep)| keep.then_some(doc))
-        .collect();
-    let mut stage =
-        Stage::new(filter.name(), docs_in, kept.len()).with("dropped", docs_in - kept.len());
-    stage.stats.extend(filter.params());
-    (kept, stage)
+/// What a filter saw and dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterCount {
+    pub seen: u64,
+    pub dropped: u64,
+}
+
+impl FilterCount {
+    /// Counts one document; returns `kept` for chaining.
+    pub fn count(&mut self, kept: bool) -> bool {
+        self.seen += 1;
+        self.dropped += u64::from(!kept);
+        kept
+    }
+
+    /// The stage record: documents in and out, `dropped`, then the settings.
+    pub fn stage(&self, name: &str, params: Map<String, Value>) -> Stage {
+        let mut stage = Stage::new(
+            name,
+            self.seen as usize,
+            (self.seen - self.dropped) as usize,
+        )
+        .with("dropped", self.dropped);
+        stage.stats.extend(params);
+        stage
+    }
 }
 
 #[cfg(test)]
@@ -63,12 +77,15 @@ mod tests {
     }
 
     #[test]
-    fn filtering_keeps_order_and_records_the_drop() {
-        let docs = ["long enough", "no", "also long enough"]
-            .map(String::from)
-            .to_vec();
-        let (kept, stage) = apply_filter(docs, &MinLength { min_chars: 5 });
+    fn counts_become_a_stage_record() {
+        let filter = MinLength { min_chars: 5 };
+        let mut count = FilterCount::default();
+        let kept: Vec<&str> = ["long enough", "no", "also long enough"]
+            .into_iter()
+            .filter(|d| count.count(filter.keep(d)))
+            .collect();
         assert_eq!(kept, ["long enough", "also long enough"]);
+        let stage = count.stage(filter.name(), filter.params());
         assert_eq!(
             (stage.name.as_str(), stage.docs_in, stage.docs_out),
             ("min-length", 3, 2)

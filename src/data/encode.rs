@@ -1,8 +1,7 @@
 //! Stage "tokenize": documents to token ids, in parallel, with a cache so
 //! that the tokenizer runs once per distinct piece of text.
 
-use std::collections::HashMap;
-
+use ahash::AHashMap as HashMap;
 use rayon::prelude::*;
 use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizedString, Tokenizer};
 
@@ -30,9 +29,10 @@ pub struct DocumentEncoder<'a> {
 /// A document's ids, and the new pieces it met with their ids.
 type EncodedDocument = (Vec<u32>, HashMap<String, Vec<u32>>);
 
-/// The encoder stops remembering new pieces past this many (a few hundred
-/// MB at most); later ones are still encoded, only not cached.
-const MAX_KNOWN_PIECES: usize = 1 << 22;
+/// The encoder stops remembering new pieces past this many (about 100 bytes
+/// each, so some 200 MB at most); later ones are still encoded, only not
+/// cached. Two million pieces cover all but the rarest words of English.
+const MAX_KNOWN_PIECES: usize = 1 << 21;
 
 impl<'a> DocumentEncoder<'a> {
     pub fn new(tokenizer: &'a Tokenizer) -> Self {
@@ -130,7 +130,7 @@ fn head(doc: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::tokenizer::{tests::corpus, train_wordpiece};
+    use crate::data::tokenizer::tests::{corpus, train_wordpiece};
 
     #[test]
     fn the_encoder_matches_the_tokenizer_and_its_cache_changes_nothing() {

@@ -19,16 +19,68 @@ pub enum DataError {
     },
 
     #[error(
-        "input {path} is not valid UTF-8 (first bad byte at offset {offset}); \
+        "input {path} is not valid UTF-8 (first bad byte at offset {offset} of its decoded text); \
          convert it to UTF-8 (e.g. `iconv -t UTF-8`) or leave it out of the inputs"
     )]
-    NotUtf8 { path: PathBuf, offset: usize },
+    NotUtf8 { path: PathBuf, offset: u64 },
+
+    #[error(
+        "input {path} is not a valid {kind} stream: {cause}; \
+         the file is corrupt or truncated, download or compress it again"
+    )]
+    Decompress {
+        path: PathBuf,
+        kind: &'static str,
+        cause: std::io::Error,
+    },
+
+    #[error(
+        "input {path}, line {line}, is not a JSON object: {message}; \
+         JSON Lines files (.jsonl, .ndjson, .json) need one object per line, \
+         rename the file if it is plain text"
+    )]
+    JsonLine {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
+    #[error(
+        "input {path}, line {line}, has no string field \"{field}\" (found {found}); \
+         pass --text-field with the field that holds the text"
+    )]
+    JsonField {
+        path: PathBuf,
+        line: u64,
+        field: String,
+        found: String,
+    },
+
+    #[error("input weight in '{input}' must be a positive number, as in --input books/:0.3")]
+    InvalidInputWeight { input: String },
+
+    #[error(
+        "some inputs have a weight and some do not ({inputs}); \
+         give every --input a weight (PATH:WEIGHT) or none"
+    )]
+    PartialWeights { inputs: String },
 
     #[error(
         "no documents of at least {min_chars} characters in the inputs ({inputs}); \
-         check that they hold plain text with documents separated by blank lines"
+         check that they hold text (JSON Lines need --text-field, plain text \
+         separates documents by blank lines)"
     )]
     NoDocuments { inputs: String, min_chars: usize },
+
+    #[error(
+        "the compression filter left no training text: it dropped {documents} documents \
+         (more than {max_tokens_per_char} tokens per character); a small vocabulary \
+         compresses less: raise data.max_tokens_per_char or set data.compression_filter=false"
+    )]
+    AllFiltered {
+        documents: u64,
+        max_tokens_per_char: f64,
+    },
 
     #[error(
         "all {documents} documents went to the validation split, so there is nothing to train on; \
@@ -45,7 +97,7 @@ pub enum DataError {
 
     #[error(
         "output folder {path} already exists and is not empty; \
-         pass --force to overwrite it, or choose another --out"
+         pass --overwrite to replace it, or choose another --out"
     )]
     OutputExists { path: PathBuf },
 
@@ -57,6 +109,17 @@ pub enum DataError {
         path: PathBuf,
         cause: std::io::Error,
     },
+
+    #[error(
+        "a document of {bytes} bytes is larger than the 4 GiB one document may hold; split it"
+    )]
+    DocumentTooLarge { bytes: u64 },
+
+    #[error(
+        "work file {path} is damaged ({message}); delete the folder holding it \
+         and run `cram data prepare` again"
+    )]
+    WorkFile { path: PathBuf, message: String },
 
     #[error("training the tokenizer failed: {message}")]
     TokenizerTrain { message: String },
@@ -106,6 +169,25 @@ pub enum DataError {
 
     #[error("manifest {path} is inconsistent: {reason}; re-run `cram data prepare`")]
     ManifestInvalid { path: PathBuf, reason: String },
+
+    #[error(
+        "tokenizer {path} has sha256 {actual} but the manifest was written for {expected}; \
+         the folder mixes files of two runs: re-run `cram data prepare`"
+    )]
+    TokenizerMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "cannot read {path}: {cause}; \
+         the prepared folder is incomplete, re-run `cram data prepare`"
+    )]
+    DatasetFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 
     #[error(
         "cannot open shard {path}: {cause}; \

@@ -2,9 +2,10 @@
 //!
 //! The manifest is the only index of the shards: their names, sizes (derived
 //! from `sequences`, `seq_len` and `dtype`) and checksums. It holds no
-//! timestamps, so the same inputs and seed give the same manifest. New
-//! pipeline stages (deduplication, filters, sorting) add entries to `stages`
-//! and optional fields such as `sorted_by`; the shard format stays as it is.
+//! timestamps, so the same inputs and seed give the same manifest. Every
+//! pipeline stage (reading, normalizing, each filter, mixing, splitting,
+//! tokenizing, packing, sorting) adds its entry to `stages`: documents in
+//! and out plus its own numbers and settings.
 
 use std::io::Write;
 use std::path::Path;
@@ -32,7 +33,9 @@ pub struct Manifest {
     pub dtype: Dtype,
     /// Every sequence starts with [CLS] (encoders).
     pub cls_first: bool,
-    /// The order of sequences within a split when it is not document order.
+    /// The order of the train split's sequences when it is not document
+    /// order ("unigram": most common language first); validation sequences
+    /// always stay in document order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sorted_by: Option<String>,
     /// The most sequences one shard file holds.
@@ -49,7 +52,7 @@ pub struct TokenizerInfo {
     /// File name inside the prepared folder.
     pub file: String,
     pub sha256: String,
-    /// The model type: "wordpiece" for tokenizers cram trains.
+    /// The model type: "wordpiece" or "bpe" for tokenizers cram trains.
     pub kind: String,
     /// One more than the largest token id; the model's embedding size.
     pub vocab_size: usize,
@@ -121,10 +124,14 @@ impl Stage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputFile {
     pub path: String,
+    /// Size as stored (compressed or not).
     pub bytes: u64,
+    /// The mixing weight of the input this file belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 impl Manifest {
@@ -287,6 +294,7 @@ mod tests {
             inputs: vec![InputFile {
                 path: "corpus.txt".into(),
                 bytes: 123,
+                weight: None,
             }],
         }
     }

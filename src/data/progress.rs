@@ -32,3 +32,16 @@ pub fn spinner(enabled: bool, stage: &'static str, message: String) -> ProgressB
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
+
+/// A bar counting items (sequences) through a stage.
+pub fn count_bar(enabled: bool, total: u64, stage: &'static str) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:30}] {human_pos}/{human_len} {per_sec} {elapsed}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(total).with_style(style).with_prefix(stage)
+}

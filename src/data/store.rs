@@ -1,6 +1,7 @@
 //! `TokenStore`: the memory-mapped shards of one prepared folder, read by
-//! sequence index. Opening checks every shard's size against the manifest;
-//! `verify` also checks their sha256.
+//! sequence index. Opening checks every shard's size and the tokenizer's
+//! sha256 against the manifest (a folder whose files come from two runs
+//! fails there, not in training); `verify` also checks the shards' sha256.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use super::error::DataError;
 use super::manifest::{Manifest, ShardInfo};
 use super::shard::sha256_hex;
 use super::split::Split;
-use super::tokenizer::{load_tokenizer, SpecialTokens};
+use super::tokenizer::{load_tokenizer, word_continuations, SpecialTokens};
 
 pub struct TokenStore {
     dir: PathBuf,
@@ -38,6 +39,7 @@ impl TokenStore {
     /// Reads `dir/manifest.json` and maps every shard it lists.
     pub fn open(dir: &Path) -> Result<TokenStore, DataError> {
         let manifest = Manifest::read(dir)?;
+        check_tokenizer(dir, &manifest)?;
         let sequence_bytes = (manifest.seq_len * manifest.dtype.bytes()) as u64;
         let open_split = |split: Split| {
             SplitShards::open(dir, &manifest.splits.get(split).shards, sequence_bytes)
@@ -123,6 +125,14 @@ impl TokenStore {
         load_tokenizer(&self.dir.join(&self.manifest.tokenizer.file))
     }
 
+    /// For each token id, whether it continues the word before it (for
+    /// whole-word masking); `vocab_size` long.
+    pub fn word_continuations(&self) -> Result<Vec<bool>, DataError> {
+        let mut table = word_continuations(&self.tokenizer()?);
+        table.resize(self.vocab_size(), false);
+        Ok(table)
+    }
+
     /// How often each token id occurs in the split, padding and special
     /// tokens included; indexed by id, `vocab_size` long. Ids outside the
     /// vocabulary (only a corrupt shard has them; `verify` finds it) are not
@@ -164,6 +174,24 @@ impl TokenStore {
             Split::Val => &self.val,
         }
     }
+}
+
+/// The folder's tokenizer must be the one the manifest was written for.
+fn check_tokenizer(dir: &Path, manifest: &Manifest) -> Result<(), DataError> {
+    let path = dir.join(&manifest.tokenizer.file);
+    let bytes = std::fs::read(&path).map_err(|cause| DataError::DatasetFile {
+        path: path.clone(),
+        cause,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if actual != manifest.tokenizer.sha256 {
+        return Err(DataError::TokenizerMismatch {
+            path,
+            expected: manifest.tokenizer.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
 }
 
 impl SplitShards {

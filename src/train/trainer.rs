@@ -152,10 +152,11 @@ pub fn pretrain<B: Backend>(
     };
     let resumed_at = opts.resume.then_some(state.progress.step);
     let mut metrics = MetricsWriter::open(&opts.out, resumed_at).map_err(io_err(&opts.out))?;
-    let objective = Objective::new(&cfg.objective, store.special(), store.vocab_size());
+    let objective =
+        Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
     let mut stats = be.alloc(2);
-    let mut order = Order::new(t.seed, store.len(Split::Train));
+    let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
     let bar = progress_bar(opts.progress);
     let clock = Instant::now();

@@ -1,43 +1,70 @@
-//! Stage "tokenizer": a BERT-style WordPiece tokenizer, trained on the train
-//! documents or loaded from a `tokenizer.json`, and what the manifest records
-//! about it.
+//! Stage "tokenizer": a WordPiece (encoders, the default) or byte-level BPE
+//! (decoders) tokenizer, trained on a sample of the cleaned train documents
+//! or loaded from a `tokenizer.json`, and what the manifest records about
+//! it. Both are saved as plain Hugging Face tokenizers that `tokenizers` and
+//! `transformers` load unchanged.
 //!
-//! Which "WordPiece" this is: Hugging Face's `WordPieceTrainer` is its BPE
-//! trainer with a `##` continuation prefix, so the vocabulary is learned by
-//! BPE merges (most frequent pair first), not by Google's likelihood-based
-//! WordPiece training. Encoding is WordPiece's greedy longest-match-first
-//! over that vocabulary, as in BERT. Cramming uses the same trainer. We call
-//! the BPE trainer directly, as `WordPieceTrainer` does inside, so that we can
-//! hand it the word counts in a fixed order: the trainer numbers `##`
-//! characters in the order it meets them and breaks ties between equally
-//! frequent pairs by those numbers, so a hash-ordered input would make the
-//! vocabulary differ from run to run.
-//!
-//! The saved `tokenizer.json` is a plain Hugging Face tokenizer (BERT
-//! normalizer, BertPreTokenizer, WordPiece model and decoder, "[CLS] $A [SEP]"
-//! template) that `tokenizers` and `transformers` load unchanged.
+//! Training is deterministic: the trainer numbers characters in the order
+//! it meets them and breaks ties between equally frequent pairs by those
+//! numbers, so the word counts are handed over in a fixed order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
+mod bpe;
+mod counts;
+mod wordpiece;
+
 use std::path::Path;
 
 use ahash::AHashMap;
 use compact_str::CompactString;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::bpe::{BpeTrainer, BPE};
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{
-    AddedToken, ModelWrapper, NormalizedString, Normalizer, OffsetReferential, OffsetType,
-    Tokenizer,
-};
+use tokenizers::{AddedToken, ModelWrapper, NormalizedString, Normalizer, Tokenizer};
+
+pub use counts::WordCounter;
+pub use wordpiece::CONTINUATION_PREFIX;
 
 use super::error::DataError;
-use super::words::{bert_chunks, pre_tokenize};
+
+/// Which tokenizer to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// BERT's: lowercased, accents stripped, `##` continuations.
+    Wordpiece,
+    /// GPT-2's byte-level BPE: cased, every byte encodable.
+    Bpe,
+}
+
+impl TokenizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenizerKind::Wordpiece => "wordpiece",
+            TokenizerKind::Bpe => "bpe",
+        }
+    }
+}
+
+/// Trains a tokenizer of `kind` on counted words (see `WordCounter`).
+pub fn train(
+    kind: TokenizerKind,
+    words: Vec<(String, u64)>,
+    vocab_size: usize,
+) -> Result<Tokenizer, DataError> {
+    match kind {
+        TokenizerKind::Wordpiece => wordpiece::train(words, vocab_size),
+        TokenizerKind::Bpe => bpe::train(words, vocab_size),
+    }
+}
+
+/// Trains a tokenizer of `kind` on documents held in memory.
+pub fn train_on(
+    kind: TokenizerKind,
+    documents: &[String],
+    vocab_size: usize,
+) -> Result<Tokenizer, DataError> {
+    let mut counter = WordCounter::new(kind);
+    counter.add(documents)?;
+    train(kind, counter.finish()?, vocab_size)
+}
 
 /// Ids of the special tokens. A trained tokenizer has them at 0..=4 in this
 /// order; a reused one may have them anywhere.
@@ -53,13 +80,6 @@ pub struct SpecialTokens {
 /// The special tokens in id order of a trained tokenizer.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
-pub const CONTINUATION_PREFIX: &str = "##";
-
-/// At most this many characters start the vocabulary (each takes two ids,
-/// plain and `##`-prefixed); rarer characters become [UNK]. Hugging Face's
-/// BERT tokenizer trainer uses the same limit.
-const MAX_ALPHABET: usize = 1000;
-
 /// Fixed hasher keys for the word counts handed to the trainer: its output
 /// depends on their iteration order (see the module comment).
 const WORD_COUNT_KEYS: [u64; 4] = [
@@ -68,34 +88,6 @@ const WORD_COUNT_KEYS: [u64; 4] = [
     0xa409_3822_299f_31d0,
     0x082e_fa98_ec4e_6c89,
 ];
-
-/// Trains a WordPiece tokenizer on `documents`, aiming at `vocab_size` ids
-/// (special tokens included). The vocabulary comes out smaller when the
-/// documents run out of pairs to merge, and larger when the alphabet alone
-/// exceeds the size.
-pub fn train_wordpiece(documents: &[String], vocab_size: usize) -> Result<Tokenizer, DataError> {
-    let normalizer = bert_normalizer();
-    let counts = count_words(documents, &normalizer)?;
-    let counts = limit_alphabet(counts, MAX_ALPHABET);
-    let trainer = BpeTrainer::builder()
-        .vocab_size(vocab_size)
-        .special_tokens(special_added_tokens())
-        .continuing_subword_prefix(CONTINUATION_PREFIX.into())
-        .show_progress(false)
-        .build();
-    let mut bpe = BPE::default();
-    trainer
-        .do_train(&fixed_order_map(counts), &mut bpe)
-        .map_err(train_error)?;
-    let mut tokenizer = Tokenizer::new(WordPiece::from_bpe(&bpe));
-    tokenizer
-        .with_normalizer(Some(normalizer))
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .with_decoder(Some(WordPieceDecoder::default()))
-        .with_post_processor(Some(bert_template()?));
-    tokenizer.add_special_tokens(&special_added_tokens());
-    Ok(tokenizer)
-}
 
 /// Loads a `tokenizer.json`, with truncation and padding turned off so that
 /// documents encode whole.
@@ -185,9 +177,25 @@ pub fn token_strings(tokenizer: &Tokenizer, ids: &[u32]) -> Vec<String> {
         .collect()
 }
 
-fn bert_normalizer() -> BertNormalizer {
-    // clean text, handle Chinese characters, strip accents, lowercase
-    BertNormalizer::new(true, true, Some(true), true)
+/// For each id, whether its token continues a word rather than starting
+/// one: WordPiece's `##` pieces, and byte-level BPE tokens that do not begin
+/// with a space (`Ġ`). Special tokens start nothing and continue nothing;
+/// they are `false`. Whole-word masking groups tokens by this table.
+pub fn word_continuations(tokenizer: &Tokenizer) -> Vec<bool> {
+    let vocab = tokenizer.get_vocab(true);
+    let mut table = vec![false; vocab_size(tokenizer)];
+    let byte_level = matches!(tokenizer.get_model(), ModelWrapper::BPE(_));
+    for (token, id) in vocab {
+        if SPECIAL_TOKENS.contains(&token.as_str()) {
+            continue;
+        }
+        table[id as usize] = if byte_level {
+            !token.starts_with('\u{120}')
+        } else {
+            token.starts_with(CONTINUATION_PREFIX)
+        };
+    }
+    table
 }
 
 fn special_added_tokens() -> Vec<AddedToken> {
@@ -197,98 +205,10 @@ fn special_added_tokens() -> Vec<AddedToken> {
         .collect()
 }
 
-fn bert_template() -> Result<TemplateProcessing, DataError> {
-    let cls = ("[CLS]", 2);
-    let sep = ("[SEP]", 3);
-    TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
-        .map_err(train_error)?
-        .try_pair("[CLS] $A [SEP] $B:1 [SEP]:1")
-        .map_err(train_error)?
-        .special_tokens(vec![cls, sep])
-        .build()
-        .map_err(train_error)
-}
-
 fn train_error(e: impl std::fmt::Display) -> DataError {
     DataError::TokenizerTrain {
         message: e.to_string(),
     }
-}
-
-/// How often each pre-tokenized word occurs, sorted by word. Counts the
-/// documents' chunks first (see `bert_chunks`) and normalizes each distinct
-/// chunk once.
-fn count_words(
-    documents: &[String],
-    normalizer: &BertNormalizer,
-) -> Result<Vec<(String, u64)>, DataError> {
-    let chunks: HashMap<&str, u64> = documents
-        .par_iter()
-        .fold(HashMap::new, |mut counts, doc| {
-            for chunk in bert_chunks(doc) {
-                *counts.entry(chunk).or_default() += 1;
-            }
-            counts
-        })
-        .reduce(HashMap::new, merge_counts);
-    let words: HashMap<String, u64> = chunks
-        .par_iter()
-        .try_fold(
-            HashMap::new,
-            |mut counts: HashMap<String, u64>, (chunk, &n)| {
-                let words = pre_tokenize(Some(normalizer), Some(&BertPreTokenizer), chunk)
-                    .map_err(train_error)?;
-                for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::None)
-                {
-                    match counts.get_mut(word) {
-                        Some(c) => *c += n,
-                        None => {
-                            counts.insert(word.to_string(), n);
-                        }
-                    }
-                }
-                Ok::<_, DataError>(counts)
-            },
-        )
-        .try_reduce(HashMap::new, |a, b| Ok(merge_counts(a, b)))?;
-    let mut words: Vec<(String, u64)> = words.into_iter().collect();
-    words.sort_unstable();
-    Ok(words)
-}
-
-fn merge_counts<K: Hash + Eq>(a: HashMap<K, u64>, b: HashMap<K, u64>) -> HashMap<K, u64> {
-    let (small, mut big) = if a.len() < b.len() { (a, b) } else { (b, a) };
-    for (key, n) in small {
-        *big.entry(key).or_default() += n;
-    }
-    big
-}
-
-/// Keeps the `max` most frequent characters (ties broken by the character)
-/// and deletes the others from the words, as the trainer would, but without
-/// its hash-ordered choice among equally rare characters.
-fn limit_alphabet(words: Vec<(String, u64)>, max: usize) -> Vec<(String, u64)> {
-    let mut chars: HashMap<char, u64> = HashMap::new();
-    for (word, count) in &words {
-        for c in word.chars() {
-            *chars.entry(c).or_default() += count;
-        }
-    }
-    if chars.len() <= max {
-        return words;
-    }
-    let mut ranked: Vec<(char, u64)> = chars.into_iter().collect();
-    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let kept: std::collections::HashSet<char> = ranked[..max].iter().map(|(c, _)| *c).collect();
-    let mut merged: BTreeMap<String, u64> = BTreeMap::new();
-    for (word, count) in words {
-        let word: String = word.chars().filter(|c| kept.contains(c)).collect();
-        if !word.is_empty() {
-            *merged.entry(word).or_default() += count;
-        }
-    }
-    merged.into_iter().collect()
 }
 
 /// The trainer's input map, filled in sorted order with fixed keys, so that
@@ -308,6 +228,14 @@ fn fixed_order_map(words: Vec<(String, u64)>) -> AHashMap<CompactString, u64> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    /// Trains a WordPiece tokenizer on documents held in memory.
+    pub(crate) fn train_wordpiece(
+        documents: &[String],
+        vocab_size: usize,
+    ) -> Result<Tokenizer, DataError> {
+        train_on(TokenizerKind::Wordpiece, documents, vocab_size)
+    }
 
     /// Sentences over a 15-word vocabulary, for training tiny tokenizers.
     pub(crate) fn corpus() -> Vec<String> {
@@ -369,21 +297,45 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn rare_characters_beyond_the_alphabet_limit_are_dropped_by_count_then_char() {
-        let words = vec![
-            ("ab".to_string(), 5),
-            ("ba".to_string(), 1),
-            ("cd".to_string(), 1),
-        ];
-        let limited = limit_alphabet(words, 3);
+    fn byte_level_bpe_encodes_any_text_and_decodes_it_back() {
+        let tokenizer = train_on(TokenizerKind::Bpe, &corpus(), 300).unwrap();
+        assert_eq!(model_kind(&tokenizer), "bpe");
+        assert!(!lowercases(&tokenizer));
         assert_eq!(
-            limited,
-            vec![
-                ("ab".to_string(), 5),
-                ("ba".to_string(), 1),
-                ("c".to_string(), 1)
-            ]
+            special_tokens(&tokenizer, None).unwrap(),
+            SpecialTokens {
+                pad: 0,
+                unk: 1,
+                cls: 2,
+                sep: 3,
+                mask: 4
+            }
         );
+        assert_eq!(vocab_size(&tokenizer), 300);
+        let text = "The cat sat, on ünseen\tMATS!";
+        let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+        assert!(!ids.contains(&1), "no [UNK] in byte-level BPE");
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
+        let common = tokenizer.encode("the cat sat on the mat", false).unwrap();
+        assert!(common.get_ids().len() <= 6, "{:?}", common.get_tokens());
+        let continuations = word_continuations(&tokenizer);
+        let id = |t: &str| tokenizer.token_to_id(t).unwrap() as usize;
+        assert!(!continuations[id("Ġcat")] && continuations[id("t")]);
+        assert!(!continuations[3], "[SEP] is no continuation");
+    }
+
+    #[test]
+    fn wordpiece_continuations_are_the_hash_pieces() {
+        let tokenizer = train_wordpiece(&corpus(), 60).unwrap();
+        let continuations = word_continuations(&tokenizer);
+        assert_eq!(continuations.len(), 60);
+        for (token, id) in tokenizer.get_vocab(true) {
+            assert_eq!(
+                continuations[id as usize],
+                token.starts_with("##"),
+                "{token}"
+            );
+        }
     }
 
     #[test]
