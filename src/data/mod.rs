@@ -29,9 +29,10 @@ pub use manifest::{
     InputFile, Manifest, ShardInfo, SplitInfo, Splits, Stage, TokenizerInfo, FORMAT_VERSION,
     MANIFEST_FILE, TOKENIZER_FILE,
 };
+pub use output::{check_out_dir, StagingDir};
 pub use prepare::{prepare, PrepareOptions, MIN_DOC_CHARS};
 pub use read::split_documents;
 pub use shard::Dtype;
 pub use split::Split;
 pub use store::TokenStore;
-pub use tokenizer::{SpecialTokens, SPECIAL_TOKENS};
+pub use tokenizer::{load_tokenizer, special_tokens, vocab_size, SpecialTokens, SPECIAL_TOKENS};
