@@ -162,6 +162,7 @@ pub fn logits_at_every_position<B: Backend>(
 mod tests {
     use super::*;
     use crate::backend::cpu::Cpu;
+    use crate::backend::Device;
     use crate::config::Config;
 
     fn tiny() -> ModelConfig {

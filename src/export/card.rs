@@ -59,9 +59,10 @@ fn read_json(path: &Path) -> Option<Value> {
 fn last_eval(metrics: &Path, through_step: u64) -> Option<(u64, f64, f64)> {
     let text = std::fs::read_to_string(metrics).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("event").and_then(Value::as_str) == Some("eval"))
-        .filter_map(|v| {
+        .find_map(|v| {
             let step = v.get("step")?.as_u64()?;
             let loss = v.get("val_loss")?.as_f64()?;
             let acc = v
@@ -70,7 +71,6 @@ fn last_eval(metrics: &Path, through_step: u64) -> Option<(u64, f64, f64)> {
                 .unwrap_or(f64::NAN);
             (step <= through_step).then_some((step, loss, acc))
         })
-        .last()
 }
 
 /// One line about the prepared data, from its manifest (read loosely, so

@@ -80,7 +80,11 @@ mod tests {
 
     #[test]
     fn decimals_are_the_shortest_that_read_back() {
-        assert_eq!(decimal(1e-5).to_string(), "1e-5");
+        assert_eq!(decimal(1e-5).to_string(), "0.00001");
+        assert_eq!(
+            serde_json::json!(1e-5f32).to_string(),
+            "9.999999747378752e-6"
+        );
         assert_eq!(decimal(0.1).to_string(), "0.1");
         assert_eq!(decimal(1e-12).as_f64().unwrap() as f32, 1e-12f32);
         assert_eq!(decimal(10000.0).to_string(), "10000.0");

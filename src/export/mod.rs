@@ -24,7 +24,9 @@ mod tokenizer;
 pub use error::ExportError;
 pub use import::{import_hf, ImportOptions, ImportSummary};
 pub use mapping::{HfMapping, SpecialIds};
-pub use tensors::{read_hf_weights, read_safetensors, Tensor, Tensors, WEIGHTS_FILE};
+pub use tensors::{
+    read_hf_weights, read_safetensors, write_safetensors, Tensor, Tensors, WEIGHTS_FILE,
+};
 
 use crate::backend::cpu::Cpu;
 use crate::backend::Device;
@@ -110,7 +112,7 @@ pub fn export_hf(opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let staging = StagingDir::create(&opts.out)?;
     let dir = staging.path();
     let mut written = vec![WEIGHTS_FILE, "config.json", "tokenizer.json"];
-    tensors::write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
+    write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     write_json(
         &dir.join("config.json"),
         &mapping.config_json(cfg, &special),
