@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod train;

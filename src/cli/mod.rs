@@ -4,6 +4,9 @@ mod config;
 mod data;
 mod demo;
 mod eval;
+mod export;
+mod import;
+mod infer;
 mod pretrain;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,12 @@ enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Held-out loss and accuracy of a run's checkpoint.
     Eval(eval::EvalArgs),
+    /// Logits at every position of given token ids, as JSON.
+    Infer(infer::InferArgs),
+    /// Write a run's checkpoint in another format (Hugging Face transformers).
+    Export(export::ExportArgs),
+    /// Turn a model in another format (Hugging Face transformers) into a run folder.
+    Import(import::ImportArgs),
     /// Show resolved configurations.
     Config(config::ConfigArgs),
     /// Prepare the built-in corpus, pretrain `tiny` for a minute, evaluate, and show guesses.
@@ -39,6 +48,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(a) => data::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Infer(a) => infer::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
         Command::Config(a) => config::run(a),
         Command::Demo(a) => demo::run(a),
     }

@@ -47,11 +47,13 @@ pub use manifest::{
 };
 pub use minhash::{signature as minhash_signature, Signature};
 pub use normalize::{normalize, Normalization};
+pub use output::{check_out_dir, StagingDir};
 pub use prepare::{prepare, prepare_timed, PrepareOptions, Prepared, StageTiming, MIN_DOC_CHARS};
 pub use read::{split_documents, TextSplit};
 pub use shard::Dtype;
 pub use split::Split;
 pub use store::TokenStore;
 pub use tokenizer::{
-    load_tokenizer, train_on, word_continuations, SpecialTokens, TokenizerKind, SPECIAL_TOKENS,
+    load_tokenizer, special_tokens, train_on, vocab_size, word_continuations, SpecialTokens,
+    TokenizerKind, SPECIAL_TOKENS,
 };

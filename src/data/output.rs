@@ -61,6 +61,73 @@ pub fn file_sha256(path: &Path) -> Result<String, DataError> {
     Ok(super::shard::hex(&hasher.finalize()))
 }
 
+/// A folder assembled under a temporary name next to `out` and renamed onto
+/// it only when complete (exports and imports; `prepare` uses [`WorkDir`],
+/// which also keeps finished stages for a restart).
+pub struct StagingDir {
+    path: PathBuf,
+    out: PathBuf,
+    committed: bool,
+}
+
+impl StagingDir {
+    /// Creates `<out>.tmp-<pid>` (and `out`'s parent folders).
+    pub fn create(out: &Path) -> Result<StagingDir, DataError> {
+        let name = out
+            .file_name()
+            .ok_or_else(|| DataError::OutputNotADir {
+                path: out.to_path_buf(),
+            })?
+            .to_string_lossy();
+        let path = out.with_file_name(format!("{name}.tmp-{}", std::process::id()));
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(DataError::write(parent))?;
+        }
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(DataError::write(&path))?;
+        }
+        std::fs::create_dir(&path).map_err(DataError::write(&path))?;
+        Ok(StagingDir {
+            path,
+            out: out.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the staged folder to `out`, replacing what was there.
+    pub fn commit(mut self) -> Result<(), DataError> {
+        sync_dir(&self.path)?;
+        if self.out.exists() {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".old");
+            let old = PathBuf::from(old);
+            std::fs::rename(&self.out, &old).map_err(DataError::write(&self.out))?;
+            std::fs::rename(&self.path, &self.out).map_err(DataError::write(&self.out))?;
+            std::fs::remove_dir_all(&old).map_err(DataError::write(&old))?;
+        } else {
+            std::fs::rename(&self.path, &self.out).map_err(DataError::write(&self.out))?;
+        }
+        self.committed = true;
+        if let Some(parent) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the error that got us here matters more.
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StageFile<T> {
     fingerprint: String,

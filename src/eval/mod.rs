@@ -2,6 +2,8 @@
 //! on the validation split, with masks fixed by the seed so that evaluations
 //! at different steps, and of different runs, see the same predictions.
 
+pub mod infer;
+
 use crate::backend::{Backend, IGNORE};
 use crate::data::batches::{batch_rng, read_sequences, Objective};
 use crate::data::{Split, TokenStore};

@@ -4,9 +4,11 @@
 
 pub mod checkpoint;
 mod metrics;
+mod run_files;
 pub mod schedule;
 mod trainer;
 
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
+pub use run_files::{record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
 pub use trainer::{fit_to_data, pretrain, upload_batch, RunOptions, RunSummary, TrainError};

@@ -144,6 +144,7 @@ pub fn pretrain<B: Backend>(
         ));
     }
     prepare_run_dir(cfg, opts)?;
+    super::run_files::record_data(store, &opts.out)?;
     let mut state = if opts.resume {
         let dir = checkpoint::find(&opts.out, None)?;
         checkpoint::load(be, &dir, &model)?
