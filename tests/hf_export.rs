@@ -88,17 +88,14 @@ fn prepared() -> &'static Path {
         corpus(&input);
         let out = tmp.path().join("data");
         prepare(&PrepareOptions {
-            inputs: vec![input],
-            out: out.clone(),
             vocab_size: 200,
             seq_len: 16,
             val_fraction: 0.1,
             shard_sequences: 1000,
-            seed: 0,
-            tokenizer: None,
-            cls_first: true,
-            force: false,
-            progress: false,
+            max_tokens_per_char: None,
+            unigram_sort: false,
+            near_dup_threshold: None,
+            ..PrepareOptions::new(vec![input.into()], out.clone())
         })
         .unwrap();
         (tmp, out)
@@ -443,7 +440,7 @@ fn export_refuses_an_occupied_out_and_a_run_without_tokenizer() {
         out.to_str().unwrap(),
     ];
     let (code, _, err) = cram(&args);
-    assert_one_error(code, &err, &["hf", "--force"]);
+    assert_one_error(code, &err, &["hf", "--overwrite"]);
     assert_eq!(
         std::fs::read_to_string(out.join("keep.txt")).unwrap(),
         "mine"

@@ -18,6 +18,7 @@ pub struct DataArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub enum DataCommand {
     /// Clean, deduplicate and filter raw text, train a tokenizer on it and
     /// write it as token shards ready for pretraining.

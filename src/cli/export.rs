@@ -30,7 +30,7 @@ struct HfArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Replace --out if it exists and is not empty.
-    #[arg(long)]
+    #[arg(long = "overwrite", alias = "force")]
     force: bool,
 }
 

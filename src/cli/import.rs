@@ -23,7 +23,7 @@ struct HfArgs {
     #[arg(long)]
     out: PathBuf,
     /// Replace --out if it exists and is not empty.
-    #[arg(long)]
+    #[arg(long = "overwrite", alias = "force")]
     force: bool,
 }
 

@@ -10,10 +10,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
-    #[error("{0}")]
+    #[error(transparent)]
     Run(#[from] CheckpointError),
 
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] DataError),
 
     #[error("no Hugging Face mapping for the model of {config}. {details}")]
