@@ -295,7 +295,7 @@ impl Config {
                 d.near_dup_threshold
             ));
         }
-        if !(d.max_tokens_per_char > 0.0) {
+        if !(d.max_tokens_per_char.is_finite() && d.max_tokens_per_char > 0.0) {
             return bad(format!(
                 "data.max_tokens_per_char ({}) must be positive",
                 d.max_tokens_per_char

@@ -385,7 +385,10 @@ fn check_options(opts: &PrepareOptions) -> Result<(), DataError> {
             "must be in (0, 1]",
         );
     }
-    if opts.max_tokens_per_char.is_some_and(|t| !(t > 0.0)) {
+    if opts
+        .max_tokens_per_char
+        .is_some_and(|t| !(t.is_finite() && t > 0.0))
+    {
         return invalid(
             "max_tokens_per_char",
             format!("{:?}", opts.max_tokens_per_char),
