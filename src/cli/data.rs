@@ -22,7 +22,7 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Clean, deduplicate and filter raw text, train a tokenizer on it and
     /// write it as token shards ready for pretraining.
-    Prepare(PrepareArgs),
+    Prepare(Box<PrepareArgs>),
     /// Show what a prepared folder holds: every stage and filter that made
     /// it, with the documents it dropped, and its splits.
     Stats(StatsArgs),

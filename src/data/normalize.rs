@@ -75,16 +75,31 @@ pub fn normalize(mut text: String, form: Normalization) -> (String, NormalizeSta
 
 /// The text in the normal form; `None` when it already is (checked quickly,
 /// which settles nearly all English text without building a copy).
+///
+/// Only the words that need it are normalized: normalization never reaches
+/// across a space or a line feed (starters that neither decompose nor
+/// compose with anything), so text cut after them normalizes piece by
+/// piece to the same result, and the quick check skips the clean pieces.
 fn unicode_normalized(text: &str, form: Normalization) -> Option<String> {
-    match form {
-        Normalization::Nfc if is_nfc_quick(text.chars()) != IsNormalized::Yes => {
-            Some(text.nfc().collect())
-        }
-        Normalization::Nfkc if is_nfkc_quick(text.chars()) != IsNormalized::Yes => {
-            Some(text.nfkc().collect())
-        }
-        _ => None,
+    let quick = |t: &str| match form {
+        Normalization::Nfc => is_nfc_quick(t.chars()),
+        Normalization::Nfkc => is_nfkc_quick(t.chars()),
+        Normalization::None => IsNormalized::Yes,
+    };
+    if text.is_ascii() || quick(text) == IsNormalized::Yes {
+        return None;
     }
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_inclusive([' ', '\n']) {
+        if word.is_ascii() || quick(word) == IsNormalized::Yes {
+            out.push_str(word);
+        } else if form == Normalization::Nfc {
+            out.extend(word.nfc());
+        } else {
+            out.extend(word.nfkc());
+        }
+    }
+    Some(out)
 }
 
 /// Format characters that are invisible and carry nothing for a language
@@ -220,6 +235,18 @@ mod tests {
             "one\ntwo\n\nthree"
         );
         assert_eq!(clean("\u{0}\u{200B} \n", Normalization::Nfkc), "");
+    }
+
+    #[test]
+    fn word_by_word_normalization_equals_whole_text_normalization() {
+        let text = "a\u{301} \u{301}b \u{FB01}x\n\u{327}\u{301}c e\u{301}\u{327} \u{2126} \u{1100}\u{1161} plain \u{A8} end";
+        for form in [Normalization::Nfc, Normalization::Nfkc] {
+            let whole: String = match form {
+                Normalization::Nfc => text.nfc().collect(),
+                _ => text.nfkc().collect(),
+            };
+            assert_eq!(unicode_normalized(text, form).unwrap(), whole, "{form:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(super) fn pre_tokenize(
 /// a space, the pre-tokenizer splits there, and everything else they do is
 /// character by character. (Not all ASCII whitespace: the normalizer deletes
 /// form feed and vertical tab as control characters.)
-const BERT_BOUNDARIES: [char; 4] = [' ', '\t', '\n', '\r'];
+pub(super) const BERT_BOUNDARIES: [char; 4] = [' ', '\t', '\n', '\r'];
 
 pub(super) fn bert_chunks(text: &str) -> impl Iterator<Item = &str> {
     text.split(BERT_BOUNDARIES).filter(|c| !c.is_empty())

@@ -387,7 +387,7 @@ fn check_options(opts: &PrepareOptions) -> Result<(), DataError> {
     }
     if opts
         .max_tokens_per_char
-        .is_some_and(|t| t.is_nan() || t <= 0.0)
+        .is_some_and(|t| !(t.is_finite() && t > 0.0))
     {
         return invalid(
             "max_tokens_per_char",
