@@ -137,7 +137,7 @@ pub fn model_card(f: &CardFacts) -> String {
     } else {
         format!("`{}` with {}", f.preset, f.changes.join(", "))
     };
-    let _ = writeln!(s, "| preset | {preset} |");
+    let _ = writeln!(s, "| nearest preset | {preset} |");
     let m = &f.config.model;
     let _ = writeln!(
         s,
@@ -170,9 +170,11 @@ pub fn model_card(f: &CardFacts) -> String {
         s,
         "\n## Use\n\n```python\nfrom transformers import AutoTokenizer, {auto}\n"
     );
+    // transformers 5 reads the model's config before the tokenizer's and asks
+    // about custom code unless told.
     let _ = writeln!(
         s,
-        "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")"
+        "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\"{remote})"
     );
     let _ = writeln!(
         s,

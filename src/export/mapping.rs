@@ -5,7 +5,6 @@
 
 use super::{bert, crammed, llama, names::NameMap};
 use crate::config::{Config, ModelConfig};
-use crate::data::SpecialTokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HfMapping {
@@ -112,8 +111,9 @@ impl HfMapping {
         }
     }
 
-    /// The preset's keys that `cfg` changes (`model.vocab_size` aside, which
-    /// the data sets), as `key = value (preset: value)`, for the model card.
+    /// The preset of this architecture nearest to `cfg` (a resolved config
+    /// does not name its own) and the keys `cfg` changes, `model.vocab_size`
+    /// aside (the data sets it), as `key = value (preset: value)`, for the card.
     pub fn changes_from_preset(self, cfg: &ModelConfig) -> (&'static str, Vec<String>) {
         self.presets()
             .iter()
@@ -131,18 +131,6 @@ pub struct SpecialIds {
     pub cls: Option<u32>,
     pub sep: Option<u32>,
     pub mask: Option<u32>,
-}
-
-impl From<SpecialTokens> for SpecialIds {
-    fn from(s: SpecialTokens) -> Self {
-        SpecialIds {
-            pad: Some(s.pad),
-            unk: Some(s.unk),
-            cls: Some(s.cls),
-            sep: Some(s.sep),
-            mask: Some(s.mask),
-        }
-    }
 }
 
 pub fn preset_model(name: &str) -> ModelConfig {
