@@ -386,10 +386,23 @@ fn unknown_key(key: &str) -> ConfigError {
         .iter()
         .map(|k| (strsim::damerau_levenshtein(key, k), k))
         .min()
-        .filter(|(d, k)| *d <= (k.len() / 2).max(3));
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2));
     let hint = match best {
         Some((_, k)) => format!("; did you mean '{k}'?"),
-        None => "; see `cram config show` for the valid keys".to_string(),
+        None => {
+            // No near miss: list the keys of the section the user meant.
+            let section = key.split('.').next().unwrap_or_default();
+            let siblings: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(section).and_then(|r| r.strip_prefix('.')))
+                .collect();
+            if siblings.is_empty() {
+                "; the sections are model, objective, data and train (see `cram config show`)"
+                    .to_string()
+            } else {
+                format!("; the keys of [{section}] are: {}", siblings.join(", "))
+            }
+        }
     };
     ConfigError::UnknownKey {
         key: key.to_string(),
@@ -515,6 +528,15 @@ mod tests {
         assert!(e.to_string().contains("model.hidden"), "{e}");
         let e = Config::from_toml_with_overrides("[model]\nlayer = 2\n", &[]).unwrap_err();
         assert!(e.to_string().contains("model.layers"), "{e}");
+        let e = Config::resolve("tiny", &["train.learning_rate=0.1".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the keys of [train] are: batch_ramp,"),
+            "{e}"
+        );
+        assert!(e.to_string().contains(" lr, "), "{e}");
+        let e = Config::resolve("tiny", &["optim.lr=0.1".into()]).unwrap_err();
+        assert!(e.to_string().contains("the sections are"), "{e}");
     }
 
     #[test]
