@@ -5,8 +5,9 @@
 //!
 //! The class is `PreTrainedTokenizerFast`, which runs tokenizer.json as it
 //! is. `BertTokenizerFast` would rebuild the normalizer from its own
-//! lowercase/accent options whenever they disagree with the file, and the
-//! Llama tokenizer classes assume a byte-level BPE model.
+//! lowercase/accent options whenever they disagree with the file, and
+//! `LlamaTokenizerFast` installs its own start-token rule in place of the
+//! file's post-processor.
 
 use super::mapping::{HfMapping, SpecialIds};
 use super::ExportError;
