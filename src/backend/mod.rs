@@ -18,6 +18,7 @@
 //!   attention state), never recompute it from other buffers.
 
 pub mod cpu;
+pub mod cuda;
 
 /// A tensor's place inside the flat parameter (or gradient) buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -112,8 +113,15 @@ pub trait Device: Send + Sync {
 
     /// A human-readable name of the device, printed at start-up.
     fn name(&self) -> String;
-    /// A zero-filled buffer of `len` values.
+    /// A zero-filled buffer of `len` values at full (f32) precision: parameters,
+    /// gradients, optimizer state, statistics, the residual stream.
     fn alloc(&self, len: usize) -> Self::Buf;
+    /// A zero-filled buffer for activations and their gradients, which a GPU
+    /// backend keeps in bf16 (mixed precision). Ops accept either kind of
+    /// buffer for any argument; the CPU keeps everything in f32.
+    fn alloc_activation(&self, len: usize) -> Self::Buf {
+        self.alloc(len)
+    }
     fn alloc_ids(&self, len: usize) -> Self::Ids;
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Overwrites `buf[offset..offset + data.len()]`.
@@ -405,4 +413,59 @@ pub fn sinusoid(t: usize, c: usize, cols: usize) -> f32 {
     } else {
         angle.cos()
     }) as f32
+}
+
+/// Which device a command runs on (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The GPU when one is usable, else the CPU (saying why).
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// A started device of either kind; commands dispatch their generic code on it.
+pub enum AnyDevice {
+    Cpu(cpu::Cpu),
+    Cuda(Box<cuda::Cuda>),
+}
+
+impl AnyDevice {
+    pub fn name(&self) -> String {
+        match self {
+            AnyDevice::Cpu(d) => d.name(),
+            AnyDevice::Cuda(d) => d.name(),
+        }
+    }
+}
+
+/// Starts the device `choice` names. `Auto` falls back to the CPU when no
+/// GPU can be used and returns the reason as a note for the user.
+pub fn select_device(choice: DeviceChoice) -> Result<(AnyDevice, Option<String>), cuda::CudaError> {
+    match choice {
+        DeviceChoice::Cpu => Ok((AnyDevice::Cpu(cpu::Cpu::new()), None)),
+        DeviceChoice::Cuda => Ok((AnyDevice::Cuda(Box::new(cuda::Cuda::new(0)?)), None)),
+        DeviceChoice::Auto => match cuda::Cuda::new(0) {
+            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
+            Err(why) => Ok((
+                AnyDevice::Cpu(cpu::Cpu::new()),
+                Some(format!("no GPU in use ({why}); running on the CPU")),
+            )),
+        },
+    }
+}
+
+/// Runs a generic expression on whichever device `$dev` holds, binding it to `$be`.
+#[macro_export]
+macro_rules! on_device {
+    ($dev:expr, |$be:ident| $body:expr) => {
+        match $dev {
+            $crate::backend::AnyDevice::Cpu($be) => $body,
+            $crate::backend::AnyDevice::Cuda($be) => {
+                let $be: &$crate::backend::cuda::Cuda = &*$be;
+                $body
+            }
+        }
+    };
 }

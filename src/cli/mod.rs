@@ -1,5 +1,6 @@
 //! One file per subcommand: its flags and the library call it makes.
 
+mod bench;
 mod config;
 mod data;
 mod demo;
@@ -37,6 +38,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Turn a model in another format (Hugging Face transformers) into a run folder.
     Import(import::ImportArgs),
+    /// Time training steps on the GPU (tokens/s, MFU, memory), as JSON lines.
+    Bench(bench::BenchArgs),
     /// Show resolved configurations.
     Config(config::ConfigArgs),
     /// Prepare the built-in corpus, pretrain `tiny` for a minute, evaluate, and show guesses.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Export(a) => export::run(a),
         Command::Import(a) => import::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Config(a) => config::run(a),
         Command::Demo(a) => demo::run(a),
     }

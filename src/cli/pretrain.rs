@@ -1,10 +1,10 @@
 //! `cram pretrain`: train a preset on prepared data under a budget.
 
 use super::SetArgs;
-use crate::backend::cpu::Cpu;
-use crate::backend::Device;
+use crate::backend::{select_device, DeviceChoice};
 use crate::config::Config;
 use crate::data::TokenStore;
+use crate::on_device;
 use crate::train::{fit_to_data, pretrain, RunOptions};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
@@ -35,6 +35,9 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Where to train: the GPU when one is usable (auto), or the one named.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -60,15 +63,18 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     for note in fit_to_data(&mut cfg, &store)? {
         eprintln!("note: {note}");
     }
-    let be = Cpu::new();
-    eprintln!("device: {}", be.name());
+    let (device, note) = select_device(args.device)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    eprintln!("device: {}", device.name());
     let opts = RunOptions {
         out: args.out.clone(),
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };
-    let summary = pretrain(&be, &cfg, &store, &opts)?;
+    let summary = on_device!(&device, |be| pretrain(be, &cfg, &store, &opts))?;
     println!(
         "{} after {} steps, {} tokens, {:.1}s; last training loss {:.4}",
         if summary.finished {

@@ -3,6 +3,7 @@
 //! The prediction head's buffers depend on how many rows get logits and are
 //! resized when that changes (sparse MLM predicts a near-constant number).
 
+use super::layout::is_pre_norm;
 use crate::backend::{AttentionShape, Backend};
 use crate::config::{FfnKind, ModelConfig};
 
@@ -57,19 +58,20 @@ impl<B: Backend> HeadActs<B> {
     fn new(be: &B, cfg: &ModelConfig, rows: usize) -> Self {
         let c = cfg.hidden;
         let t = if cfg.head_transform { rows * c } else { 0 };
+        let act = |len| be.alloc_activation(len);
         HeadActs {
             rows,
-            gathered: be.alloc(rows * c),
-            transform_pre: be.alloc(t),
-            transform_act: be.alloc(t),
-            transform_out: be.alloc(t),
+            gathered: act(rows * c),
+            transform_pre: act(t),
+            transform_act: act(t),
+            transform_out: act(t),
             transform_stats: NormStats::new(be, if cfg.head_transform { rows } else { 0 }),
-            logits: be.alloc(rows * cfg.vocab_size),
+            logits: act(rows * cfg.vocab_size),
             losses: be.alloc(rows),
-            d_hidden: be.alloc(rows * c),
-            d_transform_pre: be.alloc(t),
-            d_transform_act: be.alloc(t),
-            d_gathered: be.alloc(rows * c),
+            d_hidden: act(rows * c),
+            d_transform_pre: act(t),
+            d_transform_act: act(t),
+            d_gathered: act(rows * c),
         }
     }
 }
@@ -121,17 +123,28 @@ impl<B: Backend> Activations<B> {
             causal: false,
         };
         let emb_norm = if cfg.embedding_norm { n } else { 0 };
+        // Mixed precision: the residual stream, its gradient and the
+        // statistics stay f32; everything a matmul reads or writes may be bf16.
+        // A post-LN block's norm input is the residual sum, so it stays f32.
+        let act = |len| be.alloc_activation(len);
+        let norm_io = |len| {
+            if is_pre_norm(cfg) {
+                be.alloc_activation(len)
+            } else {
+                be.alloc(len)
+            }
+        };
         let blocks = (0..cfg.layers)
             .map(|_| BlockActs {
-                attn_norm_io: be.alloc(n * c),
+                attn_norm_io: norm_io(n * c),
                 attn_stats: NormStats::new(be, n),
-                qkv: be.alloc(n * 3 * c),
-                att_saved: be.alloc(be.attention_saved_len(shape)),
-                att: be.alloc(n * c),
-                ffn_norm_io: be.alloc(n * c),
+                qkv: act(n * 3 * c),
+                att_saved: act(be.attention_saved_len(shape)),
+                att: act(n * c),
+                ffn_norm_io: norm_io(n * c),
                 ffn_stats: NormStats::new(be, n),
-                ffn_h: be.alloc(n * cfg.ffn),
-                ffn_g: be.alloc(n * inner),
+                ffn_h: act(n * cfg.ffn),
+                ffn_g: act(n * inner),
             })
             .collect();
         let final_rows = if cfg.final_norm { n } else { 0 };
@@ -139,25 +152,25 @@ impl<B: Backend> Activations<B> {
             batch,
             seq,
             emb: be.alloc(n * c),
-            emb_norm_out: be.alloc(emb_norm * c),
+            emb_norm_out: act(emb_norm * c),
             emb_stats: NormStats::new(be, emb_norm),
             resid: (0..=2 * cfg.layers).map(|_| be.alloc(n * c)).collect(),
             blocks,
-            final_out: be.alloc(final_rows * c),
+            final_out: act(final_rows * c),
             final_stats: NormStats::new(be, final_rows),
             head: HeadActs::new(be, cfg, 0),
             dropout_seed: 0,
             d_resid: be.alloc(n * c),
             d_sum: be.alloc(n * c),
             d_tmp: be.alloc(n * c),
-            d_norm: be.alloc(n * c),
-            d_att: be.alloc(n * c),
-            d_qkv: be.alloc(n * 3 * c),
-            d_ffn_h: be.alloc(n * cfg.ffn),
-            d_ffn_g: be.alloc(n * inner),
-            d_hidden: be.alloc(n * c),
-            tmp: be.alloc(n * c),
-            tmp2: be.alloc(n * c),
+            d_norm: act(n * c),
+            d_att: act(n * c),
+            d_qkv: act(n * 3 * c),
+            d_ffn_h: act(n * cfg.ffn),
+            d_ffn_g: act(n * inner),
+            d_hidden: act(n * c),
+            tmp: act(n * c),
+            tmp2: act(n * c),
         }
     }
 

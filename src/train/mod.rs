@@ -2,6 +2,7 @@
 //! with a batch-size ramp, AdamW with global-norm clipping, periodic held-out
 //! evaluation, metrics, checkpoints and resume.
 
+pub mod bench;
 pub mod checkpoint;
 mod metrics;
 mod run_files;
@@ -11,4 +12,7 @@ mod trainer;
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
 pub use run_files::{record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
-pub use trainer::{fit_to_data, pretrain, upload_batch, RunOptions, RunSummary, TrainError};
+pub use trainer::{
+    fit_to_data, micro_step, optimizer_step, pretrain, upload_batch, RunOptions, RunSummary,
+    TrainError, STATS, STAT_LOSS, STAT_NORM_SQ,
+};

@@ -55,9 +55,47 @@ pub struct RunSummary {
     pub finished: bool,
 }
 
-/// Slots of the device-side statistics buffer.
-const STAT_LOSS: usize = 0;
-const STAT_NORM_SQ: usize = 1;
+/// Slots of the device-side statistics buffer (`be.alloc(STATS)`).
+pub const STAT_LOSS: usize = 0;
+pub const STAT_NORM_SQ: usize = 1;
+pub const STATS: usize = 2;
+
+/// Forward and backward of one micro-batch: gradients accumulate into
+/// `grads` scaled by `scale` (1 / predictions of the whole step), and the
+/// scaled loss into `stats[STAT_LOSS]`, all on the device.
+pub fn micro_step<B: Backend>(
+    be: &B,
+    model: &Model,
+    (params, grads, acts): (&B::Buf, &mut B::Buf, &mut Activations<B>),
+    batch: &DeviceBatch<B>,
+    stats: &mut B::Buf,
+    scale: f32,
+    dropout_seed: u64,
+) {
+    model.forward_loss(be, params, acts, batch, true, dropout_seed, Some(scale));
+    be.sum_into(stats, STAT_LOSS, &acts.head.losses, scale);
+    model.backward(be, params, grads, acts, batch, true);
+}
+
+/// The global gradient norm into `stats[STAT_NORM_SQ]`, then AdamW with
+/// clipping by it, without a host round-trip.
+pub fn optimizer_step<B: Backend>(
+    be: &B,
+    state: &mut TrainState<B>,
+    stats: &mut B::Buf,
+    hp: AdamW,
+) {
+    be.grad_norm_squared(stats, STAT_NORM_SQ, &state.grads);
+    be.adamw_step(
+        &mut state.params,
+        &state.grads,
+        &mut state.m,
+        &mut state.v,
+        stats,
+        STAT_NORM_SQ,
+        hp,
+    );
+}
 
 pub fn upload_batch<B: Backend>(be: &B, hb: &HostBatch) -> DeviceBatch<B> {
     DeviceBatch {
@@ -156,7 +194,7 @@ pub fn pretrain<B: Backend>(
     let objective =
         Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
-    let mut stats = be.alloc(2);
+    let mut stats = be.alloc(STATS);
     let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
     let bar = progress_bar(opts.progress);
@@ -197,19 +235,17 @@ pub fn pretrain<B: Backend>(
             // Each micro-batch's mean loss, averaged over the accumulation.
             let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
             let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
-            model.forward_loss(
+            let step_state = (&state.params, &mut state.grads, &mut acts);
+            micro_step(
                 be,
-                &state.params,
-                &mut acts,
+                &model,
+                step_state,
                 &batch,
-                true,
+                &mut stats,
+                scale,
                 dropout_seed,
-                Some(scale),
             );
-            be.sum_into(&mut stats, STAT_LOSS, &acts.head.losses, scale);
-            model.backward(be, &state.params, &mut state.grads, &mut acts, &batch, true);
         }
-        be.grad_norm_squared(&mut stats, STAT_NORM_SQ, &state.grads);
         let hp = AdamW {
             lr: lr as f32,
             beta1: t.beta1,
@@ -220,15 +256,7 @@ pub fn pretrain<B: Backend>(
             decay_len: model.layout.decay_len,
             max_norm: t.grad_clip,
         };
-        be.adamw_step(
-            &mut state.params,
-            &state.grads,
-            &mut state.m,
-            &mut state.v,
-            &stats,
-            STAT_NORM_SQ,
-            hp,
-        );
+        optimizer_step(be, &mut state, &mut stats, hp);
 
         let tokens = (batch_size * seq) as u64;
         let spent = &mut state.progress.spent;
@@ -244,7 +272,7 @@ pub fn pretrain<B: Backend>(
         let done = p >= 1.0;
 
         if step % t.log_every as u64 == 0 || done {
-            let host = be.read(&stats, 0, 2);
+            let host = be.read(&stats, 0, STATS);
             last_loss = host[STAT_LOSS] as f64 / interval_steps as f64;
             if !last_loss.is_finite() {
                 return Err(TrainError::Diverged {

@@ -1,0 +1,278 @@
+//! cuBLASLt matmuls in row-major terms. cuBLASLt is column-major: a
+//! row-major `[r, c]` matrix is its column-major transpose, so each row-major
+//! product below is issued as the transposed column-major one. Inputs are
+//! bf16; outputs bf16 or f32; accumulation and scaling are f32. A plan
+//! (descriptors and the heuristic's algorithm) is built once per shape and
+//! reused, since asking the heuristic costs more than a small matmul.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublaslt::{result as lt, sys};
+use cudarc::driver::{result as drv, sys as dsys, CudaStream};
+
+use super::{CudaError, Memory, MemoryCounter};
+
+/// The row-major product computed, with `C[m, n]` the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowMajor {
+    /// `C = A[m, k] · B[n, k]ᵀ` (a linear layer's forward).
+    ABt,
+    /// `C = A[m, k] · B[k, n]` (a linear layer's input gradient).
+    AB,
+    /// `C = A[k, m]ᵀ · B[k, n]` (a linear layer's weight gradient).
+    AtB,
+}
+
+/// Sizes of one (possibly batched) product; strides in elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+}
+
+impl Dims {
+    pub fn plain(m: usize, n: usize, k: usize) -> Dims {
+        Dims {
+            m,
+            n,
+            k,
+            batch: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    op: RowMajor,
+    dims: Dims,
+    c_bf16: bool,
+}
+
+struct Plan {
+    desc: sys::cublasLtMatmulDesc_t,
+    a: sys::cublasLtMatrixLayout_t,
+    b: sys::cublasLtMatrixLayout_t,
+    c: sys::cublasLtMatrixLayout_t,
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+pub struct Blas {
+    handle: sys::cublasLtHandle_t,
+    workspace: Memory,
+    stream: dsys::CUstream,
+    plans: Mutex<HashMap<Key, Plan>>,
+    debug: bool,
+}
+
+// SAFETY: the handle and plans are used from one stream; the plan map is locked.
+unsafe impl Send for Blas {}
+unsafe impl Sync for Blas {}
+
+/// cuBLASLt's recommended workspace on Hopper.
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+fn blas_err(e: impl std::fmt::Debug) -> CudaError {
+    CudaError::Driver(format!("cuBLASLt: {e:?}"))
+}
+
+impl Blas {
+    pub fn new(
+        stream: Arc<CudaStream>,
+        counter: Arc<MemoryCounter>,
+        debug: bool,
+    ) -> Result<Blas, CudaError> {
+        let handle = lt::create_handle().map_err(blas_err)?;
+        // SAFETY: a fresh allocation on the backend's stream.
+        let ptr =
+            unsafe { drv::malloc_async(stream.cu_stream(), WORKSPACE_BYTES) }.map_err(blas_err)?;
+        counter.add(WORKSPACE_BYTES);
+        Ok(Blas {
+            handle,
+            workspace: Memory {
+                ptr,
+                bytes: WORKSPACE_BYTES,
+                stream: stream.clone(),
+                counter,
+            },
+            stream: stream.cu_stream(),
+            plans: Mutex::default(),
+            debug,
+        })
+    }
+
+    /// `C = alpha · op(A, B) + beta · C`. `ab` are bf16 pointers; `c` is the
+    /// output pointer and whether it is bf16 (else f32).
+    pub fn gemm(
+        &self,
+        op: RowMajor,
+        dims: Dims,
+        (a, b): (u64, u64),
+        (c, c_bf16): (u64, bool),
+        alpha: f32,
+        beta: f32,
+    ) {
+        let key = Key { op, dims, c_bf16 };
+        if self.debug {
+            eprintln!("cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} alpha {alpha} beta {beta}");
+        }
+        let mut plans = self.plans.lock().expect("plan lock");
+        if !plans.contains_key(&key) {
+            let plan = self
+                .plan(key)
+                .unwrap_or_else(|e| panic!("no cuBLASLt algorithm for {key:?}: {e}"));
+            plans.insert(key, plan);
+        }
+        let plan = &plans[&key];
+        // Column-major operands: the row-major A and B swap places.
+        let (first, second) = (b, a);
+        // SAFETY: pointers and plan describe the same shapes; the workspace
+        // is ours and the stream orders everything.
+        unsafe {
+            lt::matmul(
+                self.handle,
+                plan.desc,
+                &alpha as *const f32 as *const c_void,
+                &beta as *const f32 as *const c_void,
+                first as *const c_void,
+                plan.a,
+                second as *const c_void,
+                plan.b,
+                c as *const c_void,
+                plan.c,
+                c as *mut c_void,
+                plan.c,
+                &plan.algo,
+                self.workspace.ptr as *mut c_void,
+                WORKSPACE_BYTES,
+                self.stream as _,
+            )
+        }
+        .unwrap_or_else(|e| panic!("cuBLASLt matmul {key:?}: {e:?}"));
+        if self.debug {
+            // SAFETY: waits on our own stream.
+            unsafe { drv::stream::synchronize(self.stream) }
+                .unwrap_or_else(|e| panic!("cuBLASLt matmul {key:?} failed: {e:?}"));
+        }
+    }
+
+    /// The column-major problem for a row-major product. With row-major
+    /// `C[m, n]` seen as column-major `Cᵀ (n × m)`:
+    /// - ABt: `Cᵀ = B · Aᵀ`, B stored `[n, k]` = column-major `k × n` (transposed).
+    /// - AB:  `Cᵀ = Bᵀ · Aᵀ`, B stored `[k, n]` = column-major `n × k` as is.
+    /// - AtB: `Cᵀ = Bᵀ · A`, A stored `[k, m]` = column-major `m × k` (transposed).
+    fn plan(&self, key: Key) -> Result<Plan, CudaError> {
+        let Dims { m, n, k, batch, .. } = key.dims;
+        let d = key.dims;
+        let bf = sys::cudaDataType_t::CUDA_R_16BF;
+        let c_type = if key.c_bf16 {
+            bf
+        } else {
+            sys::cudaDataType_t::CUDA_R_32F
+        };
+        // (rows, cols, ld, transposed) of the first (from B) and second (from A) operands.
+        let (first, second) = match key.op {
+            RowMajor::ABt => ((k, n, k, true), (k, m, k, false)),
+            RowMajor::AB => ((n, k, n, false), (k, m, k, false)),
+            RowMajor::AtB => ((n, k, n, false), (m, k, m, true)),
+        };
+        let layout = |ty, (rows, cols, ld, _): (usize, usize, usize, bool), stride: usize| {
+            let l = lt::create_matrix_layout(ty, rows as u64, cols as u64, ld as i64)
+                .map_err(blas_err)?;
+            if batch > 1 {
+                set_batch(l, batch, stride)?;
+            }
+            Ok::<_, CudaError>(l)
+        };
+        let a = layout(bf, first, d.stride_b)?;
+        let b = layout(bf, second, d.stride_a)?;
+        let c = layout(c_type, (n, m, n, false), d.stride_c)?;
+        let desc = lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(blas_err)?;
+        // cublasOperation_t as an i32: 0 = N, 1 = T.
+        let trans = |t: bool| t as i32;
+        // SAFETY: attributes of a live descriptor, with values of the documented types.
+        unsafe {
+            for (attr, t) in [
+                (
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                    trans(first.3),
+                ),
+                (
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+                    trans(second.3),
+                ),
+            ] {
+                lt::set_matmul_desc_attribute(
+                    desc,
+                    attr,
+                    &t as *const _ as *const c_void,
+                    std::mem::size_of_val(&t),
+                )
+                .map_err(blas_err)?;
+            }
+        }
+        let pref = lt::create_matmul_pref().map_err(blas_err)?;
+        let ws = WORKSPACE_BYTES as u64;
+        // SAFETY: as above.
+        let heuristic = unsafe {
+            lt::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &ws as *const u64 as *const c_void,
+                8,
+            )
+            .map_err(blas_err)?;
+            let h = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref)
+                .map_err(blas_err)?;
+            let _ = lt::destroy_matmul_pref(pref);
+            h
+        };
+        Ok(Plan {
+            desc,
+            a,
+            b,
+            c,
+            algo: heuristic.algo,
+        })
+    }
+}
+
+fn set_batch(
+    layout: sys::cublasLtMatrixLayout_t,
+    batch: usize,
+    stride: usize,
+) -> Result<(), CudaError> {
+    let count = batch as i32;
+    let stride = stride as i64;
+    // SAFETY: attributes of a live layout with values of the documented types.
+    unsafe {
+        lt::set_matrix_layout_attribute(
+            layout,
+            sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+            &count as *const i32 as *const c_void,
+            4,
+        )
+        .map_err(blas_err)?;
+        lt::set_matrix_layout_attribute(
+            layout,
+            sys::cublasLtMatrixLayoutAttribute_t::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+            &stride as *const i64 as *const c_void,
+            8,
+        )
+        .map_err(blas_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+// Shared helpers of every kernel. Compiled by NVRTC with no system headers,
+// so the bf16 conversions are written out here (round to nearest even, as
+// __float2bfloat16 does).
+//
+// Every buffer argument comes as a pointer plus a flag `bf` (1: bf16 stored
+// as unsigned short, 0: f32). The flag is uniform over a launch, so the
+// branch costs nothing measurable in these memory-bound kernels and one
+// kernel serves every precision the model mixes (bf16 activations, f32
+// residual stream, statistics and master weights).
+
+typedef unsigned short bf16_t;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float bf16_to_f32(bf16_t h) {
+    return __uint_as_float(((u32)h) << 16);
+}
+
+__device__ __forceinline__ bf16_t f32_to_bf16(float f) {
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16_t)(u >> 16);
+}
+
+__device__ __forceinline__ float ld(const void* p, int bf, u64 i) {
+    return bf ? bf16_to_f32(((const bf16_t*)p)[i]) : ((const float*)p)[i];
+}
+
+__device__ __forceinline__ void st(void* p, int bf, u64 i, float v) {
+    if (bf) ((bf16_t*)p)[i] = f32_to_bf16(v);
+    else ((float*)p)[i] = v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over a block whose size is a multiple of 32 (at most 1024); every
+// thread gets the result. `shared` holds 32 floats.
+__device__ float block_sum(float v, float* shared) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < warps ? shared[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ float block_max(float v, float* shared) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < warps ? shared[lane] : NEG_INF;
+    return warp_max(v);
+}
+
+// Grid-stride loop over n elements.
+#define FOR_EACH(i, n) for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (u64)(n); i += (u64)gridDim.x * blockDim.x)
+
+// The dropout mask of backend::dropout_keep: splitmix64 of (seed, index),
+// kept when the top 24 bits, as a fraction, are at least p.
+__device__ __forceinline__ bool dropout_keep(u64 seed, u64 index, float p) {
+    u64 z = seed ^ (index * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    float u = (float)(z >> 40) / 16777216.0f;
+    return u >= p;
+}
+
+__device__ __forceinline__ float gelu(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+__device__ __forceinline__ float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+}
+
+__device__ __forceinline__ float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+__device__ __forceinline__ float silu_grad(float x) {
+    float s = 1.0f / (1.0f + expf(-x));
+    return s * (1.0f + x * (1.0f - s));
+}
+
+// act: 0 = GELU (erf), 1 = SiLU.
+__device__ __forceinline__ float act_fwd(int act, float x) { return act ? silu(x) : gelu(x); }
+__device__ __forceinline__ float act_grad(int act, float x) { return act ? silu_grad(x) : gelu_grad(x); }

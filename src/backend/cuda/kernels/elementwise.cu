@@ -1,0 +1,61 @@
+// Element-wise ops. Backwards overwrite their input gradient (the `=` rule).
+
+extern "C" __global__ void convert(void* out, int out_bf, const void* inp, int inp_bf, u64 n) {
+    FOR_EACH(i, n) st(out, out_bf, i, ld(inp, inp_bf, i));
+}
+
+extern "C" __global__ void add(void* out, int out_bf, const void* a, int a_bf, const void* b, int b_bf, u64 n) {
+    FOR_EACH(i, n) st(out, out_bf, i, ld(a, a_bf, i) + ld(b, b_bf, i));
+}
+
+extern "C" __global__ void activation_forward(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 n) {
+    FOR_EACH(i, n) st(out, out_bf, i, act_fwd(act, ld(inp, inp_bf, i)));
+}
+
+extern "C" __global__ void activation_backward(void* dinp, int dinp_bf, const void* dout, int dout_bf,
+                                               const void* inp, int inp_bf, int act, u64 n) {
+    FOR_EACH(i, n) st(dinp, dinp_bf, i, ld(dout, dout_bf, i) * act_grad(act, ld(inp, inp_bf, i)));
+}
+
+// inp[rows, 2·half] = value | gate; out[rows, half] = value · act(gate).
+extern "C" __global__ void glu_forward(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 half, u64 n) {
+    FOR_EACH(i, n) {
+        u64 r = i / half, c = i - r * half;
+        float value = ld(inp, inp_bf, r * 2 * half + c);
+        float gate = ld(inp, inp_bf, r * 2 * half + half + c);
+        st(out, out_bf, i, value * act_fwd(act, gate));
+    }
+}
+
+extern "C" __global__ void glu_backward(void* dinp, int dinp_bf, const void* dout, int dout_bf,
+                                        const void* inp, int inp_bf, int act, u64 half, u64 n) {
+    FOR_EACH(i, n) {
+        u64 r = i / half, c = i - r * half;
+        u64 vi = r * 2 * half + c, gi = vi + half;
+        float value = ld(inp, inp_bf, vi), gate = ld(inp, inp_bf, gi), d = ld(dout, dout_bf, i);
+        st(dinp, dinp_bf, vi, d * act_fwd(act, gate));
+        st(dinp, dinp_bf, gi, d * value * act_grad(act, gate));
+    }
+}
+
+// Inverted dropout with the backend-independent mask; the backward is the
+// same map applied to the gradient.
+extern "C" __global__ void dropout(void* out, int out_bf, const void* inp, int inp_bf, float p, u64 seed, u64 n) {
+    float scale = 1.0f / (1.0f - p);
+    FOR_EACH(i, n) st(out, out_bf, i, dropout_keep(seed, i, p) ? ld(inp, inp_bf, i) * scale : 0.0f);
+}
+
+// out[r, c] += bias[c] (f32 master values).
+extern "C" __global__ void add_bias(void* out, int out_bf, const float* bias, u64 cols, u64 n) {
+    FOR_EACH(i, n) st(out, out_bf, i, ld(out, out_bf, i) + bias[i % cols]);
+}
+
+// grads[c] += Σ_r dout[r, c]; one thread per column, rows walked in order
+// (deterministic; biases are small and off the crammed path).
+extern "C" __global__ void bias_backward(float* grads, const void* dout, int dout_bf, u64 rows, u64 cols) {
+    FOR_EACH(c, cols) {
+        float s = 0.0f;
+        for (u64 r = 0; r < rows; r++) s += ld(dout, dout_bf, r * cols + c);
+        grads[c] += s;
+    }
+}

@@ -1,0 +1,84 @@
+// Token and position embeddings, and rotary positions.
+
+// out[r, c] = table[ids[r], c]
+extern "C" __global__ void embedding_forward(void* out, int out_bf, const u32* ids, const float* table, u64 cols, u64 n) {
+    FOR_EACH(i, n) {
+        u64 r = i / cols, c = i - r * cols;
+        st(out, out_bf, i, table[(u64)ids[r] * cols + c]);
+    }
+}
+
+// grads[ids[r], c] += dout[r, c]. Atomic: rows sharing a token meet here.
+extern "C" __global__ void embedding_backward(float* grads, const void* dout, int dout_bf, const u32* ids, u64 cols, u64 n) {
+    FOR_EACH(i, n) {
+        u64 r = i / cols, c = i - r * cols;
+        atomicAdd(&grads[(u64)ids[r] * cols + c], ld(dout, dout_bf, i));
+    }
+}
+
+// x[b, t, c] += table[t, c]
+extern "C" __global__ void learned_positions_forward(void* x, int x_bf, const float* table, u64 seq, u64 cols, u64 n) {
+    FOR_EACH(i, n) {
+        u64 tc = i % (seq * cols);
+        st(x, x_bf, i, ld(x, x_bf, i) + table[tc]);
+    }
+}
+
+// grads[t, c] += Σ_b dx[b, t, c], batches summed in order.
+extern "C" __global__ void learned_positions_backward(float* grads, const void* dx, int dx_bf, u64 seq, u64 cols, u64 rows) {
+    u64 per_seq = seq * cols, batch = rows / seq;
+    FOR_EACH(tc, per_seq) {
+        float s = 0.0f;
+        for (u64 b = 0; b < batch; b++) s += ld(dx, dx_bf, b * per_seq + tc);
+        grads[tc] += s;
+    }
+}
+
+// The sinusoid of backend::sinusoid, in double like the reference.
+__device__ __forceinline__ float sinusoid(u64 t, u64 c, u64 cols) {
+    double i = (double)(c / 2);
+    double angle = (double)t * pow(10000.0, -2.0 * i / (double)cols);
+    return (float)((c % 2 == 0) ? sin(angle) : cos(angle));
+}
+
+// x[b, t, c] += scale · pe[t, c]
+extern "C" __global__ void sinusoidal_positions_forward(void* x, int x_bf, const float* scale, u64 seq, u64 cols, u64 n) {
+    float s = scale[0];
+    FOR_EACH(i, n) {
+        u64 c = i % cols, t = (i / cols) % seq;
+        st(x, x_bf, i, ld(x, x_bf, i) + s * sinusoid(t, c, cols));
+    }
+}
+
+// partials[block] = Σ dx · pe over the block's grid-stride share; finished by sum_partials.
+extern "C" __global__ void sinusoidal_positions_backward(float* partials, const void* dx, int dx_bf, u64 seq, u64 cols, u64 n) {
+    __shared__ float shared[32];
+    float s = 0.0f;
+    FOR_EACH(i, n) {
+        u64 c = i % cols, t = (i / cols) % seq;
+        s += ld(dx, dx_bf, i) * sinusoid(t, c, cols);
+    }
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+// Rotates q and k of qkv[rows, 3·hidden] in place, Llama's "rotate half":
+// dimension i pairs with i + head_dim/2 at frequency theta^(-2i/head_dim).
+// direction = +1 forward, -1 for the backward (the inverse rotation).
+extern "C" __global__ void rotary(void* qkv, int qkv_bf, u64 seq, u64 heads, u64 head_dim, float theta, float direction, u64 rows) {
+    u64 half = head_dim / 2, hidden = heads * head_dim;
+    u64 n = rows * 2 * heads * half;  // (row, q|k, head, i)
+    FOR_EACH(j, n) {
+        u64 i = j % half, rest = j / half;
+        u64 h = rest % heads; rest /= heads;
+        u64 which = rest % 2, r = rest / 2;
+        u64 t = r % seq;
+        double freq = pow((double)theta, -2.0 * (double)i / (double)head_dim);
+        double angle = (double)t * freq;
+        float cs = (float)cos(angle), sn = (float)sin(angle) * direction;
+        u64 base = r * 3 * hidden + which * hidden + h * head_dim;
+        float a = ld(qkv, qkv_bf, base + i), b = ld(qkv, qkv_bf, base + i + half);
+        st(qkv, qkv_bf, base + i, a * cs - b * sn);
+        st(qkv, qkv_bf, base + i + half, b * cs + a * sn);
+    }
+}

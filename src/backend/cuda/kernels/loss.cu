@@ -1,0 +1,51 @@
+// Sparse-prediction row gather and softmax cross-entropy.
+
+// out[j, c] = inp[idx[j], c]
+extern "C" __global__ void gather_rows(void* out, int out_bf, const void* inp, int inp_bf, const u32* idx, u64 cols, u64 n) {
+    FOR_EACH(i, n) {
+        u64 j = i / cols, c = i - j * cols;
+        st(out, out_bf, i, ld(inp, inp_bf, (u64)idx[j] * cols + c));
+    }
+}
+
+// dinp[idx[j], c] = dout[j, c] (dinp zeroed before; indices are distinct).
+extern "C" __global__ void scatter_rows(void* dinp, int dinp_bf, const void* dout, int dout_bf, const u32* idx, u64 cols, u64 n) {
+    FOR_EACH(i, n) {
+        u64 j = i / cols, c = i - j * cols;
+        st(dinp, dinp_bf, (u64)idx[j] * cols + c, ld(dout, dout_bf, i));
+    }
+}
+
+// One block per row: losses[r] = logsumexp(x) − x[target]; with `write_grad`
+// the row becomes dscale·(softmax − onehot). Ignored rows get 0 (and a zero
+// gradient). The row is read twice (max, then exponentials) and written once.
+extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits_bf, const u32* targets,
+                                         u64 vocab, int write_grad, float dscale) {
+    __shared__ float shared[32];
+    u64 r = blockIdx.x;
+    u32 target = targets[r];
+    u64 base = r * vocab;
+    if (target == 0xffffffffu) {
+        if (threadIdx.x == 0) losses[r] = 0.0f;
+        if (write_grad)
+            for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) st(logits, logits_bf, base + c, 0.0f);
+        return;
+    }
+    float m = NEG_INF;
+    for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) m = fmaxf(m, ld(logits, logits_bf, base + c));
+    m = block_max(m, shared);
+    float s = 0.0f;
+    for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) s += __expf(ld(logits, logits_bf, base + c) - m);
+    s = block_sum(s, shared);
+    float xt = ld(logits, logits_bf, base + target);
+    __syncthreads();
+    if (threadIdx.x == 0) losses[r] = logf(s) - (xt - m);
+    if (write_grad) {
+        float factor = dscale / s;
+        for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) {
+            float g = __expf(ld(logits, logits_bf, base + c) - m) * factor;
+            if (c == target) g -= dscale;
+            st(logits, logits_bf, base + c, g);
+        }
+    }
+}

@@ -1,0 +1,937 @@
+//! The Backend ops on the GPU: argument plumbing around the kernels in
+//! `kernels/*.cu` and the cuBLASLt products in `blas.rs`. Each op is wrapped
+//! in `timed` so that `cram bench --profile` can attribute GPU time.
+
+use super::blas::{Dims, RowMajor};
+use super::{f32_arg, Cuda, CudaBuf, CudaIds};
+use crate::backend::{
+    Activation, ActivationOps, AdamW, AttentionOps, AttentionShape, Device, EmbeddingOps, Linear,
+    LossOps, MatmulOps, MatmulShape, Norm, NormKind, NormOps, OptimOps, Span,
+};
+
+/// Threads per block of the row kernels (one warp per row).
+const ROW_BLOCK: u32 = 256;
+const WARPS_PER_BLOCK: usize = ROW_BLOCK as usize / 32;
+
+fn act_code(act: Activation) -> u64 {
+    match act {
+        Activation::Gelu => 0,
+        Activation::Silu => 1,
+    }
+}
+
+impl Cuda {
+    fn row_grid(&self, rows: usize) -> u32 {
+        rows.div_ceil(WARPS_PER_BLOCK).max(1) as u32
+    }
+
+    /// Pointer to a parameter tensor in an f32 buffer.
+    fn f32_at(buf: &CudaBuf, span: Span) -> u64 {
+        assert!(!buf.bf16, "parameters and gradients are f32");
+        buf.at(span.offset)
+    }
+}
+
+impl EmbeddingOps for Cuda {
+    fn embedding_forward(
+        &self,
+        out: &mut CudaBuf,
+        ids: &CudaIds,
+        params: &CudaBuf,
+        table: Span,
+        cols: usize,
+    ) {
+        let n = ids.len * cols;
+        self.timed("embedding_forward", || {
+            self.launch(
+                "embedding_forward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    ids.ptr(),
+                    Self::f32_at(params, table),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn embedding_backward(
+        &self,
+        grads: &mut CudaBuf,
+        table: Span,
+        dout: &CudaBuf,
+        ids: &CudaIds,
+        cols: usize,
+    ) {
+        let n = ids.len * cols;
+        self.timed("embedding_backward", || {
+            self.launch(
+                "embedding_backward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    Self::f32_at(grads, table),
+                    dout.ptr(),
+                    dout.bf(),
+                    ids.ptr(),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn learned_positions_forward(
+        &self,
+        x: &mut CudaBuf,
+        params: &CudaBuf,
+        table: Span,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = x.len;
+        self.timed("positions_forward", || {
+            self.launch(
+                "learned_positions_forward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    x.ptr(),
+                    x.bf(),
+                    Self::f32_at(params, table),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn learned_positions_backward(
+        &self,
+        grads: &mut CudaBuf,
+        table: Span,
+        dx: &CudaBuf,
+        seq: usize,
+        cols: usize,
+    ) {
+        let rows = dx.len / cols;
+        self.timed("positions_backward", || {
+            self.launch(
+                "learned_positions_backward",
+                self.grid(seq * cols),
+                256,
+                0,
+                &[
+                    Self::f32_at(grads, table),
+                    dx.ptr(),
+                    dx.bf(),
+                    seq as u64,
+                    cols as u64,
+                    rows as u64,
+                ],
+            )
+        });
+    }
+
+    fn sinusoidal_positions_forward(
+        &self,
+        x: &mut CudaBuf,
+        params: &CudaBuf,
+        scale: Span,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = x.len;
+        self.timed("positions_forward", || {
+            self.launch(
+                "sinusoidal_positions_forward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    x.ptr(),
+                    x.bf(),
+                    Self::f32_at(params, scale),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn sinusoidal_positions_backward(
+        &self,
+        grads: &mut CudaBuf,
+        scale: Span,
+        dx: &CudaBuf,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = dx.len;
+        self.timed("positions_backward", || {
+            let blocks = self.grid(n).min(1024);
+            let partials = self.scratch("partials", blocks as usize * 4);
+            self.launch(
+                "sinusoidal_positions_backward",
+                blocks,
+                256,
+                0,
+                &[
+                    partials,
+                    dx.ptr(),
+                    dx.bf(),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            );
+            self.finish_sum(Self::f32_at(grads, scale), 0, partials, blocks, 1.0, true);
+        });
+    }
+
+    fn rotary_forward(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32) {
+        self.timed("rotary", || self.rotary(qkv, shape, theta, 1.0));
+    }
+
+    fn rotary_backward(&self, dqkv: &mut CudaBuf, shape: AttentionShape, theta: f32) {
+        self.timed("rotary", || self.rotary(dqkv, shape, theta, -1.0));
+    }
+}
+
+impl Cuda {
+    fn rotary(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32, direction: f32) {
+        assert!(
+            shape.head_dim.is_multiple_of(2),
+            "rotary positions need an even head_dim, got {}",
+            shape.head_dim
+        );
+        let n = shape.rows() * shape.hidden();
+        self.launch(
+            "rotary",
+            self.grid(n),
+            256,
+            0,
+            &[
+                qkv.ptr(),
+                qkv.bf(),
+                shape.seq as u64,
+                shape.heads as u64,
+                shape.head_dim as u64,
+                f32_arg(theta),
+                f32_arg(direction),
+                shape.rows() as u64,
+            ],
+        );
+    }
+}
+
+impl NormOps for Cuda {
+    fn norm_forward(
+        &self,
+        out: &mut CudaBuf,
+        mean: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        norm: Norm,
+        cols: usize,
+    ) {
+        let rows = inp.len / cols;
+        assert!(!mean.bf16 && !rstd.bf16, "norm statistics are f32");
+        self.timed("norm_forward", || {
+            self.launch(
+                "norm_forward",
+                self.row_grid(rows),
+                ROW_BLOCK,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    mean.ptr(),
+                    rstd.ptr(),
+                    inp.ptr(),
+                    inp.bf(),
+                    Self::f32_at(params, norm.weight),
+                    norm.bias.map_or(0, |b| Self::f32_at(params, b)),
+                    (norm.kind == NormKind::Layernorm) as u64,
+                    f32_arg(norm.eps),
+                    rows as u64,
+                    cols as u64,
+                ],
+            )
+        });
+    }
+
+    fn norm_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        grads: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        mean: &CudaBuf,
+        rstd: &CudaBuf,
+        norm: Norm,
+        cols: usize,
+    ) {
+        let rows = inp.len / cols;
+        let shared = 2 * cols * 4;
+        assert!(
+            shared <= 48 * 1024,
+            "norm_backward keeps 2·cols floats in shared memory; cols {cols} is too wide"
+        );
+        // Enough blocks to fill the GPU twice; each adds its partial
+        // parameter gradients once.
+        let blocks = (self.sm_count as usize * 2).min(rows.max(1));
+        let rows_per_block = rows.div_ceil(blocks).max(1);
+        let blocks = rows.div_ceil(rows_per_block).max(1);
+        self.timed("norm_backward", || {
+            self.launch(
+                "norm_backward",
+                blocks as u32,
+                ROW_BLOCK,
+                shared as u32,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    Self::f32_at(grads, norm.weight),
+                    norm.bias.map_or(0, |b| Self::f32_at(grads, b)),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    Self::f32_at(params, norm.weight),
+                    mean.ptr(),
+                    rstd.ptr(),
+                    (norm.kind == NormKind::Layernorm) as u64,
+                    rows as u64,
+                    cols as u64,
+                    rows_per_block as u64,
+                ],
+            )
+        });
+    }
+}
+
+impl MatmulOps for Cuda {
+    fn matmul_forward(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        self.timed("matmul_forward", || {
+            let x = self.as_bf16(inp, "cast_inp");
+            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+            self.blas.gemm(
+                RowMajor::ABt,
+                Dims::plain(m, n, k),
+                (x, w),
+                (out.ptr(), out.bf16),
+                1.0,
+                0.0,
+            );
+            if let Some(bias) = layer.bias {
+                self.launch(
+                    "add_bias",
+                    self.grid(m * n),
+                    256,
+                    0,
+                    &[
+                        out.ptr(),
+                        out.bf(),
+                        Self::f32_at(params, bias),
+                        n as u64,
+                        (m * n) as u64,
+                    ],
+                );
+            }
+        });
+    }
+
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut CudaBuf>,
+        accumulate: bool,
+        grads: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        self.timed("matmul_backward", || {
+            let dy = self.as_bf16(dout, "cast_dout");
+            let x = self.as_bf16(inp, "cast_inp");
+            if let Some(dinp) = dinp {
+                let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                self.blas.gemm(
+                    RowMajor::AB,
+                    Dims::plain(m, k, n),
+                    (dy, w),
+                    (dinp.ptr(), dinp.bf16),
+                    1.0,
+                    beta,
+                );
+            }
+            self.blas.gemm(
+                RowMajor::AtB,
+                Dims::plain(n, k, m),
+                (dy, x),
+                (Self::f32_at(grads, layer.weight), false),
+                1.0,
+                1.0,
+            );
+            if let Some(bias) = layer.bias {
+                self.launch(
+                    "bias_backward",
+                    self.grid(n),
+                    256,
+                    0,
+                    &[
+                        Self::f32_at(grads, bias),
+                        dout.ptr(),
+                        dout.bf(),
+                        m as u64,
+                        n as u64,
+                    ],
+                );
+            }
+        });
+    }
+}
+
+/// Where the pieces of attention's saved state live (bf16 elements): the
+/// per-head q, k, v, then the probabilities.
+struct AttentionLayout {
+    bh: usize,
+    head_elems: usize,
+    probs_elems: usize,
+}
+
+impl AttentionLayout {
+    fn new(s: AttentionShape) -> Self {
+        let bh = s.batch * s.heads;
+        AttentionLayout {
+            bh,
+            head_elems: bh * s.seq * s.head_dim,
+            probs_elems: bh * s.seq * s.seq,
+        }
+    }
+    fn total(&self) -> usize {
+        3 * self.head_elems + self.probs_elems
+    }
+    /// Pointer to q (0), k (1), v (2) or the probabilities (3) in `base`.
+    fn part(&self, base: u64, which: usize) -> u64 {
+        base + 2 * (which * self.head_elems) as u64
+    }
+}
+
+impl Cuda {
+    fn head_args(s: AttentionShape) -> [u64; 4] {
+        [
+            s.batch as u64,
+            s.seq as u64,
+            s.heads as u64,
+            s.head_dim as u64,
+        ]
+    }
+
+    /// Dims of a batched per-head product with row-major operands of `[t, t]`
+    /// or `[t, d]`, given `(m, n, k)` and which operands are `[t, t]`.
+    fn head_dims(
+        s: AttentionShape,
+        bh: usize,
+        mnk: (usize, usize, usize),
+        square: [bool; 3],
+    ) -> Dims {
+        let stride = |sq: bool| {
+            if sq {
+                s.seq * s.seq
+            } else {
+                s.seq * s.head_dim
+            }
+        };
+        Dims {
+            m: mnk.0,
+            n: mnk.1,
+            k: mnk.2,
+            batch: bh,
+            stride_a: stride(square[0]),
+            stride_b: stride(square[1]),
+            stride_c: stride(square[2]),
+        }
+    }
+}
+
+impl AttentionOps for Cuda {
+    fn attention_saved_len(&self, shape: AttentionShape) -> usize {
+        AttentionLayout::new(shape).total()
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut CudaBuf,
+        saved: &mut CudaBuf,
+        qkv: &CudaBuf,
+        shape: AttentionShape,
+    ) {
+        let s = shape;
+        let lay = AttentionLayout::new(s);
+        assert!(
+            saved.bf16 && saved.len >= lay.total(),
+            "attention state must be a bf16 buffer of attention_saved_len values"
+        );
+        let (t, d) = (s.seq, s.head_dim);
+        let [b_, t_, h_, d_] = Self::head_args(s);
+        self.timed("attention_forward", || {
+            let base = saved.ptr();
+            let n = 3 * s.rows() * s.hidden();
+            self.launch(
+                "qkv_to_heads",
+                self.grid(n),
+                256,
+                0,
+                &[base, qkv.ptr(), qkv.bf(), b_, t_, h_, d_],
+            );
+            let scores = self.scratch("scores", lay.probs_elems * 4);
+            self.blas.gemm(
+                RowMajor::ABt,
+                Self::head_dims(s, lay.bh, (t, t, d), [false, false, true]),
+                (lay.part(base, 0), lay.part(base, 1)),
+                (scores, false),
+                1.0 / (d as f32).sqrt(),
+                0.0,
+            );
+            let rows = lay.bh * t;
+            self.launch(
+                "attention_softmax",
+                self.row_grid(rows),
+                ROW_BLOCK,
+                0,
+                &[
+                    lay.part(base, 3),
+                    scores,
+                    rows as u64,
+                    t as u64,
+                    s.causal as u64,
+                ],
+            );
+            let o = self.scratch("heads_out", lay.head_elems * 2);
+            self.blas.gemm(
+                RowMajor::AB,
+                Self::head_dims(s, lay.bh, (t, d, t), [true, false, false]),
+                (lay.part(base, 3), lay.part(base, 2)),
+                (o, true),
+                1.0,
+                0.0,
+            );
+            self.launch(
+                "heads_to_rows",
+                self.grid(s.rows() * s.hidden()),
+                256,
+                0,
+                &[out.ptr(), out.bf(), o, b_, t_, h_, d_],
+            );
+        });
+    }
+
+    fn attention_backward(
+        &self,
+        dqkv: &mut CudaBuf,
+        dout: &CudaBuf,
+        _qkv: &CudaBuf,
+        saved: &CudaBuf,
+        shape: AttentionShape,
+    ) {
+        let s = shape;
+        let lay = AttentionLayout::new(s);
+        let (t, d) = (s.seq, s.head_dim);
+        let [b_, t_, h_, d_] = Self::head_args(s);
+        self.timed("attention_backward", || {
+            let base = saved.ptr();
+            let (q, k, v, p) = (
+                lay.part(base, 0),
+                lay.part(base, 1),
+                lay.part(base, 2),
+                lay.part(base, 3),
+            );
+            let d_o = self.scratch("heads_out", lay.head_elems * 2);
+            self.launch(
+                "rows_to_heads",
+                self.grid(s.rows() * s.hidden()),
+                256,
+                0,
+                &[d_o, dout.ptr(), dout.bf(), b_, t_, h_, d_],
+            );
+            let dp = self.scratch("scores", lay.probs_elems * 4);
+            self.blas.gemm(
+                RowMajor::ABt,
+                Self::head_dims(s, lay.bh, (t, t, d), [false, false, true]),
+                (d_o, v),
+                (dp, false),
+                1.0,
+                0.0,
+            );
+            let dheads = self.scratch("dheads", 3 * lay.head_elems * 2);
+            let (dq, dk, dv) = (
+                lay.part(dheads, 0),
+                lay.part(dheads, 1),
+                lay.part(dheads, 2),
+            );
+            // dV = Pᵀ · dO
+            self.blas.gemm(
+                RowMajor::AtB,
+                Self::head_dims(s, lay.bh, (t, d, t), [true, false, false]),
+                (p, d_o),
+                (dv, true),
+                1.0,
+                0.0,
+            );
+            let ds = self.scratch("dscores", lay.probs_elems * 2);
+            let rows = lay.bh * t;
+            self.launch(
+                "attention_softmax_backward",
+                self.row_grid(rows),
+                ROW_BLOCK,
+                0,
+                &[
+                    ds,
+                    dp,
+                    p,
+                    rows as u64,
+                    t as u64,
+                    f32_arg(1.0 / (d as f32).sqrt()),
+                ],
+            );
+            // dQ = dS · K, dK = dSᵀ · Q
+            self.blas.gemm(
+                RowMajor::AB,
+                Self::head_dims(s, lay.bh, (t, d, t), [true, false, false]),
+                (ds, k),
+                (dq, true),
+                1.0,
+                0.0,
+            );
+            self.blas.gemm(
+                RowMajor::AtB,
+                Self::head_dims(s, lay.bh, (t, d, t), [true, false, false]),
+                (ds, q),
+                (dk, true),
+                1.0,
+                0.0,
+            );
+            self.launch(
+                "heads_to_qkv",
+                self.grid(3 * s.rows() * s.hidden()),
+                256,
+                0,
+                &[dqkv.ptr(), dqkv.bf(), dheads, b_, t_, h_, d_],
+            );
+        });
+    }
+}
+
+impl ActivationOps for Cuda {
+    fn activation_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation) {
+        let n = out.len;
+        self.timed("activation", || {
+            self.launch(
+                "activation_forward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn activation_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        act: Activation,
+    ) {
+        let n = dinp.len;
+        self.timed("activation_backward", || {
+            self.launch(
+                "activation_backward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn glu_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation, half: usize) {
+        let n = inp.len / 2;
+        self.timed("glu_forward", || {
+            self.launch(
+                "glu_forward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    half as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn glu_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        act: Activation,
+        half: usize,
+    ) {
+        let n = inp.len / 2;
+        self.timed("glu_backward", || {
+            self.launch(
+                "glu_backward",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    half as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn add(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf) {
+        let n = out.len;
+        self.timed("add", || {
+            self.launch(
+                "add",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    a.ptr(),
+                    a.bf(),
+                    b.ptr(),
+                    b.bf(),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn dropout_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
+        self.timed("dropout", || self.dropout(out, inp, p, seed));
+    }
+
+    fn dropout_backward(&self, dinp: &mut CudaBuf, dout: &CudaBuf, p: f32, seed: u64) {
+        self.timed("dropout", || self.dropout(dinp, dout, p, seed));
+    }
+}
+
+impl Cuda {
+    fn dropout(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
+        let n = out.len;
+        self.launch(
+            "dropout",
+            self.grid(n),
+            256,
+            0,
+            &[
+                out.ptr(),
+                out.bf(),
+                inp.ptr(),
+                inp.bf(),
+                f32_arg(p),
+                seed,
+                n as u64,
+            ],
+        );
+    }
+}
+
+impl LossOps for Cuda {
+    fn gather_rows_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, idx: &CudaIds, cols: usize) {
+        let n = idx.len * cols;
+        self.timed("gather_rows", || {
+            self.launch(
+                "gather_rows",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    idx.ptr(),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn gather_rows_backward(&self, dinp: &mut CudaBuf, dout: &CudaBuf, idx: &CudaIds, cols: usize) {
+        let n = idx.len * cols;
+        self.zero(dinp);
+        self.timed("scatter_rows", || {
+            self.launch(
+                "scatter_rows",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    dout.ptr(),
+                    dout.bf(),
+                    idx.ptr(),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn cross_entropy(
+        &self,
+        losses: &mut CudaBuf,
+        logits: &mut CudaBuf,
+        targets: &CudaIds,
+        vocab: usize,
+        dscale: Option<f32>,
+    ) {
+        let rows = targets.len;
+        assert!(!losses.bf16, "losses are f32");
+        if rows == 0 {
+            return;
+        }
+        self.timed("cross_entropy", || {
+            self.launch(
+                "cross_entropy",
+                rows as u32,
+                512,
+                0,
+                &[
+                    losses.ptr(),
+                    logits.ptr(),
+                    logits.bf(),
+                    targets.ptr(),
+                    vocab as u64,
+                    dscale.is_some() as u64,
+                    f32_arg(dscale.unwrap_or(0.0)),
+                ],
+            )
+        });
+    }
+}
+
+impl OptimOps for Cuda {
+    fn grad_norm_squared(&self, out: &mut CudaBuf, index: usize, grads: &CudaBuf) {
+        assert!(!out.bf16, "statistics buffers are f32");
+        self.timed("grad_norm", || {
+            self.reduce_into(out.ptr(), index, grads, true, 1.0, false)
+        });
+    }
+
+    fn adamw_step(
+        &self,
+        params: &mut CudaBuf,
+        grads: &CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
+        norm_sq: &CudaBuf,
+        norm_index: usize,
+        hp: AdamW,
+    ) {
+        assert!(
+            !params.bf16 && !grads.bf16 && !m.bf16 && !v.bf16,
+            "AdamW runs on f32 buffers"
+        );
+        let step = hp.step as f64;
+        let bias1 = (1.0 - (hp.beta1 as f64).powf(step)) as f32;
+        let bias2 = (1.0 - (hp.beta2 as f64).powf(step)) as f32;
+        let shadow = params
+            .shadow
+            .get_mut()
+            .expect("shadow lock")
+            .as_ref()
+            .map_or(0, |s| s.ptr);
+        let n = params.len;
+        self.timed("adamw", || {
+            self.launch(
+                "adamw",
+                self.grid(n),
+                256,
+                0,
+                &[
+                    params.ptr(),
+                    shadow,
+                    grads.ptr(),
+                    m.ptr(),
+                    v.ptr(),
+                    norm_sq.ptr(),
+                    norm_index as u64,
+                    f32_arg(hp.lr),
+                    f32_arg(hp.beta1),
+                    f32_arg(hp.beta2),
+                    f32_arg(hp.eps),
+                    f32_arg(hp.weight_decay),
+                    f32_arg(bias1),
+                    f32_arg(bias2),
+                    f32_arg(hp.max_norm),
+                    hp.decay_len as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+}

@@ -1,0 +1,475 @@
+//! Every CUDA op against the CPU reference on random inputs, and full
+//! training steps of `tiny` and `crammed-bert` against the CPU step.
+//!
+//! GPU only: `#[ignore]`d here, run on the GPU machine with `--ignored`.
+//! Each test builds the same inputs for both backends inside one generic
+//! function. Inputs are rounded to bf16 first, so that both backends see the
+//! same values and only the arithmetic differs.
+//!
+//! Tolerances (max |gpu − cpu| over max |cpu| of each output):
+//! - bf16 outputs: 1.5e-2 — one bf16 rounding is 2⁻⁹ ≈ 2e-3 relative, and an
+//!   op that reads a rounded input and rounds its result again stays within
+//!   a few of those;
+//! - f32 outputs from bf16 matmuls or reductions: 2e-2 (products of bf16
+//!   operands summed in f32, compared with exact f32 products);
+//! - exact ops (gathers, dropout masks, f32 AdamW): 1e-5.
+
+mod common;
+
+use cram::backend::cpu::Cpu;
+use cram::backend::cuda::Cuda;
+use cram::backend::{
+    Activation, AdamW, AttentionShape, Backend, Device, Linear, MatmulShape, Norm, NormKind, Span,
+    IGNORE,
+};
+use cram::config::Config;
+use cram::model::{Activations, Model};
+use cram::train::bench::synthetic_batch;
+use cram::train::{
+    micro_step, optimizer_step, upload_batch, TrainState, STATS, STAT_LOSS, STAT_NORM_SQ,
+};
+
+fn gpu() -> Cuda {
+    Cuda::new(0).expect("these tests need a CUDA GPU")
+}
+
+fn bf16_round(v: Vec<f32>) -> Vec<f32> {
+    v.into_iter()
+        .map(|x| half::bf16::from_f32(x).to_f32())
+        .collect()
+}
+
+/// Random values in [-scale, scale), rounded to bf16.
+fn rand_vals(seed: u64, len: usize, scale: f32) -> Vec<f32> {
+    bf16_round(common::uniform(&mut common::rng(seed), len, scale))
+}
+
+fn act<B: Device>(be: &B, data: &[f32]) -> B::Buf {
+    let mut b = be.alloc_activation(data.len());
+    be.write(&mut b, 0, data);
+    b
+}
+
+/// Named outputs of one op run.
+type Outputs = Vec<(&'static str, Vec<f32>)>;
+
+fn compare(op: &str, cpu: Outputs, gpu: Outputs, tol: f64) {
+    for ((name, c), (_, g)) in cpu.iter().zip(&gpu) {
+        assert_eq!(c.len(), g.len(), "{op}/{name}: lengths differ");
+        let scale = c.iter().fold(0f64, |m, &x| m.max(x.abs() as f64)).max(1e-6);
+        let (worst, at) = c
+            .iter()
+            .zip(g)
+            .enumerate()
+            .map(|(i, (&a, &b))| ((a as f64 - b as f64).abs(), i))
+            .fold((0.0, 0), |m, x| if x.0 > m.0 { x } else { m });
+        let rel = worst / scale;
+        println!("{op}/{name}: max |Δ| {worst:.3e} = {rel:.2e} of max |cpu| {scale:.3e}");
+        assert!(
+            rel <= tol && g.iter().all(|x| x.is_finite()),
+            "{op}/{name}: gpu {} vs cpu {} at {at}: {rel:.2e} > {tol:.1e}",
+            g[at],
+            c[at]
+        );
+    }
+}
+
+/// Runs `$body` (a generic function body over backend `$be`) on both
+/// backends and compares the outputs it returns.
+macro_rules! check {
+    ($op:expr, $tol:expr, |$be:ident| $body:block) => {{
+        fn run<B: Backend>($be: &B) -> Outputs $body
+        let cpu = run(&Cpu::new());
+        let gpu = run(&gpu());
+        compare($op, cpu, gpu, $tol);
+    }};
+}
+
+const BF: f64 = 1.5e-2;
+const MM: f64 = 2e-2;
+const EXACT: f64 = 1e-5;
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn embeddings_and_positions() {
+    check!("embedding", BF, |be| {
+        let (rows, cols, vocab) = (96, 48, 50);
+        let table = Span {
+            offset: 3,
+            len: vocab * cols,
+        };
+        let mut params = be.upload(&rand_vals(1, 3 + vocab * cols + 1, 1.0));
+        let ids = be.upload_ids(&common::ids(&mut common::rng(2), rows, vocab as u32));
+        let mut out = be.alloc_activation(rows * cols);
+        be.embedding_forward(&mut out, &ids, &params, table, cols);
+        let scale = Span {
+            offset: 3 + vocab * cols,
+            len: 1,
+        };
+        be.sinusoidal_positions_forward(&mut out, &params, scale, 16, cols);
+        let dout = act(be, &rand_vals(3, rows * cols, 1.0));
+        let mut grads = be.alloc(be.len(&params));
+        be.embedding_backward(&mut grads, table, &dout, &ids, cols);
+        be.sinusoidal_positions_backward(&mut grads, scale, &dout, 16, cols);
+        let pos = Span {
+            offset: 0,
+            len: 16 * cols,
+        };
+        params = be.upload(&rand_vals(4, 16 * cols, 1.0));
+        let mut x = be.alloc(rows * cols);
+        be.learned_positions_forward(&mut x, &params, pos, 16, cols);
+        let mut pgrads = be.alloc(16 * cols);
+        be.learned_positions_backward(&mut pgrads, pos, &dout, 16, cols);
+        vec![
+            ("forward", be.download(&out)),
+            ("grads", be.download(&grads)),
+            ("learned", be.download(&x)),
+            ("learned_grads", be.download(&pgrads)),
+        ]
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn rotary_forward_and_backward() {
+    check!("rotary", BF, |be| {
+        let shape = AttentionShape {
+            batch: 2,
+            seq: 16,
+            heads: 3,
+            head_dim: 8,
+            causal: true,
+        };
+        let data = rand_vals(5, shape.rows() * 3 * shape.hidden(), 1.0);
+        let mut qkv = act(be, &data);
+        be.rotary_forward(&mut qkv, shape, 10000.0);
+        let mut back = act(be, &be.download(&qkv));
+        be.rotary_backward(&mut back, shape, 10000.0);
+        vec![
+            ("forward", be.download(&qkv)),
+            ("round_trip", be.download(&back)),
+        ]
+    });
+}
+
+fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool) -> Outputs {
+    let (rows, cols) = (70, 96);
+    let mut pv = rand_vals(6, 2 * cols, 0.5);
+    pv[..cols].iter_mut().for_each(|w| *w += 1.0);
+    let params = be.upload(&pv);
+    let norm = Norm {
+        kind,
+        weight: Span {
+            offset: 0,
+            len: cols,
+        },
+        bias: bias.then_some(Span {
+            offset: cols,
+            len: cols,
+        }),
+        eps: 1e-5,
+    };
+    // f32 input (the residual stream), bf16 output and gradients.
+    let inp = be.upload(&rand_vals(7, rows * cols, 2.0));
+    let mut out = be.alloc_activation(rows * cols);
+    let (mut mean, mut rstd) = (be.alloc(rows), be.alloc(rows));
+    be.norm_forward(&mut out, &mut mean, &mut rstd, &inp, &params, norm, cols);
+    let dout = act(be, &rand_vals(8, rows * cols, 1.0));
+    let mut dinp = be.upload(&rand_vals(9, rows * cols, 1.0));
+    let mut grads = be.alloc(2 * cols);
+    be.norm_backward(
+        &mut dinp, &mut grads, &dout, &inp, &params, &mean, &rstd, norm, cols,
+    );
+    vec![
+        ("out", be.download(&out)),
+        ("rstd", be.download(&rstd)),
+        ("dinp", be.download(&dinp)),
+        ("grads", be.download(&grads)),
+    ]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn layernorm_and_rmsnorm() {
+    check!("layernorm", BF, |be| {
+        norm_case(be, NormKind::Layernorm, true)
+    });
+    check!("rmsnorm", BF, |be| {
+        norm_case(be, NormKind::Rmsnorm, false)
+    });
+}
+
+fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
+    let shape = MatmulShape {
+        m: 100,
+        k: 72,
+        n: 136,
+    };
+    let MatmulShape { m, k, n } = shape;
+    let params = be.upload(&rand_vals(10, n * k + n, 0.2));
+    let layer = Linear {
+        weight: Span {
+            offset: 0,
+            len: n * k,
+        },
+        bias: bias.then_some(Span {
+            offset: n * k,
+            len: n,
+        }),
+    };
+    let x = rand_vals(11, m * k, 1.0);
+    let inp = if f32_input {
+        be.upload(&x)
+    } else {
+        act(be, &x)
+    };
+    let mut out = be.alloc_activation(m * n);
+    be.matmul_forward(&mut out, &inp, &params, layer, shape);
+    let dout = act(be, &rand_vals(12, m * n, 1.0));
+    let mut dinp = be.upload(&rand_vals(13, m * k, 1.0));
+    let mut grads = be.upload(&rand_vals(14, n * k + n, 1.0));
+    be.matmul_backward(
+        Some(&mut dinp),
+        true,
+        &mut grads,
+        &dout,
+        &inp,
+        &params,
+        layer,
+        shape,
+    );
+    vec![
+        ("out", be.download(&out)),
+        ("dinp", be.download(&dinp)),
+        ("grads", be.download(&grads)),
+    ]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn matmuls() {
+    check!("matmul", MM, |be| { matmul_case(be, false, false) });
+    check!("matmul_bias_f32_input", MM, |be| {
+        matmul_case(be, true, true)
+    });
+}
+
+fn attention_case<B: Backend>(be: &B, causal: bool) -> Outputs {
+    let shape = AttentionShape {
+        batch: 3,
+        seq: 40,
+        heads: 4,
+        head_dim: 16,
+        causal,
+    };
+    let n = shape.rows() * shape.hidden();
+    let qkv = act(be, &rand_vals(15, 3 * n, 1.5));
+    let mut out = be.alloc_activation(n);
+    let mut saved = be.alloc_activation(be.attention_saved_len(shape));
+    be.attention_forward(&mut out, &mut saved, &qkv, shape);
+    let dout = act(be, &rand_vals(16, n, 1.0));
+    let mut dqkv = be.alloc_activation(3 * n);
+    be.attention_backward(&mut dqkv, &dout, &qkv, &saved, shape);
+    vec![("out", be.download(&out)), ("dqkv", be.download(&dqkv))]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn attention() {
+    check!("attention", MM, |be| { attention_case(be, false) });
+    check!("attention_causal", MM, |be| { attention_case(be, true) });
+}
+
+fn elementwise_case<B: Backend>(be: &B, a: Activation) -> Outputs {
+    let (rows, half) = (33, 40);
+    let inp = act(be, &rand_vals(17, rows * 2 * half, 3.0));
+    let mut glu = be.alloc_activation(rows * half);
+    be.glu_forward(&mut glu, &inp, a, half);
+    let dout = act(be, &rand_vals(18, rows * half, 1.0));
+    let mut dglu = be.alloc_activation(rows * 2 * half);
+    be.glu_backward(&mut dglu, &dout, &inp, a, half);
+    let mut y = be.alloc_activation(rows * 2 * half);
+    be.activation_forward(&mut y, &inp, a);
+    let dy = act(be, &rand_vals(19, rows * 2 * half, 1.0));
+    let mut dx = be.alloc_activation(rows * 2 * half);
+    be.activation_backward(&mut dx, &dy, &inp, a);
+    let mut sum = be.alloc(rows * 2 * half);
+    be.add(&mut sum, &y, &dy);
+    vec![
+        ("glu", be.download(&glu)),
+        ("dglu", be.download(&dglu)),
+        ("act", be.download(&y)),
+        ("dact", be.download(&dx)),
+        ("add", be.download(&sum)),
+    ]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn activations_glu_add() {
+    check!("gelu", BF, |be| { elementwise_case(be, Activation::Gelu) });
+    check!("silu", BF, |be| { elementwise_case(be, Activation::Silu) });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn dropout_masks_match() {
+    check!("dropout", EXACT, |be| {
+        let x = be.upload(&rand_vals(20, 5000, 1.0));
+        let mut y = be.alloc(5000);
+        be.dropout_forward(&mut y, &x, 0.1, 1234);
+        let mut dx = be.alloc(5000);
+        be.dropout_backward(&mut dx, &x, 0.1, 1234);
+        vec![("forward", be.download(&y)), ("backward", be.download(&dx))]
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gather_and_cross_entropy() {
+    check!("gather", EXACT, |be| {
+        let (rows, cols) = (50, 24);
+        let inp = act(be, &rand_vals(21, rows * cols, 1.0));
+        let idx = be.upload_ids(&[3, 7, 0, 49, 20]);
+        let mut out = be.alloc_activation(5 * cols);
+        be.gather_rows_forward(&mut out, &inp, &idx, cols);
+        let mut dinp = be.alloc_activation(rows * cols);
+        be.gather_rows_backward(&mut dinp, &out, &idx, cols);
+        vec![
+            ("forward", be.download(&out)),
+            ("backward", be.download(&dinp)),
+        ]
+    });
+    check!("cross_entropy", BF, |be| {
+        let (rows, vocab) = (9, 3000);
+        let data = rand_vals(22, rows * vocab, 4.0);
+        let mut targets = common::ids(&mut common::rng(23), rows, vocab as u32);
+        targets[4] = IGNORE;
+        let targets = be.upload_ids(&targets);
+        let mut logits = act(be, &data);
+        let mut losses = be.alloc(rows);
+        be.cross_entropy(&mut losses, &mut logits, &targets, vocab, None);
+        let plain = be.download(&losses);
+        be.cross_entropy(&mut losses, &mut logits, &targets, vocab, Some(0.5));
+        vec![
+            ("losses", plain),
+            ("losses_with_grad", be.download(&losses)),
+            ("grad", be.download(&logits)),
+        ]
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn norm_sum_and_adamw() {
+    check!("optim", EXACT * 10.0, |be| {
+        let n = 100_003;
+        let grads = be.upload(&rand_vals(24, n, 1.0));
+        let mut stats = be.alloc(3);
+        be.grad_norm_squared(&mut stats, 1, &grads);
+        be.sum_into(&mut stats, 2, &grads, 0.5);
+        be.sum_into(&mut stats, 2, &grads, 0.5);
+        let mut params = be.upload(&rand_vals(25, n, 1.0));
+        let mut m = be.upload(&rand_vals(26, n, 0.1));
+        let mut v = be.upload(
+            &rand_vals(27, n, 0.1)
+                .iter()
+                .map(|x| x.abs())
+                .collect::<Vec<_>>(),
+        );
+        let hp = AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-12,
+            weight_decay: 0.01,
+            step: 3,
+            decay_len: n / 2,
+            max_norm: 0.5,
+        };
+        be.adamw_step(&mut params, &grads, &mut m, &mut v, &stats, 1, hp);
+        vec![
+            ("norm_sq", be.read(&stats, 1, 1)),
+            ("params", be.download(&params)),
+            ("m", be.download(&m)),
+            ("v", be.download(&v)),
+            ("sum", be.read(&stats, 2, 1)),
+        ]
+    });
+}
+
+/// Loss and gradient norm of one full training step (and the loss of the
+/// next, after AdamW) of `preset` at `(batch, seq)`.
+fn step_case<B: Backend>(be: &B, preset: &str, batch: usize, seq: usize) -> Outputs {
+    let cfg = Config::resolve(preset, &[]).expect("preset");
+    let model = Model::new(&cfg.model);
+    let mut state = TrainState::fresh(be, &model, 5);
+    let mut acts = Activations::new(be, &model.cfg, batch, seq);
+    let mut stats = be.alloc(STATS);
+    let hb = synthetic_batch(&cfg, batch, seq, 9);
+    let db = upload_batch(be, &hb);
+    let scale = 1.0 / hb.counted.max(1) as f32;
+    let mut losses = Vec::new();
+    let mut norms = Vec::new();
+    for step in 0..2 {
+        be.zero(&mut state.grads);
+        be.zero(&mut stats);
+        micro_step(
+            be,
+            &model,
+            (&state.params, &mut state.grads, &mut acts),
+            &db,
+            &mut stats,
+            scale,
+            1,
+        );
+        let hp = AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-12,
+            weight_decay: 0.01,
+            step: step + 1,
+            decay_len: model.layout.decay_len,
+            max_norm: 0.5,
+        };
+        optimizer_step(be, &mut state, &mut stats, hp);
+        losses.push(be.read(&stats, STAT_LOSS, 1)[0]);
+        norms.push(be.read(&stats, STAT_NORM_SQ, 1)[0].sqrt());
+    }
+    println!("{preset}: losses {losses:?}, grad norms {norms:?}");
+    vec![("losses", losses), ("grad_norms", norms)]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn full_step_tiny() {
+    check!("step_tiny", 2e-2, |be| { step_case(be, "tiny", 16, 32) });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn full_step_crammed_bert() {
+    check!("step_crammed_bert", 2e-2, |be| {
+        step_case(be, "crammed-bert", 4, 128)
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn kernel_cache_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("CRAM_CACHE_DIR", dir.path());
+    let t = std::time::Instant::now();
+    drop(gpu());
+    let cold = t.elapsed();
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("kernels"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1, "one cached cubin");
+    let t = std::time::Instant::now();
+    drop(gpu());
+    let warm = t.elapsed();
+    println!("start with compile {cold:?}, from cache {warm:?}");
+    assert!(warm < cold, "the second start must not compile");
+}
