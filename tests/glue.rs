@@ -159,3 +159,53 @@ fn named_task_with_a_malformed_file_is_an_error_naming_task_and_file() {
     assert_error_and_nothing_written(&run, &glue, "rte", &["RTE", "train.tsv", "'sentence2'"]);
     assert_error_and_nothing_written(&run, &glue, "sst2,squad", &["'squad'", "cola"]);
 }
+
+/// The shared GLUE copy (see ../shared/data/README.md): row counts of its
+/// README, MNLI's two dev files of reduced columns, and the absent training
+/// sets listed as missing.
+#[test]
+fn shared_glue_folder_reads_with_the_readme_counts() {
+    use cram::eval::glue::{plan, Task};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/glue");
+    if !dir.is_dir() {
+        eprintln!("skipping: {} not found", dir.display());
+        return;
+    }
+    let plan = plan(&dir, None).unwrap();
+    let counts: Vec<(Task, usize, Vec<usize>)> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            let dev = t.dev.iter().map(|d| d.examples.len()).collect();
+            (t.task, t.train.len(), dev)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Task::Cola, 8551, vec![1043]),
+            (Task::Sst2, 67349, vec![872]),
+            (Task::Mrpc, 3668, vec![408]),
+            (Task::Stsb, 5749, vec![1500]),
+            (Task::Rte, 2490, vec![277]),
+            (Task::Wnli, 635, vec![71]),
+        ]
+    );
+    let missing: Vec<&str> = plan.missing.iter().map(|m| m.task).collect();
+    assert_eq!(missing, ["qqp", "mnli", "qnli"]);
+    // MNLI's dev files are there even though its training set is not.
+    let mnli = Task::Mnli.load_split(&dir, "dev_matched.tsv").unwrap();
+    assert_eq!(mnli.len(), 9815);
+    assert_eq!(
+        Task::Mnli
+            .load_split(&dir, "dev_mismatched.tsv")
+            .unwrap()
+            .len(),
+        9832
+    );
+    let named = cram::eval::glue::plan(&dir, Some(&[Task::Mnli])).unwrap_err();
+    assert!(
+        named.to_string().contains("MNLI") && named.to_string().contains("train.tsv"),
+        "{named}"
+    );
+}

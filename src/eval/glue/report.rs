@@ -311,11 +311,11 @@ impl GlueReport {
     fn settings(&self) -> String {
         let r = &self.recipe;
         let mut s = format!(
-            "Settings: {} epochs, batch {}, AdamW lr {:e} ({:?} decay after {}% warm-up, β = ({}, {}), ε = {:e}, weight decay {}), gradient clip {}, dropout {}, max length {}, seeds 0..{} (median reported), device {}.",
+            "Settings: {} epochs, batch {}, AdamW lr {:e} ({} decay after {}% warm-up, β = ({}, {}), ε = {:e}, weight decay {}), gradient clip {}, dropout {}, max length {}, seeds 0..{} (median reported), device {}.",
             r.epochs,
             r.batch_size,
             r.lr,
-            r.schedule,
+            format!("{:?}", r.schedule).to_lowercase(),
             100.0 * r.warmup,
             r.beta1,
             r.beta2,

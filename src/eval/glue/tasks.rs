@@ -295,29 +295,15 @@ impl Task {
 
     /// Reads the training set and every evaluation split.
     pub fn load(self, glue_dir: &Path) -> Result<TaskData, GlueError> {
-        let spec = self.spec();
-        let dir = self.folder(glue_dir);
-        let read = |file: &str| -> Result<Vec<Example>, GlueError> {
-            let path = dir.join(file);
-            let bytes = std::fs::read(&path).map_err(|source| GlueError::Read {
-                task: self.title(),
-                path: path.clone(),
-                source,
-            })?;
-            let text = String::from_utf8(bytes).map_err(|_| GlueError::NotUtf8 {
-                task: self.title(),
-                path: path.clone(),
-            })?;
-            self.parse_tsv(&spec, &text, &path)
-        };
-        let train = read("train.tsv")?;
-        let dev = spec
+        let train = self.load_split(glue_dir, "train.tsv")?;
+        let dev = self
+            .spec()
             .dev
             .iter()
             .map(|(name, file)| {
                 Ok(DevSplit {
                     name,
-                    examples: read(file)?,
+                    examples: self.load_split(glue_dir, file)?,
                 })
             })
             .collect::<Result<_, GlueError>>()?;
@@ -326,6 +312,21 @@ impl Task {
             train,
             dev,
         })
+    }
+
+    /// Reads one of the task's files (`train.tsv`, `dev.tsv`, ...).
+    pub fn load_split(self, glue_dir: &Path, file: &str) -> Result<Vec<Example>, GlueError> {
+        let path = self.folder(glue_dir).join(file);
+        let bytes = std::fs::read(&path).map_err(|source| GlueError::Read {
+            task: self.title(),
+            path: path.clone(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| GlueError::NotUtf8 {
+            task: self.title(),
+            path: path.clone(),
+        })?;
+        self.parse(&text, &path)
     }
 
     /// Parses the text of one of the task's TSV files; `path` names it in errors.
