@@ -512,3 +512,32 @@ fn cross_entropy() {
         );
     }
 }
+
+#[test]
+fn mse_loss() {
+    let cpu = Cpu::new();
+    let mut rng = common::rng(17);
+    let (rows, dscale) = (7, 0.3f32);
+    let preds = common::uniform(&mut rng, rows, 2.0);
+    let targets = common::uniform(&mut rng, rows, 2.0);
+    let forward = |preds: &Vec<f32>| {
+        let mut losses = vec![f32::NAN; rows];
+        cpu.mse_loss(&mut losses, &mut preds.clone(), &targets, None);
+        losses
+    };
+    let mut dpreds = preds.clone();
+    let mut losses = vec![f32::NAN; rows];
+    cpu.mse_loss(&mut losses, &mut dpreds, &targets, Some(dscale));
+    assert_eq!(
+        losses,
+        forward(&preds),
+        "the loss does not depend on dscale"
+    );
+    for r in 0..rows {
+        let expected = (preds[r] as f64 - targets[r] as f64).powi(2);
+        assert!((losses[r] as f64 - expected).abs() < 1e-6, "row {r}");
+    }
+    check("mse loss", &preds, &dpreds, |preds| {
+        dscale as f64 * forward(preds).iter().map(|&l| l as f64).sum::<f64>()
+    });
+}

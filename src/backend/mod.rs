@@ -357,6 +357,16 @@ pub trait LossOps: Device {
         vocab: usize,
         dscale: Option<f32>,
     );
+    /// Squared error per row of a one-output regression head: `losses[r] =
+    /// (preds[r] − targets[r])²` for every `r < len(targets)`. With `dscale`,
+    /// `preds` is overwritten by its gradient `dscale · 2 · (preds − targets)`.
+    fn mse_loss(
+        &self,
+        losses: &mut Self::Buf,
+        preds: &mut Self::Buf,
+        targets: &Self::Buf,
+        dscale: Option<f32>,
+    );
 }
 
 /// The optimizer over the flat buffer.

@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod eval;
 mod export;
+mod glue;
 mod import;
 mod infer;
 mod pretrain;
@@ -32,6 +33,8 @@ enum Command {
     Pretrain(pretrain::PretrainArgs),
     /// Held-out loss and accuracy of a run's checkpoint.
     Eval(eval::EvalArgs),
+    /// Fine-tune a run's checkpoint on the GLUE tasks and report the dev scores.
+    Glue(glue::GlueArgs),
     /// Logits at every position of given token ids, as JSON.
     Infer(infer::InferArgs),
     /// Write a run's checkpoint in another format (Hugging Face transformers).
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(a) => data::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Glue(a) => glue::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Export(a) => export::run(a),
         Command::Import(a) => import::run(a),

@@ -2,6 +2,7 @@
 //! on the validation split, with masks fixed by the seed so that evaluations
 //! at different steps, and of different runs, see the same predictions.
 
+pub mod glue;
 pub mod infer;
 
 use crate::backend::{Backend, IGNORE};

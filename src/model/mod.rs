@@ -98,7 +98,7 @@ impl Model {
 
 /// A standard normal sample by the Box–Muller transform, so that the
 /// initialisation depends only on ChaCha's stream (no extra crate).
-mod rand_distr_normal {
+pub(crate) mod rand_distr_normal {
     use rand::Rng;
 
     pub fn standard_normal<R: Rng>(rng: &mut R) -> f32 {

@@ -59,11 +59,60 @@ impl Model {
         );
         acts.dropout_seed = dropout_seed;
         acts.ensure_head_rows(be, &self.cfg, batch.predicted);
-        self.embed_forward(be, params, acts, batch, train);
+        self.embed_forward(be, params, acts, &batch.ids, train);
         for l in 0..self.cfg.layers {
             self.block_forward(be, params, acts, l, train);
         }
+        self.final_norm_forward(be, params, acts);
         self.head_forward(be, params, acts, batch);
+    }
+
+    /// Forward to the final hidden states `[batch·seq, hidden]` (the final
+    /// norm's output, or the last residual when the model has none), for heads
+    /// other than the language-model head (GLUE classifiers). `ids` holds
+    /// `acts.batch` sequences of `acts.seq` tokens.
+    pub fn forward_hidden<'a, B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &'a mut Activations<B>,
+        ids: &B::Ids,
+        train: bool,
+        dropout_seed: u64,
+    ) -> &'a B::Buf {
+        acts.dropout_seed = dropout_seed;
+        self.embed_forward(be, params, acts, ids, train);
+        for l in 0..self.cfg.layers {
+            self.block_forward(be, params, acts, l, train);
+        }
+        self.final_norm_forward(be, params, acts);
+        self.hidden(acts)
+    }
+
+    /// Backward from `acts.d_hidden`, the gradient of the hidden states that
+    /// [`Model::forward_hidden`] returned; accumulates into `grads`.
+    pub fn backward_hidden<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        ids: &B::Ids,
+        train: bool,
+    ) {
+        self.final_norm_backward(
+            be,
+            params,
+            grads,
+            &mut acts.d_resid,
+            &acts.d_hidden,
+            &acts.resid[2 * self.cfg.layers],
+            &acts.final_stats,
+        );
+        for l in (0..self.cfg.layers).rev() {
+            self.block_backward(be, params, grads, acts, l, train);
+        }
+        self.embed_backward(be, params, grads, acts, ids, train);
     }
 
     /// Forward with the loss: per-row losses in `acts.head.losses`. With
@@ -106,7 +155,7 @@ impl Model {
         for l in (0..self.cfg.layers).rev() {
             self.block_backward(be, params, grads, acts, l, train);
         }
-        self.embed_backward(be, params, grads, acts, batch, train);
+        self.embed_backward(be, params, grads, acts, &batch.ids, train);
     }
 
     fn embed_forward<B: Backend>(
@@ -114,12 +163,12 @@ impl Model {
         be: &B,
         params: &B::Buf,
         acts: &mut Activations<B>,
-        batch: &DeviceBatch<B>,
+        ids: &B::Ids,
         train: bool,
     ) {
-        let (c, t) = (self.cfg.hidden, batch.seq);
+        let (c, t) = (self.cfg.hidden, acts.seq);
         let lay = &self.layout;
-        be.embedding_forward(&mut acts.emb, &batch.ids, params, lay.word_embeddings, c);
+        be.embedding_forward(&mut acts.emb, ids, params, lay.word_embeddings, c);
         match self.cfg.positions {
             Positions::Learned => {
                 let table = lay.learned_positions.expect("learned table in layout");
@@ -166,10 +215,10 @@ impl Model {
         params: &B::Buf,
         grads: &mut B::Buf,
         acts: &mut Activations<B>,
-        batch: &DeviceBatch<B>,
+        ids: &B::Ids,
         train: bool,
     ) {
-        let (c, t) = (self.cfg.hidden, batch.seq);
+        let (c, t) = (self.cfg.hidden, acts.seq);
         let lay = &self.layout;
         let p = self.dropout(train);
         let mut d: &B::Buf = &acts.d_resid;
@@ -209,7 +258,7 @@ impl Model {
             }
             Positions::Rotary => {}
         }
-        be.embedding_backward(grads, lay.word_embeddings, d, &batch.ids, c);
+        be.embedding_backward(grads, lay.word_embeddings, d, ids, c);
     }
 
     /// `out = linear(inp)`, optionally dropped out, added to `resid` into `sum`.
@@ -537,7 +586,64 @@ impl Model {
         }
     }
 
-    /// The hidden state entering the head: the final norm's output or the last residual.
+    /// Applies the final norm, when the model has one, to the last residual.
+    fn final_norm_forward<B: Backend>(&self, be: &B, params: &B::Buf, acts: &mut Activations<B>) {
+        if let Some(norm) = self.layout.final_norm {
+            let s = &mut acts.final_stats;
+            be.norm_forward(
+                &mut acts.final_out,
+                &mut s.mean,
+                &mut s.rstd,
+                &acts.resid[2 * self.cfg.layers],
+                params,
+                norm,
+                self.cfg.hidden,
+            );
+        }
+    }
+
+    /// The hidden states entering a head: the final norm's output or the last residual.
+    fn hidden<'a, B: Backend>(&self, acts: &'a Activations<B>) -> &'a B::Buf {
+        match self.layout.final_norm {
+            Some(_) => &acts.final_out,
+            None => &acts.resid[2 * self.cfg.layers],
+        }
+    }
+
+    /// `d_resid` = the gradient of the last residual, from `d_hidden`, the
+    /// gradient of the hidden states (through the final norm when there is one).
+    #[allow(clippy::too_many_arguments)]
+    fn final_norm_backward<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        d_resid: &mut B::Buf,
+        d_hidden: &B::Buf,
+        last: &B::Buf,
+        stats: &NormStats<B>,
+    ) {
+        match self.layout.final_norm {
+            Some(norm) => {
+                be.zero(d_resid);
+                be.norm_backward(
+                    d_resid,
+                    grads,
+                    d_hidden,
+                    last,
+                    params,
+                    &stats.mean,
+                    &stats.rstd,
+                    norm,
+                    self.cfg.hidden,
+                );
+            }
+            None => be.copy(d_resid, d_hidden),
+        }
+    }
+
+    /// The language-model head over the hidden states: the predicted rows,
+    /// the optional transform, the decoder.
     fn head_forward<B: Backend>(
         &self,
         be: &B,
@@ -547,22 +653,9 @@ impl Model {
     ) {
         let c = self.cfg.hidden;
         let lay = &self.layout;
-        let last = &acts.resid[2 * self.cfg.layers];
-        let hidden: &B::Buf = match lay.final_norm {
-            Some(norm) => {
-                let s = &mut acts.final_stats;
-                be.norm_forward(
-                    &mut acts.final_out,
-                    &mut s.mean,
-                    &mut s.rstd,
-                    last,
-                    params,
-                    norm,
-                    c,
-                );
-                &acts.final_out
-            }
-            None => last,
+        let hidden = match lay.final_norm {
+            Some(_) => &acts.final_out,
+            None => &acts.resid[2 * self.cfg.layers],
         };
         let h = &mut acts.head;
         let rows: &B::Buf = match &batch.predict {
@@ -692,24 +785,15 @@ impl Model {
             }
             None => d_rows,
         };
-        match lay.final_norm {
-            Some(norm) => {
-                be.zero(&mut acts.d_resid);
-                let s = &acts.final_stats;
-                be.norm_backward(
-                    &mut acts.d_resid,
-                    grads,
-                    d_hidden,
-                    last,
-                    params,
-                    &s.mean,
-                    &s.rstd,
-                    norm,
-                    c,
-                );
-            }
-            None => be.copy(&mut acts.d_resid, d_hidden),
-        }
+        self.final_norm_backward(
+            be,
+            params,
+            grads,
+            &mut acts.d_resid,
+            d_hidden,
+            last,
+            &acts.final_stats,
+        );
     }
 }
 

@@ -74,3 +74,30 @@ pub fn prepared_english() -> Option<&'static Path> {
     .as_ref()
     .map(|(_, p)| p.as_path())
 }
+
+/// A run folder as `cram glue` reads it: the `tiny` preset (with `sets`
+/// applied) left untrained at seed 0, and a WordPiece tokenizer trained on
+/// `texts`, whose vocabulary size the model takes.
+pub fn untrained_tiny_run(dir: &Path, texts: &[String], sets: &[&str]) -> PathBuf {
+    use cram::backend::cpu::Cpu;
+    use cram::data::{train_on, vocab_size, TokenizerKind};
+    use cram::model::Model;
+    use cram::train::{checkpoint, TrainState, RUN_TOKENIZER};
+
+    let tokenizer = train_on(TokenizerKind::Wordpiece, texts, 512).unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    tokenizer.save(run.join(RUN_TOKENIZER), true).unwrap();
+    let vocab = vocab_size(&tokenizer);
+    let mut all: Vec<String> = vec![
+        format!("model.vocab_size={vocab}"),
+        format!("data.vocab_size={vocab}"),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    let cfg = cram::config::Config::resolve("tiny", &all).unwrap();
+    std::fs::write(run.join("config.toml"), cfg.to_toml()).unwrap();
+    let be = Cpu::new();
+    let model = Model::new(&cfg.model);
+    checkpoint::save(&be, &run, &model, &TrainState::fresh(&be, &model, 0)).unwrap();
+    run
+}

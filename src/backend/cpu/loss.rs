@@ -1,6 +1,7 @@
-//! The sparse-prediction row gather and softmax cross-entropy. The gather's
-//! backward overwrites `dinp` (`=`); cross-entropy overwrites the logits with
-//! their gradient when asked, row by row in parallel.
+//! The sparse-prediction row gather, softmax cross-entropy and the squared
+//! error of regression heads. The gather's backward overwrites `dinp` (`=`);
+//! the losses overwrite their inputs with their gradient when asked, the
+//! cross-entropy row by row in parallel.
 
 use rayon::prelude::*;
 
@@ -85,5 +86,21 @@ impl LossOps for Cpu {
                     }
                 },
             );
+    }
+
+    fn mse_loss(
+        &self,
+        losses: &mut Vec<f32>,
+        preds: &mut Vec<f32>,
+        targets: &Vec<f32>,
+        dscale: Option<f32>,
+    ) {
+        for ((loss, pred), &target) in losses.iter_mut().zip(preds.iter_mut()).zip(targets) {
+            let diff = *pred - target;
+            *loss = diff * diff;
+            if let Some(scale) = dscale {
+                *pred = scale * 2.0 * diff;
+            }
+        }
     }
 }
