@@ -254,12 +254,12 @@ fn matmuls() {
     });
 }
 
-fn attention_case<B: Backend>(be: &B, causal: bool) -> Outputs {
+fn attention_case<B: Backend>(be: &B, (seq, head_dim): (usize, usize), causal: bool) -> Outputs {
     let shape = AttentionShape {
         batch: 3,
-        seq: 40,
+        seq,
         heads: 4,
-        head_dim: 16,
+        head_dim,
         causal,
     };
     let n = shape.rows() * shape.hidden();
@@ -273,11 +273,34 @@ fn attention_case<B: Backend>(be: &B, causal: bool) -> Outputs {
     vec![("out", be.download(&out)), ("dqkv", be.download(&dqkv))]
 }
 
+/// (40, 16) runs the general path (cuBLASLt products around a softmax
+/// kernel); the others run the fused tensor-core kernels.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn attention() {
-    check!("attention", MM, |be| { attention_case(be, false) });
-    check!("attention_causal", MM, |be| { attention_case(be, true) });
+    check!("attention", MM, |be| {
+        attention_case(be, (40, 16), false)
+    });
+    check!("attention_causal", MM, |be| {
+        attention_case(be, (40, 16), true)
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn fused_attention() {
+    check!("fused_128_64", MM, |be| {
+        attention_case(be, (128, 64), false)
+    });
+    check!("fused_128_64_causal", MM, |be| {
+        attention_case(be, (128, 64), true)
+    });
+    check!("fused_32_32", MM, |be| {
+        attention_case(be, (32, 32), false)
+    });
+    check!("fused_64_32_causal", MM, |be| {
+        attention_case(be, (64, 32), true)
+    });
 }
 
 fn elementwise_case<B: Backend>(be: &B, a: Activation) -> Outputs {
@@ -351,10 +374,16 @@ fn gather_and_cross_entropy() {
         be.cross_entropy(&mut losses, &mut logits, &targets, vocab, None);
         let plain = be.download(&losses);
         be.cross_entropy(&mut losses, &mut logits, &targets, vocab, Some(0.5));
+        let mut preds = act(be, &rand_vals(28, rows, 2.0));
+        let targets = be.upload(&rand_vals(29, rows, 2.0));
+        let mut sq = be.alloc(rows);
+        be.mse_loss(&mut sq, &mut preds, &targets, Some(0.25));
         vec![
             ("losses", plain),
             ("losses_with_grad", be.download(&losses)),
             ("grad", be.download(&logits)),
+            ("mse", be.download(&sq)),
+            ("mse_grad", be.download(&preds)),
         ]
     });
 }

@@ -2,11 +2,11 @@
 //! print the paper-style table, and write `glue.json` and `glue.md` into the
 //! run folder.
 
-use crate::backend::cpu::Cpu;
-use crate::backend::Device;
+use crate::backend::{select_device, DeviceChoice};
 use crate::config::ScheduleKind;
 use crate::data::{load_tokenizer, special_tokens};
 use crate::eval::glue::{plan, run_glue, GlueOptions, Recipe, Task};
+use crate::on_device;
 use crate::train::{load_run, RUN_TOKENIZER};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
@@ -21,6 +21,9 @@ enum Decay {
 
 #[derive(clap::Args, Debug)]
 pub struct GlueArgs {
+    /// Where to fine-tune: the GPU when one is usable (auto), or the one named.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
     /// Run folder written by `cram pretrain` (or `cram import hf`).
     #[arg(long)]
     run: PathBuf,
@@ -82,9 +85,11 @@ pub fn run(args: GlueArgs) -> anyhow::Result<()> {
             plan.missing[0].file.display()
         );
     }
-    let be = Cpu::new();
-    eprintln!("device: {}", be.name());
-    let run = load_run(&be, &args.run, args.step)?;
+    let (device, note) = select_device(args.device)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    eprintln!("device: {}", device.name());
     let tok_path = args.run.join(RUN_TOKENIZER);
     if !tok_path.is_file() {
         bail!(
@@ -115,7 +120,10 @@ pub fn run(args: GlueArgs) -> anyhow::Result<()> {
         max_len: args.max_len,
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };
-    let report = run_glue(&be, &run, &tokenizer, special, plan, &opts)?;
+    let report = on_device!(&device, |be| {
+        let run = load_run(be, &args.run, args.step)?;
+        run_glue(be, &run, &tokenizer, special, plan, &opts)?
+    });
     print!("{}", report.markdown());
     let (json, md) = report
         .write(&args.run)

@@ -13,12 +13,16 @@ use sha2::{Digest, Sha256};
 use super::CudaError;
 
 /// The kernel sources, concatenated in this order into one program.
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 8] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
+    (
+        "fused_attention.cu",
+        include_str!("kernels/fused_attention.cu"),
+    ),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
 ];
@@ -49,9 +53,22 @@ const NAMES: &[&str] = &[
     "rows_to_heads",
     "attention_softmax",
     "attention_softmax_backward",
+    "attention_fused_forward_32_32",
+    "attention_fused_backward_32_32",
+    "attention_fused_forward_64_32",
+    "attention_fused_backward_64_32",
+    "attention_fused_forward_128_32",
+    "attention_fused_backward_128_32",
+    "attention_fused_forward_32_64",
+    "attention_fused_backward_32_64",
+    "attention_fused_forward_64_64",
+    "attention_fused_backward_64_64",
+    "attention_fused_forward_128_64",
+    "attention_fused_backward_128_64",
     "gather_rows",
     "scatter_rows",
     "cross_entropy",
+    "mse_loss",
     "sum_partials",
     "finish_sum",
     "adamw",
@@ -95,6 +112,15 @@ impl Kernels {
             functions.insert(*name, Function(f));
         }
         Ok(Kernels { functions })
+    }
+
+    /// Lets kernel `name` use `bytes` of dynamic shared memory (above the
+    /// default 48 KiB); false when the GPU has less.
+    pub fn allow_shared_memory(&self, name: &str, bytes: usize) -> bool {
+        let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        // SAFETY: the function exists; the driver checks the value.
+        unsafe { drv::function::set_function_attribute(self.function(name), attr, bytes as i32) }
+            .is_ok()
     }
 
     pub fn function(&self, name: &str) -> sys::CUfunction {

@@ -169,6 +169,10 @@ pub struct Cuda {
     profile: Mutex<Option<Profile>>,
     name: String,
     sm_count: u32,
+    /// Indices into `ops::FUSED_ATTENTION` of the fused attention kernels
+    /// this GPU can run (they need more than the default shared memory);
+    /// `CRAM_FUSED_ATTENTION=0` turns them off, for comparison.
+    fused_attention: Vec<usize>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
     /// failing kernel is named (like CUDA_LAUNCH_BLOCKING, with names).
     debug: bool,
@@ -199,6 +203,21 @@ impl Cuda {
         let memory = Arc::new(MemoryCounter::default());
         let blas = Blas::new(stream.clone(), memory.clone(), debug)?;
         let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
+        if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
+            return Err(CudaError::Driver(format!(
+                "the GPU cannot give norm_backward {} bytes of shared memory",
+                ops::NORM_BACKWARD_SHARED
+            )));
+        }
+        let fused_off = std::env::var_os("CRAM_FUSED_ATTENTION").is_some_and(|v| v == "0");
+        let fused_attention = (0..ops::FUSED_ATTENTION.len())
+            .filter(|&i| {
+                let f = &ops::FUSED_ATTENTION[i];
+                !fused_off
+                    && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
+                    && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
+            })
+            .collect();
         Ok(Cuda {
             ctx,
             stream,
@@ -209,8 +228,20 @@ impl Cuda {
             profile: Mutex::new(None),
             name,
             sm_count,
+            fused_attention,
             debug,
         })
+    }
+
+    /// The fused attention kernels for `shape`, when there are some.
+    fn fused_attention(
+        &self,
+        shape: super::AttentionShape,
+    ) -> Option<&'static ops::FusedAttention> {
+        self.fused_attention
+            .iter()
+            .map(|&i| &ops::FUSED_ATTENTION[i])
+            .find(|f| f.seq == shape.seq && f.head_dim == shape.head_dim)
     }
 
     fn raw_stream(&self) -> sys::CUstream {
@@ -324,7 +355,9 @@ impl Cuda {
             .collect();
         let f = self.kernels.function(name);
         if self.debug {
-            eprintln!("cuda: launch {name} grid {grid} block {block} shared {shared} args {args:x?}");
+            eprintln!(
+                "cuda: launch {name} grid {grid} block {block} shared {shared} args {args:x?}"
+            );
         }
         // SAFETY: the argument list matches the kernel's signature (checked
         // by the op tests against the CPU backend).

@@ -12,6 +12,10 @@ use crate::backend::{
 /// Threads per block of the row kernels (one warp per row).
 const ROW_BLOCK: u32 = 256;
 const WARPS_PER_BLOCK: usize = ROW_BLOCK as usize / 32;
+/// Warps per block of `norm_backward`, and the shared memory it may use
+/// (set as the kernel's limit at start-up): 2·cols floats per warp.
+pub(super) const NORM_BACKWARD_WARPS: usize = 4;
+pub(super) const NORM_BACKWARD_SHARED: usize = 64 * 1024;
 
 fn act_code(act: Activation) -> u64 {
     match act {
@@ -284,21 +288,20 @@ impl NormOps for Cuda {
         cols: usize,
     ) {
         let rows = inp.len / cols;
-        let shared = 2 * cols * 4;
+        // Each of the block's warps keeps dw and db (2·cols floats) in shared memory.
+        let shared = NORM_BACKWARD_WARPS * 2 * cols * 4;
         assert!(
-            shared <= 48 * 1024,
-            "norm_backward keeps 2·cols floats in shared memory; cols {cols} is too wide"
+            shared <= NORM_BACKWARD_SHARED,
+            "norm_backward: {cols} columns need more shared memory than the {NORM_BACKWARD_SHARED} bytes it may use"
         );
-        // Enough blocks to fill the GPU twice; each adds its partial
-        // parameter gradients once.
-        let blocks = (self.sm_count as usize * 2).min(rows.max(1));
-        let rows_per_block = rows.div_ceil(blocks).max(1);
-        let blocks = rows.div_ceil(rows_per_block).max(1);
+        // Eight blocks per SM (as many as shared memory allows for BERT
+        // widths); every warp walks several rows.
+        let blocks = (self.sm_count as usize * 8).min(rows.div_ceil(NORM_BACKWARD_WARPS).max(1));
         self.timed("norm_backward", || {
             self.launch(
                 "norm_backward",
                 blocks as u32,
-                ROW_BLOCK,
+                32 * NORM_BACKWARD_WARPS as u32,
                 shared as u32,
                 &[
                     dinp.ptr(),
@@ -315,7 +318,6 @@ impl NormOps for Cuda {
                     (norm.kind == NormKind::Layernorm) as u64,
                     rows as u64,
                     cols as u64,
-                    rows_per_block as u64,
                 ],
             )
         });
@@ -415,6 +417,82 @@ impl MatmulOps for Cuda {
     }
 }
 
+/// A fused attention kernel pair for one `(seq, head_dim)`: whole rows of
+/// scores stay on chip and only each row's log-sum-exp is saved.
+pub(super) struct FusedAttention {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub seq: usize,
+    pub head_dim: usize,
+}
+
+/// The shapes `fused_attention.cu` is instantiated for.
+pub(super) const FUSED_ATTENTION: [FusedAttention; 6] = [
+    fused(
+        32,
+        32,
+        "attention_fused_forward_32_32",
+        "attention_fused_backward_32_32",
+    ),
+    fused(
+        64,
+        32,
+        "attention_fused_forward_64_32",
+        "attention_fused_backward_64_32",
+    ),
+    fused(
+        128,
+        32,
+        "attention_fused_forward_128_32",
+        "attention_fused_backward_128_32",
+    ),
+    fused(
+        32,
+        64,
+        "attention_fused_forward_32_64",
+        "attention_fused_backward_32_64",
+    ),
+    fused(
+        64,
+        64,
+        "attention_fused_forward_64_64",
+        "attention_fused_backward_64_64",
+    ),
+    fused(
+        128,
+        64,
+        "attention_fused_forward_128_64",
+        "attention_fused_backward_128_64",
+    ),
+];
+
+const fn fused(
+    seq: usize,
+    head_dim: usize,
+    forward: &'static str,
+    backward: &'static str,
+) -> FusedAttention {
+    FusedAttention {
+        forward,
+        backward,
+        seq,
+        head_dim,
+    }
+}
+
+impl FusedAttention {
+    /// Dynamic shared memory (bytes): q, k, v rows (forward), plus the
+    /// output gradient and two T×T bf16 tiles (backward); rows padded by 8.
+    pub fn shared_bytes(&self, backward: bool) -> usize {
+        let rows = self.seq * (self.head_dim + 8) * 2;
+        if backward {
+            4 * rows + 2 * self.seq * (self.seq + 8) * 2
+        } else {
+            3 * rows
+        }
+    }
+}
+
 /// Where the pieces of attention's saved state live (bf16 elements): the
 /// per-head q, k, v, then the probabilities.
 struct AttentionLayout {
@@ -480,7 +558,11 @@ impl Cuda {
 
 impl AttentionOps for Cuda {
     fn attention_saved_len(&self, shape: AttentionShape) -> usize {
-        AttentionLayout::new(shape).total()
+        match self.fused_attention(shape) {
+            // One f32 log-sum-exp per query row, in a bf16 buffer's bytes.
+            Some(_) => 2 * shape.batch * shape.heads * shape.seq,
+            None => AttentionLayout::new(shape).total(),
+        }
     }
 
     fn attention_forward(
@@ -490,6 +572,31 @@ impl AttentionOps for Cuda {
         qkv: &CudaBuf,
         shape: AttentionShape,
     ) {
+        if let Some(f) = self.fused_attention(shape) {
+            assert!(
+                saved.len * saved.elem_bytes() >= 4 * shape.batch * shape.heads * shape.seq,
+                "attention state must hold attention_saved_len values"
+            );
+            self.timed("attention_forward", || {
+                let q = self.as_bf16(qkv, "cast_qkv");
+                self.launch(
+                    f.forward,
+                    (shape.batch * shape.heads) as u32,
+                    2 * shape.seq as u32,
+                    f.shared_bytes(false) as u32,
+                    &[
+                        out.ptr(),
+                        out.bf(),
+                        saved.ptr(),
+                        q,
+                        shape.heads as u64,
+                        shape.causal as u64,
+                        f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                    ],
+                )
+            });
+            return;
+        }
         let s = shape;
         let lay = AttentionLayout::new(s);
         assert!(
@@ -554,10 +661,33 @@ impl AttentionOps for Cuda {
         &self,
         dqkv: &mut CudaBuf,
         dout: &CudaBuf,
-        _qkv: &CudaBuf,
+        qkv: &CudaBuf,
         saved: &CudaBuf,
         shape: AttentionShape,
     ) {
+        if let Some(f) = self.fused_attention(shape) {
+            self.timed("attention_backward", || {
+                let q = self.as_bf16(qkv, "cast_qkv");
+                self.launch(
+                    f.backward,
+                    (shape.batch * shape.heads) as u32,
+                    2 * shape.seq as u32,
+                    f.shared_bytes(true) as u32,
+                    &[
+                        dqkv.ptr(),
+                        dqkv.bf(),
+                        dout.ptr(),
+                        dout.bf(),
+                        q,
+                        saved.ptr(),
+                        shape.heads as u64,
+                        shape.causal as u64,
+                        f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                    ],
+                )
+            });
+            return;
+        }
         let s = shape;
         let lay = AttentionLayout::new(s);
         let (t, d) = (s.seq, s.head_dim);
@@ -697,6 +827,7 @@ impl ActivationOps for Cuda {
 
     fn glu_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation, half: usize) {
         let n = inp.len / 2;
+        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
         self.timed("glu_forward", || {
             self.launch(
                 "glu_forward",
@@ -725,6 +856,7 @@ impl ActivationOps for Cuda {
         half: usize,
     ) {
         let n = inp.len / 2;
+        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
         self.timed("glu_backward", || {
             self.launch(
                 "glu_backward",
@@ -871,6 +1003,45 @@ impl LossOps for Cuda {
                 ],
             )
         });
+    }
+
+    fn mse_loss(
+        &self,
+        losses: &mut CudaBuf,
+        preds: &mut CudaBuf,
+        targets: &CudaBuf,
+        dscale: Option<f32>,
+    ) {
+        self.timed("mse_loss", || self.mse(losses, preds, targets, dscale));
+    }
+}
+
+impl Cuda {
+    fn mse(
+        &self,
+        losses: &mut CudaBuf,
+        preds: &mut CudaBuf,
+        targets: &CudaBuf,
+        dscale: Option<f32>,
+    ) {
+        let n = targets.len;
+        assert!(!losses.bf16, "losses are f32");
+        self.launch(
+            "mse_loss",
+            self.grid(n),
+            256,
+            0,
+            &[
+                losses.ptr(),
+                preds.ptr(),
+                preds.bf(),
+                targets.ptr(),
+                targets.bf(),
+                dscale.is_some() as u64,
+                f32_arg(dscale.unwrap_or(0.0)),
+                n as u64,
+            ],
+        );
     }
 }
 

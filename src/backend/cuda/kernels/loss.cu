@@ -49,3 +49,14 @@ extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits
         }
     }
 }
+
+// Squared error of a one-output regression head; with `write_grad`, preds
+// becomes dscale·2·(preds − targets).
+extern "C" __global__ void mse_loss(float* losses, void* preds, int preds_bf, const void* targets, int targets_bf,
+                                    int write_grad, float dscale, u64 n) {
+    FOR_EACH(i, n) {
+        float diff = ld(preds, preds_bf, i) - ld(targets, targets_bf, i);
+        losses[i] = diff * diff;
+        if (write_grad) st(preds, preds_bf, i, dscale * 2.0f * diff);
+    }
+}
