@@ -10,4 +10,5 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod scaling;
 pub mod train;

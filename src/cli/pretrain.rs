@@ -35,6 +35,9 @@ pub struct PretrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Log the gradient noise scale B_simple (critical batch size estimate) in metrics.jsonl.
+    #[arg(long)]
+    measure_noise_scale: bool,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        measure_noise_scale: args.measure_noise_scale,
     };
     let summary = pretrain(&be, &cfg, &store, &opts)?;
     println!(
