@@ -8,6 +8,8 @@ mod export;
 mod import;
 mod infer;
 mod pretrain;
+mod report;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,10 @@ enum Command {
     Config(config::ConfigArgs),
     /// Prepare the built-in corpus, pretrain `tiny` for a minute, evaluate, and show guesses.
     Demo(demo::DemoArgs),
+    /// Scaling laws: sweep runs, fit Kaplan and Chinchilla laws, plan a budget.
+    Scale(scale::ScaleArgs),
+    /// Plots and a self-contained report.html of a run or a sweep folder.
+    Report(report::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(a) => import::run(a),
         Command::Config(a) => config::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Scale(a) => scale::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

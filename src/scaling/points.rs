@@ -273,7 +273,8 @@ impl Table {
     }
 }
 
-fn read_points(path: &Path) -> Result<Vec<Point>, ScalingError> {
+/// The points of a table with at least the columns `n_params,tokens,compute,loss`.
+pub fn read_points(path: &Path) -> Result<Vec<Point>, ScalingError> {
     let t = read_table(path)?;
     let [n, d, c, l] = REQUIRED.map(|name| t.column(path, name));
     let (n, d, c, l) = (n?, d?, c?, l?);

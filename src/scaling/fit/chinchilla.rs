@@ -264,12 +264,24 @@ pub fn parametric_from(
 }
 
 fn checked(p: Parametric) -> Result<Parametric, FitError> {
-    if p.alpha > 0.0 && p.beta > 0.0 && [p.e, p.a, p.b].iter().all(|v| v.is_finite() && *v > 0.0) {
+    let falls = |name: &str, v: f64| {
+        if v > 0.0 {
+            Ok(())
+        } else {
+            Err(FitError::new(format!(
+                "the best parametric fit has the loss not falling with {name} (exponent {v:.4}); \
+                 the runs need a wider range of {name}"
+            )))
+        }
+    };
+    falls("N", p.alpha)?;
+    falls("D", p.beta)?;
+    // E may underflow to 0: a law without an irreducible floor is still a law.
+    if p.e >= 0.0 && [p.e, p.a, p.b].iter().all(|v| v.is_finite()) && p.a > 0.0 && p.b > 0.0 {
         Ok(p)
     } else {
         Err(FitError::new(format!(
-            "the parametric fit ended outside α, β > 0 ({p:?}); the points do not show the loss \
-             falling with both N and D"
+            "the parametric fit did not converge ({p:?})"
         )))
     }
 }

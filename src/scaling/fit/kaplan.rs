@@ -17,6 +17,8 @@ use crate::scaling::points::{distinct, Point};
 pub struct PowerLaw {
     pub exponent: f64,
     pub scale: f64,
+    /// ln(scale), finite even where `scale` overflows (a nearly flat law).
+    pub ln_scale: f64,
 }
 
 impl PowerLaw {
@@ -36,9 +38,11 @@ pub fn power_law(pairs: &[(f64, f64)]) -> Result<PowerLaw, FitError> {
             "the loss does not fall with x (fitted exponent {exponent:.4})"
         )));
     }
+    let ln_scale = line.intercept / exponent;
     Ok(PowerLaw {
         exponent,
-        scale: (line.intercept / exponent).exp(),
+        scale: ln_scale.exp(),
+        ln_scale,
     })
 }
 

@@ -106,12 +106,8 @@ fn refit(set: &PointSet, full: &Fits) -> Replicate {
         parametric: chinchilla::parametric_from(pts, ParamCount::Total, &full.parametric)
             .ok()
             .map(|p| p.params()),
-        l_of_n: l_of_n(pts)
-            .ok()
-            .map(|(p, _)| vec![p.exponent, p.scale.ln()]),
-        l_of_d: l_of_d(pts)
-            .ok()
-            .map(|(p, _)| vec![p.exponent, p.scale.ln()]),
+        l_of_n: l_of_n(pts).ok().map(|(p, _)| vec![p.exponent, p.ln_scale]),
+        l_of_d: l_of_d(pts).ok().map(|(p, _)| vec![p.exponent, p.ln_scale]),
         kaplan_frontier: frontier(set, ParamCount::NonEmbedding)
             .ok()
             .map(|f| frontier_params(&f)),
@@ -172,7 +168,12 @@ pub fn fit_all(set: &PointSet, opts: FitOptions) -> Result<FitReport, ScalingErr
         })
         .collect();
     let collect = |f: fn(&Replicate) -> &Option<Vec<f64>>| -> Vec<Vec<f64>> {
-        replicates.iter().filter_map(|r| f(r).clone()).collect()
+        // A replicate whose parameters overflowed tells nothing about the interval.
+        replicates
+            .iter()
+            .filter_map(|r| f(r).clone())
+            .filter(|p| p.iter().all(|v| v.is_finite()))
+            .collect()
     };
     let reps = Replicates {
         requested: opts.bootstrap,

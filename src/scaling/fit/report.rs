@@ -17,8 +17,28 @@ pub const FIT_FILE: &str = "fit.json";
 /// A fitted value and its 95% bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    /// `null` in JSON when the value overflowed (read back as NaN).
+    #[serde(with = "nullable")]
     pub value: f64,
     pub ci: Option<[f64; 2]>,
+}
+
+/// f64 as a JSON number, or `null` where it is not finite (JSON has no
+/// infinity); `null` reads back as NaN.
+mod nullable {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 impl Estimate {
