@@ -100,9 +100,13 @@ impl Chart {
         {
             let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
             root.fill(&WHITE).map_err(plot_err)?;
-            let (x0, x1) = self.range(|p| p.0, self.log_x);
-            let (y0, y1) = self.range(|p| p.1, self.log_y);
-            match (self.log_x, self.log_y) {
+            // plotters labels a log axis at powers of ten only: a narrower
+            // range would have no labels, so it is drawn linear.
+            let log_x = self.log_x && self.spans_a_decade(|p| p.0);
+            let log_y = self.log_y && self.spans_a_decade(|p| p.1);
+            let (x0, x1) = self.range(|p| p.0, log_x);
+            let (y0, y1) = self.range(|p| p.1, log_y);
+            match (log_x, log_y) {
                 (false, false) => self.draw(&root, x0..x1, y0..y1),
                 (true, false) => self.draw(&root, (x0..x1).log_scale(), y0..y1),
                 (false, true) => self.draw(&root, x0..x1, (y0..y1).log_scale()),
@@ -111,6 +115,11 @@ impl Chart {
             root.present().map_err(plot_err)?;
         }
         Ok(text)
+    }
+
+    fn spans_a_decade(&self, coord: fn(&(f64, f64)) -> f64) -> bool {
+        let (lo, hi) = self.range(coord, true);
+        hi / lo >= 10.0
     }
 
     /// The padded range of one coordinate over every drawable point.
@@ -159,6 +168,8 @@ impl Chart {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
+            .x_labels(8)
+            .y_labels(8)
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .x_label_formatter(&|v| short(*v))

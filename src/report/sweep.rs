@@ -321,6 +321,7 @@ fn contour_chart(set: &PointSet, fit: &FitReport) -> Chart {
         log_grid(fit.compute_range[0] / 4.0, fit.compute_range[1] * 4.0, 40)
             .into_iter()
             .map(|c| law.optimum(c))
+            .filter(|(n, _)| *n >= n_lo / 2.0 && *n <= n_hi * 2.0)
             .collect();
     let runs = set.points.iter().map(|p| (p.n_total, p.tokens)).collect();
     chart
