@@ -10,4 +10,6 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod report;
+pub mod scaling;
 pub mod train;

@@ -114,6 +114,7 @@ fn trained_run(preset: &str, extra: &[&str], out: &Path) {
         resume: false,
         stop_after_steps: None,
         progress: false,
+        measure_noise_scale: false,
     };
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();
 }

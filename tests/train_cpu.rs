@@ -34,6 +34,7 @@ fn run(
         resume,
         stop_after_steps: stop,
         progress: false,
+        measure_noise_scale: false,
     };
     pretrain(&Cpu::new(), cfg, store, &opts).unwrap()
 }

@@ -101,6 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         resume: false,
         stop_after_steps: None,
         progress: show,
+        measure_noise_scale: false,
     };
     let summary = pretrain(&be, &cfg, &store, &opts)?;
     println!(

@@ -10,6 +10,8 @@ mod glue;
 mod import;
 mod infer;
 mod pretrain;
+mod report;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +49,10 @@ enum Command {
     Config(config::ConfigArgs),
     /// Prepare the built-in corpus, pretrain `tiny` for a minute, evaluate, and show guesses.
     Demo(demo::DemoArgs),
+    /// Scaling laws: sweep runs, fit Kaplan and Chinchilla laws, plan a budget.
+    Scale(scale::ScaleArgs),
+    /// Plots and a self-contained report.html of a run or a sweep folder.
+    Report(report::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Config(a) => config::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Scale(a) => scale::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct PretrainArgs {
     /// Where to train: the GPU when one is usable (auto), or the one named.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Log the gradient noise scale B_simple (critical batch size estimate) in metrics.jsonl.
+    #[arg(long)]
+    measure_noise_scale: bool,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        measure_noise_scale: args.measure_noise_scale,
     };
     let summary = on_device!(&device, |be| pretrain(be, &cfg, &store, &opts))?;
     println!(

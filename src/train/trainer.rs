@@ -12,6 +12,7 @@ use crate::data::batches::{batch_rng, read_sequences, HostBatch, Objective, Orde
 use crate::data::{Split, TokenStore};
 use crate::eval::{evaluate, EvalResult};
 use crate::model::{Activations, DeviceBatch, Model};
+use crate::scaling::noise::{NoiseMeter, NormPair};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct RunOptions {
     /// Stop (with a checkpoint) after this many steps, as if preempted.
     pub stop_after_steps: Option<u64>,
     pub progress: bool,
+    /// Log the gradient noise scale B_simple (see [`crate::scaling::noise`]):
+    /// one extra gradient-norm pass and one read-back per step.
+    pub measure_noise_scale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +62,9 @@ pub struct RunSummary {
 /// Slots of the device-side statistics buffer (`be.alloc(STATS)`).
 pub const STAT_LOSS: usize = 0;
 pub const STAT_NORM_SQ: usize = 1;
-pub const STATS: usize = 2;
+/// The squared gradient norm after the first micro-batch (noise scale only).
+pub const STAT_SMALL_NORM_SQ: usize = 2;
+pub const STATS: usize = 3;
 
 /// Forward and backward of one micro-batch: gradients accumulate into
 /// `grads` scaled by `scale` (1 / predictions of the whole step), and the
@@ -181,6 +187,13 @@ pub fn pretrain<B: Backend>(
             "the data holds no training sequences".into(),
         ));
     }
+    if opts.measure_noise_scale && t.batch_size < 2 * t.micro_batch {
+        return Err(TrainError::Run(format!(
+            "--measure-noise-scale compares one micro-batch with the whole batch, so train.batch_size ({}) \
+             must be at least twice train.micro_batch ({})",
+            t.batch_size, t.micro_batch
+        )));
+    }
     prepare_run_dir(cfg, opts)?;
     super::run_files::record_data(store, &opts.out)?;
     let mut state = if opts.resume {
@@ -195,6 +208,7 @@ pub fn pretrain<B: Backend>(
         Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
     let mut stats = be.alloc(STATS);
+    let mut noise = opts.measure_noise_scale.then(NoiseMeter::default);
     let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
     let bar = progress_bar(opts.progress);
@@ -245,6 +259,9 @@ pub fn pretrain<B: Backend>(
                 scale,
                 dropout_seed,
             );
+            if micro == 0 && micro_steps > 1 && noise.is_some() {
+                be.grad_norm_squared(&mut stats, STAT_SMALL_NORM_SQ, &state.grads);
+            }
         }
         let hp = AdamW {
             lr: lr as f32,
@@ -257,6 +274,16 @@ pub fn pretrain<B: Backend>(
             max_norm: t.grad_clip,
         };
         optimizer_step(be, &mut state, &mut stats, hp);
+        if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
+            // The first micro-batch's gradient was scaled by 1/micro_steps.
+            let norms = be.read(&stats, STAT_NORM_SQ, 2);
+            meter.add(NormPair {
+                small_batch: t.micro_batch as f64,
+                small_norm_sq: norms[1] as f64 * (micro_steps * micro_steps) as f64,
+                big_batch: batch_size as f64,
+                big_norm_sq: norms[0] as f64,
+            });
+        }
 
         let tokens = (batch_size * seq) as u64;
         let spent = &mut state.progress.spent;
@@ -297,6 +324,11 @@ pub fn pretrain<B: Backend>(
             );
             rec.insert("tokens_per_s".into(), json!(tokens_per_s));
             rec.insert("mfu".into(), Value::Null);
+            if let Some(ns) = noise.as_mut().and_then(NoiseMeter::take) {
+                rec.insert("noise_grad_sq".into(), json!(ns.grad_sq));
+                rec.insert("noise_trace".into(), json!(ns.trace));
+                rec.insert("noise_scale".into(), json!(ns.b_simple()));
+            }
             rec.insert("elapsed".into(), json!(spent.seconds));
             metrics.write(&rec).map_err(io_err(metrics.path()))?;
             bar.set_position((p * 1000.0) as u64);

@@ -1,0 +1,245 @@
+//! `cram scale`: sweep model size × data × compute, fit scaling laws, and
+//! plan the compute-optimal model for a budget.
+
+use crate::backend::{select_device, DeviceChoice};
+use crate::config::{Budget, Config};
+use crate::on_device;
+use crate::scaling::fit::{fit_all, FitOptions, FitReport, FIT_FILE};
+use crate::scaling::plan::{budget_compute, device, plan, DEFAULT_MFU};
+use crate::scaling::spec::SweepSpec;
+use crate::scaling::sweep::{sweep, SweepOptions, SPEC_COPY};
+use crate::scaling::PointSet;
+use anyhow::{bail, Context};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    #[command(subcommand)]
+    command: ScaleCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ScaleCommand {
+    /// Run every pretraining run of a sweep spec (resumable: finished runs are skipped).
+    Sweep {
+        /// The sweep spec (TOML): preset, data, shapes, budgets, optional batch sizes and lrs.
+        #[arg(long)]
+        spec: PathBuf,
+        /// Sweep folder: runs/<name>/ per run, points.csv, curves.csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// Train at most this many runs in this call; the rest wait for the next.
+        #[arg(long)]
+        max_runs: Option<usize>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Where to train: the GPU when one is usable (auto), or the one named.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+    /// Fit Kaplan and Chinchilla laws to a sweep folder or a CSV of points; writes fit.json.
+    Fit {
+        /// Sweep folder (with points.csv).
+        dir: Option<PathBuf>,
+        /// A CSV with columns n_params,tokens,compute,loss (one finished run per row).
+        #[arg(long, conflicts_with = "dir")]
+        points: Option<PathBuf>,
+        /// Bootstrap replicates for the confidence intervals.
+        #[arg(long, default_value_t = 200)]
+        bootstrap: usize,
+        /// Seed of the bootstrap resampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where to write fit.json (default: beside the points).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compute-optimal N, D and batch size for a budget under each fit.
+    Plan {
+        /// Folder holding fit.json (a sweep folder), or the fit.json file.
+        #[arg(long)]
+        fit: PathBuf,
+        /// A time on the device (24h) or a FLOP count (1e21 flops).
+        #[arg(long)]
+        budget: String,
+        /// Device whose peak FLOP/s turns a time into compute: h100, h200, a100, a6000, l4, rtx4090, v100, cpu.
+        #[arg(long, default_value = "h100")]
+        device: String,
+        /// Model FLOP utilisation assumed for a time budget.
+        #[arg(long, default_value_t = DEFAULT_MFU)]
+        mfu: f64,
+        /// Preset whose shapes the plan picks from (default: the sweep's, else crammed-bert).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
+    match args.command {
+        ScaleCommand::Sweep {
+            spec,
+            out,
+            max_runs,
+            quiet,
+            device,
+        } => run_sweep(&spec, out, max_runs, quiet, device),
+        ScaleCommand::Fit {
+            dir,
+            points,
+            bootstrap,
+            seed,
+            out,
+        } => run_fit(dir, points, bootstrap, seed, out),
+        ScaleCommand::Plan {
+            fit,
+            budget,
+            device,
+            mfu,
+            preset,
+            json,
+        } => run_plan(&fit, &budget, &device, mfu, preset, json),
+    }
+}
+
+fn run_sweep(
+    spec_path: &Path,
+    out: PathBuf,
+    max_runs: Option<usize>,
+    quiet: bool,
+    device: DeviceChoice,
+) -> anyhow::Result<()> {
+    let spec = SweepSpec::load(spec_path)?;
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let (device, note) = select_device(device)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    eprintln!("device: {}", device.name());
+    let opts = SweepOptions {
+        out: out.clone(),
+        progress: !quiet && std::io::stderr().is_terminal(),
+        max_runs,
+    };
+    let s = on_device!(&device, |be| sweep(
+        be,
+        &spec,
+        &text,
+        &opts,
+        |line| eprintln!("{line}")
+    ))?;
+    println!(
+        "{} runs planned: {} trained, {} resumed, {} already finished; {} points in {}",
+        s.planned,
+        s.ran,
+        s.resumed,
+        s.skipped,
+        s.points.points.len(),
+        out.join(crate::scaling::points::POINTS_FILE).display()
+    );
+    Ok(())
+}
+
+fn run_fit(
+    dir: Option<PathBuf>,
+    points: Option<PathBuf>,
+    bootstrap: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (set, default_out) = match (dir, points) {
+        (Some(dir), None) => (PointSet::read_dir(&dir)?, dir.join(FIT_FILE)),
+        (None, Some(file)) => {
+            let set = PointSet {
+                points: crate::scaling::points::read_points(&file)?,
+                curves: Vec::new(),
+            };
+            let beside = file.parent().unwrap_or(Path::new(".")).join(FIT_FILE);
+            (set, beside)
+        }
+        _ => bail!("name a sweep folder (cram scale fit DIR) or a table (--points FILE.csv)"),
+    };
+    let report = fit_all(&set, FitOptions { bootstrap, seed })?;
+    let path = out.unwrap_or(default_out);
+    let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+    crate::scaling::points::write_atomically(&path, &json)?;
+    print!("{}", report.table());
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The base config of a plan: --preset, else the sweep's preset and overrides, else crammed-bert.
+fn plan_base(fit_dir: &Path, preset: Option<String>) -> anyhow::Result<(String, Config)> {
+    if let Some(p) = preset {
+        return Ok((p.clone(), Config::resolve(&p, &[])?));
+    }
+    let spec_path = fit_dir.join(SPEC_COPY);
+    if spec_path.is_file() {
+        let spec = SweepSpec::load(&spec_path)?;
+        let cfg = Config::resolve(&spec.preset, &spec.set)
+            .with_context(|| format!("the base preset of {}", spec_path.display()))?;
+        return Ok((spec.preset, cfg));
+    }
+    Ok(("crammed-bert".into(), Config::resolve("crammed-bert", &[])?))
+}
+
+fn run_plan(
+    fit: &Path,
+    budget: &str,
+    device_name: &str,
+    mfu: f64,
+    preset: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (dir, file) = if fit.is_dir() {
+        (fit.to_path_buf(), fit.join(FIT_FILE))
+    } else {
+        (
+            fit.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            fit.to_path_buf(),
+        )
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}; run `cram scale fit` first", file.display()))?;
+    let report: FitReport = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a fit.json of `cram scale fit`", file.display()))?;
+    if !(mfu > 0.0 && mfu <= 1.0) {
+        bail!("--mfu must be in (0, 1], not {mfu}");
+    }
+    let budget = Budget::parse(budget).map_err(anyhow::Error::msg)?;
+    let dev = device(device_name)?;
+    let compute = budget_compute(&budget, &dev, mfu)?;
+    let assumption = match budget {
+        Budget::Flops(_) => "the budget as given".to_string(),
+        _ => format!(
+            "{budget} on {} at {:.0} TFLOP/s peak and an assumed MFU of {:.0}%",
+            dev.what,
+            dev.flops / 1e12,
+            100.0 * mfu
+        ),
+    };
+    let (preset, base) = plan_base(&dir, preset)?;
+    let points = PointSet::read_dir(&dir).ok();
+    let p = plan(
+        &report,
+        points.as_ref(),
+        &base,
+        &preset,
+        compute,
+        assumption,
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&p).expect("the plan serializes")
+        );
+    } else {
+        print!("{}", p.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Scaling laws: sweeps of pretraining runs over model size, data and
+//! compute (`sweep`), the table of their results (`points`), the Kaplan and
+//! Chinchilla fits with bootstrap intervals (`fit`), the compute-optimal plan
+//! for a budget (`plan`), and the gradient noise scale that estimates the
+//! critical batch size (`noise`). Counting conventions are in `counts`.
+
+pub mod counts;
+mod error;
+pub mod fit;
+pub mod noise;
+pub mod plan;
+pub mod points;
+pub mod spec;
+pub mod sweep;
+
+pub use counts::Counts;
+pub use error::ScalingError;
+pub use points::{Curve, Point, PointSet};

@@ -1,0 +1,538 @@
+//! `cram scale plan`: how to spend a budget. The budget becomes compute
+//! C = peak FLOP/s × MFU × seconds (or is given in FLOPs), and each fit of
+//! `fit.json` gives N_opt(C) and D_opt(C), with the 95% interval of the same
+//! quantity over the fit's bootstrap replicates. Each N_opt is turned into a
+//! shape of the sweep's base preset (same head width and feed-forward ratio,
+//! the depth whose width/depth ratio is nearest the preset's), and the batch
+//! size comes from the gradient noise scale measured in the sweep.
+
+use super::counts::Counts;
+use super::fit::stats::{fit_line, quantile};
+use super::fit::{FitReport, Joint, Parametric};
+use super::points::{ParamCount, PointSet};
+use super::ScalingError;
+use crate::config::{Budget, Config};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Peak dense throughput of an accelerator, in FLOP/s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DevicePeak {
+    pub name: &'static str,
+    pub flops: f64,
+    pub what: &'static str,
+}
+
+/// Spec-sheet dense peaks (no sparsity) of the precision training uses.
+pub const DEVICES: &[DevicePeak] = &[
+    DevicePeak {
+        name: "h100",
+        flops: 989e12,
+        what: "H100 SXM, dense BF16",
+    },
+    DevicePeak {
+        name: "h200",
+        flops: 989e12,
+        what: "H200 SXM, dense BF16",
+    },
+    DevicePeak {
+        name: "a100",
+        flops: 312e12,
+        what: "A100, dense BF16",
+    },
+    DevicePeak {
+        name: "a6000",
+        flops: 154.8e12,
+        what: "RTX A6000, dense BF16 tensor cores",
+    },
+    DevicePeak {
+        name: "l4",
+        flops: 121e12,
+        what: "L4, dense BF16",
+    },
+    DevicePeak {
+        name: "rtx4090",
+        flops: 165.2e12,
+        what: "RTX 4090, dense BF16 (FP32 accumulate)",
+    },
+    DevicePeak {
+        name: "v100",
+        flops: 125e12,
+        what: "V100, dense FP16 tensor cores",
+    },
+    DevicePeak {
+        name: "cpu",
+        flops: 1e11,
+        what: "a few CPU cores, FP32 SIMD (rough)",
+    },
+];
+
+/// The model FLOP utilisation assumed when none is given.
+pub const DEFAULT_MFU: f64 = 0.4;
+
+pub fn device(name: &str) -> Result<DevicePeak, ScalingError> {
+    DEVICES
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name))
+        .copied()
+        .ok_or_else(|| {
+            ScalingError::Plan(format!(
+                "unknown device '{name}'; the devices are: {}",
+                DEVICES
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// A budget in FLOPs: a time on `device` at `mfu`, or a FLOP count as is.
+pub fn budget_compute(budget: &Budget, device: &DevicePeak, mfu: f64) -> Result<f64, ScalingError> {
+    match *budget {
+        Budget::Seconds(s) => Ok(s * device.flops * mfu),
+        Budget::Flops(f) => Ok(f),
+        _ => Err(ScalingError::Plan(format!(
+            "a plan needs a time (24h) or a FLOP count (1e21 flops), not {budget}"
+        ))),
+    }
+}
+
+/// A value with its 95% bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Ranged {
+    pub value: f64,
+    pub interval: Option<[f64; 2]>,
+}
+
+/// One fit's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Allocation {
+    pub fit: String,
+    /// "non-embedding" or "total".
+    pub counts: String,
+    pub n: Ranged,
+    pub tokens: Ranged,
+    pub loss: Option<f64>,
+    pub shape: Option<ShapeChoice>,
+}
+
+/// A shape of the base preset near N_opt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeChoice {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    pub n_params: f64,
+    pub n_total: f64,
+    /// Tokens for the whole compute with this shape's C per token.
+    pub tokens: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchAdvice {
+    /// Sequences per optimizer step.
+    pub sequences: f64,
+    pub tokens: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub compute: f64,
+    pub assumption: String,
+    pub preset: String,
+    pub allocations: Vec<Allocation>,
+    pub batch: Option<BatchAdvice>,
+    pub notes: Vec<String>,
+}
+
+fn ranged(value: f64, mut reps: Vec<f64>) -> Ranged {
+    reps.retain(|v| v.is_finite());
+    reps.sort_by(f64::total_cmp);
+    Ranged {
+        value,
+        interval: (reps.len() >= 10).then(|| [quantile(&reps, 0.025), quantile(&reps, 0.975)]),
+    }
+}
+
+/// N_opt = e^(ln k + a·ln C) from [a, ln k, b, ln k_D, ...] replicates.
+fn line_allocation(
+    name: &str,
+    counts: ParamCount,
+    compute: f64,
+    params: [f64; 4],
+    reps: &[Vec<f64>],
+) -> Allocation {
+    let at = |a: f64, k: f64| (k + a * compute.ln()).exp();
+    Allocation {
+        fit: name.into(),
+        counts: count_name(counts),
+        n: ranged(
+            at(params[0], params[1]),
+            reps.iter().map(|r| at(r[0], r[1])).collect(),
+        ),
+        tokens: ranged(
+            at(params[2], params[3]),
+            reps.iter().map(|r| at(r[2], r[3])).collect(),
+        ),
+        loss: None,
+        shape: None,
+    }
+}
+
+fn count_name(c: ParamCount) -> String {
+    match c {
+        ParamCount::NonEmbedding => "non-embedding".into(),
+        ParamCount::Total => "total".into(),
+    }
+}
+
+/// The joint Kaplan law's optimum at C = 6ND:
+/// N^(1+α_N/α_D) = (α_N/α_D)·N_c^(α_N/α_D)·C/(6·D_c).
+fn joint_optimum(j: &Joint, compute: f64) -> (f64, f64) {
+    let r = j.alpha_n / j.alpha_d;
+    let ln_n = (r.ln() + r * j.n_c.ln() + (compute / (6.0 * j.d_c)).ln()) / (1.0 + r);
+    let n = ln_n.exp();
+    (n, compute / (6.0 * n))
+}
+
+/// Every fit's allocation of `compute`.
+pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
+    let reps = &fit.replicates;
+    let mut out = Vec::new();
+    let k = &fit.kaplan;
+    let joint = Joint {
+        alpha_n: k.alpha_n.value,
+        alpha_d: k.alpha_d.value,
+        n_c: k.n_c.value,
+        d_c: k.d_c.value,
+    };
+    let (n, d) = joint_optimum(&joint, compute);
+    let joint_reps: Vec<(f64, f64)> = reps
+        .kaplan_joint
+        .iter()
+        .map(|r| joint_optimum(&Joint::from_params(r), compute))
+        .collect();
+    out.push(Allocation {
+        fit: "Kaplan joint L(N,D)".into(),
+        counts: count_name(ParamCount::NonEmbedding),
+        n: ranged(n, joint_reps.iter().map(|r| r.0).collect()),
+        tokens: ranged(d, joint_reps.iter().map(|r| r.1).collect()),
+        loss: Some(joint.loss(n, d)),
+        shape: None,
+    });
+    if let Some(f) = &k.frontier {
+        let p = [
+            f.optimal_n_exponent.value,
+            f.n_log_coefficient,
+            f.optimal_d_exponent.value,
+            f.d_log_coefficient,
+        ];
+        let mut a = line_allocation(
+            "Kaplan compute frontier",
+            ParamCount::NonEmbedding,
+            compute,
+            p,
+            &reps.kaplan_frontier,
+        );
+        a.loss = Some((f.c_c.value / compute).powf(f.alpha_c.value));
+        out.push(a);
+    }
+    let c = &fit.chinchilla;
+    if let Some(f) = &c.approach1 {
+        let p = [
+            f.optimal_n_exponent.value,
+            f.n_log_coefficient,
+            f.optimal_d_exponent.value,
+            f.d_log_coefficient,
+        ];
+        let mut a = line_allocation(
+            "Chinchilla approach 1 (envelope)",
+            ParamCount::Total,
+            compute,
+            p,
+            &reps.approach1,
+        );
+        a.loss = Some((f.c_c.value / compute).powf(f.alpha_c.value));
+        out.push(a);
+    }
+    if let Some(f) = &c.approach2 {
+        let p = [
+            f.optimal_n_exponent.value,
+            f.n_log_coefficient,
+            f.optimal_d_exponent.value,
+            f.d_log_coefficient,
+        ];
+        out.push(line_allocation(
+            "Chinchilla approach 2 (IsoFLOP)",
+            ParamCount::Total,
+            compute,
+            p,
+            &reps.approach2,
+        ));
+    }
+    let law = Parametric {
+        e: c.e.value,
+        a: c.a.value,
+        b: c.b.value,
+        alpha: c.alpha.value,
+        beta: c.beta.value,
+    };
+    let (n, d) = law.optimum(compute);
+    let p3: Vec<(f64, f64)> = reps
+        .approach3
+        .iter()
+        .map(|r| Parametric::from_params(r).optimum(compute))
+        .collect();
+    out.push(Allocation {
+        fit: "Chinchilla approach 3 (parametric)".into(),
+        counts: count_name(ParamCount::Total),
+        n: ranged(n, p3.iter().map(|r| r.0).collect()),
+        tokens: ranged(d, p3.iter().map(|r| r.1).collect()),
+        loss: Some(law.loss(n, d)),
+        shape: None,
+    });
+    out
+}
+
+/// The shape of `base` whose parameter count (of kind `counts`) is nearest
+/// `target` within 10%, preferring the base's width/depth ratio.
+pub fn choose_shape(base: &Config, target: f64, counts: &str, compute: f64) -> Option<ShapeChoice> {
+    let head_dim = base.model.hidden / base.model.heads;
+    let ffn_ratio = base.model.ffn as f64 / base.model.hidden as f64;
+    let aspect = (base.model.hidden as f64 / base.model.layers as f64).ln();
+    let count_of = |c: &Counts| {
+        if counts == "total" {
+            c.n_total
+        } else {
+            c.n_params
+        }
+    };
+    let shape_of = |hidden: usize, layers: usize| {
+        let mut cfg = base.clone();
+        cfg.model.hidden = hidden;
+        cfg.model.layers = layers;
+        cfg.model.heads = hidden / head_dim;
+        cfg.model.ffn = ((ffn_ratio * hidden as f64 / 2.0).round() as usize).max(1) * 2;
+        let c = Counts::of(&cfg);
+        (cfg, c)
+    };
+    let mut candidates = Vec::new();
+    for layers in 1..=128usize {
+        let mut hidden = head_dim;
+        // Widths in steps of one head, up to the first one over the target.
+        while hidden <= 65536 {
+            let (cfg, c) = shape_of(hidden, layers);
+            let err = (count_of(&c) / target).ln();
+            candidates.push((err.abs(), (hidden as f64 / layers as f64).ln(), cfg, c));
+            if err > 0.0 {
+                break;
+            }
+            hidden += head_dim;
+        }
+    }
+    let close: Vec<_> = candidates.iter().filter(|c| c.0 < 1.1f64.ln()).collect();
+    let pick = if close.is_empty() {
+        candidates.iter().min_by(|a, b| a.0.total_cmp(&b.0))?
+    } else {
+        *close
+            .iter()
+            .min_by(|a, b| (a.1 - aspect).abs().total_cmp(&(b.1 - aspect).abs()))?
+    };
+    let (_, _, cfg, c) = pick;
+    Some(ShapeChoice {
+        hidden: cfg.model.hidden,
+        layers: cfg.model.layers,
+        heads: cfg.model.heads,
+        ffn: cfg.model.ffn,
+        n_params: c.n_params,
+        n_total: c.n_total,
+        tokens: compute / c.flops_per_token,
+    })
+}
+
+/// B_noise against loss as a power law through the sweep's measurements,
+/// evaluated at `loss`; Kaplan et al.'s B_crit(L) = 2·10⁸ tokens / L^(1/0.21)
+/// when the sweep measured none.
+pub fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> BatchAdvice {
+    let measured: Vec<(f64, f64)> = points
+        .map(|s| {
+            s.points
+                .iter()
+                .filter_map(|p| Some((p.loss.ln(), p.noise_scale.filter(|b| *b > 0.0)?.ln())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(line) = fit_line(&measured) {
+        let sequences = line.at(loss.ln()).exp();
+        return BatchAdvice {
+            sequences,
+            tokens: sequences * seq_len as f64,
+            source: format!(
+                "gradient noise scale B_simple measured in {} runs of the sweep, as a power law in the loss \
+                 (B ∝ L^{:.2}), at the predicted loss {loss:.3}",
+                measured.len(),
+                line.slope
+            ),
+        };
+    }
+    if let [(_, b)] = measured.as_slice() {
+        let sequences = b.exp();
+        return BatchAdvice {
+            sequences,
+            tokens: sequences * seq_len as f64,
+            source: "the gradient noise scale B_simple of the sweep's one measured run".into(),
+        };
+    }
+    let tokens = 2e8 / loss.powf(1.0 / 0.21);
+    BatchAdvice {
+        sequences: tokens / seq_len as f64,
+        tokens,
+        source: format!(
+            "no noise scale was measured (sweep with measure_noise_scale = true); Kaplan et al.'s \
+             B_crit(L) = 2e8 tokens / L^(1/0.21), fitted on GPT-2 text, at the predicted loss {loss:.3}"
+        ),
+    }
+}
+
+/// The plan for `compute` FLOPs.
+pub fn plan(
+    fit: &FitReport,
+    points: Option<&PointSet>,
+    base: &Config,
+    preset: &str,
+    compute: f64,
+    assumption: String,
+) -> Plan {
+    let mut allocations = allocations(fit, compute);
+    for a in &mut allocations {
+        a.shape = choose_shape(base, a.n.value, &a.counts, compute);
+    }
+    let mut notes = Vec::new();
+    let largest = fit.compute_range[1];
+    if compute > 10.0 * largest {
+        notes.push(format!(
+            "the budget is {:.1} orders of magnitude beyond the largest run of the sweep (C = {largest:.3e}); \
+             the laws are extrapolated",
+            (compute / largest).log10()
+        ));
+    }
+    let loss = allocations.last().and_then(|a| a.loss);
+    let batch = loss.map(|l| batch_advice(points, l, base.data.seq_len));
+    Plan {
+        compute,
+        assumption,
+        preset: preset.to_string(),
+        allocations,
+        batch,
+        notes,
+    }
+}
+
+fn fmt_ranged(r: &Ranged) -> String {
+    match r.interval {
+        Some([lo, hi]) => format!("{:.3e} [{lo:.2e}, {hi:.2e}]", r.value),
+        None => format!("{:.3e}", r.value),
+    }
+}
+
+impl Plan {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "compute C = {:.3e} FLOPs ({})\n",
+            self.compute, self.assumption
+        );
+        let _ = writeln!(
+            out,
+            "{:<36} {:<14} {:<34} {:<34} {:>6}",
+            "fit", "N counts", "N_opt [95% interval]", "D_opt tokens [95% interval]", "loss"
+        );
+        for a in &self.allocations {
+            let _ = writeln!(
+                out,
+                "{:<36} {:<14} {:<34} {:<34} {:>6}",
+                a.fit,
+                a.counts,
+                fmt_ranged(&a.n),
+                fmt_ranged(&a.tokens),
+                a.loss.map(|l| format!("{l:.3}")).unwrap_or("-".into())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nshapes of preset {} (width/depth as near the preset's as 10% of N allows):",
+            self.preset
+        );
+        for a in &self.allocations {
+            if let Some(s) = &a.shape {
+                let _ = writeln!(
+                    out,
+                    "  {:<36} --set model.hidden={} --set model.layers={} --set model.heads={} --set model.ffn={}  \
+                     (N {:.3e}, total {:.3e}; {:.3e} tokens at its C per token)",
+                    a.fit, s.hidden, s.layers, s.heads, s.ffn, s.n_params, s.n_total, s.tokens
+                );
+            }
+        }
+        if let Some(b) = &self.batch {
+            let _ = writeln!(
+                out,
+                "\nbatch size: {:.0} sequences ({:.3e} tokens) per step, from {}",
+                b.sequences, b.tokens, b.source
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_become_compute() {
+        let h100 = device("H100").unwrap();
+        let c = budget_compute(&Budget::parse("24h").unwrap(), &h100, 0.4).unwrap();
+        assert!((c - 86400.0 * 989e12 * 0.4).abs() < 1e6);
+        let c = budget_compute(&Budget::parse("1e21 flops").unwrap(), &h100, 0.4).unwrap();
+        assert_eq!(c, 1e21);
+        assert!(budget_compute(&Budget::parse("5M tokens").unwrap(), &h100, 0.4).is_err());
+        let e = device("tpu").unwrap_err().to_string();
+        assert!(e.contains("h100") && e.contains("cpu"), "{e}");
+    }
+
+    /// At the joint law's closed-form optimum no nearby N at the same C does better.
+    #[test]
+    fn joint_optimum_is_a_minimum() {
+        let j = Joint {
+            alpha_n: 0.076,
+            alpha_d: 0.095,
+            n_c: 8.8e13,
+            d_c: 5.4e13,
+        };
+        let c = 1e21;
+        let (n, d) = joint_optimum(&j, c);
+        assert!((6.0 * n * d / c - 1.0).abs() < 1e-9);
+        let l = j.loss(n, d);
+        for f in [0.9, 1.1] {
+            assert!(j.loss(n * f, d / f) > l);
+        }
+    }
+
+    #[test]
+    fn shapes_match_the_target_and_the_preset() {
+        let base = Config::resolve("crammed-bert", &[]).unwrap();
+        let n = Counts::of(&base).n_params;
+        let s = choose_shape(&base, n, "non-embedding", 1e20).unwrap();
+        assert!((s.n_params / n - 1.0).abs() < 0.1, "{s:?}");
+        assert_eq!(s.heads * 64, s.hidden);
+        let ratio = s.hidden as f64 / s.layers as f64;
+        assert!(ratio > 30.0 && ratio < 80.0, "{s:?}");
+    }
+}

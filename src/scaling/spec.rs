@@ -1,0 +1,299 @@
+//! The sweep spec, a TOML file: the base preset and data, the model shapes,
+//! the budgets, and optionally batch sizes and learning rates. Every
+//! combination is one run. Top-level keys come before the `[[models]]` tables:
+//!
+//! ```toml
+//! preset = "tiny"                  # base preset of every run
+//! data = "data/english"            # prepared folder, relative to this file
+//! set = ["train.eval_every=50"]    # overrides for every run (optional)
+//! budgets = ["200 steps", "1e14 flops", "4M tokens"]
+//! widths = [64, 128]               # with depths: a grid of shapes (optional)
+//! depths = [2, 4]
+//! batch_sizes = [16, 32]           # optional
+//! lrs = [1e-3, 3e-3]               # optional
+//! measure_noise_scale = true       # log B_simple in every run (optional)
+//! head_dim = 32                    # heads = hidden / head_dim (default: the preset's)
+//! ffn_ratio = 4.0                  # ffn = ffn_ratio·hidden (default: the preset's)
+//!
+//! [[models]]                       # shapes listed one by one (optional)
+//! hidden = 256
+//! layers = 4
+//! ```
+//!
+//! A compute budget ("1e14 flops") becomes, for each shape, the token budget
+//! D = C / (6N + 6·n_layer·n_ctx·d_model) of [`crate::scaling::counts`], so
+//! that every run of one compute level spends the same C in that convention.
+
+use super::counts::Counts;
+use super::ScalingError;
+use crate::config::{Budget, Config};
+use crate::data::TokenStore;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A model shape: width and depth, heads and feed-forward width optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shape {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: Option<usize>,
+    pub ffn: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    pub preset: String,
+    pub data: PathBuf,
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub budgets: Vec<String>,
+    #[serde(default)]
+    pub widths: Vec<usize>,
+    #[serde(default)]
+    pub depths: Vec<usize>,
+    #[serde(default)]
+    pub models: Vec<Shape>,
+    #[serde(default)]
+    pub batch_sizes: Vec<usize>,
+    #[serde(default)]
+    pub lrs: Vec<f64>,
+    #[serde(default)]
+    pub measure_noise_scale: bool,
+    pub head_dim: Option<usize>,
+    pub ffn_ratio: Option<f64>,
+}
+
+/// One run of the sweep, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    /// Folder name under `runs/`: shape, budget, batch and learning rate.
+    pub name: String,
+    pub config: Config,
+    /// The budget as the spec wrote it (a compute level stays "1e14 flops").
+    pub budget_label: String,
+    pub counts: Counts,
+}
+
+impl SweepSpec {
+    /// Reads a spec; a relative `data` is taken from the spec's folder.
+    pub fn load(path: &Path) -> Result<SweepSpec, ScalingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScalingError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut spec: SweepSpec = toml::from_str(&text).map_err(|e| ScalingError::Spec {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })?;
+        if spec.data.is_relative() {
+            spec.data = path.parent().unwrap_or(Path::new(".")).join(&spec.data);
+        }
+        spec.check(path)?;
+        Ok(spec)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ScalingError> {
+        let bad = |reason: String| {
+            Err(ScalingError::Spec {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
+        if self.budgets.is_empty() {
+            return bad(
+                "'budgets' is empty; list at least one, e.g. budgets = [\"200 steps\"]".into(),
+            );
+        }
+        for b in &self.budgets {
+            if let Err(e) = Budget::parse(b) {
+                return bad(format!("budgets: {e}"));
+            }
+        }
+        if self.widths.is_empty() != self.depths.is_empty() {
+            return bad("'widths' and 'depths' go together: give both or neither".into());
+        }
+        if self.shapes().is_empty() {
+            return bad("no model shapes; give widths and depths, or [[models]] tables".into());
+        }
+        if self.ffn_ratio.is_some_and(|r| r.is_nan() || r <= 0.0) || self.head_dim == Some(0) {
+            return bad("'ffn_ratio' and 'head_dim' must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The listed shapes, then the grid of widths × depths, without repeats.
+    pub fn shapes(&self) -> Vec<Shape> {
+        let mut out: Vec<Shape> = self.models.clone();
+        for &hidden in &self.widths {
+            for &layers in &self.depths {
+                out.push(Shape {
+                    hidden,
+                    layers,
+                    heads: None,
+                    ffn: None,
+                });
+            }
+        }
+        let mut seen = Vec::new();
+        out.retain(|s| {
+            let new = !seen.contains(s);
+            seen.push(*s);
+            new
+        });
+        out
+    }
+
+    /// Every run, resolved against the base preset and fitted to the data.
+    pub fn expand(&self, store: &TokenStore) -> Result<Vec<PlannedRun>, ScalingError> {
+        let base =
+            Config::resolve(&self.preset, &self.set).map_err(|source| ScalingError::Config {
+                run: "(base preset)".into(),
+                source,
+            })?;
+        let head_dim = self
+            .head_dim
+            .unwrap_or(base.model.hidden / base.model.heads);
+        let ffn_ratio = self
+            .ffn_ratio
+            .unwrap_or(base.model.ffn as f64 / base.model.hidden as f64);
+        let batches: Vec<Option<usize>> = option_list(&self.batch_sizes);
+        let lrs: Vec<Option<f64>> = option_list(&self.lrs);
+        let mut runs = Vec::new();
+        for shape in self.shapes() {
+            for label in &self.budgets {
+                for &batch in &batches {
+                    for &lr in &lrs {
+                        runs.push(
+                            self.plan_one(store, shape, label, batch, lr, head_dim, ffn_ratio)?,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_one(
+        &self,
+        store: &TokenStore,
+        shape: Shape,
+        label: &str,
+        batch: Option<usize>,
+        lr: Option<f64>,
+        head_dim: usize,
+        ffn_ratio: f64,
+    ) -> Result<PlannedRun, ScalingError> {
+        let mut name = format!("h{}-l{}-{}", shape.hidden, shape.layers, slug(label));
+        let heads = shape.heads.unwrap_or((shape.hidden / head_dim).max(1));
+        // A gated feed-forward needs an even width.
+        let ffn = shape
+            .ffn
+            .unwrap_or(((ffn_ratio * shape.hidden as f64 / 2.0).round() as usize).max(1) * 2);
+        let mut sets = self.set.clone();
+        sets.extend([
+            format!("model.hidden={}", shape.hidden),
+            format!("model.layers={}", shape.layers),
+            format!("model.heads={heads}"),
+            format!("model.ffn={ffn}"),
+        ]);
+        if let Some(b) = batch {
+            name.push_str(&format!("-b{b}"));
+            sets.push(format!("train.batch_size={b}"));
+        }
+        if let Some(lr) = lr {
+            name.push_str(&format!("-lr{lr:e}"));
+            sets.push(format!("train.lr={lr}"));
+        }
+        let config_err = |source| ScalingError::Config {
+            run: name.clone(),
+            source,
+        };
+        let mut config = Config::resolve(&self.preset, &sets).map_err(config_err)?;
+        crate::train::fit_to_data(&mut config, store).map_err(|source| ScalingError::Train {
+            run: name.clone(),
+            source,
+        })?;
+        let counts = Counts::of(&config);
+        config.train.budget = match Budget::parse(label).expect("checked at load") {
+            Budget::Flops(c) => format!("{} tokens", (c / counts.flops_per_token).ceil()),
+            _ => label.to_string(),
+        };
+        config.validate().map_err(config_err)?;
+        Ok(PlannedRun {
+            name,
+            config,
+            budget_label: label.to_string(),
+            counts,
+        })
+    }
+}
+
+fn option_list<T: Copy>(values: &[T]) -> Vec<Option<T>> {
+    if values.is_empty() {
+        vec![None]
+    } else {
+        values.iter().copied().map(Some).collect()
+    }
+}
+
+/// "1e14 flops" → "1e14flops": a budget as part of a folder name.
+fn slug(label: &str) -> String {
+    label
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SweepSpec, ScalingError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.toml");
+        std::fs::write(&path, text).unwrap();
+        SweepSpec::load(&path)
+    }
+
+    #[test]
+    fn grid_and_listed_shapes_without_repeats() {
+        let spec = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"10 steps\"]\nwidths = [32, 64]\ndepths = [1, 2]\n\
+             [[models]]\nhidden = 32\nlayers = 1\n[[models]]\nhidden = 96\nlayers = 3\nheads = 3\n",
+        )
+        .unwrap();
+        let shapes: Vec<(usize, usize)> =
+            spec.shapes().iter().map(|s| (s.hidden, s.layers)).collect();
+        assert_eq!(shapes, vec![(32, 1), (96, 3), (32, 2), (64, 1), (64, 2)]);
+        assert!(spec.data.ends_with("d") && spec.data.is_absolute());
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let e = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"soon\"]\nwidths=[32]\ndepths=[1]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("budgets") && e.contains("soon"), "{e}");
+        let e = parse("preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"1 steps\"]\nwidths=[32]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'widths' and 'depths'"), "{e}");
+        let e = parse("preset = \"tiny\"\ndata = \"d\"\nbudget = [\"1 steps\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budget"), "{e}");
+    }
+
+    #[test]
+    fn slugs_are_folder_safe() {
+        assert_eq!(slug("1e14 flops"), "1e14flops");
+        assert_eq!(slug("4M tokens"), "4mtokens");
+        assert_eq!(slug("1.5h"), "1.5h");
+    }
+}

@@ -1,0 +1,364 @@
+//! A real sweep on the CPU, end to end: a corpus made here (sentences whose
+//! words are fixed by a hidden topic, so that a masked word is predictable from
+//! its sentence and larger models and more steps do better within seconds),
+//! nine tiny runs (three widths × three step budgets) with the gradient noise
+//! scale measured, one of them interrupted and resumed, then the fits, the
+//! plan and the reports.
+
+use cram::backend::cpu::Cpu;
+use cram::data::{prepare, PrepareOptions};
+use cram::report::{report, ReportOptions};
+use cram::scaling::fit::{fit_all, FitOptions, FIT_FILE};
+use cram::scaling::points::distinct;
+use cram::scaling::spec::SweepSpec;
+use cram::scaling::sweep::{plan, run_dir, sweep, SweepOptions, RESULT_FILE};
+use cram::train::{pretrain, RunOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// 3000 documents of four ten-word sentences; each sentence is the word list
+/// of one of 40 topics over a 240-word invented vocabulary.
+fn topic_corpus(dir: &Path) -> PathBuf {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let syllables = [
+        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "du", "ga", "zo",
+    ];
+    let mut words: Vec<String> = Vec::new();
+    while words.len() < 240 {
+        let n = rng.random_range(2..=3);
+        let w: String = (0..n)
+            .map(|_| syllables[rng.random_range(0..syllables.len())])
+            .collect();
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    let topics: Vec<Vec<&str>> = (0..40)
+        .map(|_| {
+            (0..10)
+                .map(|_| words[rng.random_range(0..words.len())].as_str())
+                .collect()
+        })
+        .collect();
+    let docs: Vec<String> = (0..3000)
+        .map(|_| {
+            (0..4)
+                .map(|_| format!("{}.", topics[rng.random_range(0..topics.len())].join(" ")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let path = dir.join("topics.txt");
+    std::fs::write(&path, docs.join("\n\n")).unwrap();
+    path
+}
+
+fn prepared(dir: &Path) -> PathBuf {
+    let out = dir.join("data");
+    prepare(&PrepareOptions {
+        vocab_size: 512,
+        seq_len: 32,
+        val_fraction: 0.03,
+        shard_sequences: 4096,
+        max_tokens_per_char: None,
+        unigram_sort: false,
+        dedup: false,
+        near_dup_threshold: None,
+        ..PrepareOptions::new(vec![topic_corpus(dir).into()], out.clone())
+    })
+    .unwrap();
+    out
+}
+
+const SPEC: &str = r#"
+preset = "tiny"
+data = "data"
+set = ["train.eval_every=25", "train.log_every=5", "train.eval_batches=8", "train.micro_batch=8",
+       "train.batch_size=16", "train.checkpoint_every=20", "train.lr=1e-2"]
+budgets = ["50 steps", "100 steps", "200 steps"]
+widths = [16, 32, 64]
+depths = [1]
+measure_noise_scale = true
+"#;
+
+fn cram(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr,
+    )
+}
+
+#[test]
+fn sweep_resume_fit_plan_and_report() {
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    prepared(tmp.path());
+    let spec_path = tmp.path().join("sweep.toml");
+    std::fs::write(&spec_path, SPEC).unwrap();
+    let spec = SweepSpec::load(&spec_path).unwrap();
+    let out = tmp.path().join("sweep");
+    let be = Cpu::new();
+
+    // Interrupt the first run after 20 steps, as a preempted sweep would leave it.
+    let (store, runs) = plan(&spec).unwrap();
+    assert_eq!(runs.len(), 9);
+    let first = &runs[0];
+    let stopped = pretrain(
+        &be,
+        &first.config,
+        &store,
+        &RunOptions {
+            out: run_dir(&out, &first.name),
+            resume: false,
+            stop_after_steps: Some(20),
+            progress: false,
+            measure_noise_scale: true,
+        },
+    )
+    .unwrap();
+    assert!(!stopped.finished);
+
+    let opts = SweepOptions {
+        out: out.clone(),
+        progress: false,
+        max_runs: Some(4),
+    };
+    let mut log = Vec::new();
+    let s = sweep(&be, &spec, SPEC, &opts, |l| log.push(l.to_string())).unwrap();
+    assert_eq!((s.resumed, s.ran, s.skipped), (1, 3, 0), "{log:#?}");
+    assert_eq!(s.points.points.len(), 4);
+    let finished_metrics =
+        std::fs::read(run_dir(&out, &runs[1].name).join("metrics.jsonl")).unwrap();
+
+    let opts = SweepOptions {
+        max_runs: None,
+        ..opts
+    };
+    let s = sweep(&be, &spec, SPEC, &opts, |_| {}).unwrap();
+    assert_eq!((s.resumed, s.ran, s.skipped), (0, 5, 4));
+    assert_eq!(
+        std::fs::read(run_dir(&out, &runs[1].name).join("metrics.jsonl")).unwrap(),
+        finished_metrics,
+        "a finished run is never redone"
+    );
+    let s = sweep(&be, &spec, SPEC, &opts, |_| {}).unwrap();
+    assert_eq!((s.ran, s.resumed, s.skipped), (0, 0, 9));
+
+    // The resumed run logged each step once, up to its budget.
+    let steps: Vec<u64> = std::fs::read_to_string(run_dir(&out, &first.name).join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"train\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[1] > w[0]) && *steps.last().unwrap() == 50,
+        "{steps:?}"
+    );
+    assert!(run_dir(&out, &first.name).join(RESULT_FILE).is_file());
+
+    let points = &s.points.points;
+    assert_eq!(points.len(), 9);
+    assert_eq!(distinct(points.iter().map(|p| p.n_params)).len(), 3);
+    assert_eq!(distinct(points.iter().map(|p| p.tokens)).len(), 3);
+    for (p, r) in points.iter().zip(&runs) {
+        assert_eq!(p.compute, r.counts.compute(p.tokens));
+        assert!(p.n_total > p.n_params);
+        assert!(p.loss.is_finite() && p.loss < (512f64).ln(), "{p:?}");
+        eprintln!(
+            "{}: N {:.3e} D {:.3e} loss {:.4} B_simple {:?}",
+            p.run, p.n_params, p.tokens, p.loss, p.noise_scale
+        );
+    }
+    // B_simple is undefined where the averaged |G|² estimate comes out negative
+    // (too few steps for the noise to average out), so not every run has one.
+    let measured = points
+        .iter()
+        .filter(|p| p.noise_scale.is_some_and(|b| b > 0.0))
+        .count();
+    assert!(
+        measured >= points.len() / 2,
+        "only {measured} runs have a noise scale"
+    );
+    for c in &s.points.curves {
+        assert!(c.samples.len() >= 2, "{c:?}");
+    }
+    // More steps help every size here: the data is learnable within the budgets.
+    for size in distinct(points.iter().map(|p| p.n_params)) {
+        let mut by_d: Vec<_> = points.iter().filter(|p| p.n_params == size).collect();
+        by_d.sort_by(|a, b| a.tokens.total_cmp(&b.tokens));
+        assert!(by_d.last().unwrap().loss < by_d[0].loss, "{by_d:?}");
+    }
+
+    let fit = fit_all(
+        &s.points,
+        FitOptions {
+            bootstrap: 20,
+            seed: 0,
+        },
+    )
+    .unwrap();
+    let json = serde_json::to_string_pretty(&fit).unwrap();
+    std::fs::write(out.join(FIT_FILE), &json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for key in ["alpha_n", "alpha_d", "n_c", "d_c"] {
+        assert!(
+            v["kaplan"][key]["value"].as_f64().unwrap().is_finite(),
+            "kaplan.{key}"
+        );
+    }
+    for key in [
+        "e",
+        "a",
+        "b",
+        "alpha",
+        "beta",
+        "optimal_n_exponent",
+        "optimal_d_exponent",
+    ] {
+        assert!(
+            v["chinchilla"][key]["value"].as_f64().unwrap().is_finite(),
+            "chinchilla.{key}"
+        );
+    }
+
+    let written = report(&out, &ReportOptions::default()).unwrap();
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(written.plots.len() >= 6, "{:?}", written.plots);
+    for plot in &written.plots {
+        let name = plot.file_name().unwrap().to_str().unwrap();
+        let svg = std::fs::read_to_string(plot).unwrap();
+        assert!(svg.contains("<svg") && svg.len() > 1000, "{name} is empty");
+        assert!(
+            html.contains(&format!("plots/{name}")),
+            "report.html does not reference {name}"
+        );
+    }
+    assert!(!html.contains("<script"), "the report has no scripts");
+    assert_eq!(
+        html.matches("<svg").count(),
+        written.plots.len(),
+        "every plot inline"
+    );
+
+    let (code, stdout, stderr) = cram(&[
+        "scale",
+        "plan",
+        "--fit",
+        out.to_str().unwrap(),
+        "--budget",
+        "24h",
+        "--device",
+        "h100",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    for needle in [
+        "Chinchilla approach 3",
+        "Kaplan joint",
+        "MFU of 40%",
+        "batch size:",
+        "gradient noise scale",
+        "--set model.hidden=",
+    ] {
+        assert!(stdout.contains(needle), "plan lacks '{needle}':\n{stdout}");
+    }
+
+    let run = run_dir(&out, &runs[8].name);
+    let (code, stdout, stderr) = cram(&["report", run.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("report.html"), "{stdout}");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    for plot in [
+        "loss_tokens",
+        "loss_time",
+        "lr",
+        "batch_size",
+        "throughput",
+        "mfu",
+        "noise_scale",
+    ] {
+        assert!(
+            html.contains(&format!("plots/{plot}.svg")),
+            "run report lacks {plot}"
+        );
+        assert!(run.join("plots").join(format!("{plot}.svg")).is_file());
+    }
+    eprintln!(
+        "sweep, fits, plan and reports took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn cli_fit_of_a_table_and_its_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("points.csv");
+    // Chinchilla's law on a grid of 4 sizes × 4 token counts, exact.
+    let mut text = String::from("n_params,tokens,compute,loss\n");
+    for n in [1e7, 1e8, 1e9, 1e10] {
+        for d in [1e9, 1e10, 1e11, 1e12] {
+            let loss = 1.69 + 406.4 / f64::powf(n, 0.34) + 410.7 / f64::powf(d, 0.28);
+            text.push_str(&format!("{n},{d},{},{loss}\n", 6.0 * n * d));
+        }
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let (code, stdout, stderr) = cram(&[
+        "scale",
+        "fit",
+        "--points",
+        csv.to_str().unwrap(),
+        "--bootstrap",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("chinchilla.alpha"), "{stdout}");
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join(FIT_FILE)).unwrap()).unwrap();
+    let alpha = fit["chinchilla"]["alpha"]["value"].as_f64().unwrap();
+    assert!((alpha / 0.34 - 1.0).abs() < 0.02, "alpha {alpha}");
+
+    std::fs::write(
+        &csv,
+        "n_params,tokens,compute,loss\n1e7,1e9,6e16,3.0\n1e7,1e10,6e17,2.9\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = cram(&["scale", "fit", "--points", csv.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("one model size"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &csv,
+        "n_params,tokens,compute,loss\n1e7,1e9,6e16,NaN\n1e8,1e10,6e18,2.9\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = cram(&["scale", "fit", "--points", csv.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("loss = NaN"), "{stderr}");
+
+    let (code, _, stderr) = cram(&[
+        "scale",
+        "plan",
+        "--fit",
+        tmp.path().to_str().unwrap(),
+        "--budget",
+        "5M tokens",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("a time (24h) or a FLOP count"), "{stderr}");
+}
