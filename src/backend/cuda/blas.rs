@@ -126,13 +126,10 @@ impl Blas {
             eprintln!("cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} alpha {alpha} beta {beta}");
         }
         let mut plans = self.plans.lock().expect("plan lock");
-        if !plans.contains_key(&key) {
-            let plan = self
-                .plan(key)
-                .unwrap_or_else(|e| panic!("no cuBLASLt algorithm for {key:?}: {e}"));
-            plans.insert(key, plan);
-        }
-        let plan = &plans[&key];
+        let plan = plans.entry(key).or_insert_with(|| {
+            self.plan(key)
+                .unwrap_or_else(|e| panic!("no cuBLASLt algorithm for {key:?}: {e}"))
+        });
         // Column-major operands: the row-major A and B swap places.
         let (first, second) = (b, a);
         // SAFETY: pointers and plan describe the same shapes; the workspace
