@@ -2,20 +2,12 @@
 //! inputs of different formats, the table of every stage's effect, and the
 //! per-pass throughput.
 
+mod common;
+
+use common::cram;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
-
-fn cram(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
 
 /// `count` documents of words built from `letters`, each word from a
 /// simple counter so that every document differs.

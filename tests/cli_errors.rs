@@ -1,20 +1,12 @@
 //! Bad input gives one clear error, exit status 1, no panic, and no partial output.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn cram(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    (out.status.code().unwrap_or(-1), stderr)
-}
+use common::{assert_one_error, cram};
+use std::path::Path;
 
 fn prepare(input: &Path, out: &Path) -> (i32, String) {
-    cram(&[
+    let (code, _, err) = cram(&[
         "data",
         "prepare",
         "--input",
@@ -23,13 +15,8 @@ fn prepare(input: &Path, out: &Path) -> (i32, String) {
         out.to_str().unwrap(),
         "--vocab-size",
         "300",
-    ])
-}
-
-fn assert_one_error(code: i32, stderr: &str, needle: &str) {
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+    ]);
+    (code, err)
 }
 
 #[test]
@@ -37,7 +24,7 @@ fn missing_input_file() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let (code, err) = prepare(&tmp.path().join("nope.txt"), &out);
-    assert_one_error(code, &err, "nope.txt");
+    assert_one_error(code, &err, &["nope.txt"]);
     assert!(!out.exists());
 }
 
@@ -48,7 +35,7 @@ fn empty_input_file() {
     std::fs::write(&input, "").unwrap();
     let out = tmp.path().join("out");
     let (code, err) = prepare(&input, &out);
-    assert_one_error(code, &err, "empty.txt");
+    assert_one_error(code, &err, &["empty.txt"]);
     assert!(!out.exists());
 }
 
@@ -61,15 +48,15 @@ fn non_utf8_input_file() {
     std::fs::write(&input, bytes).unwrap();
     let out = tmp.path().join("out");
     let (code, err) = prepare(&input, &out);
-    assert_one_error(code, &err, "latin1.txt");
+    assert_one_error(code, &err, &["latin1.txt"]);
     assert!(err.contains("UTF-8"), "{err}");
     assert!(!out.exists());
 }
 
 #[test]
 fn unknown_preset() {
-    let (code, err) = cram(&["config", "show", "--preset", "giant-bert"]);
-    assert_one_error(code, &err, "giant-bert");
+    let (code, _, err) = cram(&["config", "show", "--preset", "giant-bert"]);
+    assert_one_error(code, &err, &["giant-bert"]);
     assert!(
         err.contains("crammed-bert"),
         "the error lists the presets: {err}"
@@ -78,7 +65,7 @@ fn unknown_preset() {
 
 #[test]
 fn unknown_config_key() {
-    let (code, err) = cram(&[
+    let (code, _, err) = cram(&[
         "config",
         "show",
         "--preset",
@@ -86,9 +73,9 @@ fn unknown_config_key() {
         "--set",
         "train.weight_decy=0",
     ]);
-    assert_one_error(code, &err, "train.weight_decy");
+    assert_one_error(code, &err, &["train.weight_decy"]);
     assert!(err.contains("did you mean 'train.weight_decay'"), "{err}");
-    let (code, err) = cram(&[
+    let (code, _, err) = cram(&[
         "config",
         "show",
         "--preset",
@@ -96,7 +83,7 @@ fn unknown_config_key() {
         "--set",
         "train.learning_rate=1e-3",
     ]);
-    assert_one_error(code, &err, "train.learning_rate");
+    assert_one_error(code, &err, &["train.learning_rate"]);
     assert!(
         err.contains(" lr, "),
         "the error lists the section's keys: {err}"
@@ -107,7 +94,7 @@ fn unknown_config_key() {
 fn zero_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let (code, err) = cram(&[
+    let (code, _, err) = cram(&[
         "pretrain",
         "--preset",
         "tiny",
@@ -127,7 +114,7 @@ fn zero_budget() {
 fn missing_data_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let (code, err) = cram(&[
+    let (code, _, err) = cram(&[
         "pretrain",
         "--preset",
         "tiny",
@@ -138,6 +125,6 @@ fn missing_data_folder() {
         "--budget",
         "10s",
     ]);
-    assert_one_error(code, &err, "nothing");
+    assert_one_error(code, &err, &["nothing"]);
     assert!(!out.exists());
 }

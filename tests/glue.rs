@@ -6,10 +6,11 @@
 
 mod common;
 
+use common::cram;
+
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const FILLER: &[&str] = &[
     "the", "movie", "was", "a", "story", "with", "actors", "and", "plot", "scenes", "about",
@@ -84,20 +85,6 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
         .collect();
     let run = common::untrained_tiny_run(dir, &texts, &[]);
     (run, glue)
-}
-
-fn cram(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr,
-    )
 }
 
 #[test]

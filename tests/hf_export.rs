@@ -5,6 +5,10 @@
 //! error and leave nothing behind. (`scripts/check_hf_parity.py` compares
 //! the logits with transformers itself; it needs torch, which CI lacks.)
 
+mod common;
+
+use common::{assert_one_error, cram};
+
 use cram::backend::cpu::Cpu;
 use cram::backend::Device;
 use cram::config::Config;
@@ -16,7 +20,6 @@ use cram::export::{
 use cram::train::checkpoint::{self, load_params};
 use cram::train::{fit_to_data, load_run, pretrain, RunOptions, RUN_TOKENIZER};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// Small sizes; the structure stays the preset's.
@@ -378,25 +381,6 @@ fn export_writes_the_tokenizer_files_card_and_modeling_file() {
         card.contains("budget | 4 steps; this checkpoint: step 4"),
         "{card}"
     );
-}
-
-fn cram(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
-
-fn assert_one_error(code: i32, stderr: &str, needles: &[&str]) {
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for needle in needles {
-        assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
-    }
 }
 
 #[test]

@@ -18,13 +18,7 @@ use rand_chacha::ChaCha8Rng;
 const STEPS: u64 = 300;
 /// Linear warm-up: post-LN BERT needs it at any useful learning rate.
 const WARMUP: u64 = 50;
-const SPECIAL: SpecialTokens = SpecialTokens {
-    pad: 0,
-    unk: 1,
-    cls: 2,
-    sep: 3,
-    mask: 4,
-};
+const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
 fn counting(rng: &mut ChaCha8Rng, batch: usize, seq: usize, vocab: u32) -> Vec<u32> {
     let mut out = Vec::with_capacity(batch * seq);

@@ -18,13 +18,7 @@ use cram::train::upload_batch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const SPECIAL: SpecialTokens = SpecialTokens {
-    pad: 0,
-    unk: 1,
-    cls: 2,
-    sep: 3,
-    mask: 4,
-};
+const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
 fn small(preset: &str, extra: &[&str]) -> Config {
     let mut sets: Vec<String> = [

@@ -5,6 +5,10 @@
 //! scale measured, one of them interrupted and resumed, then the fits, the
 //! plan and the reports.
 
+mod common;
+
+use common::cram;
+
 use cram::backend::cpu::Cpu;
 use cram::data::{prepare, PrepareOptions};
 use cram::report::{report, ReportOptions};
@@ -16,7 +20,6 @@ use cram::train::{pretrain, RunOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// 3000 documents of four ten-word sentences; each sentence is the word list
 /// of one of 40 topics over a 240-word invented vocabulary.
@@ -82,20 +85,6 @@ widths = [16, 32, 64]
 depths = [1]
 measure_noise_scale = true
 "#;
-
-fn cram(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr,
-    )
-}
 
 #[test]
 fn sweep_resume_fit_plan_and_report() {

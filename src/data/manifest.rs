@@ -260,13 +260,7 @@ mod tests {
                 kind: "wordpiece".into(),
                 vocab_size: 100,
                 lowercase: true,
-                special: SpecialTokens {
-                    pad: 0,
-                    unk: 1,
-                    cls: 2,
-                    sep: 3,
-                    mask: 4,
-                },
+                special: SpecialTokens::TRAINED,
                 reused_from: None,
             },
             splits: Splits {

@@ -89,13 +89,7 @@ impl Packer {
 mod tests {
     use super::*;
 
-    const SPECIAL: SpecialTokens = SpecialTokens {
-        pad: 0,
-        unk: 1,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-    };
+    const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
     fn pack(seq_len: usize, cls_first: bool, docs: &[&[u32]]) -> (Vec<Vec<u32>>, PackStats) {
         let mut packer = Packer::new(seq_len, cls_first, SPECIAL);

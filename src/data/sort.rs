@@ -167,13 +167,7 @@ mod tests {
     use super::*;
     use crate::data::split::Split;
 
-    const SPECIAL: SpecialTokens = SpecialTokens {
-        pad: 0,
-        unk: 1,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-    };
+    const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
     #[test]
     fn common_tokens_score_higher_and_specials_do_not_count() {

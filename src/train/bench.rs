@@ -17,13 +17,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// Special token ids of the synthetic vocabulary (those of a prepared one).
-const SPECIAL: SpecialTokens = SpecialTokens {
-    pad: 0,
-    unk: 1,
-    cls: 2,
-    sep: 3,
-    mask: 4,
-};
+const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
 /// A micro-batch of uniformly random tokens with the config's objective
 /// applied (masking at its rate, sparse prediction), like the reference's.

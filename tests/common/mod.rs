@@ -7,6 +7,7 @@ use cram::data::{prepare, PrepareOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
@@ -100,4 +101,26 @@ pub fn untrained_tiny_run(dir: &Path, texts: &[String], sets: &[&str]) -> PathBu
     let model = Model::new(&cfg.model);
     checkpoint::save(&be, &run, &model, &TrainState::fresh(&be, &model, 0)).unwrap();
     run
+}
+
+/// Runs the `cram` binary with `args`: (exit code, stdout, stderr). A panic
+/// fails the test: user mistakes must end in an error, never a panic.
+pub fn cram(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// Exit status 1 and one `error: ` message that mentions every needle.
+pub fn assert_one_error(code: i32, stderr: &str, needles: &[&str]) {
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+    }
 }

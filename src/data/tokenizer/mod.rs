@@ -77,6 +77,17 @@ pub struct SpecialTokens {
     pub mask: u32,
 }
 
+impl SpecialTokens {
+    /// The ids of a tokenizer trained by cram (see [`SPECIAL_TOKENS`]).
+    pub const TRAINED: SpecialTokens = SpecialTokens {
+        pad: 0,
+        unk: 1,
+        cls: 2,
+        sep: 3,
+        mask: 4,
+    };
+}
+
 /// The special tokens in id order of a trained tokenizer.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
@@ -257,16 +268,7 @@ pub(super) mod tests {
     fn special_tokens_come_first_in_fixed_order() {
         let tokenizer = train_wordpiece(&corpus(), 60).unwrap();
         let special = special_tokens(&tokenizer, None).unwrap();
-        assert_eq!(
-            special,
-            SpecialTokens {
-                pad: 0,
-                unk: 1,
-                cls: 2,
-                sep: 3,
-                mask: 4
-            }
-        );
+        assert_eq!(special, SpecialTokens::TRAINED);
         assert_eq!(model_kind(&tokenizer), "wordpiece");
         assert!(lowercases(&tokenizer));
     }
@@ -303,13 +305,7 @@ pub(super) mod tests {
         assert!(!lowercases(&tokenizer));
         assert_eq!(
             special_tokens(&tokenizer, None).unwrap(),
-            SpecialTokens {
-                pad: 0,
-                unk: 1,
-                cls: 2,
-                sep: 3,
-                mask: 4
-            }
+            SpecialTokens::TRAINED
         );
         assert_eq!(vocab_size(&tokenizer), 300);
         let text = "The cat sat, on ünseen\tMATS!";

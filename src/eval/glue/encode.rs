@@ -203,13 +203,7 @@ pub fn limit_examples(examples: Vec<Example>, limit: Option<usize>) -> Vec<Examp
 mod tests {
     use super::*;
 
-    const SPECIAL: SpecialTokens = SpecialTokens {
-        pad: 0,
-        unk: 1,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-    };
+    const SPECIAL: SpecialTokens = SpecialTokens::TRAINED;
 
     #[test]
     fn pairs_lose_tokens_from_the_longer_sentence_first() {
