@@ -113,6 +113,11 @@ pub trait Device: Send + Sync {
 
     /// A human-readable name of the device, printed at start-up.
     fn name(&self) -> String;
+    /// The dense matmul rate this device reaches in FLOP/s, measured on it,
+    /// for MFU; `None` where no such number is meaningful (the CPU).
+    fn peak_flops(&self) -> Option<f64> {
+        None
+    }
     /// A zero-filled buffer of `len` values at full (f32) precision: parameters,
     /// gradients, optimizer state, statistics, the residual stream.
     fn alloc(&self, len: usize) -> Self::Buf;

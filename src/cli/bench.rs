@@ -3,6 +3,7 @@
 
 use super::SetArgs;
 use crate::backend::cuda::Cuda;
+use crate::backend::Device;
 use crate::config::Config;
 use crate::train::bench::bench_cuda;
 use anyhow::Context;
@@ -34,8 +35,8 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cfg = Config::resolve(&args.preset, &args.set.sets)?;
     let gpu = Cuda::new(0).context("cram bench times the CUDA backend")?;
-    eprintln!("device: {}", crate::backend::Device::name(&gpu));
-    let peak = gpu.matmul_peak(8192, 20);
+    eprintln!("device: {}", gpu.name());
+    let peak = gpu.peak_flops().expect("a GPU reports its matmul peak");
     for &seq in &args.seq_len {
         for &mb in &args.micro_batch {
             let mut cfg = cfg.clone();

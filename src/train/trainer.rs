@@ -211,6 +211,7 @@ pub fn pretrain<B: Backend>(
     let mut noise = opts.measure_noise_scale.then(NoiseMeter::default);
     let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
+    let peak_flops = be.peak_flops();
     let bar = progress_bar(opts.progress);
     let clock = Instant::now();
     let seconds_before = state.progress.spent.seconds;
@@ -323,7 +324,8 @@ pub fn pretrain<B: Backend>(
                 json!((host[STAT_NORM_SQ] as f64).sqrt()),
             );
             rec.insert("tokens_per_s".into(), json!(tokens_per_s));
-            rec.insert("mfu".into(), Value::Null);
+            let mfu = peak_flops.map(|peak| tokens_per_s * flops_per_token / peak);
+            rec.insert("mfu".into(), mfu.map_or(Value::Null, |m| json!(m)));
             if let Some(ns) = noise.as_mut().and_then(NoiseMeter::take) {
                 rec.insert("noise_grad_sq".into(), json!(ns.grad_sq));
                 rec.insert("noise_trace".into(), json!(ns.trace));

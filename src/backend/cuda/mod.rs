@@ -173,6 +173,8 @@ pub struct Cuda {
     /// this GPU can run (they need more than the default shared memory);
     /// `CRAM_FUSED_ATTENTION=0` turns them off, for comparison.
     fused_attention: Vec<usize>,
+    /// The bf16 matmul rate, measured on first request.
+    peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
     /// failing kernel is named (like CUDA_LAUNCH_BLOCKING, with names).
     debug: bool,
@@ -229,6 +231,7 @@ impl Cuda {
             name,
             sm_count,
             fused_attention,
+            peak: std::sync::OnceLock::new(),
             debug,
         })
     }
@@ -515,6 +518,11 @@ impl Device for Cuda {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// 8192³ products of random normal bf16 matrices (the reference's measure).
+    fn peak_flops(&self) -> Option<f64> {
+        Some(*self.peak.get_or_init(|| self.matmul_peak(8192, 20)))
     }
 
     fn alloc(&self, len: usize) -> CudaBuf {
