@@ -128,3 +128,13 @@ fn missing_data_folder() {
     assert_one_error(code, &err, &["nothing"]);
     assert!(!out.exists());
 }
+
+#[test]
+fn bench_without_a_gpu_says_so() {
+    if cram::backend::cuda::libraries_present().is_ok() {
+        eprintln!("skipping: this machine has the CUDA driver");
+        return;
+    }
+    let (code, _, err) = cram(&["bench", "--steps", "1"]);
+    assert_one_error(code, &err, &["cram bench", "no CUDA driver"]);
+}

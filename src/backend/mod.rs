@@ -460,7 +460,10 @@ impl AnyDevice {
 pub fn select_device(choice: DeviceChoice) -> Result<(AnyDevice, Option<String>), cuda::CudaError> {
     match choice {
         DeviceChoice::Cpu => Ok((AnyDevice::Cpu(cpu::Cpu::new()), None)),
-        DeviceChoice::Cuda => Ok((AnyDevice::Cuda(Box::new(cuda::Cuda::new(0)?)), None)),
+        DeviceChoice::Cuda => match cuda::Cuda::new(0) {
+            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
+            Err(why) => Err(cuda::CudaError::Requested(Box::new(why))),
+        },
         DeviceChoice::Auto => match cuda::Cuda::new(0) {
             Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
             Err(why) => Ok((

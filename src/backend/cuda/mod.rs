@@ -30,8 +30,10 @@ use kernels::Kernels;
 /// Why the CUDA backend cannot start, in one sentence for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum CudaError {
-    #[error("no CUDA driver found (libcuda.so is not loadable); use --device cpu")]
+    #[error("no CUDA driver found (libcuda.so is not loadable on this machine)")]
     NoDriver,
+    #[error("--device cuda was asked for, but {0}; use --device cpu (or auto)")]
+    Requested(Box<CudaError>),
     #[error("the CUDA library {0} is not installed or not loadable")]
     MissingLibrary(&'static str),
     #[error("no CUDA GPU is visible (cuInit or device 0 failed: {0})")]
