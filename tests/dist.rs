@@ -1,0 +1,359 @@
+//! Data parallelism on the CPU: the in-process collectives, N ranks as
+//! threads against one process with the same global batch (plain and ZeRO-1),
+//! and resuming a 4-rank ZeRO-1 checkpoint on 1 and 3 ranks.
+
+mod common;
+
+use cram::config::Config;
+use cram::data::{prepare, PrepareOptions, TokenStore};
+use cram::dist::{micro_range, CommError, Communicator, Shard, ThreadComm};
+use cram::model::Model;
+use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, RunOptions};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- collectives
+
+/// Runs `f(comm)` on every rank of a group of `n` threads.
+fn on_ranks<T: Send>(comms: Vec<ThreadComm>, f: impl Fn(&ThreadComm) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || f(&c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn collectives_give_rank_ordered_results() {
+    let n = 3;
+    let out = on_ranks(ThreadComm::group(n), |c| {
+        let r = c.rank() as f32;
+        // Values whose f32 sum depends on the order: 1e8 + 1 − 1e8.
+        let mut a = vec![[1e8f32, 1.0, -1e8][c.rank()], r + 1.0];
+        c.all_reduce_sum(&mut a).unwrap();
+        let input: Vec<f32> = (0..2 * n).map(|i| i as f32 * 10.0 + r).collect();
+        let mut rs = vec![0.0; 2];
+        c.reduce_scatter_sum(&input, &mut rs).unwrap();
+        let mut ag = vec![0.0; 2 * n];
+        c.all_gather(&[r, -r], &mut ag).unwrap();
+        let mut b = vec![r; 4];
+        c.broadcast(&mut b, 2).unwrap();
+        c.barrier().unwrap();
+        (a, rs, ag, b)
+    });
+    for (rank, (a, rs, ag, b)) in out.iter().enumerate() {
+        // ((1e8 + 1) − 1e8) in f32 is 0: the sum runs in rank order on every rank.
+        assert_eq!(a, &vec![0.0, 6.0], "rank {rank}");
+        let want: Vec<f32> = (0..2)
+            .map(|j| ((rank * 2 + j) as f32 * 10.0) * 3.0 + 3.0)
+            .collect();
+        assert_eq!(rs, &want, "rank {rank}");
+        assert_eq!(ag, &vec![0.0, -0.0, 1.0, -1.0, 2.0, -2.0], "rank {rank}");
+        assert_eq!(b, &vec![2.0; 4], "rank {rank}");
+    }
+}
+
+#[test]
+fn a_missing_rank_times_out_with_its_name() {
+    let timeout = Duration::from_millis(300);
+    let comms = ThreadComm::group_with_timeout(3, timeout);
+    let start = Instant::now();
+    let out = on_ranks(comms, |c| {
+        if c.rank() == 1 {
+            // Hangs (does not leave) past the others' timeout.
+            std::thread::sleep(Duration::from_millis(900));
+            return None;
+        }
+        let mut x = [1.0f32];
+        Some(c.all_reduce_sum(&mut x))
+    });
+    assert!(start.elapsed() < Duration::from_secs(5));
+    for r in [0, 2] {
+        let err = out[r].clone().unwrap().unwrap_err();
+        let msg = err.to_string();
+        // The first to give up names rank 1; the other reports the failed group.
+        assert!(msg.contains("rank 1"), "rank {r}: {msg}");
+    }
+    let timeouts = [0, 2]
+        .iter()
+        .filter(|&&r| {
+            matches!(out[r].clone().unwrap(), Err(CommError::Timeout { ref missing, .. }) if missing == &vec![1])
+        })
+        .count();
+    assert!(timeouts >= 1, "{out:?}");
+}
+
+#[test]
+fn a_rank_that_leaves_is_named_at_once() {
+    let comms = ThreadComm::group_with_timeout(2, Duration::from_secs(30));
+    let start = Instant::now();
+    let out = on_ranks(comms, |c| {
+        if c.rank() == 0 {
+            return None; // returns: its communicator drops, as when a rank dies
+        }
+        c.barrier().err()
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "did not wait out the timeout"
+    );
+    let err = out[1].clone().unwrap();
+    assert!(matches!(err, CommError::PeerGone { ref missing, .. } if missing == &vec![0]));
+    assert!(err.to_string().contains("rank 0 left the group"), "{err}");
+}
+
+#[test]
+fn mismatched_collectives_are_reported() {
+    let out = on_ranks(ThreadComm::group(2), |c| {
+        let mut x = vec![1.0f32; 1 + c.rank()];
+        c.all_reduce_sum(&mut x).err()
+    });
+    let errs: Vec<String> = out.into_iter().flatten().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2);
+    assert!(
+        errs.iter().any(|e| e.contains("values to all_reduce")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn shards_and_micro_batches_partition() {
+    for (n, world) in [(10, 4), (12, 4), (3, 4), (7, 1)] {
+        let shards: Vec<Shard> = (0..world).map(|r| Shard::of(n, r, world)).collect();
+        assert!(shards.iter().all(|s| s.len == shards[0].len));
+        assert_eq!(shards.iter().map(|s| s.valid).sum::<usize>(), n);
+        for w in shards.windows(2) {
+            assert_eq!(w[0].start + w[0].len, w[1].start);
+        }
+    }
+    for (micros, world) in [(12, 4), (12, 3), (5, 4), (1, 2)] {
+        let ranges: Vec<_> = (0..world).map(|r| micro_range(micros, r, world)).collect();
+        let all: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+        assert_eq!(all, (0..micros).collect::<Vec<_>>());
+    }
+}
+
+// ------------------------------------------------------------------- training
+
+/// A small prepared English slice (vocabulary 512, sequences of 32).
+fn store() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = common::english_slice(tmp.path(), 600_000)?;
+        let out = tmp.path().join("data");
+        prepare(&PrepareOptions {
+            vocab_size: 512,
+            seq_len: 32,
+            val_fraction: 0.03,
+            shard_sequences: 4096,
+            max_tokens_per_char: None,
+            unigram_sort: false,
+            ..PrepareOptions::new(vec![input.into()], out.clone())
+        })
+        .unwrap();
+        Some((tmp, out))
+    })
+    .as_ref()
+    .map(|(_, p)| p.as_path())
+}
+
+/// The tiny preset with a global batch of 12 micro-batches of 2 sequences,
+/// so 1, 2, 3 and 4 ranks all split it evenly.
+fn config(store: &TokenStore, steps: u64, extra: &[&str]) -> Config {
+    let mut sets: Vec<String> = [
+        format!("train.budget={steps} steps"),
+        "train.micro_batch=2".into(),
+        "train.batch_size=24".into(),
+        "train.log_every=1".into(),
+        "train.eval_every=1000".into(),
+        "train.eval_batches=1".into(),
+        // Full learning rate from the first step and strong decay, so that
+        // three steps move the parameters far beyond the tolerance and a
+        // shard's decay boundary matters.
+        "train.warmup=0".into(),
+        "train.weight_decay=0.1".into(),
+    ]
+    .into();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let mut cfg = Config::resolve("tiny", &sets).unwrap();
+    fit_to_data(&mut cfg, store).unwrap();
+    cfg
+}
+
+fn opts(out: &Path, resume: bool, stop: Option<u64>) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        resume,
+        stop_after_steps: stop,
+        progress: false,
+        measure_noise_scale: false,
+    }
+}
+
+/// The parameters and moments of a run's newest checkpoint.
+fn final_state(run: &Path, cfg: &Config) -> (u64, Vec<f32>, Vec<f32>) {
+    let (step, dir) = checkpoint::latest(run).unwrap();
+    let model = Model::new(&cfg.model);
+    let params = checkpoint::load_params(&dir, &model).unwrap();
+    let be = cram::backend::cpu::Cpu::new();
+    let state = checkpoint::load(&be, &dir, &model).unwrap();
+    (step, params, [state.m, state.v].concat())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The logged training losses and gradient norms, in order.
+fn losses(run: &Path) -> Vec<f64> {
+    read_without_timing(&run.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .flat_map(|m| ["loss", "grad_norm"].map(|k| m.get(k).and_then(|v| v.as_f64())))
+        .flatten()
+        .collect()
+}
+
+fn run_ranks(cfg: &Config, store: &TokenStore, o: &RunOptions, ranks: usize, zero1: bool) {
+    if ranks == 1 && !zero1 {
+        pretrain(&cram::backend::cpu::Cpu::new(), cfg, store, o).unwrap();
+    } else {
+        cram::dist::pretrain_threads(cfg, store, o, ranks, zero1).unwrap();
+    }
+}
+
+/// Parameters may differ from one process's only by the order of f32
+/// additions (measured: at most 8.5e-7 after 3 steps that move them by
+/// 6e-3; one step's weight decay alone is up to 1e-4).
+const PARAM_TOL: f32 = 5e-6;
+
+#[test]
+fn ranks_match_one_process() {
+    let Some(data) = store() else { return };
+    let store = TokenStore::open(data).unwrap();
+    // Without clipping, so that a wrongly scaled gradient shows in Adam's
+    // moments and the logged norm (clipping hides the scale of the gradient).
+    let cfg = config(&store, 3, &["train.grad_clip=0"]);
+    ranks_match_one_process_with(&store, &cfg);
+    // With clipping: the global norm must be the norm of the whole reduced gradient.
+    let cfg = config(&store, 3, &["train.grad_clip=0.05"]);
+    ranks_match_one_process_with(&store, &cfg);
+}
+
+fn ranks_match_one_process_with(store: &TokenStore, cfg: &Config) {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one");
+    run_ranks(cfg, store, &opts(&one, false, None), 1, false);
+    let (step, p1, mv1) = final_state(&one, cfg);
+    assert_eq!(step, 3);
+    let l1 = losses(&one);
+    let start = cram::model::Model::new(&cfg.model).init_params(cfg.train.seed);
+    let moved = max_diff(&p1, &start);
+    assert!(
+        moved > 1e-3,
+        "training moved the parameters by only {moved}"
+    );
+    for (ranks, zero1) in [(2, false), (4, false), (2, true), (4, true)] {
+        let run = tmp.path().join(format!("r{ranks}-z{zero1}"));
+        run_ranks(cfg, store, &opts(&run, false, None), ranks, zero1);
+        let (step, p, mv) = final_state(&run, cfg);
+        assert_eq!(step, 3);
+        let (dp, dmv) = (max_diff(&p, &p1), max_diff(&mv, &mv1));
+        let l = losses(&run);
+        let dl = l
+            .iter()
+            .zip(&l1)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0, f64::max);
+        eprintln!(
+            "clip {}: {ranks} ranks, zero1 {zero1}:",
+            cfg.train.grad_clip
+        );
+        eprintln!(
+            "   max |Δparam| {dp:.3e}, max |Δm,v| {dmv:.3e}, max rel. |Δ(loss, grad norm)| {dl:.3e} (params moved {moved:.3e})"
+        );
+        assert_eq!(l.len(), l1.len());
+        assert!(
+            dp <= PARAM_TOL,
+            "{ranks} ranks, zero1 {zero1}: params differ by {dp}"
+        );
+        assert!(
+            dmv <= PARAM_TOL,
+            "{ranks} ranks, zero1 {zero1}: moments differ by {dmv}"
+        );
+        assert!(
+            dl <= 1e-4,
+            "{ranks} ranks, zero1 {zero1}: losses differ by {dl}"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn zero1_checkpoint_resumes_on_other_rank_counts() {
+    let Some(data) = store() else { return };
+    let store = &TokenStore::open(data).unwrap();
+    let cfg = &config(store, 4, &["train.grad_clip=0"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Uninterrupted on 4 ranks with ZeRO-1.
+    let whole = tmp.path().join("whole");
+    run_ranks(cfg, store, &opts(&whole, false, None), 4, true);
+    let (_, p_whole, mv_whole) = final_state(&whole, cfg);
+    // Stopped after 2 steps on 4 ranks, then resumed elsewhere.
+    let stopped = tmp.path().join("stopped");
+    run_ranks(cfg, store, &opts(&stopped, false, Some(2)), 4, true);
+    assert_eq!(checkpoint::latest(&stopped).unwrap().0, 2);
+    for (ranks, zero1) in [(1, false), (1, true), (3, true), (4, true), (3, false)] {
+        let run = tmp.path().join(format!("resume-{ranks}-{zero1}"));
+        copy_dir(&stopped, &run);
+        run_ranks(cfg, store, &opts(&run, true, None), ranks, zero1);
+        let (step, p, mv) = final_state(&run, cfg);
+        assert_eq!(step, 4);
+        let (dp, dmv) = (max_diff(&p, &p_whole), max_diff(&mv, &mv_whole));
+        eprintln!("resumed on {ranks} ranks (zero1 {zero1}): max |Δparam| {dp:.3e}, max |Δm,v| {dmv:.3e} vs 4 ranks uninterrupted");
+        assert!(dp <= PARAM_TOL, "resumed on {ranks}: params differ by {dp}");
+        assert!(
+            dmv <= PARAM_TOL,
+            "resumed on {ranks}: moments differ by {dmv}"
+        );
+    }
+}
+
+#[test]
+fn data_parallel_over_one_rank_is_the_plain_step() {
+    // A ZeRO-1 group of one must give exactly the single-process bits.
+    let Some(data) = store() else { return };
+    let store = &TokenStore::open(data).unwrap();
+    let cfg = &config(store, 2, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    run_ranks(cfg, store, &opts(&a, false, None), 1, false);
+    run_ranks(cfg, store, &opts(&b, false, None), 1, true);
+    let (_, pa, mva) = final_state(&a, cfg);
+    let (_, pb, mvb) = final_state(&b, cfg);
+    assert_eq!(max_diff(&pa, &pb), 0.0);
+    assert_eq!(max_diff(&mva, &mvb), 0.0);
+}
