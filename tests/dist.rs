@@ -357,3 +357,254 @@ fn data_parallel_over_one_rank_is_the_plain_step() {
     assert_eq!(max_diff(&pa, &pb), 0.0);
     assert_eq!(max_diff(&mva, &mvb), 0.0);
 }
+
+// ----------------------------------------------------------------- rendezvous
+
+use cram::dist::rendezvous::{fetch, DistEnv, RendezvousError, RendezvousServer};
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let owned: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| {
+        owned
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+#[test]
+fn launcher_variables_are_parsed_with_clear_errors() {
+    assert_eq!(DistEnv::from_vars(vars(&[])).unwrap(), None);
+    let full = [
+        ("RANK", "3"),
+        ("WORLD_SIZE", "8"),
+        ("LOCAL_RANK", "1"),
+        ("MASTER_ADDR", "node0"),
+        ("MASTER_PORT", "29500"),
+    ];
+    let env = DistEnv::from_vars(vars(&full)).unwrap().unwrap();
+    assert_eq!(
+        env,
+        DistEnv {
+            rank: 3,
+            world_size: 8,
+            local_rank: 1,
+            master_addr: "node0".into(),
+            master_port: 29500
+        }
+    );
+    let with = |name: &str, value: Option<&str>| {
+        let pairs: Vec<(&str, &str)> = full
+            .iter()
+            .filter(|(k, _)| *k != name)
+            .copied()
+            .chain(value.map(|v| (name, v)))
+            .collect();
+        DistEnv::from_vars(vars(&pairs)).unwrap_err().to_string()
+    };
+    assert!(with("MASTER_PORT", None).starts_with("MASTER_PORT is not set"));
+    assert!(with("LOCAL_RANK", None).starts_with("LOCAL_RANK is not set"));
+    assert!(with("RANK", Some("8"))
+        .contains("RANK=8 is not valid: ranks run from 0 to WORLD_SIZE − 1 = 7"));
+    assert!(with("RANK", Some("-1")).contains("RANK=-1 is not valid"));
+    assert!(with("WORLD_SIZE", Some("0")).contains("WORLD_SIZE=0 is not valid"));
+    assert!(with("MASTER_PORT", Some("70000")).contains("MASTER_PORT=70000 is not valid"));
+    assert!(with("MASTER_ADDR", Some(" ")).contains("MASTER_ADDR= is not valid"));
+}
+
+fn unique_id() -> Vec<u8> {
+    (0..128u32).map(|i| (i * 37 + 11) as u8).collect()
+}
+
+#[test]
+fn rendezvous_hands_every_rank_the_id() {
+    let world = 4;
+    let server = RendezvousServer::bind("127.0.0.1", 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let id = unique_id();
+    let timeout = Duration::from_secs(20);
+    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let clients: Vec<_> = (1..world)
+            .map(|rank| s.spawn(move || fetch("127.0.0.1", port, rank, world, timeout).unwrap()))
+            .collect();
+        server.serve(world, &id, timeout).unwrap();
+        clients.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(got, vec![id; world - 1]);
+}
+
+#[test]
+fn a_rank_that_starts_before_rank_0_waits_for_it() {
+    let port = free_port();
+    let id = unique_id();
+    let env = |rank: usize| DistEnv {
+        rank,
+        world_size: 2,
+        local_rank: rank,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+    };
+    let timeout = Duration::from_secs(20);
+    let got = std::thread::scope(|s| {
+        let early =
+            s.spawn(|| env(1).exchange(|| unreachable!("only rank 0 makes the id"), timeout));
+        std::thread::sleep(Duration::from_millis(300));
+        let served = env(0).exchange(unique_id, timeout).unwrap();
+        assert_eq!(served, unique_id());
+        early.join().unwrap().unwrap()
+    });
+    assert_eq!(got, id);
+}
+
+#[test]
+fn a_missing_peer_fails_every_rank_with_its_name() {
+    let world = 3;
+    let server = RendezvousServer::bind("127.0.0.1", 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let timeout = Duration::from_millis(800);
+    let start = Instant::now();
+    let (server_err, client_err) = std::thread::scope(|s| {
+        let client = s.spawn(move || fetch("127.0.0.1", port, 1, world, timeout));
+        let server_err = server.serve(world, &unique_id(), timeout).unwrap_err();
+        (server_err, client.join().unwrap().unwrap_err())
+    });
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        matches!(server_err, RendezvousError::PeersMissing { ref missing, .. } if missing == &vec![2]),
+        "{server_err}"
+    );
+    assert!(server_err
+        .to_string()
+        .starts_with("rank 2 never reached the rendezvous at 127.0.0.1:"));
+    // The waiting rank learns which one is missing, too.
+    assert!(
+        client_err.to_string().contains("rank 2 never reached"),
+        "{client_err}"
+    );
+}
+
+#[test]
+fn a_missing_rank_0_is_named() {
+    let port = free_port();
+    let err = fetch("127.0.0.1", port, 2, 3, Duration::from_millis(500)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "rank 2 could not reach rank 0 at 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn conflicting_ranks_are_refused() {
+    let server = RendezvousServer::bind("127.0.0.1", 0).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let timeout = Duration::from_secs(10);
+    let (server_err, client_err) = std::thread::scope(|s| {
+        let client = s.spawn(move || fetch("127.0.0.1", port, 1, 5, timeout));
+        let e = server.serve(3, &unique_id(), timeout).unwrap_err();
+        (e, client.join().unwrap().unwrap_err())
+    });
+    assert!(
+        server_err
+            .to_string()
+            .contains("rank 1 was started with WORLD_SIZE=5, rank 0 with 3"),
+        "{server_err}"
+    );
+    assert!(
+        matches!(client_err, RendezvousError::Refused { .. }),
+        "{client_err}"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One rank of [`rendezvous_across_processes`]: runs only as a child process
+/// (with `CRAM_TEST_RENDEZVOUS` set) and prints the id it got.
+#[test]
+fn rendezvous_rank_process() {
+    let Ok(timeout_ms) = std::env::var("CRAM_TEST_RENDEZVOUS") else {
+        return;
+    };
+    let env = DistEnv::from_env()
+        .unwrap()
+        .expect("the parent sets the launcher variables");
+    match env.exchange(
+        unique_id,
+        Duration::from_millis(timeout_ms.parse().unwrap()),
+    ) {
+        // On a line of its own: the harness has printed "test … " before it.
+        Ok(id) => println!(
+            "\nID {}",
+            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        Err(e) => println!("\nERR {e}"),
+    }
+}
+
+/// Ranks as separate processes, as a launcher starts them; `present` are
+/// the ranks started. Returns each one's printed line.
+fn launch_ranks(world: usize, present: &[usize], timeout_ms: u64) -> Vec<String> {
+    let port = free_port();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = present
+        .iter()
+        .map(|&rank| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "rendezvous_rank_process",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("CRAM_TEST_RENDEZVOUS", timeout_ms.to_string())
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .find(|l| l.starts_with("ID ") || l.starts_with("ERR "))
+                .unwrap_or_else(|| panic!("a rank printed no result: {text}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn rendezvous_across_processes() {
+    let lines = launch_ranks(3, &[2, 0, 1], 20_000);
+    let want = format!(
+        "ID {}",
+        unique_id()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    assert_eq!(lines, vec![want; 3]);
+    // Rank 1 never starts: ranks 0 and 2 stop with an error naming it.
+    let lines = launch_ranks(3, &[0, 2], 1_000);
+    for line in &lines {
+        assert!(
+            line.starts_with("ERR ") && line.contains("rank 1 never reached the rendezvous"),
+            "{line}"
+        );
+    }
+}

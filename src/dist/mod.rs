@@ -4,8 +4,10 @@
 
 pub mod comm;
 pub mod parallel;
+pub mod rendezvous;
 pub mod threads;
 
 pub use comm::{CommError, Communicator, SingleComm, ThreadComm};
 pub use parallel::{micro_range, DataParallel, Shard};
+pub use rendezvous::{DistEnv, RendezvousError, RendezvousServer};
 pub use threads::pretrain_threads;
