@@ -49,6 +49,12 @@ pub enum CommError {
         expected: usize,
         got: usize,
     },
+    #[error("the {op} collective of rank {rank} did not finish within {timeout:?}: another rank died or hung (NCCL cannot say which)")]
+    Stalled {
+        op: &'static str,
+        rank: usize,
+        timeout: Duration,
+    },
     #[error("the group failed earlier ({0}); its ranks cannot communicate any more")]
     Failed(String),
     #[error("{0}")]

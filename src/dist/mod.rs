@@ -3,6 +3,7 @@
 //! and the in-process launcher that runs ranks as threads ([`threads`]).
 
 pub mod comm;
+pub mod nccl;
 pub mod parallel;
 pub mod rendezvous;
 pub mod threads;
