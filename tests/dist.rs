@@ -229,7 +229,7 @@ fn run_ranks(cfg: &Config, store: &TokenStore, o: &RunOptions, ranks: usize, zer
     if ranks == 1 && !zero1 {
         pretrain(&cram::backend::cpu::Cpu::new(), cfg, store, o).unwrap();
     } else {
-        cram::dist::pretrain_threads(cfg, store, o, ranks, zero1).unwrap();
+        cram::dist::pretrain_threads(cfg, store, o, ranks, zero1, Duration::from_secs(60)).unwrap();
     }
 }
 
@@ -607,4 +607,59 @@ fn rendezvous_across_processes() {
             "{line}"
         );
     }
+}
+
+// ------------------------------------------------------------------------ CLI
+
+#[test]
+fn cli_ranks_as_threads_match_one_process() {
+    let Some(data) = store() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pretrain = |out: &Path, extra: &[&str]| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cram"))
+            .args(["pretrain", "--preset", "tiny", "--device", "cpu", "--quiet"])
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(out)
+            .args([
+                "--budget",
+                "2 steps",
+                "--set",
+                "train.micro_batch=2",
+                "--set",
+                "train.batch_size=8",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        String::from_utf8_lossy(&status.stderr).into_owned()
+    };
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    pretrain(&one, &[]);
+    let log = pretrain(&two, &["--ranks", "2", "--zero1"]);
+    assert!(log.contains("2 ranks as threads"), "{log}");
+    let cfg = Config::load(&one.join("config.toml")).unwrap();
+    let (_, p1, mv1) = final_state(&one, &cfg);
+    let (_, p2, mv2) = final_state(&two, &cfg);
+    assert!(max_diff(&p1, &p2) <= PARAM_TOL);
+    assert!(max_diff(&mv1, &mv2) <= PARAM_TOL);
+    // --zero1 alone has no ranks to shard over.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(["pretrain", "--preset", "tiny", "--device", "cpu", "--zero1"])
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(tmp.path().join("three"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--zero1 shards the optimizer across ranks")
+    );
 }

@@ -9,9 +9,10 @@ use crate::backend::cpu::Cpu;
 use crate::config::Config;
 use crate::data::TokenStore;
 use crate::train::{pretrain_parallel, RunOptions, RunSummary, TrainError};
+use std::time::Duration;
 
 /// Runs [`pretrain_parallel`] on `ranks` threads of this process (ZeRO-1
-/// when `zero1`) and returns rank 0's summary. When ranks fail, the error
+/// when `zero1`, `timeout` per collective) and returns rank 0's summary. When ranks fail, the error
 /// returned is the cause (a rank's own failure), not the others' reports
 /// that a peer left.
 pub fn pretrain_threads(
@@ -20,11 +21,12 @@ pub fn pretrain_threads(
     opts: &RunOptions,
     ranks: usize,
     zero1: bool,
+    timeout: Duration,
 ) -> Result<RunSummary, TrainError> {
     if ranks == 0 {
         return Err(TrainError::Run("a run needs at least one rank".into()));
     }
-    let comms = ThreadComm::group(ranks);
+    let comms = ThreadComm::group_with_timeout(ranks, timeout);
     let results: Vec<Result<RunSummary, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = comms
             .into_iter()
