@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod model;

@@ -4,11 +4,14 @@ use super::SetArgs;
 use crate::backend::{select_device, DeviceChoice};
 use crate::config::Config;
 use crate::data::TokenStore;
+use crate::dist::nccl::NcclComm;
+use crate::dist::{pretrain_threads, DataParallel, DistEnv};
 use crate::on_device;
-use crate::train::{fit_to_data, pretrain, RunOptions};
+use crate::train::{fit_to_data, pretrain, pretrain_parallel, RunOptions, RunSummary};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct PretrainArgs {
@@ -41,9 +44,86 @@ pub struct PretrainArgs {
     /// Log the gradient noise scale B_simple (critical batch size estimate) in metrics.jsonl.
     #[arg(long)]
     measure_noise_scale: bool,
+    /// Data parallel on this many local GPUs: starts one worker process per
+    /// GPU (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set for
+    /// each). Under an external launcher that sets those variables, leave it out.
+    #[arg(long, value_name = "N")]
+    gpus: Option<usize>,
+    /// Data parallel over this many ranks as threads of this process, on the
+    /// CPU (the CPU twin of --gpus, for checking the data-parallel path).
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+    /// Shard the optimizer state across ranks (ZeRO stage 1).
+    #[arg(long)]
+    zero1: bool,
+    /// Seconds a rank waits for the others (rendezvous and each collective)
+    /// before stopping with an error that names the missing rank.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    dist_timeout: u64,
+}
+
+/// `--gpus N`: the same command once per GPU, each as one rank.
+fn launch_local_workers(gpus: usize) -> anyhow::Result<()> {
+    if gpus == 0 {
+        bail!("--gpus needs at least 1");
+    }
+    // The workers get this command line without --gpus.
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--gpus" {
+            it.next();
+        } else if !a.starts_with("--gpus=") {
+            args.push(a);
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free local port for the rendezvous")?
+        .port();
+    let exe = std::env::current_exe().context("cannot find the cram executable")?;
+    let mut children = Vec::new();
+    for rank in 0..gpus {
+        let child = std::process::Command::new(&exe)
+            .args(&args)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", gpus.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .spawn()
+            .with_context(|| format!("cannot start the worker of rank {rank}"))?;
+        children.push(child);
+    }
+    let mut failed = Vec::new();
+    for (rank, mut child) in children.into_iter().enumerate() {
+        let status = child
+            .wait()
+            .with_context(|| format!("cannot wait for the worker of rank {rank}"))?;
+        if !status.success() {
+            failed.push(format!("rank {rank} ({status})"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("workers failed: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
+    let launched = DistEnv::from_env()?;
+    if let Some(gpus) = args.gpus {
+        if launched.is_some() {
+            bail!("--gpus starts its own workers; under a launcher that sets RANK and WORLD_SIZE, leave it out");
+        }
+        if args.ranks.is_some() {
+            bail!("--gpus and --ranks exclude each other");
+        }
+        return launch_local_workers(gpus);
+    }
+    if args.ranks.is_some() && launched.is_some() {
+        bail!("--ranks runs the ranks as threads of one process; under a launcher, leave it out");
+    }
     let mut sets = args.set.sets.clone();
     if let Some(b) = &args.budget {
         sets.push(format!("train.budget={b}"));
@@ -66,19 +146,56 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     for note in fit_to_data(&mut cfg, &store)? {
         eprintln!("note: {note}");
     }
-    let (device, note) = select_device(args.device)?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
-    eprintln!("device: {}", device.name());
+    let lead = launched.as_ref().is_none_or(|e| e.rank == 0);
     let opts = RunOptions {
         out: args.out.clone(),
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
-        progress: !args.quiet && std::io::stderr().is_terminal(),
+        progress: !args.quiet && lead && std::io::stderr().is_terminal(),
         measure_noise_scale: args.measure_noise_scale,
     };
-    let summary = on_device!(&device, |be| pretrain(be, &cfg, &store, &opts))?;
+    let timeout = Duration::from_secs(args.dist_timeout);
+    let summary: RunSummary = if let Some(env) = &launched {
+        if args.device == DeviceChoice::Cpu {
+            bail!("a launched rank trains on its GPU (LOCAL_RANK); --device cpu has no collectives between processes (use --ranks)");
+        }
+        let be = crate::backend::cuda::Cuda::new(env.local_rank)
+            .with_context(|| format!("rank {} cannot use GPU {}", env.rank, env.local_rank))?;
+        if lead {
+            eprintln!(
+                "device: {} (rank 0 of {})",
+                crate::backend::Device::name(&be),
+                env.world_size
+            );
+        }
+        let comm = NcclComm::from_env(env, timeout)
+            .with_context(|| format!("rank {} cannot join the group", env.rank))?;
+        let dp = DataParallel::new(&comm, args.zero1);
+        let summary = pretrain_parallel(&be, &cfg, &store, &opts, Some(&dp))
+            .with_context(|| format!("rank {} stopped", env.rank))?;
+        if !lead {
+            return Ok(());
+        }
+        summary
+    } else if let Some(ranks) = args.ranks {
+        if args.device != DeviceChoice::Cpu {
+            bail!("--ranks runs on the CPU; pass --device cpu (for GPUs use --gpus)");
+        }
+        eprintln!("device: CPU, {ranks} ranks as threads");
+        pretrain_threads(&cfg, &store, &opts, ranks, args.zero1, timeout)?
+    } else {
+        if args.zero1 {
+            bail!(
+                "--zero1 shards the optimizer across ranks; it needs --gpus, --ranks or a launcher"
+            );
+        }
+        let (device, note) = select_device(args.device)?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        eprintln!("device: {}", device.name());
+        on_device!(&device, |be| pretrain(be, &cfg, &store, &opts))?
+    };
     println!(
         "{} after {} steps, {} tokens, {:.1}s; last training loss {:.4}",
         if summary.finished {

@@ -162,7 +162,21 @@ pub fn save<B: Backend>(
     model: &Model,
     state: &TrainState<B>,
 ) -> Result<PathBuf, CheckpointError> {
-    let dir = step_dir(run, state.progress.step);
+    let params = be.download(&state.params);
+    let (m, v) = (be.download(&state.m), be.download(&state.v));
+    save_host(run, model, (&params, &m, &v), &state.progress)
+}
+
+/// Writes a checkpoint from host copies of the parameters and of AdamW's
+/// moments (whole buffers in layout order; a data-parallel run gathers its
+/// sharded moments first) and returns its folder.
+pub fn save_host(
+    run: &Path,
+    model: &Model,
+    (params, m, v): (&[f32], &[f32], &[f32]),
+    progress: &TrainProgress,
+) -> Result<PathBuf, CheckpointError> {
+    let dir = step_dir(run, progress.step);
     let tmp = dir.with_extension("tmp");
     let err = |source| CheckpointError::Write {
         path: tmp.clone(),
@@ -172,15 +186,13 @@ pub fn save<B: Backend>(
         fs::remove_dir_all(&tmp).map_err(err)?;
     }
     fs::create_dir_all(&tmp).map_err(err)?;
-    let params = be.download(&state.params);
-    write_tensors(&tmp.join("model.safetensors"), model, &[("", &params)])?;
-    let (m, v) = (be.download(&state.m), be.download(&state.v));
+    write_tensors(&tmp.join("model.safetensors"), model, &[("", params)])?;
     write_tensors(
         &tmp.join("optimizer.safetensors"),
         model,
-        &[("m", &m), ("v", &v)],
+        &[("m", m), ("v", v)],
     )?;
-    let json = serde_json::to_vec_pretty(&state.progress).expect("progress serializes");
+    let json = serde_json::to_vec_pretty(progress).expect("progress serializes");
     write_synced(&tmp.join("state.json"), &json)?;
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(err)?;

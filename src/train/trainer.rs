@@ -10,6 +10,7 @@ use crate::backend::{AdamW, Backend};
 use crate::config::{Budget, Config};
 use crate::data::batches::{batch_rng, read_sequences, HostBatch, Objective, Order};
 use crate::data::{Split, TokenStore};
+use crate::dist::{CommError, DataParallel};
 use crate::eval::{evaluate, EvalResult};
 use crate::model::{Activations, DeviceBatch, Model};
 use crate::scaling::noise::{NoiseMeter, NormPair};
@@ -23,6 +24,8 @@ use thiserror::Error;
 pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("data-parallel training stopped: {0}")]
+    Comm(#[from] CommError),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -178,6 +181,43 @@ pub fn pretrain<B: Backend>(
     store: &TokenStore,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
+    pretrain_parallel(be, cfg, store, opts, None)
+}
+
+/// Writes a checkpoint of the group's state: rank 0 writes it, after the
+/// sharded moments are gathered (a collective: every rank calls this).
+fn save_checkpoint<B: Backend>(
+    be: &B,
+    run: &Path,
+    model: &Model,
+    state: &TrainState<B>,
+    dist: Option<&DataParallel>,
+) -> Result<PathBuf, TrainError> {
+    let Some(dp) = dist else {
+        return Ok(checkpoint::save(be, run, model, state)?);
+    };
+    let (m, v) = dp.gather_moments(be, state)?;
+    if dp.rank() == 0 {
+        let params = be.download(&state.params);
+        checkpoint::save_host(run, model, (&params, &m, &v), &state.progress)?;
+    }
+    // No rank goes on (or returns) before the checkpoint is complete.
+    dp.comm.barrier()?;
+    Ok(checkpoint::step_dir(run, state.progress.step))
+}
+
+/// [`pretrain`] as one rank of a data-parallel group (`dist`), or alone
+/// (`None`). Every rank computes its share of each global batch (see
+/// [`crate::dist::parallel`]); rank 0 alone writes the run folder, metrics,
+/// evaluations and checkpoints, and the budget clock is rank 0's.
+pub fn pretrain_parallel<B: Backend>(
+    be: &B,
+    cfg: &Config,
+    store: &TokenStore,
+    opts: &RunOptions,
+    dist: Option<&DataParallel>,
+) -> Result<RunSummary, TrainError> {
+    let lead = dist.is_none_or(|d| d.rank() == 0);
     let budget = Budget::parse(&cfg.train.budget).map_err(TrainError::Run)?;
     let t = &cfg.train;
     let model = Model::new(&cfg.model);
@@ -194,16 +234,35 @@ pub fn pretrain<B: Backend>(
             t.batch_size, t.micro_batch
         )));
     }
-    prepare_run_dir(cfg, opts)?;
-    super::run_files::record_data(store, &opts.out)?;
+    if opts.measure_noise_scale && dist.is_some_and(|d| d.world_size() > 1) {
+        return Err(TrainError::Run(
+            "--measure-noise-scale needs one rank: its small batch is one rank's micro-batch"
+                .into(),
+        ));
+    }
+    if lead {
+        prepare_run_dir(cfg, opts)?;
+        super::run_files::record_data(store, &opts.out)?;
+    }
+    if let Some(dp) = dist {
+        // The other ranks read the run folder only once rank 0 has checked it.
+        dp.comm.barrier()?;
+    }
     let mut state = if opts.resume {
         let dir = checkpoint::find(&opts.out, None)?;
         checkpoint::load(be, &dir, &model)?
     } else {
         TrainState::fresh(be, &model, t.seed)
     };
+    if let Some(dp) = dist {
+        dp.adopt_state(be, &mut state);
+    }
     let resumed_at = opts.resume.then_some(state.progress.step);
-    let mut metrics = MetricsWriter::open(&opts.out, resumed_at).map_err(io_err(&opts.out))?;
+    let mut metrics = if lead {
+        Some(MetricsWriter::open(&opts.out, resumed_at).map_err(io_err(&opts.out))?)
+    } else {
+        None
+    };
     let objective =
         Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
@@ -211,8 +270,10 @@ pub fn pretrain<B: Backend>(
     let mut noise = opts.measure_noise_scale.then(NoiseMeter::default);
     let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
-    let peak_flops = be.peak_flops();
-    let bar = progress_bar(opts.progress);
+    // MFU per device: every rank's device is counted in the denominator.
+    let devices = dist.map_or(1, |d| d.world_size()) as f64;
+    let peak_flops = be.peak_flops().map(|p| p * devices);
+    let bar = progress_bar(opts.progress && lead);
     let clock = Instant::now();
     let seconds_before = state.progress.spent.seconds;
     let (mut interval_steps, mut interval_tokens, mut interval_start) = (0u64, 0u64, 0f64);
@@ -237,12 +298,15 @@ pub fn pretrain<B: Backend>(
         let lr = schedule::learning_rate(t, p);
         let micro_steps = batch_size / t.micro_batch;
         be.zero(&mut state.grads);
-        for micro in 0..micro_steps {
-            let pos = state.progress.position;
+        let start = state.progress.position;
+        let micros = dist.map_or(0..micro_steps, |d| d.micros(micro_steps));
+        for micro in micros {
+            // Global micro-batch `micro` reads the same sequences, masks and
+            // dropout on any number of ranks.
+            let pos = start + (micro * t.micro_batch) as u64;
             let indices: Vec<usize> = (0..t.micro_batch as u64)
                 .map(|i| order.at(pos + i))
                 .collect();
-            state.progress.position += t.micro_batch as u64;
             let tokens = read_sequences(store, Split::Train, indices.into_iter());
             let mut rng = batch_rng(t.seed, step, micro as u64);
             let hb = objective.make_batch(tokens, seq, &mut rng);
@@ -264,6 +328,7 @@ pub fn pretrain<B: Backend>(
                 be.grad_norm_squared(&mut stats, STAT_SMALL_NORM_SQ, &state.grads);
             }
         }
+        state.progress.position = start + (micro_steps * t.micro_batch) as u64;
         let hp = AdamW {
             lr: lr as f32,
             beta1: t.beta1,
@@ -274,7 +339,10 @@ pub fn pretrain<B: Backend>(
             decay_len: model.layout.decay_len,
             max_norm: t.grad_clip,
         };
-        optimizer_step(be, &mut state, &mut stats, hp);
+        match dist {
+            Some(dp) => dp.optimizer_step(be, &mut state, &mut stats, hp)?,
+            None => optimizer_step(be, &mut state, &mut stats, hp),
+        }
         if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
             // The first micro-batch's gradient was scaled by 1/micro_steps.
             let norms = be.read(&stats, STAT_NORM_SQ, 2);
@@ -292,6 +360,10 @@ pub fn pretrain<B: Backend>(
         spent.tokens += tokens;
         spent.flops += tokens as f64 * flops_per_token;
         spent.seconds = seconds_before + clock.elapsed().as_secs_f64();
+        if let Some(dp) = dist {
+            // One clock for the group, so that every rank stops at the same step.
+            spent.seconds = crate::dist::comm::broadcast_f64(dp.comm, spent.seconds, 0)?;
+        }
         state.progress.step += 1;
         interval_steps += 1;
         interval_tokens += tokens;
@@ -300,7 +372,10 @@ pub fn pretrain<B: Backend>(
         let done = p >= 1.0;
 
         if step % t.log_every as u64 == 0 || done {
-            let host = be.read(&stats, 0, STATS);
+            let mut host = be.read(&stats, 0, STATS);
+            if let Some(dp) = dist {
+                dp.sum(&mut host[STAT_LOSS..STAT_LOSS + 1])?;
+            }
             last_loss = host[STAT_LOSS] as f64 / interval_steps as f64;
             if !last_loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -332,7 +407,9 @@ pub fn pretrain<B: Backend>(
                 rec.insert("noise_scale".into(), json!(ns.b_simple()));
             }
             rec.insert("elapsed".into(), json!(spent.seconds));
-            metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            }
             bar.set_position((p * 1000.0) as u64);
             bar.set_message(format!(
                 "step {step} loss {last_loss:.3} lr {lr:.2e} bs {batch_size} {:.0} tok/s left {}",
@@ -342,7 +419,7 @@ pub fn pretrain<B: Backend>(
             be.zero(&mut stats);
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
         }
-        if step % t.eval_every as u64 == 0 || done {
+        if lead && (step % t.eval_every as u64 == 0 || done) {
             let r = evaluate(
                 be,
                 &model,
@@ -360,7 +437,9 @@ pub fn pretrain<B: Backend>(
             rec.insert("val_loss".into(), json!(r.loss));
             rec.insert("val_accuracy".into(), json!(r.accuracy));
             rec.insert("elapsed".into(), json!(state.progress.spent.seconds));
-            metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            if let Some(metrics) = metrics.as_mut() {
+                metrics.write(&rec).map_err(io_err(metrics.path()))?;
+            }
             bar.println(format!(
                 "step {step:>6}  held-out loss {:.4}  accuracy {:.3}",
                 r.loss, r.accuracy
@@ -368,11 +447,11 @@ pub fn pretrain<B: Backend>(
             last_eval = Some(r);
         }
         if step % t.checkpoint_every as u64 == 0 && !done {
-            checkpoint::save(be, &opts.out, &model, &state)?;
+            save_checkpoint(be, &opts.out, &model, &state, dist)?;
         }
     }
     bar.finish_and_clear();
-    let dir = checkpoint::save(be, &opts.out, &model, &state)?;
+    let dir = save_checkpoint(be, &opts.out, &model, &state, dist)?;
     let spent = state.progress.spent;
     Ok(RunSummary {
         steps: spent.steps,
