@@ -5,7 +5,7 @@
 mod common;
 
 use cram::config::Config;
-use cram::data::{prepare, PrepareOptions, TokenStore};
+use cram::data::TokenStore;
 use cram::dist::{micro_range, CommError, Communicator, Shard, ThreadComm};
 use cram::model::Model;
 use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, RunOptions};
@@ -144,24 +144,9 @@ fn shards_and_micro_batches_partition() {
 /// A small prepared English slice (vocabulary 512, sequences of 32).
 fn store() -> Option<&'static Path> {
     static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let input = common::english_slice(tmp.path(), 600_000)?;
-        let out = tmp.path().join("data");
-        prepare(&PrepareOptions {
-            vocab_size: 512,
-            seq_len: 32,
-            val_fraction: 0.03,
-            shard_sequences: 4096,
-            max_tokens_per_char: None,
-            unigram_sort: false,
-            ..PrepareOptions::new(vec![input.into()], out.clone())
-        })
-        .unwrap();
-        Some((tmp, out))
-    })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+    DIR.get_or_init(|| common::prepare_english_slice(600_000, 512, 32))
+        .as_ref()
+        .map(|(_, p)| p.as_path())
 }
 
 /// The tiny preset with a global batch of 12 micro-batches of 2 sequences,

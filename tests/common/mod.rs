@@ -54,26 +54,34 @@ pub fn english_slice(dir: &Path, bytes: usize) -> Option<PathBuf> {
 /// shared by the tests of one binary.
 pub fn prepared_english() -> Option<&'static Path> {
     static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let input = english_slice(tmp.path(), 3_000_000)?;
-        let out = tmp.path().join("data");
-        prepare(&PrepareOptions {
-            vocab_size: 2048,
-            seq_len: 64,
-            val_fraction: 0.03,
-            shard_sequences: 4096,
-            // Sorting and filtering are tested with the data pipeline; the
-            // training tests want plain shuffled text of a small vocabulary.
-            max_tokens_per_char: None,
-            unigram_sort: false,
-            ..PrepareOptions::new(vec![input.into()], out.clone())
-        })
-        .unwrap();
-        Some((tmp, out))
+    DIR.get_or_init(|| prepare_english_slice(3_000_000, 2048, 64))
+        .as_ref()
+        .map(|(_, p)| p.as_path())
+}
+
+/// The first `bytes` of the English text prepared into a temporary folder
+/// with a `vocab_size` tokenizer and sequences of `seq_len`.
+pub fn prepare_english_slice(
+    bytes: usize,
+    vocab_size: usize,
+    seq_len: usize,
+) -> Option<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = english_slice(tmp.path(), bytes)?;
+    let out = tmp.path().join("data");
+    prepare(&PrepareOptions {
+        vocab_size,
+        seq_len,
+        val_fraction: 0.03,
+        shard_sequences: 4096,
+        // Sorting and filtering are tested with the data pipeline; the
+        // training tests want plain shuffled text of a small vocabulary.
+        max_tokens_per_char: None,
+        unigram_sort: false,
+        ..PrepareOptions::new(vec![input.into()], out.clone())
     })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+    .unwrap();
+    Some((tmp, out))
 }
 
 /// A run folder as `cram glue` reads it: the `tiny` preset (with `sets`
