@@ -27,7 +27,8 @@ const SOURCES: [(&str, &str); 8] = [
     ("optim.cu", include_str!("kernels/optim.cu")),
 ];
 
-/// Every `extern "C"` kernel the backend launches.
+/// Every `extern "C"` kernel the backend launches, besides the fused
+/// attention kernels that `ops::FUSED_ATTENTION` names.
 const NAMES: &[&str] = &[
     "convert",
     "add",
@@ -53,18 +54,6 @@ const NAMES: &[&str] = &[
     "rows_to_heads",
     "attention_softmax",
     "attention_softmax_backward",
-    "attention_fused_forward_32_32",
-    "attention_fused_backward_32_32",
-    "attention_fused_forward_64_32",
-    "attention_fused_backward_64_32",
-    "attention_fused_forward_128_32",
-    "attention_fused_backward_128_32",
-    "attention_fused_forward_32_64",
-    "attention_fused_backward_32_64",
-    "attention_fused_forward_64_64",
-    "attention_fused_backward_64_64",
-    "attention_fused_forward_128_64",
-    "attention_fused_backward_128_64",
     "gather_rows",
     "scatter_rows",
     "cross_entropy",
@@ -104,12 +93,15 @@ impl Kernels {
         let module = unsafe { drv::module::load_data(cubin.as_ptr() as *const _) }
             .map_err(|e| CudaError::Compile(format!("loading the kernel module: {e:?}")))?;
         let mut functions = HashMap::new();
-        for name in NAMES {
-            let c = CString::new(*name).expect("kernel name");
+        let fused = super::ops::FUSED_ATTENTION
+            .iter()
+            .flat_map(|f| [f.forward, f.backward]);
+        for name in NAMES.iter().copied().chain(fused) {
+            let c = CString::new(name).expect("kernel name");
             // SAFETY: the module is loaded and stays loaded.
             let f = unsafe { drv::module::get_function(module, c) }
                 .map_err(|e| CudaError::Compile(format!("kernel {name} missing: {e:?}")))?;
-            functions.insert(*name, Function(f));
+            functions.insert(name, Function(f));
         }
         Ok(Kernels { functions })
     }

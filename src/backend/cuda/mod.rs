@@ -333,13 +333,16 @@ impl Cuda {
     }
 
     fn convert_raw(&self, dst: u64, dst_bf: bool, src: u64, src_bf: bool, n: usize) {
-        self.launch(
+        self.launch_each(
             "convert",
-            self.grid(n),
-            256,
-            0,
+            n,
             &[dst, dst_bf as u64, src, src_bf as u64, n as u64],
         );
+    }
+
+    /// Launches a grid-stride kernel over `n` elements (blocks of 256 threads).
+    fn launch_each(&self, name: &'static str, n: usize, args: &[u64]) {
+        self.launch(name, self.grid(n), 256, 0, args);
     }
 
     /// Blocks for a grid-stride loop over `n` elements of 256 threads.

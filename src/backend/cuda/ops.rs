@@ -47,11 +47,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = ids.len * cols;
         self.timed("embedding_forward", || {
-            self.launch(
+            self.launch_each(
                 "embedding_forward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -74,11 +72,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = ids.len * cols;
         self.timed("embedding_backward", || {
-            self.launch(
+            self.launch_each(
                 "embedding_backward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     Self::f32_at(grads, table),
                     dout.ptr(),
@@ -101,11 +97,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = x.len;
         self.timed("positions_forward", || {
-            self.launch(
+            self.launch_each(
                 "learned_positions_forward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     x.ptr(),
                     x.bf(),
@@ -128,11 +122,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let rows = dx.len / cols;
         self.timed("positions_backward", || {
-            self.launch(
+            self.launch_each(
                 "learned_positions_backward",
-                self.grid(seq * cols),
-                256,
-                0,
+                seq * cols,
                 &[
                     Self::f32_at(grads, table),
                     dx.ptr(),
@@ -155,11 +147,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = x.len;
         self.timed("positions_forward", || {
-            self.launch(
+            self.launch_each(
                 "sinusoidal_positions_forward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     x.ptr(),
                     x.bf(),
@@ -219,11 +209,9 @@ impl Cuda {
             shape.head_dim
         );
         let n = shape.rows() * shape.hidden();
-        self.launch(
+        self.launch_each(
             "rotary",
-            self.grid(n),
-            256,
-            0,
+            n,
             &[
                 qkv.ptr(),
                 qkv.bf(),
@@ -346,11 +334,9 @@ impl MatmulOps for Cuda {
                 0.0,
             );
             if let Some(bias) = layer.bias {
-                self.launch(
+                self.launch_each(
                     "add_bias",
-                    self.grid(m * n),
-                    256,
-                    0,
+                    m * n,
                     &[
                         out.ptr(),
                         out.bf(),
@@ -399,11 +385,9 @@ impl MatmulOps for Cuda {
                 1.0,
             );
             if let Some(bias) = layer.bias {
-                self.launch(
+                self.launch_each(
                     "bias_backward",
-                    self.grid(n),
-                    256,
-                    0,
+                    n,
                     &[
                         Self::f32_at(grads, bias),
                         dout.ptr(),
@@ -608,11 +592,9 @@ impl AttentionOps for Cuda {
         self.timed("attention_forward", || {
             let base = saved.ptr();
             let n = 3 * s.rows() * s.hidden();
-            self.launch(
+            self.launch_each(
                 "qkv_to_heads",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[base, qkv.ptr(), qkv.bf(), b_, t_, h_, d_],
             );
             let scores = self.scratch("scores", lay.probs_elems * 4);
@@ -647,11 +629,9 @@ impl AttentionOps for Cuda {
                 1.0,
                 0.0,
             );
-            self.launch(
+            self.launch_each(
                 "heads_to_rows",
-                self.grid(s.rows() * s.hidden()),
-                256,
-                0,
+                s.rows() * s.hidden(),
                 &[out.ptr(), out.bf(), o, b_, t_, h_, d_],
             );
         });
@@ -701,11 +681,9 @@ impl AttentionOps for Cuda {
                 lay.part(base, 3),
             );
             let d_o = self.scratch("heads_out", lay.head_elems * 2);
-            self.launch(
+            self.launch_each(
                 "rows_to_heads",
-                self.grid(s.rows() * s.hidden()),
-                256,
-                0,
+                s.rows() * s.hidden(),
                 &[d_o, dout.ptr(), dout.bf(), b_, t_, h_, d_],
             );
             let dp = self.scratch("scores", lay.probs_elems * 4);
@@ -765,11 +743,9 @@ impl AttentionOps for Cuda {
                 1.0,
                 0.0,
             );
-            self.launch(
+            self.launch_each(
                 "heads_to_qkv",
-                self.grid(3 * s.rows() * s.hidden()),
-                256,
-                0,
+                3 * s.rows() * s.hidden(),
                 &[dqkv.ptr(), dqkv.bf(), dheads, b_, t_, h_, d_],
             );
         });
@@ -780,11 +756,9 @@ impl ActivationOps for Cuda {
     fn activation_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation) {
         let n = out.len;
         self.timed("activation", || {
-            self.launch(
+            self.launch_each(
                 "activation_forward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -806,11 +780,9 @@ impl ActivationOps for Cuda {
     ) {
         let n = dinp.len;
         self.timed("activation_backward", || {
-            self.launch(
+            self.launch_each(
                 "activation_backward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     dinp.ptr(),
                     dinp.bf(),
@@ -829,11 +801,9 @@ impl ActivationOps for Cuda {
         let n = inp.len / 2;
         assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
         self.timed("glu_forward", || {
-            self.launch(
+            self.launch_each(
                 "glu_forward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -858,11 +828,9 @@ impl ActivationOps for Cuda {
         let n = inp.len / 2;
         assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
         self.timed("glu_backward", || {
-            self.launch(
+            self.launch_each(
                 "glu_backward",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     dinp.ptr(),
                     dinp.bf(),
@@ -881,11 +849,9 @@ impl ActivationOps for Cuda {
     fn add(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf) {
         let n = out.len;
         self.timed("add", || {
-            self.launch(
+            self.launch_each(
                 "add",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -911,11 +877,9 @@ impl ActivationOps for Cuda {
 impl Cuda {
     fn dropout(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
         let n = out.len;
-        self.launch(
+        self.launch_each(
             "dropout",
-            self.grid(n),
-            256,
-            0,
+            n,
             &[
                 out.ptr(),
                 out.bf(),
@@ -933,11 +897,9 @@ impl LossOps for Cuda {
     fn gather_rows_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, idx: &CudaIds, cols: usize) {
         let n = idx.len * cols;
         self.timed("gather_rows", || {
-            self.launch(
+            self.launch_each(
                 "gather_rows",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -955,11 +917,9 @@ impl LossOps for Cuda {
         let n = idx.len * cols;
         self.zero(dinp);
         self.timed("scatter_rows", || {
-            self.launch(
+            self.launch_each(
                 "scatter_rows",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     dinp.ptr(),
                     dinp.bf(),
@@ -1026,11 +986,9 @@ impl Cuda {
     ) {
         let n = targets.len;
         assert!(!losses.bf16, "losses are f32");
-        self.launch(
+        self.launch_each(
             "mse_loss",
-            self.grid(n),
-            256,
-            0,
+            n,
             &[
                 losses.ptr(),
                 preds.ptr(),
@@ -1078,11 +1036,9 @@ impl OptimOps for Cuda {
             .map_or(0, |s| s.ptr);
         let n = params.len;
         self.timed("adamw", || {
-            self.launch(
+            self.launch_each(
                 "adamw",
-                self.grid(n),
-                256,
-                0,
+                n,
                 &[
                     params.ptr(),
                     shadow,

@@ -89,6 +89,11 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+template <int D>
+__device__ __forceinline__ void zero_rows(float (*acc)[4]) {
+    zero_rows<D>(acc);
+}
+
 // The A fragment of the 16×16 block kk of a 16×T matrix held as C fragments.
 __device__ __forceinline__ void c_to_a(u32* a, float (*s)[4], int kk) {
     a[0] = pack2(s[2 * kk][0], s[2 * kk][1]);
@@ -167,8 +172,7 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
         lse[blockIdx.x * T + r0 + g + 8] = m_hi + logf(l_hi);
     }
     float o[D / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    zero_rows<D>(o);
     times_rows<T, D>(o, s, sv);
 #pragma unroll
     for (int nd = 0; nd < D / 8; nd++) {
@@ -273,18 +277,15 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     u64 row_lo = b * T + r0 + g;
     float acc[D / 8][4];
     // dQ = dS·K
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    zero_rows<D>(acc);
     times_rows<T, D>(acc, dp, sk);
     store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, h * D);
     __syncthreads();
     // dK = dSᵀ·Q and dV = Pᵀ·dO for the warp's 16 keys.
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    zero_rows<D>(acc);
     transposed_times<T, D>(acc, sds, sq, r0);
     store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, hidden + h * D);
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
+    zero_rows<D>(acc);
     transposed_times<T, D>(acc, sp, sdo, r0);
     store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, 2 * hidden + h * D);
 }
