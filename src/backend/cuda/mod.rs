@@ -499,16 +499,12 @@ fn collect_events(p: &mut Profile) {
     }
 }
 
-/// Standard normal samples from a fixed seed (Box–Muller over ChaCha).
+/// Standard normal samples from a fixed seed (the model's initialisation sampler).
 fn normal_samples(n: usize, seed: u64) -> Vec<f32> {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|_| {
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            let v: f64 = rng.random();
-            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-        })
+        .map(|_| crate::model::rand_distr_normal::standard_normal(&mut rng))
         .collect()
 }
 
