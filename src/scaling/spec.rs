@@ -18,7 +18,15 @@
 //! [[models]]                       # shapes listed one by one (optional)
 //! hidden = 256
 //! layers = 4
+//! budgets = ["200 steps"]          # this shape's own budgets (optional)
 //! ```
+//!
+//! Runs go level by level: every shape's run of the first budget, then of the
+//! second, and so on, so that a sweep cut short leaves whole compute levels.
+//! A `[[models]]` table with its own `budgets` runs at those instead of the
+//! top-level ones: scaling sweeps rarely train every size at every budget
+//! (the small models at the largest budgets cost the most time and are far
+//! from compute-optimal there).
 //!
 //! A compute budget ("1e14 flops") becomes, for each shape, the token budget
 //! D = C / (6N + 6·n_layer·n_ctx·d_model) of [`crate::scaling::counts`], so
@@ -41,6 +49,29 @@ pub struct Shape {
     pub ffn: Option<usize>,
 }
 
+/// A `[[models]]` table: a shape and, optionally, its own budgets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: Option<usize>,
+    pub ffn: Option<usize>,
+    /// Replaces the top-level `budgets` for this shape.
+    pub budgets: Option<Vec<String>>,
+}
+
+impl ModelEntry {
+    pub fn shape(&self) -> Shape {
+        Shape {
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            ffn: self.ffn,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSpec {
@@ -54,7 +85,7 @@ pub struct SweepSpec {
     #[serde(default)]
     pub depths: Vec<usize>,
     #[serde(default)]
-    pub models: Vec<Shape>,
+    pub models: Vec<ModelEntry>,
     #[serde(default)]
     pub batch_sizes: Vec<usize>,
     #[serde(default)]
@@ -106,10 +137,21 @@ impl SweepSpec {
                 "'budgets' is empty; list at least one, e.g. budgets = [\"200 steps\"]".into(),
             );
         }
-        for b in &self.budgets {
+        let own = self.models.iter().filter_map(|m| m.budgets.as_ref());
+        for b in self.budgets.iter().chain(own.flatten()) {
             if let Err(e) = Budget::parse(b) {
                 return bad(format!("budgets: {e}"));
             }
+        }
+        if let Some(m) = self
+            .models
+            .iter()
+            .find(|m| m.budgets.as_ref().is_some_and(Vec::is_empty))
+        {
+            return bad(format!(
+                "the model hidden = {}, layers = {} has an empty 'budgets'; leave it out to use the top-level budgets",
+                m.hidden, m.layers
+            ));
         }
         if self.widths.is_empty() != self.depths.is_empty() {
             return bad("'widths' and 'depths' go together: give both or neither".into());
@@ -125,7 +167,7 @@ impl SweepSpec {
 
     /// The listed shapes, then the grid of widths × depths, without repeats.
     pub fn shapes(&self) -> Vec<Shape> {
-        let mut out: Vec<Shape> = self.models.clone();
+        let mut out: Vec<Shape> = self.models.iter().map(ModelEntry::shape).collect();
         for &hidden in &self.widths {
             for &layers in &self.depths {
                 out.push(Shape {
@@ -160,19 +202,45 @@ impl SweepSpec {
             .unwrap_or(base.model.ffn as f64 / base.model.hidden as f64);
         let batches: Vec<Option<usize>> = option_list(&self.batch_sizes);
         let lrs: Vec<Option<f64>> = option_list(&self.lrs);
+        let shapes = self.shapes();
         let mut runs = Vec::new();
-        for shape in self.shapes() {
-            for label in &self.budgets {
+        for label in self.budget_levels() {
+            for &shape in shapes
+                .iter()
+                .filter(|s| self.budgets_of(s).contains(&label))
+            {
                 for &batch in &batches {
                     for &lr in &lrs {
                         runs.push(
-                            self.plan_one(store, shape, label, batch, lr, head_dim, ffn_ratio)?,
+                            self.plan_one(store, shape, &label, batch, lr, head_dim, ffn_ratio)?,
                         );
                     }
                 }
             }
         }
         Ok(runs)
+    }
+
+    /// The budgets a shape runs at: its table's own, else the top-level list.
+    fn budgets_of(&self, shape: &Shape) -> &[String] {
+        self.models
+            .iter()
+            .find(|m| m.shape() == *shape)
+            .and_then(|m| m.budgets.as_deref())
+            .unwrap_or(&self.budgets)
+    }
+
+    /// Every budget of the sweep once, the top-level ones first, in the order
+    /// written: the order the runs go in.
+    fn budget_levels(&self) -> Vec<String> {
+        let own = self.models.iter().filter_map(|m| m.budgets.as_ref());
+        let mut levels: Vec<String> = Vec::new();
+        for b in self.budgets.iter().chain(own.flatten()) {
+            if !levels.contains(b) {
+                levels.push(b.clone());
+            }
+        }
+        levels
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -288,6 +356,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("budget"), "{e}");
+    }
+
+    #[test]
+    fn a_model_may_have_its_own_budgets_and_runs_go_level_by_level() {
+        let spec = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"1e12 flops\", \"1e13 flops\"]\n\
+             [[models]]\nhidden = 32\nlayers = 1\nbudgets = [\"1e12 flops\"]\n\
+             [[models]]\nhidden = 64\nlayers = 2\nbudgets = [\"1e13 flops\", \"1e14 flops\"]\n\
+             [[models]]\nhidden = 96\nlayers = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.budget_levels(),
+            ["1e12 flops", "1e13 flops", "1e14 flops"]
+        );
+        let [small, mid, large] = spec.shapes()[..] else {
+            panic!("three shapes")
+        };
+        assert_eq!(spec.budgets_of(&small), ["1e12 flops"]);
+        assert_eq!(spec.budgets_of(&mid), ["1e13 flops", "1e14 flops"]);
+        assert_eq!(spec.budgets_of(&large), ["1e12 flops", "1e13 flops"]);
+
+        let e = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"1e12 flops\"]\n\
+             [[models]]\nhidden = 32\nlayers = 1\nbudgets = [\"lots\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("budgets") && e.contains("lots"), "{e}");
+        let e = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"1e12 flops\"]\n\
+             [[models]]\nhidden = 32\nlayers = 1\nbudgets = []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("empty 'budgets'"), "{e}");
     }
 
     #[test]

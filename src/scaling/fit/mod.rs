@@ -7,6 +7,9 @@
 //! - Hoffmann et al. 2022 (N with embeddings): approach 1 (the lower
 //!   envelope), approach 2 (IsoFLOP parabolas), approach 3 (E + A/N^α + B/D^β).
 //!
+//! Every fit is checked by holding out the largest run ([`holdout`]): the laws
+//! fitted to the other runs predict its loss.
+//!
 //! The Kaplan joint law and approach 3 are required: points that cannot
 //! support them (NaN, one model size, one token count) are an error. The
 //! others are reported as skipped, with the reason, when the points cannot
@@ -14,6 +17,7 @@
 
 mod chinchilla;
 mod envelope;
+mod holdout;
 mod kaplan;
 pub mod lbfgs;
 mod report;
@@ -21,6 +25,7 @@ pub mod stats;
 
 pub use chinchilla::{isoflop, isoflop_levels, parametric, IsoFlop, IsoFlopLevel, Parametric};
 pub use envelope::{frontier, EnvelopePoint, Frontier};
+pub use holdout::{hold_out_largest, largest_run, HoldoutPrediction, HoldoutReport};
 pub use kaplan::{joint, l_of_d, l_of_n, power_law, Joint, PowerLaw, PowerLawFit};
 pub use report::{
     ChinchillaReport, Estimate, FitReport, FrontierReport, IsoFlopReport, KaplanReport,
@@ -185,5 +190,10 @@ pub fn fit_all(set: &PointSet, opts: FitOptions) -> Result<FitReport, ScalingErr
         approach2: collect(|r| &r.approach2),
         approach3: collect(|r| &r.parametric),
     };
-    Ok(report::assemble(set, &full, reps))
+    let mut report = report::assemble(set, &full, reps);
+    match hold_out_largest(set) {
+        Ok(h) => report.holdout = Some(h),
+        Err(e) => report.notes.push(format!("hold-out check skipped: {e}")),
+    }
+    Ok(report)
 }

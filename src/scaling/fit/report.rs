@@ -194,6 +194,10 @@ pub struct FitReport {
     pub chinchilla: ChinchillaReport,
     /// Fits that were skipped and why.
     pub notes: Vec<String>,
+    /// The largest run predicted by the laws fitted without it (absent when
+    /// the other runs cannot be fitted; `notes` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<super::HoldoutReport>,
     pub replicates: Replicates,
 }
 
@@ -336,6 +340,7 @@ pub(super) fn assemble(set: &PointSet, fits: &Fits, replicates: Replicates) -> F
         kaplan: kaplan_report(set, fits, &replicates),
         chinchilla: chinchilla_report(set, fits, &replicates),
         notes,
+        holdout: None,
         replicates,
     }
 }
@@ -413,6 +418,9 @@ impl FitReport {
             "\nresiduals (rms of ln L): Kaplan joint {:.4}, Chinchilla approach 3 {:.4}",
             k.residuals.rms, c.residuals.rms
         );
+        if let Some(h) = &self.holdout {
+            out.push_str(&h.table());
+        }
         for n in &self.notes {
             let _ = writeln!(out, "note: {n}");
         }

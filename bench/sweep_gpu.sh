@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device command of the GPU scaling sweep (bench/RESULTS.md, issue 7).
+#
+#   bench/sweep_gpu.sh SECONDS
+#
+# Run from the repository root on the GPU machine, with carry/ holding the stripped
+# cram binary, the pretrain-en parts (*.jsonl.zst), the sweep spec and, from an
+# earlier command, sweep.tgz. It prepares the parts into the spec's data folder,
+# restores the runs that earlier commands finished (a finished run is never redone),
+# trains the rest for at most SECONDS, and packs every finished run (no checkpoints)
+# into $OUT/sweep.tgz for the next command and for `cram scale fit` at home.
+set -uo pipefail
+seconds=${1:?usage: bench/sweep_gpu.sh SECONDS}
+carry=${CARRY:-carry}
+spec=${SPEC:-$carry/crammed-gpu-2.toml}
+data=$(sed -n 's/^data = "\(.*\)"/\1/p' "$spec")
+out=/tmp/sweep
+
+mkdir -p /tmp/raw
+cp "$carry"/*.jsonl.zst /tmp/raw/
+start=$(date +%s)
+"$carry/cram" data prepare --input /tmp/raw --out "$data" --preset "${PREP_PRESET:-crammed-bert}" --overwrite >/tmp/prepare.log 2>&1 \
+    || { tail -20 /tmp/prepare.log; exit 1; }
+echo "prepared $data in $(( $(date +%s) - start )) s"
+mkdir -p "$out"
+if [ -f "$carry/sweep.tgz" ]; then
+    tar xzf "$carry/sweep.tgz" -C "$out"
+fi
+timeout "$seconds" "$carry/cram" scale sweep --spec "$spec" --out "$out" --device "${DEVICE:-cuda}" --quiet
+echo "sweep exit $?"
+# Only finished runs travel back: an unfinished one starts again next time anyway.
+finished=$(cd "$out" && for r in runs/*; do [ -f "$r/result.json" ] && echo "$r"; done)
+tar czf "$OUT/sweep.tgz" -C "$out" --exclude checkpoints sweep.toml points.csv curves.csv $finished
+for r in $finished; do
+    python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+print("{:<28} {:>11} tokens {:7.1f} s {:>9.0f} tok/s  loss {}".format(r["run"], r["tokens"], r["seconds"], r["tokens"] / r["seconds"], r["val_loss"]))' "$out/$r/result.json"
+done

@@ -1,0 +1,244 @@
+//! Validation by a held-out run: every law is fitted again without the
+//! sweep's largest run (the largest N, and of its runs the one with the most
+//! compute: the point a plan extrapolates towards), and each law that can
+//! predict a single run's loss says what it expects there. The relative error
+//! of those predictions is how far the fits can be trusted one step beyond
+//! the data (Hoffmann et al. 2022 check their laws the same way).
+
+use super::{fit_points, Fits};
+use crate::scaling::points::{ParamCount, Point, PointSet};
+use crate::scaling::ScalingError;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The held-out run and what each law fitted without it predicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutReport {
+    pub run: String,
+    pub n_params: f64,
+    pub n_total: f64,
+    pub tokens: f64,
+    pub compute: f64,
+    /// The run's measured final held-out loss.
+    pub loss: f64,
+    /// Runs the laws were fitted to (every run but the held-out one).
+    pub fitted_points: usize,
+    pub predictions: Vec<HoldoutPrediction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutPrediction {
+    pub law: String,
+    pub predicted: f64,
+    /// (predicted − measured) / measured.
+    pub relative_error: f64,
+    /// What the prediction means, where it is not the run's own loss.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+}
+
+/// The run held out: the largest N, then the largest compute among its runs.
+pub fn largest_run(points: &[Point]) -> Option<&Point> {
+    points.iter().max_by(|a, b| {
+        (a.n_params, a.compute)
+            .partial_cmp(&(b.n_params, b.compute))
+            .expect("points are validated finite")
+    })
+}
+
+/// Fits every law without the largest run and predicts its loss.
+pub fn hold_out_largest(set: &PointSet) -> Result<HoldoutReport, ScalingError> {
+    set.validate()?;
+    let held = largest_run(&set.points)
+        .expect("a validated set has points")
+        .clone();
+    let rest = without(set, &held);
+    let fits = fit_points(&rest).map_err(|e| {
+        ScalingError::Degenerate(format!(
+            "without the largest run ({}) the rest cannot be fitted: {e}",
+            describe(&held)
+        ))
+    })?;
+    Ok(HoldoutReport {
+        run: held.run.clone(),
+        n_params: held.n_params,
+        n_total: held.n_total,
+        tokens: held.tokens,
+        compute: held.compute,
+        loss: held.loss,
+        fitted_points: rest.points.len(),
+        predictions: predictions(&fits, &held),
+    })
+}
+
+fn describe(p: &Point) -> String {
+    if p.run.is_empty() {
+        format!("N = {:.3e}, C = {:.3e}", p.n_params, p.compute)
+    } else {
+        p.run.clone()
+    }
+}
+
+/// `set` without `held`'s row and its curve. A table without run names
+/// drops only the matching row.
+fn without(set: &PointSet, held: &Point) -> PointSet {
+    let mut dropped = false;
+    let points = set
+        .points
+        .iter()
+        .filter(|p| {
+            let same = !dropped && *p == held;
+            dropped |= same;
+            !same
+        })
+        .cloned()
+        .collect();
+    let curves = set
+        .curves
+        .iter()
+        .filter(|c| held.run.is_empty() || c.run != held.run)
+        .cloned()
+        .collect();
+    PointSet { points, curves }
+}
+
+fn predictions(fits: &Fits, held: &Point) -> Vec<HoldoutPrediction> {
+    let frontier_note =
+        "the best loss at this compute; the run's own only if it is compute-optimal";
+    let mut out = vec![
+        (
+            "Kaplan L(N, D)",
+            fits.joint.loss(held.n_params, held.tokens),
+            None,
+        ),
+        (
+            "Chinchilla approach 3",
+            fits.parametric.loss(held.n(ParamCount::Total), held.tokens),
+            None,
+        ),
+    ];
+    for (law, frontier) in [
+        ("Kaplan frontier L(C)", &fits.kaplan_frontier),
+        ("Chinchilla approach 1 L(C)", &fits.approach1),
+    ] {
+        if let Ok(f) = frontier {
+            let predicted = f.loss_line.at(held.compute.ln()).exp();
+            out.push((law, predicted, Some(frontier_note)));
+        }
+    }
+    out.into_iter()
+        .map(|(law, predicted, note)| HoldoutPrediction {
+            law: law.to_string(),
+            predicted,
+            relative_error: (predicted - held.loss) / held.loss,
+            note: note.map(str::to_string),
+        })
+        .collect()
+}
+
+impl HoldoutReport {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nheld out: {} (N = {:.3e}, D = {:.3e}, C = {:.3e}), measured loss {:.4}; \
+             laws fitted to the other {} runs",
+            if self.run.is_empty() {
+                "the largest run"
+            } else {
+                &self.run
+            },
+            self.n_params,
+            self.tokens,
+            self.compute,
+            self.loss,
+            self.fitted_points
+        );
+        let _ = writeln!(out, "{:<30} {:>10} {:>8}", "law", "predicted", "error");
+        for p in &self.predictions {
+            let _ = writeln!(
+                out,
+                "{:<30} {:>10.4} {:>+7.2}%{}",
+                p.law,
+                p.predicted,
+                100.0 * p.relative_error,
+                if p.note.is_some() {
+                    "  (frontier: best loss at C)"
+                } else {
+                    ""
+                }
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Points on a known Chinchilla law, with one size well beyond the rest.
+    fn law_points() -> PointSet {
+        let (e, a, b, alpha, beta) = (1.7, 400.0, 800.0, 0.34, 0.28);
+        let mut set = PointSet::default();
+        for &n in &[1e6, 3e6, 1e7, 3e7, 1e8] {
+            for &d in &[1e8, 3e8, 1e9, 3e9] {
+                let loss: f64 = e + a / f64::powf(n, alpha) + b / f64::powf(d, beta);
+                set.points.push(Point {
+                    run: format!("n{n:e}-d{d:e}"),
+                    n_params: n,
+                    n_total: n,
+                    tokens: d,
+                    compute: 6.0 * n * d,
+                    loss,
+                    noise_scale: None,
+                });
+            }
+        }
+        set
+    }
+
+    #[test]
+    fn the_largest_run_is_the_largest_model_at_its_largest_compute() {
+        let set = law_points();
+        let held = largest_run(&set.points).unwrap();
+        assert_eq!((held.n_params, held.tokens), (1e8, 3e9));
+    }
+
+    #[test]
+    fn a_run_on_the_law_is_predicted_by_the_parametric_fit() {
+        let r = hold_out_largest(&law_points()).unwrap();
+        assert_eq!(r.fitted_points, 19);
+        assert_eq!(r.run, "n1e8-d3e9");
+        let p = r
+            .predictions
+            .iter()
+            .find(|p| p.law == "Chinchilla approach 3")
+            .unwrap();
+        assert!(p.relative_error.abs() < 0.005, "{r:#?}");
+        assert!(r.table().contains("Chinchilla approach 3"));
+    }
+
+    #[test]
+    fn a_run_off_the_law_shows_as_an_error() {
+        let mut set = law_points();
+        let last = set.points.len() - 1;
+        set.points[last].loss *= 1.10;
+        let r = hold_out_largest(&set).unwrap();
+        let p = r
+            .predictions
+            .iter()
+            .find(|p| p.law == "Chinchilla approach 3")
+            .unwrap();
+        assert!((p.relative_error + 0.0909).abs() < 0.005, "{r:#?}");
+    }
+
+    #[test]
+    fn too_few_runs_left_is_an_error_that_names_the_held_run() {
+        let mut set = law_points();
+        set.points
+            .retain(|p| p.n_params >= 1e8 || p.n_params == 1e6 && p.tokens == 1e8);
+        let e = hold_out_largest(&set).unwrap_err().to_string();
+        assert!(e.contains("without the largest run"), "{e}");
+    }
+}
