@@ -2,6 +2,7 @@
 //! ([`comm`]), the data-parallel and ZeRO-1 optimizer logic ([`parallel`]),
 //! and the in-process launcher that runs ranks as threads ([`threads`]).
 
+pub mod buckets;
 pub mod comm;
 pub mod nccl;
 pub mod parallel;
@@ -9,6 +10,6 @@ pub mod rendezvous;
 pub mod threads;
 
 pub use comm::{CommError, Communicator, SingleComm, ThreadComm};
-pub use parallel::{micro_range, DataParallel, Shard};
+pub use parallel::{micro_range, DataParallel, HostStaged, Shard, StepReducer};
 pub use rendezvous::{DistEnv, RendezvousError, RendezvousServer};
 pub use threads::pretrain_threads;
