@@ -5,6 +5,7 @@
 pub mod buckets;
 pub mod comm;
 pub mod nccl;
+pub mod nccl_device;
 pub mod parallel;
 pub mod rendezvous;
 pub mod threads;
