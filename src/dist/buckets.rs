@@ -145,7 +145,7 @@ mod tests {
             vec![span(40, 20), span(80, 5)],
             vec![span(0, 40)],
         ];
-        let plan = BucketPlan::new(&stages, 30);
+        let plan = BucketPlan::new(&stages, 25);
         let b = plan.buckets();
         assert_eq!(b.len(), 3);
         assert_eq!(b[0].stages, 0..2);
