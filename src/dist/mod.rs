@@ -1,6 +1,8 @@
 //! Data-parallel training over several ranks: the collectives
 //! ([`comm`]), the data-parallel and ZeRO-1 optimizer logic ([`parallel`]),
-//! and the in-process launcher that runs ranks as threads ([`threads`]).
+//! gradient buckets ([`buckets`]), NCCL ([`nccl`]) and its device path on
+//! the CUDA backend ([`nccl_device`]), and the in-process launcher that runs
+//! ranks as threads ([`threads`]).
 
 pub mod buckets;
 pub mod comm;
