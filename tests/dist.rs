@@ -648,3 +648,91 @@ fn cli_ranks_as_threads_match_one_process() {
         String::from_utf8_lossy(&out.stderr).contains("--zero1 shards the optimizer across ranks")
     );
 }
+
+// ------------------------------------------------------------ gradient stages
+
+/// Records, for each reported stage, its spans' gradients at that moment.
+struct StageRecorder {
+    stages: Vec<Vec<cram::backend::Span>>,
+    seen: Vec<(usize, Vec<f32>)>,
+}
+
+impl cram::model::GradSync<cram::backend::cpu::Cpu> for StageRecorder {
+    fn stage_done(&mut self, be: &cram::backend::cpu::Cpu, grads: &Vec<f32>, stage: usize) {
+        use cram::backend::Device;
+        let values = self.stages[stage]
+            .iter()
+            .flat_map(|s| be.read(grads, s.offset, s.len))
+            .collect();
+        self.seen.push((stage, values));
+    }
+}
+
+/// The backward reports every stage once, in order, and a reported stage's
+/// gradient does not change afterwards (what lets a bucket leave early).
+#[test]
+fn backward_reports_each_stage_when_its_gradient_is_final() {
+    use cram::backend::Device;
+    for (preset, tie) in [
+        ("tiny", "true"),
+        ("crammed-bert", "true"),
+        ("bert-base", "false"),
+    ] {
+        let sets: Vec<String> = [
+            "model.layers=3",
+            "model.hidden=64",
+            "model.heads=2",
+            "model.ffn=128",
+            "model.vocab_size=96",
+            "model.max_positions=32",
+            "data.seq_len=16",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("model.tie_embeddings={tie}")])
+        .collect();
+        let cfg = Config::resolve(preset, &sets).unwrap();
+        let be = cram::backend::cpu::Cpu::new();
+        let model = Model::new(&cfg.model);
+        let (batch, seq) = (2, 16);
+        let params = be.upload(&model.init_params(3));
+        let mut grads = be.alloc(model.num_params());
+        let mut acts = cram::model::Activations::new(&be, &model.cfg, batch, seq);
+        let mut stats = be.alloc(cram::train::STATS);
+        let hb = cram::train::bench::synthetic_batch(&cfg, batch, seq, 4);
+        let db = cram::train::upload_batch(&be, &hb);
+        let mut rec = StageRecorder {
+            stages: model.layout.grad_stages(),
+            seen: Vec::new(),
+        };
+        cram::train::micro_step_synced(
+            &be,
+            &model,
+            (&params, &mut grads, &mut acts),
+            &db,
+            &mut stats,
+            (0.1, 1),
+            &mut rec,
+        );
+        let order: Vec<usize> = rec.seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            order,
+            (0..cfg.model.layers + 2).collect::<Vec<_>>(),
+            "{preset}"
+        );
+        for (stage, values) in &rec.seen {
+            let now: Vec<f32> = rec.stages[*stage]
+                .iter()
+                .flat_map(|s| be.read(&grads, s.offset, s.len))
+                .collect();
+            assert_eq!(
+                values, &now,
+                "{preset}: stage {stage} changed after it was reported"
+            );
+            assert!(
+                now.iter().any(|&g| g != 0.0),
+                "{preset}: stage {stage} has no gradient"
+            );
+        }
+    }
+}

@@ -5,9 +5,11 @@ use crate::backend::{select_device, DeviceChoice};
 use crate::config::Config;
 use crate::data::TokenStore;
 use crate::dist::nccl::NcclComm;
+use crate::dist::nccl_device::NcclDevice;
 use crate::dist::{pretrain_threads, DataParallel, DistEnv};
+use crate::model::Model;
 use crate::on_device;
-use crate::train::{fit_to_data, pretrain, pretrain_parallel, RunOptions, RunSummary};
+use crate::train::{fit_to_data, pretrain, pretrain_group, RunOptions, RunSummary};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -60,6 +62,10 @@ pub struct PretrainArgs {
     /// before stopping with an error that names the missing rank.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     dist_timeout: u64,
+    /// Size of the gradient buckets that GPUs reduce while the backward pass
+    /// goes on (MB of f32 gradients).
+    #[arg(long, value_name = "MB", default_value_t = 25.0)]
+    bucket_mb: f64,
 }
 
 /// `--gpus N`: the same command once per GPU, each as one rank.
@@ -171,7 +177,13 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         let comm = NcclComm::from_env(env, timeout)
             .with_context(|| format!("rank {} cannot join the group", env.rank))?;
         let dp = DataParallel::new(&comm, args.zero1);
-        let summary = pretrain_parallel(&be, &cfg, &store, &opts, Some(&dp))
+        if args.bucket_mb.is_nan() || args.bucket_mb <= 0.0 {
+            bail!("--bucket-mb must be positive");
+        }
+        let bucket_bytes = (args.bucket_mb * (1 << 20) as f64) as usize;
+        let model = Model::new(&cfg.model);
+        let mut reducer = NcclDevice::new(&comm, &model, args.zero1, bucket_bytes);
+        let summary = pretrain_group(&be, &cfg, &store, &opts, Some((&dp, &mut reducer)))
             .with_context(|| format!("rank {} stopped", env.rank))?;
         if !lead {
             return Ok(());

@@ -4,9 +4,9 @@
 //! host f32 slices. [`ThreadComm`] implements it for ranks that are threads of
 //! one process (tests, and the single-process multi-rank mode): every
 //! collective sums in rank order, so results do not depend on thread timing.
-//! A multi-GPU run would implement the same collectives with NCCL on device
-//! pointers (`ncclAllReduce`, `ncclReduceScatter`, `ncclAllGather`,
-//! `ncclBroadcast`), which skips the host round-trip the CPU path makes.
+//! `NcclComm` implements it too (through a GPU staging buffer) for the small
+//! values a multi-GPU run exchanges; its gradients go through NCCL on the
+//! device buffers instead (`nccl_device`).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

@@ -17,18 +17,62 @@
 //! shards are all-gathered into every rank's parameters. Clipping uses the
 //! global norm: the sum of the shards' squared norms.
 //!
-//! **Where the CPU path differs from a GPU one.** Collectives here go through
-//! the host (`Device::read`/`write` around a [`Communicator`] over host
-//! slices), which keeps the `Backend` trait unchanged. A CUDA path would call
-//! NCCL on the device buffers instead: `ncclAllReduce` in place on the
-//! gradient buffer, `ncclReduceScatter` from it into a shard-sized device
-//! buffer, AdamW on device views of the shard, and `ncclAllGather` back into
-//! the parameter buffer, with no host copies.
+//! **Two ways to reduce.** A [`StepReducer`] does a step's reduction and
+//! optimizer step. [`HostStaged`] (the CPU backend, any backend in fact) runs
+//! the collectives below on host copies (`Device::read`/`write` around a
+//! [`Communicator`] over host slices) once the backward is over, which keeps
+//! the `Backend` trait unchanged. On CUDA, `NcclDevice`
+//! (`crate::dist::nccl_device`) calls NCCL on the device buffers instead, in
+//! buckets launched during the backward of the step's last micro-batch.
 
 use super::comm::{CommError, Communicator};
 use crate::backend::{AdamW, Backend};
+use crate::model::GradSync;
 use crate::train::{optimizer_step, TrainState, STAT_NORM_SQ};
 use std::ops::Range;
+
+/// How a rank's gradients become the group's and its optimizer steps.
+pub trait StepReducer<B: Backend> {
+    /// What the backward of the step's last local micro-batch reports its
+    /// final gradient stages to (a rank with no micro-batch reports none).
+    fn backward_sync(&mut self) -> &mut dyn GradSync<B>;
+    /// After the backward: the gradients summed over the ranks, the global
+    /// norm into `stats[STAT_NORM_SQ]`, AdamW clipped by it; every rank
+    /// leaves with the same parameters.
+    fn optimizer_step(
+        &mut self,
+        be: &B,
+        dp: &DataParallel,
+        state: &mut TrainState<B>,
+        stats: &mut B::Buf,
+        hp: AdamW,
+    ) -> Result<(), CommError>;
+}
+
+/// Every collective on host copies, after the backward
+/// ([`DataParallel::optimizer_step`]).
+pub struct HostStaged;
+
+impl<B: Backend> GradSync<B> for HostStaged {
+    /// The host path reduces everything at the end, so it ignores the stages.
+    fn stage_done(&mut self, _be: &B, _grads: &B::Buf, _stage: usize) {}
+}
+
+impl<B: Backend> StepReducer<B> for HostStaged {
+    fn backward_sync(&mut self) -> &mut dyn GradSync<B> {
+        self
+    }
+    fn optimizer_step(
+        &mut self,
+        be: &B,
+        dp: &DataParallel,
+        state: &mut TrainState<B>,
+        stats: &mut B::Buf,
+        hp: AdamW,
+    ) -> Result<(), CommError> {
+        dp.optimizer_step(be, state, stats, hp)
+    }
+}
 
 /// A rank's contiguous part of the flat buffer under ZeRO-1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

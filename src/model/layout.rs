@@ -241,6 +241,40 @@ impl Layout {
         self.params.iter().find(|p| p.name == name)
     }
 
+    /// The parameter spans grouped by the point of the backward pass where
+    /// their gradients become final: the head with the final norm, then each
+    /// block from the last to the first, then the embeddings. Every parameter
+    /// is in exactly one stage; a decoder tied to the word embeddings belongs
+    /// to the embeddings, whose backward adds the last part of its gradient.
+    pub fn grad_stages(&self) -> Vec<Vec<Span>> {
+        let mut head = Vec::new();
+        if let Some((linear, norm)) = self.head_transform {
+            head.extend(linear_spans(linear).chain(norm_spans(norm)));
+        }
+        if self.decoder.weight != self.word_embeddings {
+            head.push(self.decoder.weight);
+        }
+        head.extend(self.decoder.bias);
+        head.extend(self.final_norm.into_iter().flat_map(norm_spans));
+        let blocks = self.blocks.iter().rev().map(|b| {
+            norm_spans(b.attn_norm)
+                .chain(linear_spans(b.qkv))
+                .chain(linear_spans(b.attn_out))
+                .chain(norm_spans(b.ffn_norm))
+                .chain(linear_spans(b.ffn_in))
+                .chain(linear_spans(b.ffn_out))
+                .collect()
+        });
+        let mut embeddings = vec![self.word_embeddings];
+        embeddings.extend(self.learned_positions);
+        embeddings.extend(self.position_scale);
+        embeddings.extend(self.embedding_norm.into_iter().flat_map(norm_spans));
+        std::iter::once(head)
+            .chain(blocks)
+            .chain(std::iter::once(embeddings))
+            .collect()
+    }
+
     /// Parameters outside the embeddings (Kaplan et al.'s N): everything but the
     /// word and position tables.
     pub fn non_embedding_count(&self) -> usize {
@@ -252,6 +286,14 @@ impl Layout {
             .map(|p| p.span.len)
             .sum()
     }
+}
+
+fn linear_spans(l: Linear) -> impl Iterator<Item = Span> {
+    std::iter::once(l.weight).chain(l.bias)
+}
+
+fn norm_spans(n: Norm) -> impl Iterator<Item = Span> {
+    std::iter::once(n.weight).chain(n.bias)
 }
 
 /// Whether the blocks normalise before (pre-LN) or after (post-LN) the residual add.

@@ -8,7 +8,7 @@ mod transformer;
 pub use activations::Activations;
 pub use layout::{Init, Layout, ParamInfo};
 
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, Backend, Device};
 use crate::config::{Arch, ModelConfig, ObjectiveConfig, ObjectiveKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +18,22 @@ use rand_distr_normal::standard_normal;
 pub struct Model {
     pub cfg: ModelConfig,
     pub layout: Layout,
+}
+
+/// Told by [`Model::backward_synced`] as soon as a stage of
+/// [`Layout::grad_stages`] holds its final gradient for the micro-batch, so
+/// that data parallelism can reduce it while the backward goes on with the
+/// earlier layers. Stages are reported in order, each once.
+pub trait GradSync<B: Device> {
+    fn stage_done(&mut self, be: &B, grads: &B::Buf, stage: usize);
+}
+
+/// The backward pass of a micro-batch whose gradients are not final (or of
+/// a single process): nobody listens.
+pub struct NoSync;
+
+impl<B: Device> GradSync<B> for NoSync {
+    fn stage_done(&mut self, _be: &B, _grads: &B::Buf, _stage: usize) {}
 }
 
 /// One micro-batch on the device.
@@ -161,6 +177,25 @@ mod tests {
             }
             let total: usize = layout.params.iter().map(|p| p.span.len).sum();
             assert_eq!(total, layout.len);
+        }
+    }
+
+    /// Gradient stages cover the flat buffer exactly once, in every preset.
+    #[test]
+    fn grad_stages_partition_the_buffer() {
+        for preset in crate::config::preset_names() {
+            let cfg = Config::resolve(preset, &[]).unwrap();
+            let layout = Model::new(&cfg.model).layout;
+            let stages = layout.grad_stages();
+            assert_eq!(stages.len(), cfg.model.layers + 2, "{preset}");
+            let mut spans: Vec<_> = stages.into_iter().flatten().collect();
+            spans.sort_by_key(|s| s.offset);
+            let mut next = 0;
+            for s in spans {
+                assert_eq!(s.offset, next, "{preset}: a gap or an overlap at {next}");
+                next += s.len;
+            }
+            assert_eq!(next, layout.len, "{preset}");
         }
     }
 

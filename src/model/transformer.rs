@@ -4,7 +4,7 @@
 
 use super::activations::{Activations, BlockActs, NormStats};
 use super::layout::{is_pre_norm, BlockParams};
-use super::{DeviceBatch, Model};
+use super::{DeviceBatch, GradSync, Model, NoSync};
 use crate::backend::{Activation, Backend, Linear, MatmulShape, Norm};
 use crate::config::{FfnKind, Positions};
 
@@ -151,11 +151,31 @@ impl Model {
         batch: &DeviceBatch<B>,
         train: bool,
     ) {
+        self.backward_synced(be, params, grads, acts, batch, train, &mut NoSync);
+    }
+
+    /// [`Model::backward`], telling `sync` after each stage of
+    /// [`Layout::grad_stages`](super::Layout::grad_stages) (head, blocks from
+    /// the last, embeddings) that its gradient is complete.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_synced<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        grads: &mut B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+        sync: &mut dyn GradSync<B>,
+    ) {
         self.head_backward(be, params, grads, acts, batch);
+        sync.stage_done(be, grads, 0);
         for l in (0..self.cfg.layers).rev() {
             self.block_backward(be, params, grads, acts, l, train);
+            sync.stage_done(be, grads, self.cfg.layers - l);
         }
         self.embed_backward(be, params, grads, acts, &batch.ids, train);
+        sync.stage_done(be, grads, self.cfg.layers + 1);
     }
 
     fn embed_forward<B: Backend>(

@@ -13,6 +13,7 @@ pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainS
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
 pub use run_files::{record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
 pub use trainer::{
-    fit_to_data, micro_step, optimizer_step, pretrain, pretrain_parallel, upload_batch, RunOptions,
-    RunSummary, TrainError, STATS, STAT_LOSS, STAT_NORM_SQ,
+    fit_to_data, micro_step, micro_step_synced, optimizer_step, pretrain, pretrain_group,
+    pretrain_parallel, upload_batch, RunOptions, RunSummary, TrainError, STATS, STAT_LOSS,
+    STAT_NORM_SQ,
 };

@@ -10,9 +10,9 @@ use crate::backend::{AdamW, Backend};
 use crate::config::{Budget, Config};
 use crate::data::batches::{batch_rng, read_sequences, HostBatch, Objective, Order};
 use crate::data::{Split, TokenStore};
-use crate::dist::{CommError, DataParallel};
+use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
 use crate::eval::{evaluate, EvalResult};
-use crate::model::{Activations, DeviceBatch, Model};
+use crate::model::{Activations, DeviceBatch, GradSync, Model, NoSync};
 use crate::scaling::noise::{NoiseMeter, NormPair};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
@@ -81,9 +81,31 @@ pub fn micro_step<B: Backend>(
     scale: f32,
     dropout_seed: u64,
 ) {
+    micro_step_synced(
+        be,
+        model,
+        (params, grads, acts),
+        batch,
+        stats,
+        (scale, dropout_seed),
+        &mut NoSync,
+    );
+}
+
+/// [`micro_step`] whose backward tells `sync` which gradient stages are
+/// final (the last micro-batch of a data-parallel step).
+pub fn micro_step_synced<B: Backend>(
+    be: &B,
+    model: &Model,
+    (params, grads, acts): (&B::Buf, &mut B::Buf, &mut Activations<B>),
+    batch: &DeviceBatch<B>,
+    stats: &mut B::Buf,
+    (scale, dropout_seed): (f32, u64),
+    sync: &mut dyn GradSync<B>,
+) {
     model.forward_loss(be, params, acts, batch, true, dropout_seed, Some(scale));
     be.sum_into(stats, STAT_LOSS, &acts.head.losses, scale);
-    model.backward(be, params, grads, acts, batch, true);
+    model.backward_synced(be, params, grads, acts, batch, true, sync);
 }
 
 /// The global gradient norm into `stats[STAT_NORM_SQ]`, then AdamW with
@@ -207,9 +229,7 @@ fn save_checkpoint<B: Backend>(
 }
 
 /// [`pretrain`] as one rank of a data-parallel group (`dist`), or alone
-/// (`None`). Every rank computes its share of each global batch (see
-/// [`crate::dist::parallel`]); rank 0 alone writes the run folder, metrics,
-/// evaluations and checkpoints, and the budget clock is rank 0's.
+/// (`None`), with the collectives on host copies ([`HostStaged`]).
 pub fn pretrain_parallel<B: Backend>(
     be: &B,
     cfg: &Config,
@@ -217,6 +237,27 @@ pub fn pretrain_parallel<B: Backend>(
     opts: &RunOptions,
     dist: Option<&DataParallel>,
 ) -> Result<RunSummary, TrainError> {
+    let mut host = HostStaged;
+    let group = dist.map(|dp| (dp, &mut host as &mut dyn StepReducer<B>));
+    pretrain_group(be, cfg, store, opts, group)
+}
+
+/// [`pretrain`] as one rank of a data-parallel group whose gradients
+/// `reducer` sums (on the host or on the device), or alone (`None`). Every
+/// rank computes its share of each global batch (see
+/// [`crate::dist::parallel`]); rank 0 alone writes the run folder, metrics,
+/// evaluations and checkpoints, and the budget clock is rank 0's.
+pub fn pretrain_group<B: Backend>(
+    be: &B,
+    cfg: &Config,
+    store: &TokenStore,
+    opts: &RunOptions,
+    group: Option<(&DataParallel, &mut dyn StepReducer<B>)>,
+) -> Result<RunSummary, TrainError> {
+    let (dist, mut reducer) = match group {
+        Some((dp, reducer)) => (Some(dp), Some(reducer)),
+        None => (None, None),
+    };
     let lead = dist.is_none_or(|d| d.rank() == 0);
     let budget = Budget::parse(&cfg.train.budget).map_err(TrainError::Run)?;
     let t = &cfg.train;
@@ -300,6 +341,7 @@ pub fn pretrain_parallel<B: Backend>(
         be.zero(&mut state.grads);
         let start = state.progress.position;
         let micros = dist.map_or(0..micro_steps, |d| d.micros(micro_steps));
+        let last_micro = micros.end.checked_sub(1);
         for micro in micros {
             // Global micro-batch `micro` reads the same sequences, masks and
             // dropout on any number of ranks.
@@ -315,14 +357,19 @@ pub fn pretrain_parallel<B: Backend>(
             let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
             let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
             let step_state = (&state.params, &mut state.grads, &mut acts);
-            micro_step(
+            // Only the last micro-batch leaves final gradients to reduce.
+            let sync: &mut dyn GradSync<B> = match reducer.as_mut() {
+                Some(r) if Some(micro) == last_micro => r.backward_sync(),
+                _ => &mut NoSync,
+            };
+            micro_step_synced(
                 be,
                 &model,
                 step_state,
                 &batch,
                 &mut stats,
-                scale,
-                dropout_seed,
+                (scale, dropout_seed),
+                sync,
             );
             if micro == 0 && micro_steps > 1 && noise.is_some() {
                 be.grad_norm_squared(&mut stats, STAT_SMALL_NORM_SQ, &state.grads);
@@ -339,9 +386,9 @@ pub fn pretrain_parallel<B: Backend>(
             decay_len: model.layout.decay_len,
             max_norm: t.grad_clip,
         };
-        match dist {
-            Some(dp) => dp.optimizer_step(be, &mut state, &mut stats, hp)?,
-            None => optimizer_step(be, &mut state, &mut stats, hp),
+        match (dist, reducer.as_mut()) {
+            (Some(dp), Some(r)) => r.optimizer_step(be, dp, &mut state, &mut stats, hp)?,
+            _ => optimizer_step(be, &mut state, &mut stats, hp),
         }
         if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
             // The first micro-batch's gradient was scaled by 1/micro_steps.

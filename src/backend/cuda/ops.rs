@@ -3,7 +3,7 @@
 //! in `timed` so that `cram bench --profile` can attribute GPU time.
 
 use super::blas::{Dims, RowMajor};
-use super::{f32_arg, Cuda, CudaBuf, CudaIds};
+use super::{f32_arg, Cuda, CudaBuf, CudaIds, View};
 use crate::backend::{
     Activation, ActivationOps, AdamW, AttentionOps, AttentionShape, Device, EmbeddingOps, Linear,
     LossOps, MatmulOps, MatmulShape, Norm, NormKind, NormOps, OptimOps, Span,
@@ -1007,7 +1007,7 @@ impl OptimOps for Cuda {
     fn grad_norm_squared(&self, out: &mut CudaBuf, index: usize, grads: &CudaBuf) {
         assert!(!out.bf16, "statistics buffers are f32");
         self.timed("grad_norm", || {
-            self.reduce_into(out.ptr(), index, grads, true, 1.0, false)
+            self.reduce_into(out.ptr(), index, View::whole(grads), true, 1.0, false)
         });
     }
 
@@ -1021,44 +1021,18 @@ impl OptimOps for Cuda {
         norm_index: usize,
         hp: AdamW,
     ) {
-        assert!(
-            !params.bf16 && !grads.bf16 && !m.bf16 && !v.bf16,
-            "AdamW runs on f32 buffers"
-        );
-        let step = hp.step as f64;
-        let bias1 = (1.0 - (hp.beta1 as f64).powf(step)) as f32;
-        let bias2 = (1.0 - (hp.beta2 as f64).powf(step)) as f32;
         let shadow = params
             .shadow
             .get_mut()
             .expect("shadow lock")
             .as_ref()
             .map_or(0, |s| s.ptr);
-        let n = params.len;
-        self.timed("adamw", || {
-            self.launch_each(
-                "adamw",
-                n,
-                &[
-                    params.ptr(),
-                    shadow,
-                    grads.ptr(),
-                    m.ptr(),
-                    v.ptr(),
-                    norm_sq.ptr(),
-                    norm_index as u64,
-                    f32_arg(hp.lr),
-                    f32_arg(hp.beta1),
-                    f32_arg(hp.beta2),
-                    f32_arg(hp.eps),
-                    f32_arg(hp.weight_decay),
-                    f32_arg(bias1),
-                    f32_arg(bias2),
-                    f32_arg(hp.max_norm),
-                    hp.decay_len as u64,
-                    n as u64,
-                ],
-            )
-        });
+        self.adamw_raw(
+            (View::whole(params), shadow),
+            View::whole(grads),
+            (View::whole(m), View::whole(v)),
+            (norm_sq, norm_index),
+            hp,
+        );
     }
 }
