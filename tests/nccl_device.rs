@@ -128,6 +128,12 @@ fn device_path_matches(preset: &str, sets: &[&str], shape: (usize, usize), bucke
     let be = gpu();
     let comm = single_rank_comm();
     let alone = train(&be, &cfg, shape, None);
+    // The engine's norm and embedding backward add with atomics, so two plain
+    // runs already differ a little, and Adam's first steps (eps = 1e-12) turn
+    // tiny gradients into full-size updates; the device path may differ from
+    // the plain one by that much, not more.
+    let floor = max_diff(&train(&be, &cfg, shape, None), &alone);
+    let tol = TOL + 4.0 * floor;
     let start = Model::new(&cfg.model).init_params(5);
     let moved = max_diff(&alone, &start);
     assert!(
@@ -142,11 +148,14 @@ fn device_path_matches(preset: &str, sets: &[&str], shape: (usize, usize), bucke
         let d = max_diff(&p, &alone);
         let counts = reducer.launch_counts();
         println!(
-            "{preset}, zero1 {zero1}: max |Δparam| {d:.3e} (moved {moved:.3e}); {} buckets, launches {counts:?}",
+            "{preset}, zero1 {zero1}: max |Δparam| {d:.3e} (two plain runs {floor:.3e}, moved {moved:.3e}); {} buckets, launches {counts:?}",
             reducer.buckets()
         );
         assert_eq!(counts.steps, STEPS);
-        assert!(d <= TOL, "{preset}, zero1 {zero1}: params differ by {d}");
+        assert!(
+            d <= tol,
+            "{preset}, zero1 {zero1}: params differ by {d} (tolerance {tol})"
+        );
     }
 }
 

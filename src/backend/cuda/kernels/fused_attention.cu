@@ -89,9 +89,11 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Zeroes a warp's accumulator fragments (D/8 blocks of four) before a product.
 template <int D>
 __device__ __forceinline__ void zero_rows(float (*acc)[4]) {
-    zero_rows<D>(acc);
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 }
 
 // The A fragment of the 16×16 block kk of a 16×T matrix held as C fragments.
