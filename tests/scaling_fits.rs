@@ -245,6 +245,7 @@ fn fit_all_reports_every_key_with_intervals() {
         FitOptions {
             bootstrap: 20,
             seed: 1,
+            max_loss: None,
         },
     )
     .unwrap();

@@ -197,6 +197,7 @@ fn sweep_resume_fit_plan_and_report() {
         FitOptions {
             bootstrap: 20,
             seed: 0,
+            max_loss: None,
         },
     )
     .unwrap();
@@ -223,6 +224,14 @@ fn sweep_resume_fit_plan_and_report() {
             "chinchilla.{key}"
         );
     }
+
+    let data = cram::scaling::plateau::SweepData::read(&out)
+        .unwrap()
+        .unwrap();
+    assert!(
+        data.unigram_loss > 3.0 && data.unigram_loss < 12.0,
+        "the unigram cross-entropy of a real English slice: {data:?}"
+    );
 
     let written = report(&out, &ReportOptions::default()).unwrap();
     let html = std::fs::read_to_string(&written.html).unwrap();
@@ -318,6 +327,37 @@ fn cli_fit_of_a_table_and_its_errors() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join(FIT_FILE)).unwrap()).unwrap();
     let alpha = fit["chinchilla"]["alpha"]["value"].as_f64().unwrap();
     assert!((alpha / 0.34 - 1.0).abs() < 0.02, "alpha {alpha}");
+
+    // A run still on the masked-LM plateau, far above the law: --max-loss
+    // leaves it out, says so, and the law is recovered as before.
+    let plateau_run = format!("3e7,1e8,{},7.3\n", 6.0 * 3e7 * 1e8);
+    std::fs::write(&csv, format!("{text}{plateau_run}")).unwrap();
+    let fit_with = |extra: &[&str]| {
+        let mut args = vec!["scale", "fit", "--points", csv.to_str().unwrap()];
+        args.extend(["--bootstrap", "0"]);
+        args.extend(extra);
+        cram(&args)
+    };
+    let (code, stdout, stderr) = fit_with(&["--max-loss", "6.5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("1 run left out as still on the masked-LM plateau (final loss ≥ 6.500)"),
+        "{stdout}"
+    );
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join(FIT_FILE)).unwrap()).unwrap();
+    assert_eq!(fit["plateau"]["left_out"][0]["loss"].as_f64(), Some(7.3));
+    let alpha = fit["chinchilla"]["alpha"]["value"].as_f64().unwrap();
+    assert!((alpha / 0.34 - 1.0).abs() < 0.02, "alpha {alpha}");
+    let (code, stdout, stderr) = fit_with(&["--keep-plateau"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("left out"), "{stdout}");
+    let (code, _, stderr) = fit_with(&["--max-loss", "1.0"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("every run ended at a loss of 1.000 or more"),
+        "{stderr}"
+    );
 
     std::fs::write(
         &csv,

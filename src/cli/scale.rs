@@ -55,6 +55,14 @@ enum ScaleCommand {
         /// Where to write fit.json (default: beside the points).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Leave out runs whose final loss is at or above this, as still on the
+        /// masked-LM plateau (default for a sweep folder: 90% of its data's
+        /// unigram cross-entropy, from data.json).
+        #[arg(long, conflicts_with = "keep_plateau")]
+        max_loss: Option<f64>,
+        /// Fit every run, also those still on the plateau.
+        #[arg(long)]
+        keep_plateau: bool,
     },
     /// Compute-optimal N, D and batch size for a budget under each fit.
     Plan {
@@ -94,7 +102,16 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             bootstrap,
             seed,
             out,
-        } => run_fit(dir, points, bootstrap, seed, out),
+            max_loss,
+            keep_plateau,
+        } => {
+            let opts = FitOptions {
+                bootstrap,
+                seed,
+                max_loss: None,
+            };
+            run_fit(dir, points, opts, (max_loss, keep_plateau), out)
+        }
         ScaleCommand::Plan {
             fit,
             budget,
@@ -148,10 +165,22 @@ fn run_sweep(
 fn run_fit(
     dir: Option<PathBuf>,
     points: Option<PathBuf>,
-    bootstrap: usize,
-    seed: u64,
+    mut opts: FitOptions,
+    (max_loss, keep_plateau): (Option<f64>, bool),
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if max_loss.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+        bail!(
+            "--max-loss must be a positive loss, not {}",
+            max_loss.unwrap_or_default()
+        );
+    }
+    opts.max_loss = match (&dir, max_loss, keep_plateau) {
+        (_, _, true) => None,
+        (_, Some(m), _) => Some(m),
+        (Some(dir), None, false) => default_plateau_cut(dir)?,
+        (None, None, false) => None,
+    };
     let (set, default_out) = match (dir, points) {
         (Some(dir), None) => (PointSet::read_dir(&dir)?, dir.join(FIT_FILE)),
         (None, Some(file)) => {
@@ -164,13 +193,18 @@ fn run_fit(
         }
         _ => bail!("name a sweep folder (cram scale fit DIR) or a table (--points FILE.csv)"),
     };
-    let report = fit_all(&set, FitOptions { bootstrap, seed })?;
+    let report = fit_all(&set, opts)?;
     let path = out.unwrap_or(default_out);
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     crate::scaling::points::write_atomically(&path, &json)?;
     print!("{}", report.table());
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// A sweep folder's plateau cut: 90% of its data's unigram cross-entropy.
+pub fn default_plateau_cut(dir: &Path) -> anyhow::Result<Option<f64>> {
+    Ok(crate::scaling::plateau::SweepData::read(dir)?.map(|d| d.plateau_cut()))
 }
 
 /// The base config of a plan: --preset, else the sweep's preset and overrides, else crammed-bert.

@@ -43,6 +43,10 @@ fn load_fit(dir: &Path, set: &PointSet, notes: &mut Vec<String>) -> Option<FitRe
         FitOptions {
             bootstrap: 0,
             seed: 0,
+            max_loss: crate::scaling::plateau::SweepData::read(dir)
+                .ok()
+                .flatten()
+                .map(|d| d.plateau_cut()),
         },
     ) {
         Ok(fit) => {

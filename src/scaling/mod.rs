@@ -2,13 +2,15 @@
 //! compute (`sweep`), the table of their results (`points`), the Kaplan and
 //! Chinchilla fits with bootstrap intervals (`fit`), the compute-optimal plan
 //! for a budget (`plan`), and the gradient noise scale that estimates the
-//! critical batch size (`noise`). Counting conventions are in `counts`.
+//! critical batch size (`noise`), and the masked-LM plateau that the fits
+//! leave out (`plateau`). Counting conventions are in `counts`.
 
 pub mod counts;
 mod error;
 pub mod fit;
 pub mod noise;
 pub mod plan;
+pub mod plateau;
 pub mod points;
 pub mod spec;
 pub mod sweep;

@@ -28,8 +28,8 @@ pub use envelope::{frontier, EnvelopePoint, Frontier};
 pub use holdout::{hold_out_largest, largest_run, HoldoutPrediction, HoldoutReport};
 pub use kaplan::{joint, l_of_d, l_of_n, power_law, Joint, PowerLaw, PowerLawFit};
 pub use report::{
-    ChinchillaReport, Estimate, FitReport, FrontierReport, IsoFlopReport, KaplanReport,
-    PowerLawReport, Replicates, Residual, Residuals, FIT_FILE,
+    ChinchillaReport, Estimate, FitReport, FrontierReport, IsoFlopReport, KaplanReport, LeftOut,
+    PlateauReport, PowerLawReport, Replicates, Residual, Residuals, FIT_FILE,
 };
 
 use super::points::{ParamCount, PointSet};
@@ -58,6 +58,9 @@ pub struct FitOptions {
     /// Bootstrap replicates (0: no intervals).
     pub bootstrap: usize,
     pub seed: u64,
+    /// Runs whose final loss is at or above this are left out as still on
+    /// the masked-LM plateau (see [`crate::scaling::plateau`]).
+    pub max_loss: Option<f64>,
 }
 
 impl Default for FitOptions {
@@ -65,6 +68,7 @@ impl Default for FitOptions {
         FitOptions {
             bootstrap: 200,
             seed: 0,
+            max_loss: None,
         }
     }
 }
@@ -161,6 +165,33 @@ fn resample(set: &PointSet, rng: &mut ChaCha8Rng) -> PointSet {
 
 /// Fits, bootstraps and assembles `fit.json`'s report.
 pub fn fit_all(set: &PointSet, opts: FitOptions) -> Result<FitReport, ScalingError> {
+    let Some(cut) = opts.max_loss else {
+        return fit_kept(set, opts);
+    };
+    let (kept, left) = crate::scaling::plateau::split_at(set, cut);
+    if kept.points.is_empty() {
+        return Err(ScalingError::Degenerate(format!(
+            "every run ended at a loss of {cut:.3} or more, still on the masked-LM plateau; \
+             train longer, or pass --keep-plateau to fit them anyway"
+        )));
+    }
+    let mut report = fit_kept(&kept, opts).map_err(|e| match e {
+        ScalingError::Degenerate(reason) if !left.is_empty() => ScalingError::Degenerate(format!(
+            "{reason} ({} runs were left out as still on the plateau, loss ≥ {cut:.3}; \
+             --keep-plateau fits them too)",
+            left.len()
+        )),
+        e => e,
+    })?;
+    report.plateau = Some(PlateauReport {
+        max_loss: cut,
+        left_out: left.iter().map(LeftOut::of).collect(),
+    });
+    Ok(report)
+}
+
+/// [`fit_all`] of the runs kept.
+fn fit_kept(set: &PointSet, opts: FitOptions) -> Result<FitReport, ScalingError> {
     use rayon::prelude::*;
     let full = fit_points(set)?;
     let replicates: Vec<Replicate> = (0..opts.bootstrap)

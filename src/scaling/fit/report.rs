@@ -183,6 +183,63 @@ pub struct Replicates {
     pub approach3: Vec<Vec<f64>>,
 }
 
+/// The plateau cut a fit made, and the runs it left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlateauReport {
+    pub max_loss: f64,
+    pub left_out: Vec<LeftOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub run: String,
+    pub n_params: f64,
+    pub tokens: f64,
+    pub compute: f64,
+    pub loss: f64,
+}
+
+impl LeftOut {
+    pub fn of(p: &crate::scaling::Point) -> LeftOut {
+        LeftOut {
+            run: p.run.clone(),
+            n_params: p.n_params,
+            tokens: p.tokens,
+            compute: p.compute,
+            loss: p.loss,
+        }
+    }
+}
+
+impl PlateauReport {
+    fn line(&self) -> String {
+        let names: Vec<String> = self
+            .left_out
+            .iter()
+            .map(|l| {
+                let name = if l.run.is_empty() {
+                    format!("N = {:.3e}, D = {:.3e}", l.n_params, l.tokens)
+                } else {
+                    l.run.clone()
+                };
+                format!("{name} ({:.3})", l.loss)
+            })
+            .collect();
+        match names.len() {
+            0 => format!(
+                "every run ended below {:.3} (off the masked-LM plateau); none left out",
+                self.max_loss
+            ),
+            n => format!(
+                "{n} {} left out as still on the masked-LM plateau (final loss ≥ {:.3}): {}",
+                if n == 1 { "run" } else { "runs" },
+                self.max_loss,
+                names.join(", ")
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FitReport {
     pub points: usize,
@@ -194,6 +251,9 @@ pub struct FitReport {
     pub chinchilla: ChinchillaReport,
     /// Fits that were skipped and why.
     pub notes: Vec<String>,
+    /// Runs left out as still on the masked-LM plateau (absent when no cut was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<PlateauReport>,
     /// The largest run predicted by the laws fitted without it (absent when
     /// the other runs cannot be fitted; `notes` says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,6 +400,7 @@ pub(super) fn assemble(set: &PointSet, fits: &Fits, replicates: Replicates) -> F
         kaplan: kaplan_report(set, fits, &replicates),
         chinchilla: chinchilla_report(set, fits, &replicates),
         notes,
+        plateau: None,
         holdout: None,
         replicates,
     }
@@ -418,6 +479,9 @@ impl FitReport {
             "\nresiduals (rms of ln L): Kaplan joint {:.4}, Chinchilla approach 3 {:.4}",
             k.residuals.rms, c.residuals.rms
         );
+        if let Some(p) = &self.plateau {
+            let _ = writeln!(out, "\n{}", p.line());
+        }
         if let Some(h) = &self.holdout {
             out.push_str(&h.table());
         }
