@@ -37,15 +37,7 @@ fn log_space(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 fn point(n: f64, d: f64, loss: f64) -> Point {
-    Point {
-        run: format!("n{n:.3e}-d{d:.3e}"),
-        n_params: n,
-        n_total: n,
-        tokens: d,
-        compute: 6.0 * n * d,
-        loss,
-        noise_scale: None,
-    }
+    Point::simple(format!("n{n:.3e}-d{d:.3e}"), n, d, loss)
 }
 
 fn assert_close(name: &str, got: f64, want: f64, rel: f64) {

@@ -83,15 +83,7 @@ mod tests {
     use crate::scaling::Curve;
 
     fn point(run: &str, loss: f64) -> Point {
-        Point {
-            run: run.into(),
-            n_params: 1e6,
-            n_total: 2e6,
-            tokens: 1e8,
-            compute: 6e14,
-            loss,
-            noise_scale: None,
-        }
+        Point::simple(run, 1e6, 1e8, loss)
     }
 
     #[test]

@@ -50,6 +50,20 @@ pub enum ParamCount {
 }
 
 impl Point {
+    /// A run of `n` parameters (no embeddings counted apart) trained on `d`
+    /// tokens with C = 6·N·D: the rows of synthetic tables.
+    pub fn simple(run: impl Into<String>, n: f64, d: f64, loss: f64) -> Point {
+        Point {
+            run: run.into(),
+            n_params: n,
+            n_total: n,
+            tokens: d,
+            compute: 6.0 * n * d,
+            loss,
+            noise_scale: None,
+        }
+    }
+
     pub fn n(&self, count: ParamCount) -> f64 {
         match count {
             ParamCount::NonEmbedding => self.n_params,

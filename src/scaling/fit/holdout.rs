@@ -184,15 +184,8 @@ mod tests {
         for &n in &[1e6, 3e6, 1e7, 3e7, 1e8] {
             for &d in &[1e8, 3e8, 1e9, 3e9] {
                 let loss: f64 = e + a / f64::powf(n, alpha) + b / f64::powf(d, beta);
-                set.points.push(Point {
-                    run: format!("n{n:e}-d{d:e}"),
-                    n_params: n,
-                    n_total: n,
-                    tokens: d,
-                    compute: 6.0 * n * d,
-                    loss,
-                    noise_scale: None,
-                });
+                set.points
+                    .push(Point::simple(format!("n{n:e}-d{d:e}"), n, d, loss));
             }
         }
         set
