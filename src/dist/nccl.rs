@@ -583,3 +583,22 @@ impl Communicator for NcclComm {
         self.all_reduce_sum(&mut one)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What nccl.h's initializer writes, which NCCL checks (size, magic)
+    /// and reads by version; only `blocking` is ours.
+    #[test]
+    fn the_config_is_nccls_initializer_with_blocking_off() {
+        let c = nonblocking_config();
+        assert_eq!(c.size, std::mem::size_of::<sys::ncclConfig_t>());
+        assert_eq!(c.magic, 0xcafebeef);
+        // NCCL_VERSION(2, 28, 0) = 2·10000 + 28·100 + 0 (minor > 8).
+        assert_eq!(c.version, 2 * 10000 + 28 * 100);
+        assert_eq!(c.blocking, 0);
+        assert_eq!(c.minCTAs, std::ffi::c_int::MIN, "left to NCCL");
+        assert!(c.netName.is_null() && c.commName.is_null());
+    }
+}

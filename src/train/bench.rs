@@ -367,3 +367,86 @@ pub fn gather_ranks(
     dp.sum(&mut total)?;
     Ok((RankTiming::from_values(&all), total[0] as f64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(tokens: f64, seconds: f64, mem_gb: f64) -> RankTiming {
+        RankTiming {
+            tokens,
+            seconds,
+            mem_gb,
+        }
+    }
+
+    #[test]
+    fn the_group_rate_is_all_tokens_over_the_slowest_rank() {
+        let g = combine_ranks(&[rank(1000.0, 2.0, 5.0), rank(1000.0, 2.5, 7.0)]);
+        assert_eq!(g.tokens, 2000.0);
+        assert_eq!(g.seconds, 2.5);
+        assert_eq!(g.tokens_per_s, 800.0);
+        assert_eq!(g.mem_gb, 7.0);
+    }
+
+    #[test]
+    fn timings_survive_the_gather() {
+        let ranks = [rank(4096.0, 1.25, 3.5), rank(8192.0, 0.5, 2.0)];
+        let values: Vec<f32> = ranks.iter().flat_map(|r| r.to_values()).collect();
+        assert_eq!(RankTiming::from_values(&values), ranks);
+    }
+
+    #[test]
+    fn efficiency_compares_with_n_single_gpus() {
+        assert_eq!(scaling_efficiency(3600.0, 1000.0, 4), 0.9);
+        assert_eq!(scaling_efficiency(1000.0, 1000.0, 1), 1.0);
+    }
+
+    fn baseline() -> BenchResult {
+        BenchResult {
+            name: "crammed-bert".into(),
+            device: "cuda:0 H200".into(),
+            seq: 128,
+            mb: 256,
+            steps: 10,
+            step_ms: 100.0,
+            tokens_per_s: 256.0 * 128.0 / 0.1,
+            flops_per_token: 1e9,
+            mfu: 0.4,
+            matmul_peak_tflops: 800.0,
+            mem_gb: 20.0,
+            loss: 9.0,
+        }
+    }
+
+    #[test]
+    fn a_scaling_line_holds_both_rates_and_the_global_batch() {
+        let base = baseline();
+        let tokens = 256.0 * 128.0 * 10.0;
+        // Two ranks, the slower one at 1.1 s for 10 steps (110 ms a step).
+        let group = combine_ranks(&[rank(tokens, 1.0, 20.0), rank(tokens, 1.1, 21.0)]);
+        let setup = GroupSetup {
+            gpus: 2,
+            zero1: true,
+            bucket_mb: 25.0,
+        };
+        let line = scaling_result(&base, &group, setup, 8.5);
+        assert_eq!(line.global_batch, 512);
+        assert!((line.step_ms - 110.0).abs() < 1e-9);
+        assert!((line.scaling_efficiency - 100.0 / 110.0).abs() < 1e-12);
+        assert_eq!(line.one_gpu_tokens_per_s, base.tokens_per_s);
+        assert!((line.mfu - line.tokens_per_s * 1e9 / (2.0 * 800e12)).abs() < 1e-15);
+        assert_eq!(line.mem_gb, 21.0);
+        let json: serde_json::Value = serde_json::to_value(&line).unwrap();
+        for field in [
+            "gpus",
+            "zero1",
+            "global_batch",
+            "tokens_per_s",
+            "one_gpu_tokens_per_s",
+            "scaling_efficiency",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing from {json}");
+        }
+    }
+}
