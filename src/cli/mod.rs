@@ -9,6 +9,7 @@ mod export;
 mod glue;
 mod import;
 mod infer;
+mod launch;
 mod pretrain;
 mod report;
 mod scale;

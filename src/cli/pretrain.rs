@@ -1,6 +1,8 @@
 //! `cram pretrain`: train a preset on prepared data under a budget.
 
+use super::launch::{bucket_bytes, launch_local_workers};
 use super::SetArgs;
+use crate::backend::cuda::visible_gpus;
 use crate::backend::{select_device, DeviceChoice};
 use crate::config::Config;
 use crate::data::TokenStore;
@@ -68,54 +70,6 @@ pub struct PretrainArgs {
     bucket_mb: f64,
 }
 
-/// `--gpus N`: the same command once per GPU, each as one rank.
-fn launch_local_workers(gpus: usize) -> anyhow::Result<()> {
-    if gpus == 0 {
-        bail!("--gpus needs at least 1");
-    }
-    // The workers get this command line without --gpus.
-    let mut args: Vec<String> = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if a == "--gpus" {
-            it.next();
-        } else if !a.starts_with("--gpus=") {
-            args.push(a);
-        }
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free local port for the rendezvous")?
-        .port();
-    let exe = std::env::current_exe().context("cannot find the cram executable")?;
-    let mut children = Vec::new();
-    for rank in 0..gpus {
-        let child = std::process::Command::new(&exe)
-            .args(&args)
-            .env("RANK", rank.to_string())
-            .env("WORLD_SIZE", gpus.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
-            .spawn()
-            .with_context(|| format!("cannot start the worker of rank {rank}"))?;
-        children.push(child);
-    }
-    let mut failed = Vec::new();
-    for (rank, mut child) in children.into_iter().enumerate() {
-        let status = child
-            .wait()
-            .with_context(|| format!("cannot wait for the worker of rank {rank}"))?;
-        if !status.success() {
-            failed.push(format!("rank {rank} ({status})"));
-        }
-    }
-    if !failed.is_empty() {
-        bail!("workers failed: {}", failed.join(", "));
-    }
-    Ok(())
-}
-
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let launched = DistEnv::from_env()?;
     if let Some(gpus) = args.gpus {
@@ -125,7 +79,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         if args.ranks.is_some() {
             bail!("--gpus and --ranks exclude each other");
         }
-        return launch_local_workers(gpus);
+        return launch_local_workers(gpus, || {
+            visible_gpus().context("--gpus trains one worker per GPU")
+        });
     }
     if args.ranks.is_some() && launched.is_some() {
         bail!("--ranks runs the ranks as threads of one process; under a launcher, leave it out");
@@ -177,10 +133,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         let comm = NcclComm::from_env(env, timeout)
             .with_context(|| format!("rank {} cannot join the group", env.rank))?;
         let dp = DataParallel::new(&comm, args.zero1);
-        if args.bucket_mb.is_nan() || args.bucket_mb <= 0.0 {
-            bail!("--bucket-mb must be positive");
-        }
-        let bucket_bytes = (args.bucket_mb * (1 << 20) as f64) as usize;
+        let bucket_bytes = bucket_bytes(args.bucket_mb)?;
         let model = Model::new(&cfg.model);
         let mut reducer = NcclDevice::new(&comm, &model, args.zero1, bucket_bytes);
         let summary = pretrain_group(&be, &cfg, &store, &opts, Some((&dp, &mut reducer)))

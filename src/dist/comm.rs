@@ -55,6 +55,12 @@ pub enum CommError {
         rank: usize,
         timeout: Duration,
     },
+    #[error("rank {rank} waited {timeout:?} for the NCCL group of {world} ranks to form (ncclCommInitRankConfig): another rank died or hung after the rendezvous (NCCL cannot say which)")]
+    InitStalled {
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+    },
     #[error("the group failed earlier ({0}); its ranks cannot communicate any more")]
     Failed(String),
     #[error("{0}")]

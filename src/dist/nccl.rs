@@ -18,6 +18,15 @@
 //! [`CommError::Stalled`], naming the operation (NCCL cannot say which peer
 //! is missing; the rendezvous named every rank when the group formed).
 //!
+//! Joining: the communicator is created non-blocking
+//! (`ncclCommInitRankConfig`, `blocking = 0`) and polled until it has
+//! formed, so a rank that dies between the rendezvous and the NCCL set-up
+//! ends the others' wait after the timeout ([`CommError::InitStalled`]).
+//! A non-blocking communicator stays so: any call may return while NCCL
+//! still launches the collective in a thread of its own, so every call is
+//! followed by a poll until NCCL has queued it (`NcclComm::settled`) before
+//! an event is recorded behind it.
+//!
 //! [`Communicator`]: super::comm::Communicator
 
 use super::comm::{CommError, Communicator};
@@ -118,17 +127,7 @@ impl NcclComm {
         let stream = ctx
             .new_stream()
             .map_err(|e| cuda_err("creating the communication stream", e))?;
-        let mut handle: sys::ncclComm_t = std::ptr::null_mut();
-        // SAFETY: `handle` is written by NCCL; the id came from ncclGetUniqueId.
-        unsafe {
-            nccl::comm_init_rank(
-                &mut handle,
-                world as i32,
-                sys::ncclUniqueId { internal },
-                rank as i32,
-            )
-        }
-        .map_err(|e| nccl_err("ncclCommInitRank", e))?;
+        let handle = init_nonblocking(sys::ncclUniqueId { internal }, rank, world, timeout)?;
         Ok(NcclComm {
             comm: Mutex::new(RawComm(handle)),
             stream,
@@ -204,7 +203,34 @@ impl NcclComm {
         nccl::group_start().map_err(|e| nccl_err(op, e))?;
         let issued = calls(comm.0, self.raw_stream());
         let ended = nccl::group_end();
-        issued.and(ended.map(|_| ())).map_err(|e| nccl_err(op, e))
+        issued.and(ended.map(|_| ())).map_err(|e| nccl_err(op, e))?;
+        self.settled(op, comm)
+    }
+
+    /// Returns once NCCL has queued on the stream what was just asked of
+    /// it. The communicator is non-blocking (for the timeout of its set-up),
+    /// so a group may end with the launch still going on in an NCCL thread
+    /// (`ncclInProgress`); an event recorded before the launch is done
+    /// would not cover the collectives. Aborts on an error or after the timeout.
+    fn settled(&self, op: &'static str, comm: MutexGuard<'_, RawComm>) -> Result<(), CommError> {
+        let outcome = settle(comm.0, Instant::now() + self.timeout);
+        // abort() takes the lock again.
+        drop(comm);
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Unsettled::Failed(e)) => {
+                self.abort();
+                Err(nccl_err(op, e))
+            }
+            Err(Unsettled::TimedOut) => {
+                self.abort();
+                Err(CommError::Stalled {
+                    op,
+                    rank: self.rank,
+                    timeout: self.timeout,
+                })
+            }
+        }
     }
 
     /// `Σ_ranks` in place over each of `ranges` (elements) of the f32 device
@@ -371,6 +397,7 @@ impl NcclComm {
                 self.raw_stream(),
             )
             .map_err(|e| nccl_err(op, e))?;
+            self.settled(op, comm)?;
         }
         self.wait_done(op)?;
         let host = self.stream.clone_dtoh(&recv).map_err(copy_err)?;
@@ -378,6 +405,106 @@ impl NcclComm {
         out.copy_from_slice(&host);
         Ok(())
     }
+}
+
+/// Why NCCL did not settle: an error, or the timeout.
+enum Unsettled {
+    Failed(NcclError),
+    TimedOut,
+}
+
+/// Polls a non-blocking communicator until its state leaves
+/// `ncclInProgress` (its set-up or a launch is done), at most until `deadline`.
+fn settle(comm: sys::ncclComm_t, deadline: Instant) -> Result<(), Unsettled> {
+    use sys::ncclResult_t::{ncclInProgress, ncclSuccess};
+    loop {
+        let mut state = ncclSuccess;
+        // SAFETY: a live handle; `state` is written by NCCL.
+        let asked = unsafe { sys::ncclCommGetAsyncError(comm, &mut state) };
+        match (asked, state) {
+            (ncclSuccess, ncclSuccess) => return Ok(()),
+            (ncclSuccess, ncclInProgress) => {}
+            (ncclSuccess, bad) | (bad, _) => return Err(Unsettled::Failed(NcclError(bad))),
+        }
+        if Instant::now() >= deadline {
+            return Err(Unsettled::TimedOut);
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
+/// The `version` of the `ncclConfig_t` that cudarc's `nccl-02028` layer
+/// declares: NCCL_VERSION(2, 28, 0). NCCL reads only the fields that
+/// version has (and at most its own struct's size), so a newer library
+/// takes it too.
+const NCCL_CONFIG_VERSION: u32 = 22800;
+
+/// nccl.h's `NCCL_CONFIG_INITIALIZER` (every attribute left to NCCL) with
+/// `blocking = 0`.
+fn nonblocking_config() -> sys::ncclConfig_t {
+    const UNDEF: std::ffi::c_int = std::ffi::c_int::MIN;
+    sys::ncclConfig_t {
+        size: std::mem::size_of::<sys::ncclConfig_t>(),
+        magic: 0xcafe_beef,
+        version: NCCL_CONFIG_VERSION,
+        blocking: 0,
+        cgaClusterSize: UNDEF,
+        minCTAs: UNDEF,
+        maxCTAs: UNDEF,
+        netName: std::ptr::null(),
+        splitShare: UNDEF,
+        trafficClass: UNDEF,
+        commName: std::ptr::null(),
+        collnetEnable: UNDEF,
+        CTAPolicy: UNDEF,
+        shrinkShare: UNDEF,
+        nvlsCTAs: UNDEF,
+        nChannelsPerNetPeer: UNDEF,
+        nvlinkCentricSched: UNDEF,
+    }
+}
+
+/// Joins the NCCL group `id` as `rank` of `world` without blocking
+/// (`ncclCommInitRankConfig` with `blocking = 0`) and polls until the group
+/// has formed, so that a rank that died between the rendezvous and here
+/// ends the others' wait after `timeout` instead of never. The GPU is the
+/// calling thread's current one (the primary context made current by
+/// cudarc). `NCCL_COMM_BLOCKING=1` makes NCCL block here as before (and
+/// then no timeout applies).
+fn init_nonblocking(
+    id: sys::ncclUniqueId,
+    rank: usize,
+    world: usize,
+    timeout: Duration,
+) -> Result<sys::ncclComm_t, CommError> {
+    let mut config = nonblocking_config();
+    let mut handle: sys::ncclComm_t = std::ptr::null_mut();
+    let deadline = Instant::now() + timeout;
+    // SAFETY: `handle` and `config` outlive the call; the id came from
+    // ncclGetUniqueId.
+    let started = unsafe {
+        nccl::comm_init_rank_config(&mut handle, world as i32, id, rank as i32, &mut config)
+    };
+    let outcome = match started {
+        Ok(_) => settle(handle, deadline),
+        Err(e) => Err(Unsettled::Failed(e)),
+    };
+    let failure = match outcome {
+        Ok(()) => return Ok(handle),
+        Err(Unsettled::Failed(e)) => nccl_err("ncclCommInitRankConfig", e),
+        Err(Unsettled::TimedOut) => CommError::InitStalled {
+            rank,
+            world,
+            timeout,
+        },
+    };
+    if !handle.is_null() {
+        // SAFETY: the handle NCCL gave back, aborted once and dropped.
+        unsafe {
+            let _ = nccl::comm_abort(handle);
+        }
+    }
+    Err(failure)
 }
 
 /// Why a launched rank could not join its group.
@@ -454,5 +581,24 @@ impl Communicator for NcclComm {
         // NCCL has no barrier: a one-value all-reduce is the usual stand-in.
         let mut one = [0f32];
         self.all_reduce_sum(&mut one)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What nccl.h's initializer writes, which NCCL checks (size, magic)
+    /// and reads by version; only `blocking` is ours.
+    #[test]
+    fn the_config_is_nccls_initializer_with_blocking_off() {
+        let c = nonblocking_config();
+        assert_eq!(c.size, std::mem::size_of::<sys::ncclConfig_t>());
+        assert_eq!(c.magic, 0xcafebeef);
+        // NCCL_VERSION(2, 28, 0) = 2·10000 + 28·100 + 0 (minor > 8).
+        assert_eq!(c.version, 2 * 10000 + 28 * 100);
+        assert_eq!(c.blocking, 0);
+        assert_eq!(c.minCTAs, std::ffi::c_int::MIN, "left to NCCL");
+        assert!(c.netName.is_null() && c.commName.is_null());
     }
 }

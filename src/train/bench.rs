@@ -3,14 +3,17 @@
 //! FLOP accounting of `bench/torch_reference.py` and MFU against a matmul
 //! peak measured on the same GPU in the same run.
 
-use super::trainer::{micro_step, optimizer_step, upload_batch, STATS, STAT_LOSS};
+use super::trainer::{
+    micro_step, micro_step_synced, optimizer_step, upload_batch, STATS, STAT_LOSS,
+};
 use super::TrainState;
 use crate::backend::cuda::Cuda;
 use crate::backend::{AdamW, Device};
 use crate::config::Config;
 use crate::data::batches::{HostBatch, Objective};
 use crate::data::SpecialTokens;
-use crate::model::{Activations, Model};
+use crate::dist::{CommError, DataParallel, StepReducer};
+use crate::model::{Activations, GradSync, Model, NoSync};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -54,6 +57,22 @@ pub struct OpTime {
     pub calls_per_step: f64,
 }
 
+/// AdamW of bench step `i` (0-based): a tenth of the peak learning rate,
+/// so that timed steps stay finite without a warm-up schedule.
+fn bench_adamw(cfg: &Config, model: &Model, i: usize) -> AdamW {
+    let t = &cfg.train;
+    AdamW {
+        lr: t.lr as f32 * 0.1,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.eps,
+        weight_decay: t.weight_decay,
+        step: i as u64 + 1,
+        decay_len: model.layout.decay_len,
+        max_norm: t.grad_clip,
+    }
+}
+
 /// Times `steps` training steps of `cfg` at `(micro_batch, seq)` after
 /// `warmup` untimed ones; `peak` is the measured matmul rate in FLOP/s.
 pub fn bench_cuda(
@@ -72,7 +91,6 @@ pub fn bench_cuda(
     let batches: Vec<_> = (0..4)
         .map(|i| upload_batch(be, &synthetic_batch(cfg, micro_batch, seq, i)))
         .collect();
-    let t = &cfg.train;
     let mut step = |i: usize| {
         let batch = &batches[i % batches.len()];
         be.zero(&mut state.grads);
@@ -80,17 +98,7 @@ pub fn bench_cuda(
         let scale = 1.0 / batch.counted.max(1) as f32;
         let step_state = (&state.params, &mut state.grads, &mut acts);
         micro_step(be, &model, step_state, batch, &mut stats, scale, i as u64);
-        let hp = AdamW {
-            lr: t.lr as f32 * 0.1,
-            beta1: t.beta1,
-            beta2: t.beta2,
-            eps: t.eps,
-            weight_decay: t.weight_decay,
-            step: i as u64 + 1,
-            decay_len: model.layout.decay_len,
-            max_norm: t.grad_clip,
-        };
-        optimizer_step(be, &mut state, &mut stats, hp);
+        optimizer_step(be, &mut state, &mut stats, bench_adamw(cfg, &model, i));
     };
     for i in 0..warmup {
         step(i);
@@ -134,4 +142,311 @@ pub fn bench_cuda(
         loss,
     };
     (result, ops)
+}
+
+/// One rank's share of a data-parallel bench: the tokens it trained in the
+/// timed steps, its wall time for them, and its peak GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RankTiming {
+    pub tokens: f64,
+    pub seconds: f64,
+    pub mem_gb: f64,
+}
+
+impl RankTiming {
+    /// The values a rank sends to the others (f32: a collective's type;
+    /// their rounding, 6e-8 relative, is far below timing noise).
+    pub fn to_values(self) -> [f32; 3] {
+        [self.tokens as f32, self.seconds as f32, self.mem_gb as f32]
+    }
+
+    /// Every rank's timing from the gathered values, rank by rank.
+    pub fn from_values(values: &[f32]) -> Vec<RankTiming> {
+        values
+            .chunks_exact(3)
+            .map(|v| RankTiming {
+                tokens: v[0] as f64,
+                seconds: v[1] as f64,
+                mem_gb: v[2] as f64,
+            })
+            .collect()
+    }
+}
+
+/// The group's throughput: all ranks' tokens over the slowest rank's time
+/// (the step is not over until the last rank is), and the largest memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupTiming {
+    pub tokens: f64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub mem_gb: f64,
+}
+
+pub fn combine_ranks(ranks: &[RankTiming]) -> GroupTiming {
+    let tokens: f64 = ranks.iter().map(|r| r.tokens).sum();
+    let seconds = ranks.iter().map(|r| r.seconds).fold(0.0, f64::max);
+    GroupTiming {
+        tokens,
+        seconds,
+        tokens_per_s: tokens / seconds.max(1e-12),
+        mem_gb: ranks.iter().map(|r| r.mem_gb).fold(0.0, f64::max),
+    }
+}
+
+/// Weak-scaling efficiency: N GPUs' tokens/s over N times one GPU's, each
+/// GPU doing the same work per step in both runs.
+pub fn scaling_efficiency(group_tokens_per_s: f64, one_gpu_tokens_per_s: f64, gpus: usize) -> f64 {
+    group_tokens_per_s / (gpus as f64 * one_gpu_tokens_per_s)
+}
+
+/// One configuration of `cram bench --gpus N`: the group against the
+/// one-GPU baseline measured by the same command.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingResult {
+    pub name: String,
+    pub device: String,
+    pub gpus: usize,
+    pub zero1: bool,
+    pub bucket_mb: f64,
+    pub seq: usize,
+    pub mb: usize,
+    /// Sequences per optimizer step over all GPUs: one micro-batch of `mb`
+    /// per GPU (the baseline's step is one micro-batch on one GPU).
+    pub global_batch: usize,
+    pub steps: usize,
+    /// The slowest rank's wall time per step.
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    pub one_gpu_step_ms: f64,
+    pub one_gpu_tokens_per_s: f64,
+    pub scaling_efficiency: f64,
+    /// Per GPU, against the matmul peak of rank 0's GPU.
+    pub mfu: f64,
+    pub matmul_peak_tflops: f64,
+    /// The largest peak memory over the ranks.
+    pub mem_gb: f64,
+    /// Mean loss of the last step's global batch.
+    pub loss: f64,
+}
+
+/// How the group was run, for [`scaling_result`].
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSetup {
+    pub gpus: usize,
+    pub zero1: bool,
+    pub bucket_mb: f64,
+}
+
+/// The JSON line of one configuration from the one-GPU `baseline` and the
+/// group's combined timing (`loss`: the group's last step).
+pub fn scaling_result(
+    baseline: &BenchResult,
+    group: &GroupTiming,
+    setup: GroupSetup,
+    loss: f64,
+) -> ScalingResult {
+    let steps = baseline.steps;
+    let peak = baseline.matmul_peak_tflops * 1e12;
+    ScalingResult {
+        name: baseline.name.clone(),
+        device: baseline.device.clone(),
+        gpus: setup.gpus,
+        zero1: setup.zero1,
+        bucket_mb: setup.bucket_mb,
+        seq: baseline.seq,
+        mb: baseline.mb,
+        global_batch: setup.gpus * baseline.mb,
+        steps,
+        step_ms: group.seconds * 1e3 / steps.max(1) as f64,
+        tokens_per_s: group.tokens_per_s,
+        one_gpu_step_ms: baseline.step_ms,
+        one_gpu_tokens_per_s: baseline.tokens_per_s,
+        scaling_efficiency: scaling_efficiency(
+            group.tokens_per_s,
+            baseline.tokens_per_s,
+            setup.gpus,
+        ),
+        mfu: group.tokens_per_s * baseline.flops_per_token / (peak * setup.gpus as f64),
+        matmul_peak_tflops: baseline.matmul_peak_tflops,
+        mem_gb: group.mem_gb,
+        loss,
+    }
+}
+
+/// The timed steps of [`bench_cuda`] as one rank of a data-parallel group:
+/// every step's global batch has one micro-batch of `micro_batch` per rank
+/// (each rank computes its share, [`DataParallel::micros`]), and `reducer`
+/// sums the gradients and steps the optimizer, as in `cram pretrain`. The
+/// clocks start after a barrier. Returns this rank's timing and its part of
+/// the last step's loss (the ranks' parts sum to the global batch's loss).
+pub fn bench_cuda_rank(
+    be: &Cuda,
+    cfg: &Config,
+    (micro_batch, seq): (usize, usize),
+    (warmup, steps): (usize, usize),
+    dp: &DataParallel,
+    reducer: &mut dyn StepReducer<Cuda>,
+) -> Result<(RankTiming, f64), CommError> {
+    let model = Model::new(&cfg.model);
+    be.reset_peak_memory();
+    let mut state = TrainState::fresh(be, &model, cfg.train.seed);
+    dp.adopt_state(be, &mut state);
+    let mut acts = Activations::new(be, &model.cfg, micro_batch, seq);
+    let mut stats = be.alloc(STATS);
+    let world = dp.world_size();
+    let micros = dp.micros(world);
+    // Four batches per global micro-batch index, cycled as bench_cuda does
+    // (with one rank these are bench_cuda's batches).
+    let batches: Vec<Vec<_>> = (0..4u64)
+        .map(|i| {
+            micros
+                .clone()
+                .map(|m| {
+                    let seed = i * world as u64 + m as u64;
+                    upload_batch(be, &synthetic_batch(cfg, micro_batch, seq, seed))
+                })
+                .collect()
+        })
+        .collect();
+    let mut step = |i: usize| -> Result<(), CommError> {
+        be.zero(&mut state.grads);
+        be.zero(&mut stats);
+        let local = &batches[i % batches.len()];
+        for (k, batch) in local.iter().enumerate() {
+            let scale = 1.0 / (batch.counted.max(1) * world) as f32;
+            // Only the last local micro-batch leaves final gradients to reduce.
+            let sync: &mut dyn GradSync<Cuda> = if k + 1 == local.len() {
+                reducer.backward_sync()
+            } else {
+                &mut NoSync
+            };
+            let step_state = (&state.params, &mut state.grads, &mut acts);
+            micro_step_synced(
+                be,
+                &model,
+                step_state,
+                batch,
+                &mut stats,
+                (scale, i as u64),
+                sync,
+            );
+        }
+        let hp = bench_adamw(cfg, &model, i);
+        reducer.optimizer_step(be, dp, &mut state, &mut stats, hp)
+    };
+    for i in 0..warmup {
+        step(i)?;
+    }
+    be.synchronize();
+    dp.comm.barrier()?;
+    let clock = Instant::now();
+    for i in 0..steps {
+        step(warmup + i)?;
+    }
+    be.synchronize();
+    let seconds = clock.elapsed().as_secs_f64();
+    let loss = be.read(&stats, STAT_LOSS, 1)[0] as f64;
+    let timing = RankTiming {
+        tokens: (micros.len() * micro_batch * seq * steps) as f64,
+        seconds,
+        mem_gb: be.peak_memory_bytes() as f64 / (1u64 << 30) as f64,
+    };
+    Ok((timing, loss))
+}
+
+/// Every rank's timing on every rank (a collective), and the global loss.
+pub fn gather_ranks(
+    dp: &DataParallel,
+    timing: RankTiming,
+    loss: f64,
+) -> Result<(Vec<RankTiming>, f64), CommError> {
+    let mut all = vec![0f32; 3 * dp.world_size()];
+    dp.comm.all_gather(&timing.to_values(), &mut all)?;
+    let mut total = [loss as f32];
+    dp.sum(&mut total)?;
+    Ok((RankTiming::from_values(&all), total[0] as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(tokens: f64, seconds: f64, mem_gb: f64) -> RankTiming {
+        RankTiming {
+            tokens,
+            seconds,
+            mem_gb,
+        }
+    }
+
+    #[test]
+    fn the_group_rate_is_all_tokens_over_the_slowest_rank() {
+        let g = combine_ranks(&[rank(1000.0, 2.0, 5.0), rank(1000.0, 2.5, 7.0)]);
+        assert_eq!(g.tokens, 2000.0);
+        assert_eq!(g.seconds, 2.5);
+        assert_eq!(g.tokens_per_s, 800.0);
+        assert_eq!(g.mem_gb, 7.0);
+    }
+
+    #[test]
+    fn timings_survive_the_gather() {
+        let ranks = [rank(4096.0, 1.25, 3.5), rank(8192.0, 0.5, 2.0)];
+        let values: Vec<f32> = ranks.iter().flat_map(|r| r.to_values()).collect();
+        assert_eq!(RankTiming::from_values(&values), ranks);
+    }
+
+    #[test]
+    fn efficiency_compares_with_n_single_gpus() {
+        assert_eq!(scaling_efficiency(3600.0, 1000.0, 4), 0.9);
+        assert_eq!(scaling_efficiency(1000.0, 1000.0, 1), 1.0);
+    }
+
+    fn baseline() -> BenchResult {
+        BenchResult {
+            name: "crammed-bert".into(),
+            device: "cuda:0 H200".into(),
+            seq: 128,
+            mb: 256,
+            steps: 10,
+            step_ms: 100.0,
+            tokens_per_s: 256.0 * 128.0 / 0.1,
+            flops_per_token: 1e9,
+            mfu: 0.4,
+            matmul_peak_tflops: 800.0,
+            mem_gb: 20.0,
+            loss: 9.0,
+        }
+    }
+
+    #[test]
+    fn a_scaling_line_holds_both_rates_and_the_global_batch() {
+        let base = baseline();
+        let tokens = 256.0 * 128.0 * 10.0;
+        // Two ranks, the slower one at 1.1 s for 10 steps (110 ms a step).
+        let group = combine_ranks(&[rank(tokens, 1.0, 20.0), rank(tokens, 1.1, 21.0)]);
+        let setup = GroupSetup {
+            gpus: 2,
+            zero1: true,
+            bucket_mb: 25.0,
+        };
+        let line = scaling_result(&base, &group, setup, 8.5);
+        assert_eq!(line.global_batch, 512);
+        assert!((line.step_ms - 110.0).abs() < 1e-9);
+        assert!((line.scaling_efficiency - 100.0 / 110.0).abs() < 1e-12);
+        assert_eq!(line.one_gpu_tokens_per_s, base.tokens_per_s);
+        assert!((line.mfu - line.tokens_per_s * 1e9 / (2.0 * 800e12)).abs() < 1e-15);
+        assert_eq!(line.mem_gb, 21.0);
+        let json: serde_json::Value = serde_json::to_value(&line).unwrap();
+        for field in [
+            "gpus",
+            "zero1",
+            "global_batch",
+            "tokens_per_s",
+            "one_gpu_tokens_per_s",
+            "scaling_efficiency",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing from {json}");
+        }
+    }
 }

@@ -63,6 +63,15 @@ pub fn libraries_present() -> Result<(), CudaError> {
     Ok(())
 }
 
+/// How many GPUs the driver shows this process (`CUDA_VISIBLE_DEVICES`
+/// applies), without opening any of them: `--gpus N` checks N against it
+/// before it starts a worker.
+pub fn visible_gpus() -> Result<usize, CudaError> {
+    libraries_present()?;
+    let count = CudaContext::device_count().map_err(|e| CudaError::NoGpu(format!("{e:?}")))?;
+    Ok(count.max(0) as usize)
+}
+
 fn driver_err(e: impl std::fmt::Debug) -> CudaError {
     CudaError::Driver(format!("{e:?}"))
 }
