@@ -18,14 +18,17 @@
 //! [`CommError::Stalled`], naming the operation (NCCL cannot say which peer
 //! is missing; the rendezvous named every rank when the group formed).
 //!
-//! Joining: the communicator is created non-blocking
-//! (`ncclCommInitRankConfig`, `blocking = 0`) and polled until it has
-//! formed, so a rank that dies between the rendezvous and the NCCL set-up
-//! ends the others' wait after the timeout ([`CommError::InitStalled`]).
-//! A non-blocking communicator stays so: any call may return while NCCL
-//! still launches the collective in a thread of its own, so every call is
-//! followed by a poll until NCCL has queued it (`NcclComm::settled`) before
-//! an event is recorded behind it.
+//! Joining: `ncclCommInitRankConfig` with nccl.h's initializer and
+//! `blocking = 1`, the mode that has run on a GPU. With
+//! `NCCL_COMM_BLOCKING=0` (NCCL's own variable, which overrides the config)
+//! the communicator is non-blocking and polled until it has formed, so a
+//! rank that dies between the rendezvous and the NCCL set-up ends the
+//! others' wait after the timeout ([`CommError::InitStalled`]); that mode
+//! has not run on a GPU yet. A non-blocking communicator stays so: any call
+//! may return while NCCL still launches the collective in a thread of its
+//! own, so every call is followed by a poll until NCCL has queued it
+//! (`NcclComm::settled`) before an event is recorded behind it; in the
+//! blocking mode those polls return at once.
 //!
 //! [`Communicator`]: super::comm::Communicator
 
@@ -127,7 +130,7 @@ impl NcclComm {
         let stream = ctx
             .new_stream()
             .map_err(|e| cuda_err("creating the communication stream", e))?;
-        let handle = init_nonblocking(sys::ncclUniqueId { internal }, rank, world, timeout)?;
+        let handle = init_group(sys::ncclUniqueId { internal }, rank, world, timeout)?;
         Ok(NcclComm {
             comm: Mutex::new(RawComm(handle)),
             stream,
@@ -208,8 +211,8 @@ impl NcclComm {
     }
 
     /// Returns once NCCL has queued on the stream what was just asked of
-    /// it. The communicator is non-blocking (for the timeout of its set-up),
-    /// so a group may end with the launch still going on in an NCCL thread
+    /// it. A non-blocking communicator (`NCCL_COMM_BLOCKING=0`, for the
+    /// timeout of its set-up) may end a group with the launch still going on in an NCCL thread
     /// (`ncclInProgress`); an event recorded before the launch is done
     /// would not cover the collectives. Aborts on an error or after the timeout.
     fn settled(&self, op: &'static str, comm: MutexGuard<'_, RawComm>) -> Result<(), CommError> {
@@ -439,15 +442,27 @@ fn settle(comm: sys::ncclComm_t, deadline: Instant) -> Result<(), Unsettled> {
 /// takes it too.
 const NCCL_CONFIG_VERSION: u32 = 22800;
 
+/// Blocking unless NCCL's own variable says `NCCL_COMM_BLOCKING=0`. Read
+/// here rather than left to NCCL, so that the mode does not depend on
+/// whether NCCL lets the variable override the config.
+fn blocking_from_env(value: Option<&str>) -> std::ffi::c_int {
+    match value.map(str::trim) {
+        Some("0") => 0,
+        _ => 1,
+    }
+}
+
 /// nccl.h's `NCCL_CONFIG_INITIALIZER` (every attribute left to NCCL) with
-/// `blocking = 0`.
-fn nonblocking_config() -> sys::ncclConfig_t {
+/// `blocking` set: 1, the mode that ran on a GPU, unless
+/// `NCCL_COMM_BLOCKING=0` asks for the set-up timeout.
+fn group_config() -> sys::ncclConfig_t {
+    let blocking = blocking_from_env(std::env::var("NCCL_COMM_BLOCKING").ok().as_deref());
     const UNDEF: std::ffi::c_int = std::ffi::c_int::MIN;
     sys::ncclConfig_t {
         size: std::mem::size_of::<sys::ncclConfig_t>(),
         magic: 0xcafe_beef,
         version: NCCL_CONFIG_VERSION,
-        blocking: 0,
+        blocking,
         cgaClusterSize: UNDEF,
         minCTAs: UNDEF,
         maxCTAs: UNDEF,
@@ -464,20 +479,20 @@ fn nonblocking_config() -> sys::ncclConfig_t {
     }
 }
 
-/// Joins the NCCL group `id` as `rank` of `world` without blocking
-/// (`ncclCommInitRankConfig` with `blocking = 0`) and polls until the group
-/// has formed, so that a rank that died between the rendezvous and here
-/// ends the others' wait after `timeout` instead of never. The GPU is the
-/// calling thread's current one (the primary context made current by
-/// cudarc). `NCCL_COMM_BLOCKING=1` makes NCCL block here as before (and
-/// then no timeout applies).
-fn init_nonblocking(
+/// Joins the NCCL group `id` as `rank` of `world`
+/// (`ncclCommInitRankConfig`) and polls until the group has formed. Under
+/// `NCCL_COMM_BLOCKING=0` the call returns at once and the poll ends the
+/// wait after `timeout` when a rank died between the rendezvous and here;
+/// by default NCCL blocks in the call and the poll returns at once. The GPU
+/// is the calling thread's current one (the primary context made current by
+/// cudarc).
+fn init_group(
     id: sys::ncclUniqueId,
     rank: usize,
     world: usize,
     timeout: Duration,
 ) -> Result<sys::ncclComm_t, CommError> {
-    let mut config = nonblocking_config();
+    let mut config = group_config();
     let mut handle: sys::ncclComm_t = std::ptr::null_mut();
     let deadline = Instant::now() + timeout;
     // SAFETY: `handle` and `config` outlive the call; the id came from
@@ -591,13 +606,24 @@ mod tests {
     /// What nccl.h's initializer writes, which NCCL checks (size, magic)
     /// and reads by version; only `blocking` is ours.
     #[test]
-    fn the_config_is_nccls_initializer_with_blocking_off() {
-        let c = nonblocking_config();
+    fn only_nccl_comm_blocking_0_makes_the_group_non_blocking() {
+        assert_eq!(blocking_from_env(None), 1);
+        assert_eq!(blocking_from_env(Some("1")), 1);
+        assert_eq!(blocking_from_env(Some("0")), 0);
+        assert_eq!(blocking_from_env(Some(" 0\n")), 0);
+        assert_eq!(blocking_from_env(Some("yes")), 1);
+    }
+
+    #[test]
+    fn the_config_is_nccls_initializer_with_blocking_on() {
+        let c = group_config();
         assert_eq!(c.size, std::mem::size_of::<sys::ncclConfig_t>());
         assert_eq!(c.magic, 0xcafebeef);
         // NCCL_VERSION(2, 28, 0) = 2·10000 + 28·100 + 0 (minor > 8).
         assert_eq!(c.version, 2 * 10000 + 28 * 100);
-        assert_eq!(c.blocking, 0);
+        if std::env::var_os("NCCL_COMM_BLOCKING").is_none() {
+            assert_eq!(c.blocking, 1, "the mode that ran on a GPU");
+        }
         assert_eq!(c.minCTAs, std::ffi::c_int::MIN, "left to NCCL");
         assert!(c.netName.is_null() && c.commName.is_null());
     }
