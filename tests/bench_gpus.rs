@@ -6,25 +6,9 @@
 //! the latter in `CRAM_BIN`: the path compiled into the test is the build
 //! machine's.
 
-use std::process::Command;
+mod common;
 
-/// The cram binary: `CRAM_BIN`, else the one cargo built beside this test.
-fn cram_bin() -> String {
-    std::env::var("CRAM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cram").to_string())
-}
-
-/// Exit code, stdout and stderr of `cram args` with `env` added.
-fn cram(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(cram_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
-    (out.status.code().unwrap_or(-1), stdout, stderr)
-}
+use common::cram_env as cram;
 
 fn assert_one_error((code, out, err): (i32, String, String), needles: &[&str]) {
     assert_eq!(code, 1, "{err}");

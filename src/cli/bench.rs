@@ -1,7 +1,7 @@
 //! `cram bench`: training-step throughput on the GPU, one JSON line per
 //! configuration, in the format of `bench/torch_reference.py`.
 
-use super::launch::{bucket_bytes, launch_local_workers};
+use super::launch::{bucket_bytes, launch_local_workers, DistArgs};
 use super::SetArgs;
 use crate::backend::cuda::{visible_gpus, Cuda};
 use crate::backend::Device;
@@ -38,24 +38,12 @@ pub struct BenchArgs {
     profile: bool,
     #[command(flatten)]
     set: SetArgs,
-    /// Data-parallel scaling on this many local GPUs: rank 0 first times one
-    /// GPU as without --gpus, then one worker process per GPU (as `cram
-    /// pretrain --gpus`) times the same steps with one micro-batch per GPU,
-    /// and rank 0 prints one line per configuration with both rates and the
-    /// scaling efficiency. Under a launcher that sets RANK and WORLD_SIZE, leave it out.
-    #[arg(long, value_name = "N")]
-    gpus: Option<usize>,
-    /// With --gpus or a launcher: shard the optimizer state (ZeRO stage 1).
-    #[arg(long)]
-    zero1: bool,
-    /// With --gpus or a launcher: seconds a rank waits for the others
-    /// (rendezvous, NCCL set-up, each step) before it stops with an error.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    dist_timeout: u64,
-    /// With --gpus or a launcher: size of the gradient buckets reduced
-    /// during the backward pass (MB of f32 gradients).
-    #[arg(long, value_name = "MB", default_value_t = 25.0)]
-    bucket_mb: f64,
+    /// Data-parallel scaling (`--gpus N`, or under a launcher): rank 0 first
+    /// times one GPU as without --gpus, then every rank times the same steps
+    /// with one micro-batch per GPU, and rank 0 prints one line per
+    /// configuration with both rates and the scaling efficiency.
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 /// The configurations, in the order of their lines: each sequence length
@@ -74,14 +62,14 @@ fn configurations(cfg: &Config, args: &BenchArgs) -> Vec<(Config, (usize, usize)
 
 /// The flags that only a data-parallel bench takes, checked before any GPU is touched.
 fn check_group_flags(args: &BenchArgs, launched: bool) -> anyhow::Result<()> {
-    if args.gpus.is_some() && launched {
+    if args.dist.gpus.is_some() && launched {
         bail!("--gpus starts its own workers; under a launcher that sets RANK and WORLD_SIZE, leave it out");
     }
-    let group = args.gpus.is_some() || launched;
+    let group = args.dist.gpus.is_some() || launched;
     if group && args.profile {
         bail!("--profile times the ops of one GPU; leave it out with --gpus or under a launcher");
     }
-    if args.zero1 && !group {
+    if args.dist.zero1 && !group {
         bail!("--zero1 shards the optimizer across ranks; it needs --gpus or a launcher");
     }
     Ok(())
@@ -90,7 +78,7 @@ fn check_group_flags(args: &BenchArgs, launched: bool) -> anyhow::Result<()> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let launched = DistEnv::from_env()?;
     check_group_flags(&args, launched.is_some())?;
-    if let Some(gpus) = args.gpus {
+    if let Some(gpus) = args.dist.gpus {
         Config::resolve(&args.preset, &args.set.sets)?;
         return launch_local_workers(gpus, || {
             visible_gpus().context("cram bench times the CUDA backend")
@@ -121,7 +109,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// group times every configuration and rank 0 prints one line for each.
 fn run_rank(args: &BenchArgs, env: &DistEnv) -> anyhow::Result<()> {
     let cfg = Config::resolve(&args.preset, &args.set.sets)?;
-    let bucket_bytes = bucket_bytes(args.bucket_mb)?;
+    let bucket_bytes = bucket_bytes(args.dist.bucket_mb)?;
     let lead = env.rank == 0;
     let gpu = Cuda::new(env.local_rank)
         .with_context(|| format!("rank {} cannot use GPU {}", env.rank, env.local_rank))?;
@@ -139,18 +127,18 @@ fn run_rank(args: &BenchArgs, env: &DistEnv) -> anyhow::Result<()> {
             baselines.push(bench_cuda(&gpu, cfg, *shape, steps, peak, &args.preset).0);
         }
     }
-    let timeout = Duration::from_secs(args.dist_timeout);
+    let timeout = Duration::from_secs(args.dist.dist_timeout);
     let comm = NcclComm::from_env(env, timeout)
         .with_context(|| format!("rank {} cannot join the group", env.rank))?;
-    let dp = DataParallel::new(&comm, args.zero1);
+    let dp = DataParallel::new(&comm, args.dist.zero1);
     let setup = GroupSetup {
         gpus: env.world_size,
-        zero1: args.zero1,
-        bucket_mb: args.bucket_mb,
+        zero1: args.dist.zero1,
+        bucket_mb: args.dist.bucket_mb,
     };
     for (i, (cfg, shape)) in configs.iter().enumerate() {
         let model = Model::new(&cfg.model);
-        let mut reducer = NcclDevice::new(&comm, &model, args.zero1, bucket_bytes);
+        let mut reducer = NcclDevice::new(&comm, &model, args.dist.zero1, bucket_bytes);
         let steps = (args.warmup, args.steps);
         let (timing, loss) = bench_cuda_rank(&gpu, cfg, *shape, steps, &dp, &mut reducer)
             .with_context(|| format!("rank {} stopped", env.rank))?;

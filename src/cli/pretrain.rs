@@ -1,6 +1,6 @@
 //! `cram pretrain`: train a preset on prepared data under a budget.
 
-use super::launch::{bucket_bytes, launch_local_workers};
+use super::launch::{bucket_bytes, launch_local_workers, DistArgs};
 use super::SetArgs;
 use crate::backend::cuda::visible_gpus;
 use crate::backend::{select_device, DeviceChoice};
@@ -48,31 +48,17 @@ pub struct PretrainArgs {
     /// Log the gradient noise scale B_simple (critical batch size estimate) in metrics.jsonl.
     #[arg(long)]
     measure_noise_scale: bool,
-    /// Data parallel on this many local GPUs: starts one worker process per
-    /// GPU (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set for
-    /// each). Under an external launcher that sets those variables, leave it out.
-    #[arg(long, value_name = "N")]
-    gpus: Option<usize>,
+    #[command(flatten)]
+    dist: DistArgs,
     /// Data parallel over this many ranks as threads of this process, on the
     /// CPU (the CPU twin of --gpus, for checking the data-parallel path).
     #[arg(long, value_name = "N")]
     ranks: Option<usize>,
-    /// Shard the optimizer state across ranks (ZeRO stage 1).
-    #[arg(long)]
-    zero1: bool,
-    /// Seconds a rank waits for the others (rendezvous and each collective)
-    /// before stopping with an error that names the missing rank.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    dist_timeout: u64,
-    /// Size of the gradient buckets that GPUs reduce while the backward pass
-    /// goes on (MB of f32 gradients).
-    #[arg(long, value_name = "MB", default_value_t = 25.0)]
-    bucket_mb: f64,
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let launched = DistEnv::from_env()?;
-    if let Some(gpus) = args.gpus {
+    if let Some(gpus) = args.dist.gpus {
         if launched.is_some() {
             bail!("--gpus starts its own workers; under a launcher that sets RANK and WORLD_SIZE, leave it out");
         }
@@ -116,7 +102,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet && lead && std::io::stderr().is_terminal(),
         measure_noise_scale: args.measure_noise_scale,
     };
-    let timeout = Duration::from_secs(args.dist_timeout);
+    let timeout = Duration::from_secs(args.dist.dist_timeout);
     let summary: RunSummary = if let Some(env) = &launched {
         if args.device == DeviceChoice::Cpu {
             bail!("a launched rank trains on its GPU (LOCAL_RANK); --device cpu has no collectives between processes (use --ranks)");
@@ -132,10 +118,10 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         }
         let comm = NcclComm::from_env(env, timeout)
             .with_context(|| format!("rank {} cannot join the group", env.rank))?;
-        let dp = DataParallel::new(&comm, args.zero1);
-        let bucket_bytes = bucket_bytes(args.bucket_mb)?;
+        let dp = DataParallel::new(&comm, args.dist.zero1);
+        let bucket_bytes = bucket_bytes(args.dist.bucket_mb)?;
         let model = Model::new(&cfg.model);
-        let mut reducer = NcclDevice::new(&comm, &model, args.zero1, bucket_bytes);
+        let mut reducer = NcclDevice::new(&comm, &model, args.dist.zero1, bucket_bytes);
         let summary = pretrain_group(&be, &cfg, &store, &opts, Some((&dp, &mut reducer)))
             .with_context(|| format!("rank {} stopped", env.rank))?;
         if !lead {
@@ -147,9 +133,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             bail!("--ranks runs on the CPU; pass --device cpu (for GPUs use --gpus)");
         }
         eprintln!("device: CPU, {ranks} ranks as threads");
-        pretrain_threads(&cfg, &store, &opts, ranks, args.zero1, timeout)?
+        pretrain_threads(&cfg, &store, &opts, ranks, args.dist.zero1, timeout)?
     } else {
-        if args.zero1 {
+        if args.dist.zero1 {
             bail!(
                 "--zero1 shards the optimizer across ranks; it needs --gpus, --ranks or a launcher"
             );

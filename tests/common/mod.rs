@@ -111,11 +111,25 @@ pub fn untrained_tiny_run(dir: &Path, texts: &[String], sets: &[&str]) -> PathBu
     run
 }
 
+/// The cram binary: `CRAM_BIN`, else the one cargo built beside the tests.
+/// On a GPU machine, which has no Rust, the test binaries are carried with a
+/// stripped cram that `CRAM_BIN` names (the path compiled in is the build
+/// machine's).
+pub fn cram_bin() -> String {
+    std::env::var("CRAM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cram").to_string())
+}
+
 /// Runs the `cram` binary with `args`: (exit code, stdout, stderr). A panic
 /// fails the test: user mistakes must end in an error, never a panic.
 pub fn cram(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cram"))
+    cram_env(args, &[])
+}
+
+/// [`cram`] with `env` added to the environment.
+pub fn cram_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(cram_bin())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
