@@ -150,13 +150,17 @@ pub fn sweep<B: Backend>(
             run.budget_label,
             run.config.train.budget
         ));
+        let started = std::time::Instant::now();
         let result = train_one(be, &store, run, &dir, state == State::Resume, spec, opts)?;
+        // Set-up, evaluation and checkpoints beside the training clock: what a
+        // sweep pays per run on top of its budget.
+        let wall = started.elapsed().as_secs_f64();
         match state {
             State::Resume => summary.resumed += 1,
             _ => summary.ran += 1,
         }
         log(&format!(
-            "{head}: {} steps, {} tokens, {:.1}s, held-out loss {}",
+            "{head}: {} steps, {} tokens, {:.1}s ({wall:.1}s in all), held-out loss {}",
             result.steps,
             result.tokens,
             result.seconds,
