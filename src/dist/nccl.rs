@@ -18,10 +18,10 @@
 //! [`CommError::Stalled`], naming the operation (NCCL cannot say which peer
 //! is missing; the rendezvous named every rank when the group formed).
 //!
-//! Joining: `ncclCommInitRankConfig` with nccl.h's initializer and
-//! `blocking = 1`, the mode that has run on a GPU. With
-//! `NCCL_COMM_BLOCKING=0` (NCCL's own variable, which overrides the config)
-//! the communicator is non-blocking and polled until it has formed, so a
+//! Joining: plain `ncclCommInitRank`, blocking, the call that has run on a
+//! GPU. With `NCCL_COMM_BLOCKING=0` (NCCL's own variable, read here) the
+//! communicator is made non-blocking by `ncclCommInitRankConfig` with
+//! nccl.h's initializer and polled until it has formed, so a
 //! rank that dies between the rendezvous and the NCCL set-up ends the
 //! others' wait after the timeout ([`CommError::InitStalled`]); that mode
 //! has not run on a GPU yet. A non-blocking communicator stays so: any call
@@ -479,13 +479,13 @@ fn group_config() -> sys::ncclConfig_t {
     }
 }
 
-/// Joins the NCCL group `id` as `rank` of `world`
-/// (`ncclCommInitRankConfig`) and polls until the group has formed. Under
-/// `NCCL_COMM_BLOCKING=0` the call returns at once and the poll ends the
-/// wait after `timeout` when a rank died between the rendezvous and here;
-/// by default NCCL blocks in the call and the poll returns at once. The GPU
-/// is the calling thread's current one (the primary context made current by
-/// cudarc).
+/// Joins the NCCL group `id` as `rank` of `world`. By default with plain
+/// `ncclCommInitRank`, which blocks until every rank has joined: the call
+/// that has run on a GPU. Under `NCCL_COMM_BLOCKING=0` with
+/// `ncclCommInitRankConfig` (non-blocking), which returns at once, and the
+/// poll ends the wait after `timeout` when a rank died between the
+/// rendezvous and here. The GPU is the calling thread's current one (the
+/// primary context made current by cudarc).
 fn init_group(
     id: sys::ncclUniqueId,
     rank: usize,
@@ -495,10 +495,14 @@ fn init_group(
     let mut config = group_config();
     let mut handle: sys::ncclComm_t = std::ptr::null_mut();
     let deadline = Instant::now() + timeout;
-    // SAFETY: `handle` and `config` outlive the call; the id came from
+    // SAFETY: `handle` (and `config`) outlive the call; the id came from
     // ncclGetUniqueId.
     let started = unsafe {
-        nccl::comm_init_rank_config(&mut handle, world as i32, id, rank as i32, &mut config)
+        if config.blocking == 1 {
+            nccl::comm_init_rank(&mut handle, world as i32, id, rank as i32)
+        } else {
+            nccl::comm_init_rank_config(&mut handle, world as i32, id, rank as i32, &mut config)
+        }
     };
     let outcome = match started {
         Ok(_) => settle(handle, deadline),
@@ -506,7 +510,7 @@ fn init_group(
     };
     let failure = match outcome {
         Ok(()) => return Ok(handle),
-        Err(Unsettled::Failed(e)) => nccl_err("ncclCommInitRankConfig", e),
+        Err(Unsettled::Failed(e)) => nccl_err("joining the NCCL group", e),
         Err(Unsettled::TimedOut) => CommError::InitStalled {
             rank,
             world,
