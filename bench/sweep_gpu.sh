@@ -6,9 +6,11 @@
 # Run from the repository root on the GPU machine, with carry/ holding the stripped
 # cram binary, the pretrain-en parts (*.jsonl.zst), the sweep spec and, from an
 # earlier command, sweep.tgz. It prepares the parts into the spec's data folder,
-# restores the runs that earlier commands finished (a finished run is never redone),
+# restores the runs already finished (those kept in the repository beside the spec,
+# bench/sweeps/NAME/, then those of carry/sweep.tgz; a finished run is never redone),
 # trains the rest for at most SECONDS, and packs every finished run (no checkpoints)
-# into $OUT/sweep.tgz for the next command and for `cram scale fit` at home.
+# into $OUT/sweep.tgz for the next command; bench/sweep_keep.sh keeps them in the
+# repository.
 set -uo pipefail
 seconds=${1:?usage: bench/sweep_gpu.sh SECONDS}
 carry=${CARRY:-carry}
@@ -23,6 +25,10 @@ start=$(date +%s)
     || { tail -20 /tmp/prepare.log; exit 1; }
 echo "prepared $data in $(( $(date +%s) - start )) s"
 mkdir -p "$out"
+kept=bench/sweeps/$(basename "$spec" .toml)
+if [ -d "$kept/runs" ]; then
+    cp -r "$kept/runs" "$out/"
+fi
 if [ -f "$carry/sweep.tgz" ]; then
     tar xzf "$carry/sweep.tgz" -C "$out"
 fi
@@ -30,7 +36,8 @@ timeout "$seconds" "$carry/cram" scale sweep --spec "$spec" --out "$out" --devic
 echo "sweep exit $?"
 # Only finished runs travel back: an unfinished one starts again next time anyway.
 finished=$(cd "$out" && for r in runs/*; do [ -f "$r/result.json" ] && echo "$r"; done)
-tar czf "$OUT/sweep.tgz" -C "$out" --exclude checkpoints sweep.toml points.csv curves.csv $finished
+tables=$(cd "$out" && for f in sweep.toml data.json points.csv curves.csv; do [ -f "$f" ] && echo "$f"; done)
+tar czf "$OUT/sweep.tgz" -C "$out" --exclude checkpoints $tables $finished
 for r in $finished; do
     python3 -c 'import json, sys
 r = json.load(open(sys.argv[1]))
