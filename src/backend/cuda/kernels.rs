@@ -27,6 +27,12 @@ const SOURCES: [(&str, &str); 8] = [
     ("optim.cu", include_str!("kernels/optim.cu")),
 ];
 
+/// The kernel sources as NVRTC compiles them, file name and text, in order
+/// (for the host-compiler lint in tests/kernel_lint.rs).
+pub fn sources() -> &'static [(&'static str, &'static str)] {
+    &SOURCES
+}
+
 /// Every `extern "C"` kernel the backend launches, besides the fused
 /// attention kernels that `ops::FUSED_ATTENTION` names.
 const NAMES: &[&str] = &[

@@ -15,6 +15,7 @@
 
 mod blas;
 mod kernels;
+pub use kernels::sources as kernel_sources;
 mod ops;
 
 use std::collections::HashMap;

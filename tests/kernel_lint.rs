@@ -1,0 +1,184 @@
+//! The CUDA kernels through the host C++ compiler, on the CPU: CI has no GPU
+//! and no NVRTC, so without this a kernel change is first compiled on a GPU
+//! machine. The sources are compiled as C++ behind a shim that turns the
+//! CUDA keywords and intrinsics into host equivalents (nothing runs), with
+//! the warnings NVRTC does not give made errors. It exists because bad66f2
+//! made a helper call itself instead of zeroing the fused attention's
+//! accumulators, which NVRTC compiled silently and GCC's
+//! -Winfinite-recursion names at once.
+//!
+//! The inline PTX (`asm volatile(...)`) cannot go through an x86 compiler:
+//! each statement is replaced by a call that only reads and writes its
+//! operands, so the C++ around it is still checked.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Host stand-ins for what NVRTC provides. Only declarations matter: the
+/// object is never linked or run.
+const SHIM: &str = r#"
+#include <cmath>
+#include <cstring>
+#define __device__
+#define __global__
+#define __forceinline__ inline
+#define __shared__
+#define __restrict__
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+struct cram_lint_dim3 { unsigned x, y, z; };
+extern cram_lint_dim3 threadIdx, blockIdx, blockDim, gridDim;
+void __syncthreads();
+float __shfl_xor_sync(unsigned mask, float v, int lane);
+float __expf(float x);
+float rsqrtf(float x);
+float __int_as_float(int i);
+float __uint_as_float(unsigned u);
+unsigned __float_as_uint(float f);
+float atomicAdd(float* p, float v);
+template <typename T> T min(T a, T b) { return a < b ? a : b; }
+template <typename T> T max(T a, T b) { return a < b ? b : a; }
+template <typename... A> void cram_lint_asm(const char*, A&&...);
+"#;
+
+fn host_compiler() -> Option<&'static str> {
+    ["g++", "c++"].into_iter().find(|cc| {
+        Command::new(cc)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// `asm volatile("..." : outputs : inputs);` → `cram_lint_asm("...", operands);`
+/// (the operands' constraint strings dropped, their expressions kept).
+fn replace_inline_ptx(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("asm volatile(") {
+        out.push_str(&rest[..at]);
+        let body_start = at + "asm volatile(".len();
+        let end =
+            matching_paren(&rest[body_start..]).expect("asm volatile( is closed") + body_start;
+        out.push_str("cram_lint_asm(");
+        out.push_str(&asm_operands(&rest[body_start..end]));
+        out.push(')');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Index of the `)` that closes an opening parenthesis just before `text`.
+fn matching_paren(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '(' if !in_string => depth += 1,
+            ')' if !in_string && depth == 0 => return Some(i),
+            ')' if !in_string => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The template string, then each operand's expression: `"=r"(x)` → `x`.
+fn asm_operands(body: &str) -> String {
+    let mut parts = split_outside_strings(body, ':').into_iter();
+    let template = parts.next().unwrap_or("\"\"").trim().to_string();
+    let mut args = vec![template];
+    for section in parts {
+        let mut rest = section;
+        while let Some(open) = rest.find("\"(") {
+            let expr_start = open + 2;
+            let close =
+                matching_paren(&rest[expr_start..]).expect("operand is closed") + expr_start;
+            args.push(rest[expr_start..close].trim().to_string());
+            rest = &rest[close + 1..];
+        }
+    }
+    args.join(", ")
+}
+
+/// `text` cut at each `sep` that is not inside a string literal (a PTX
+/// template may hold colons).
+fn split_outside_strings(text: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut start, mut in_string) = (Vec::new(), 0, false);
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            in_string = !in_string;
+        } else if c == sep && !in_string {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+#[test]
+fn kernels_compile_as_host_cpp_without_warnings() {
+    let Some(cc) = host_compiler() else {
+        eprintln!("skipped: no host C++ compiler (g++ or c++) on this machine");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut program = String::from(SHIM);
+    for (name, text) in cram::backend::cuda::kernel_sources() {
+        program.push_str(&format!("\n// ---- {name}\n"));
+        program.push_str(&replace_inline_ptx(text));
+    }
+    let path = dir.path().join("kernels.cpp");
+    std::fs::write(&path, &program).unwrap();
+    let out = compile(cc, &path);
+    assert!(
+        out.status.success(),
+        "the kernels do not compile cleanly as host C++ ({}):\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compiles to assembly (no assembler: the PTX is gone, but nothing is
+/// linked either) with the middle-end warnings on, which need optimisation.
+fn compile(cc: &str, path: &Path) -> std::process::Output {
+    Command::new(cc)
+        .args(["-std=c++17", "-O1", "-S", "-o", "/dev/null"])
+        .args(["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"])
+        // `#pragma unroll` is NVRTC's; the host compiler would only say it ignores it.
+        .arg("-Wno-unknown-pragmas")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_lint_catches_a_helper_that_calls_itself() {
+    let Some(cc) = host_compiler() else {
+        eprintln!("skipped: no host C++ compiler (g++ or c++) on this machine");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.cpp");
+    let bad = "template <int D> __device__ __forceinline__ void zero_rows(float (*acc)[4]) {\n\
+               zero_rows<D>(acc);\n}\n\
+               extern \"C\" __global__ void k(float* out) { float a[2][4]; zero_rows<16>(a); out[0] = a[0][0]; }\n";
+    std::fs::write(&path, format!("{SHIM}{bad}")).unwrap();
+    let out = compile(cc, &path);
+    assert!(!out.status.success(), "bad66f2's recursion passed the lint");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("infinite-recursion"), "{err}");
+}
+
+#[test]
+fn inline_ptx_becomes_a_call_on_its_operands() {
+    let src =
+        "asm volatile(\"L1: mma {%0}, {%1};\\n\" : \"+f\"(c[0]) : \"r\"(a[1]), \"r\"(f(b, 2)));";
+    assert_eq!(
+        replace_inline_ptx(src),
+        "cram_lint_asm(\"L1: mma {%0}, {%1};\\n\", c[0], a[1], f(b, 2));"
+    );
+}
