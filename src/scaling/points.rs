@@ -173,8 +173,11 @@ impl PointSet {
         let sizes = distinct(self.points.iter().map(|p| p.n_params));
         if sizes.len() < 2 {
             return Err(ScalingError::Degenerate(format!(
-                "all {} points have one model size (N = {:.4e}); a scaling law needs at least two",
-                self.points.len(),
+                "{} one model size (N = {:.4e}); a scaling law needs at least two",
+                match self.points.len() {
+                    1 => "the only point has".to_string(),
+                    n => format!("all {n} points have"),
+                },
                 sizes[0]
             )));
         }
