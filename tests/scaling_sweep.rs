@@ -270,6 +270,7 @@ fn sweep_resume_fit_plan_and_report() {
         "batch size:",
         "gradient noise scale",
         "--set model.hidden=",
+        "checked on a run the laws had not seen",
     ] {
         assert!(stdout.contains(needle), "plan lacks '{needle}':\n{stdout}");
     }

@@ -398,6 +398,28 @@ pub fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> Bat
 }
 
 /// The plan for `compute` FLOPs.
+/// How far the laws that predict a single run's loss missed the sweep's
+/// largest run when it was held out: the accuracy a plan can claim at best.
+fn holdout_note(h: &crate::scaling::fit::HoldoutReport) -> Option<String> {
+    let misses: Vec<String> = h
+        .predictions
+        .iter()
+        .filter(|p| p.note.is_none())
+        .map(|p| format!("{} {:+.1}%", p.law, 100.0 * p.relative_error))
+        .collect();
+    if misses.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "checked on a run the laws had not seen: fitted without the largest run ({}, C = {:.3e}), \
+         they missed its loss of {:.3} by {}; expect at least that much error here",
+        if h.run.is_empty() { "unnamed" } else { &h.run },
+        h.compute,
+        h.loss,
+        misses.join(", ")
+    ))
+}
+
 pub fn plan(
     fit: &FitReport,
     points: Option<&PointSet>,
@@ -418,6 +440,9 @@ pub fn plan(
              the laws are extrapolated",
             (compute / largest).log10()
         ));
+    }
+    if let Some(note) = fit.holdout.as_ref().and_then(holdout_note) {
+        notes.push(note);
     }
     let loss = allocations.last().and_then(|a| a.loss);
     let batch = loss.map(|l| batch_advice(points, l, base.data.seq_len));
