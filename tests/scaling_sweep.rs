@@ -353,6 +353,50 @@ fn cli_fit_of_a_table_and_its_errors() {
     let (code, stdout, stderr) = fit_with(&["--keep-plateau"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stdout.contains("left out"), "{stdout}");
+    let plan = |dir: &std::path::Path| {
+        let args = [
+            "scale",
+            "plan",
+            "--fit",
+            dir.to_str().unwrap(),
+            "--budget",
+            "1e21 flops",
+        ];
+        let (code, stdout, stderr) = cram(&args);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let degenerate = "irreducible loss E fitted to";
+    assert!(
+        !plan(tmp.path()).contains(degenerate),
+        "E = 1.69 is not degenerate"
+    );
+
+    // The same law without an irreducible loss: approach 3's E goes to zero,
+    // and the plan says what that does to its far predictions.
+    let no_floor = tmp.path().join("no-floor");
+    std::fs::create_dir_all(&no_floor).unwrap();
+    let mut zero_e = String::from("n_params,tokens,compute,loss\n");
+    for n in [1e7, 1e8, 1e9, 1e10] {
+        for d in [1e9, 1e10, 1e11, 1e12] {
+            let loss = 406.4 / f64::powf(n, 0.34) + 410.7 / f64::powf(d, 0.28);
+            zero_e.push_str(&format!("{n},{d},{},{loss}\n", 6.0 * n * d));
+        }
+    }
+    let zero_csv = no_floor.join("points.csv");
+    std::fs::write(&zero_csv, zero_e).unwrap();
+    let args = [
+        "scale",
+        "fit",
+        "--points",
+        zero_csv.to_str().unwrap(),
+        "--bootstrap",
+        "0",
+    ];
+    let (code, _, stderr) = cram(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let stdout = plan(&no_floor);
+    assert!(stdout.contains(degenerate), "{stdout}");
     let (code, _, stderr) = fit_with(&["--max-loss", "1.0"]);
     assert_eq!(code, 1);
     assert!(

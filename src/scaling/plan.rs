@@ -398,6 +398,9 @@ pub fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> Bat
 }
 
 /// The plan for `compute` FLOPs.
+/// An approach-3 E below this (nats) means the fit found no irreducible loss.
+const DEGENERATE_E: f64 = 1e-3;
+
 /// How far the laws that predict a single run's loss missed the sweep's
 /// largest run when it was held out: the accuracy a plan can claim at best.
 fn holdout_note(h: &crate::scaling::fit::HoldoutReport) -> Option<String> {
@@ -443,6 +446,14 @@ pub fn plan(
     }
     if let Some(note) = fit.holdout.as_ref().and_then(holdout_note) {
         notes.push(note);
+    }
+    if fit.chinchilla.e.value < DEGENERATE_E {
+        notes.push(format!(
+            "approach 3's irreducible loss E fitted to {:.1e}, i.e. none: the runs do not \
+             show where the loss levels off, so its losses (and the batch size taken \
+             from them) far beyond the runs are too optimistic",
+            fit.chinchilla.e.value
+        ));
     }
     let loss = allocations.last().and_then(|a| a.loss);
     let batch = loss.map(|l| batch_advice(points, l, base.data.seq_len));
