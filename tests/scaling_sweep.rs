@@ -301,18 +301,24 @@ fn sweep_resume_fit_plan_and_report() {
     );
 }
 
+/// Chinchilla's law with irreducible loss `e` on a grid of 4 sizes × 4
+/// token counts, exact, as a points table.
+fn chinchilla_table(e: f64) -> String {
+    let mut text = String::from("n_params,tokens,compute,loss\n");
+    for n in [1e7, 1e8, 1e9, 1e10] {
+        for d in [1e9, 1e10, 1e11, 1e12] {
+            let loss = e + 406.4 / f64::powf(n, 0.34) + 410.7 / f64::powf(d, 0.28);
+            text.push_str(&format!("{n},{d},{},{loss}\n", 6.0 * n * d));
+        }
+    }
+    text
+}
+
 #[test]
 fn cli_fit_of_a_table_and_its_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("points.csv");
-    // Chinchilla's law on a grid of 4 sizes × 4 token counts, exact.
-    let mut text = String::from("n_params,tokens,compute,loss\n");
-    for n in [1e7, 1e8, 1e9, 1e10] {
-        for d in [1e9, 1e10, 1e11, 1e12] {
-            let loss = 1.69 + 406.4 / f64::powf(n, 0.34) + 410.7 / f64::powf(d, 0.28);
-            text.push_str(&format!("{n},{d},{},{loss}\n", 6.0 * n * d));
-        }
-    }
+    let text = chinchilla_table(1.69);
     std::fs::write(&csv, &text).unwrap();
     let (code, stdout, stderr) = cram(&[
         "scale",
@@ -376,15 +382,8 @@ fn cli_fit_of_a_table_and_its_errors() {
     // and the plan says what that does to its far predictions.
     let no_floor = tmp.path().join("no-floor");
     std::fs::create_dir_all(&no_floor).unwrap();
-    let mut zero_e = String::from("n_params,tokens,compute,loss\n");
-    for n in [1e7, 1e8, 1e9, 1e10] {
-        for d in [1e9, 1e10, 1e11, 1e12] {
-            let loss = 406.4 / f64::powf(n, 0.34) + 410.7 / f64::powf(d, 0.28);
-            zero_e.push_str(&format!("{n},{d},{},{loss}\n", 6.0 * n * d));
-        }
-    }
     let zero_csv = no_floor.join("points.csv");
-    std::fs::write(&zero_csv, zero_e).unwrap();
+    std::fs::write(&zero_csv, chinchilla_table(0.0)).unwrap();
     let args = [
         "scale",
         "fit",
