@@ -452,16 +452,7 @@ fn step_case<B: Backend>(be: &B, preset: &str, batch: usize, seq: usize) -> Outp
             scale,
             1,
         );
-        let hp = AdamW {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.98,
-            eps: 1e-12,
-            weight_decay: 0.01,
-            step: step + 1,
-            decay_len: model.layout.decay_len,
-            max_norm: 0.5,
-        };
+        let hp = common::test_adamw(step, model.layout.decay_len);
         optimizer_step(be, &mut state, &mut stats, hp);
         losses.push(be.read(&stats, STAT_LOSS, 1)[0]);
         norms.push(be.read(&stats, STAT_NORM_SQ, 1)[0].sqrt());

@@ -192,14 +192,6 @@ fn final_state(run: &Path, cfg: &Config) -> (u64, Vec<f32>, Vec<f32>) {
     (step, params, [state.m, state.v].concat())
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The logged training losses and gradient norms, in order.
 fn losses(run: &Path) -> Vec<f64> {
     read_without_timing(&run.join("metrics.jsonl"))
@@ -244,7 +236,7 @@ fn ranks_match_one_process_with(store: &TokenStore, cfg: &Config) {
     assert_eq!(step, 3);
     let l1 = losses(&one);
     let start = cram::model::Model::new(&cfg.model).init_params(cfg.train.seed);
-    let moved = max_diff(&p1, &start);
+    let moved = common::max_diff(&p1, &start);
     assert!(
         moved > 1e-3,
         "training moved the parameters by only {moved}"
@@ -254,7 +246,7 @@ fn ranks_match_one_process_with(store: &TokenStore, cfg: &Config) {
         run_ranks(cfg, store, &opts(&run, false, None), ranks, zero1);
         let (step, p, mv) = final_state(&run, cfg);
         assert_eq!(step, 3);
-        let (dp, dmv) = (max_diff(&p, &p1), max_diff(&mv, &mv1));
+        let (dp, dmv) = (common::max_diff(&p, &p1), common::max_diff(&mv, &mv1));
         let l = losses(&run);
         let dl = l
             .iter()
@@ -317,7 +309,10 @@ fn zero1_checkpoint_resumes_on_other_rank_counts() {
         run_ranks(cfg, store, &opts(&run, true, None), ranks, zero1);
         let (step, p, mv) = final_state(&run, cfg);
         assert_eq!(step, 4);
-        let (dp, dmv) = (max_diff(&p, &p_whole), max_diff(&mv, &mv_whole));
+        let (dp, dmv) = (
+            common::max_diff(&p, &p_whole),
+            common::max_diff(&mv, &mv_whole),
+        );
         eprintln!("resumed on {ranks} ranks (zero1 {zero1}): max |Δparam| {dp:.3e}, max |Δm,v| {dmv:.3e} vs 4 ranks uninterrupted");
         assert!(dp <= PARAM_TOL, "resumed on {ranks}: params differ by {dp}");
         assert!(
@@ -339,8 +334,8 @@ fn data_parallel_over_one_rank_is_the_plain_step() {
     run_ranks(cfg, store, &opts(&b, false, None), 1, true);
     let (_, pa, mva) = final_state(&a, cfg);
     let (_, pb, mvb) = final_state(&b, cfg);
-    assert_eq!(max_diff(&pa, &pb), 0.0);
-    assert_eq!(max_diff(&mva, &mvb), 0.0);
+    assert_eq!(common::max_diff(&pa, &pb), 0.0);
+    assert_eq!(common::max_diff(&mva, &mvb), 0.0);
 }
 
 // ----------------------------------------------------------------- rendezvous
@@ -632,8 +627,8 @@ fn cli_ranks_as_threads_match_one_process() {
     let cfg = Config::load(&one.join("config.toml")).unwrap();
     let (_, p1, mv1) = final_state(&one, &cfg);
     let (_, p2, mv2) = final_state(&two, &cfg);
-    assert!(max_diff(&p1, &p2) <= PARAM_TOL);
-    assert!(max_diff(&mv1, &mv2) <= PARAM_TOL);
+    assert!(common::max_diff(&p1, &p2) <= PARAM_TOL);
+    assert!(common::max_diff(&mv1, &mv2) <= PARAM_TOL);
     // --zero1 alone has no ranks to shard over.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cram"))
         .args(["pretrain", "--preset", "tiny", "--device", "cpu", "--zero1"])

@@ -13,8 +13,10 @@
 //! the same kernels over the same lengths, so the results should be equal;
 //! the tolerance only allows for NCCL copying through its own buffers.
 
+mod common;
+
 use cram::backend::cuda::Cuda;
-use cram::backend::{AdamW, Device};
+use cram::backend::Device;
 use cram::config::Config;
 use cram::dist::nccl::NcclComm;
 use cram::dist::nccl_device::NcclDevice;
@@ -92,16 +94,7 @@ fn train(
                 sync,
             );
         }
-        let hp = AdamW {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.98,
-            eps: 1e-12,
-            weight_decay: 0.01,
-            step: step + 1,
-            decay_len: model.layout.decay_len,
-            max_norm: 0.5,
-        };
+        let hp = common::test_adamw(step, model.layout.decay_len);
         match group.as_mut() {
             Some((dp, r)) => r
                 .optimizer_step(be, dp, &mut state, &mut stats, hp)
@@ -110,14 +103,6 @@ fn train(
         }
     }
     be.download(&state.params)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// The device path (plain and ZeRO-1, buckets of `bucket_bytes`) against
@@ -132,10 +117,10 @@ fn device_path_matches(preset: &str, sets: &[&str], shape: (usize, usize), bucke
     // runs already differ a little, and Adam's first steps (eps = 1e-12) turn
     // tiny gradients into full-size updates; the device path may differ from
     // the plain one by that much, not more.
-    let floor = max_diff(&train(&be, &cfg, shape, None), &alone);
+    let floor = common::max_diff(&train(&be, &cfg, shape, None), &alone);
     let tol = TOL + 4.0 * floor;
     let start = Model::new(&cfg.model).init_params(5);
-    let moved = max_diff(&alone, &start);
+    let moved = common::max_diff(&alone, &start);
     assert!(
         moved > 1e-4,
         "training moved the parameters by only {moved}"
@@ -145,7 +130,7 @@ fn device_path_matches(preset: &str, sets: &[&str], shape: (usize, usize), bucke
         let dp = DataParallel::new(&comm, zero1);
         let mut reducer = NcclDevice::new(&comm, &model, zero1, bucket_bytes);
         let p = train(&be, &cfg, shape, Some((&dp, &mut reducer)));
-        let d = max_diff(&p, &alone);
+        let d = common::max_diff(&p, &alone);
         let counts = reducer.launch_counts();
         println!(
             "{preset}, zero1 {zero1}: max |Δparam| {d:.3e} (two plain runs {floor:.3e}, moved {moved:.3e}); {} buckets, launches {counts:?}",

@@ -146,3 +146,27 @@ pub fn assert_one_error(code: i32, stderr: &str, needles: &[&str]) {
         assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
     }
 }
+
+/// The largest |a − b| over two equally long parameter vectors.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// AdamW as crammed-bert sets it (lr 1e-3, β 0.9/0.98, ε 1e-12, decay 0.01,
+/// clip 0.5) for optimizer step `step` (0-based) of a test's short run.
+pub fn test_adamw(step: u64, decay_len: usize) -> cram::backend::AdamW {
+    cram::backend::AdamW {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.98,
+        eps: 1e-12,
+        weight_decay: 0.01,
+        step: step + 1,
+        decay_len,
+        max_norm: 0.5,
+    }
+}
