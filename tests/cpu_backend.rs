@@ -292,6 +292,15 @@ fn cross_entropy_of_uniform_logits_is_ln_vocab() {
 }
 
 #[test]
+fn top1_hits_follow_the_first_argmax() {
+    let cpu = Cpu::new();
+    let (logits, targets, vocab, expected) = common::top1_case();
+    let mut hits = vec![f32::NAN; targets.len()];
+    cpu.top1_hits(&mut hits, &logits, &targets, vocab);
+    assert_eq!(hits, expected);
+}
+
+#[test]
 fn sum_into_accumulates_scaled_sums() {
     let cpu = Cpu::new();
     let mut stats = cpu.upload(&[1.0, 2.0]);

@@ -378,12 +378,22 @@ fn gather_and_cross_entropy() {
         let targets = be.upload(&rand_vals(29, rows, 2.0));
         let mut sq = be.alloc(rows);
         be.mse_loss(&mut sq, &mut preds, &targets, Some(0.25));
+        let (top_logits, top_targets, top_vocab, expected) = common::top1_case();
+        let mut hits = be.alloc(top_targets.len());
+        be.top1_hits(
+            &mut hits,
+            &act(be, &top_logits),
+            &be.upload_ids(&top_targets),
+            top_vocab,
+        );
+        assert_eq!(be.download(&hits), expected, "{}", be.name());
         vec![
             ("losses", plain),
             ("losses_with_grad", be.download(&losses)),
             ("grad", be.download(&logits)),
             ("mse", be.download(&sq)),
             ("mse_grad", be.download(&preds)),
+            ("top1_hits", be.download(&hits)),
         ]
     });
 }

@@ -362,6 +362,16 @@ pub trait LossOps: Device {
         vocab: usize,
         dscale: Option<f32>,
     );
+    /// `hits[r] = 1` where the first arg-max of `logits[r]` is `targets[r]`,
+    /// else 0 (also on [`IGNORE`] rows): prediction accuracy without bringing
+    /// the logits to the host (64 MiB a batch of crammed-bert's evaluation).
+    fn top1_hits(
+        &self,
+        hits: &mut Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::Ids,
+        vocab: usize,
+    );
     /// Squared error per row of a one-output regression head: `losses[r] =
     /// (preds[r] − targets[r])²` for every `r < len(targets)`. With `dscale`,
     /// `preds` is overwritten by its gradient `dscale · 2 · (preds − targets)`.

@@ -467,6 +467,7 @@ pub fn pretrain_group<B: Backend>(
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
         }
         if lead && (step % t.eval_every as u64 == 0 || done) {
+            let eval_clock = Instant::now();
             let r = evaluate(
                 be,
                 &model,
@@ -484,6 +485,11 @@ pub fn pretrain_group<B: Backend>(
             rec.insert("val_loss".into(), json!(r.loss));
             rec.insert("val_accuracy".into(), json!(r.accuracy));
             rec.insert("elapsed".into(), json!(state.progress.spent.seconds));
+            // Outside the budget's clock, but a sweep pays it every run.
+            rec.insert(
+                "eval_seconds".into(),
+                json!(eval_clock.elapsed().as_secs_f64()),
+            );
             if let Some(metrics) = metrics.as_mut() {
                 metrics.write(&rec).map_err(io_err(metrics.path()))?;
             }

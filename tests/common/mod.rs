@@ -170,3 +170,33 @@ pub fn test_adamw(step: u64, decay_len: usize) -> cram::backend::AdamW {
         max_norm: 0.5,
     }
 }
+
+/// Logits, targets and the expected [`cram::backend::LossOps::top1_hits`] of
+/// six rows that cover the tie rule: a unique maximum, ties won by the first
+/// column and lost by a later one, a miss and an ignored row. Every value is
+/// a multiple of 1/8 up to 8, exact in bf16, so both backends see the same ties.
+pub fn top1_case() -> (Vec<f32>, Vec<u32>, usize, Vec<f32>) {
+    let (rows, vocab) = (6, 300);
+    let mut logits: Vec<f32> = (0..rows * vocab)
+        .map(|i| ((i * 7) % 61) as f32 / 8.0)
+        .collect();
+    let top = 60.0 / 8.0;
+    let row = |r: usize| r * vocab;
+    let first_max = |l: &[f32], r: usize| cram::eval::argmax(&l[row(r)..row(r) + vocab]) as u32;
+    // Row 5: one column above every other.
+    logits[row(5) + 123] = top + 0.5;
+    let targets = vec![
+        first_max(&logits, 0),                       // first of several maxima: hit
+        (first_max(&logits, 1) + 61) % vocab as u32, // a later tied maximum: miss
+        first_max(&logits, 2),                       // hit
+        cram::backend::IGNORE,                       // ignored: 0
+        (first_max(&logits, 4) + 1) % vocab as u32,  // not a maximum: miss
+        123,                                         // the unique maximum: hit
+    ];
+    assert_eq!(
+        logits[row(1) + targets[1] as usize],
+        top,
+        "row 1 holds a tie"
+    );
+    (logits, targets, vocab, vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+}

@@ -20,6 +20,18 @@ impl LossOps for Cpu {
             });
     }
 
+    fn top1_hits(&self, hits: &mut Vec<f32>, logits: &Vec<f32>, targets: &Vec<u32>, vocab: usize) {
+        let rows = targets.len();
+        hits[..rows]
+            .par_iter_mut()
+            .zip(logits[..rows * vocab].par_chunks(vocab))
+            .zip(targets.par_iter())
+            .for_each(|((hit, row), &target)| {
+                let top = target != IGNORE && crate::eval::argmax(row) == target as usize;
+                *hit = f32::from(u8::from(top));
+            });
+    }
+
     fn gather_rows_backward(
         &self,
         dinp: &mut Vec<f32>,

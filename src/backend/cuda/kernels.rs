@@ -63,6 +63,7 @@ const NAMES: &[&str] = &[
     "gather_rows",
     "scatter_rows",
     "cross_entropy",
+    "top1_hits",
     "mse_loss",
     "sum_partials",
     "finish_sum",

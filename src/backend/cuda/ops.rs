@@ -965,6 +965,29 @@ impl LossOps for Cuda {
         });
     }
 
+    fn top1_hits(&self, hits: &mut CudaBuf, logits: &CudaBuf, targets: &CudaIds, vocab: usize) {
+        let rows = targets.len;
+        assert!(!hits.bf16, "hits are f32");
+        if rows == 0 {
+            return;
+        }
+        self.timed("top1_hits", || {
+            self.launch(
+                "top1_hits",
+                rows as u32,
+                512,
+                0,
+                &[
+                    hits.ptr(),
+                    logits.ptr(),
+                    logits.bf(),
+                    targets.ptr(),
+                    vocab as u64,
+                ],
+            )
+        });
+    }
+
     fn mse_loss(
         &self,
         losses: &mut CudaBuf,

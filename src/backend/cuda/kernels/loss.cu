@@ -50,6 +50,29 @@ extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits
     }
 }
 
+// One block per row: hits[r] = 1 when the target is the row's first arg-max,
+// that is x[t] > x[c] for every c < t and x[t] >= x[c] for every c > t (the
+// host's tie rule); 0 otherwise and on ignored rows. Counting the columns that
+// beat the target needs no index reduction.
+extern "C" __global__ void top1_hits(float* hits, const void* logits, int logits_bf, const u32* targets, u64 vocab) {
+    __shared__ float shared[32];
+    u64 r = blockIdx.x;
+    u32 target = targets[r];
+    if (target == 0xffffffffu) {
+        if (threadIdx.x == 0) hits[r] = 0.0f;
+        return;
+    }
+    u64 base = r * vocab;
+    float xt = ld(logits, logits_bf, base + target);
+    float beaten = 0.0f;
+    for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) {
+        float x = ld(logits, logits_bf, base + c);
+        if (c < target ? x >= xt : x > xt) beaten += 1.0f;
+    }
+    beaten = block_sum(beaten, shared);
+    if (threadIdx.x == 0) hits[r] = beaten == 0.0f ? 1.0f : 0.0f;
+}
+
 // Squared error of a one-output regression head; with `write_grad`, preds
 // becomes dscale·2·(preds − targets).
 extern "C" __global__ void mse_loss(float* losses, void* preds, int preds_bf, const void* targets, int targets_bf,
