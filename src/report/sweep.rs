@@ -86,15 +86,22 @@ fn curves_chart(set: &PointSet, sizes: &[f64], by_compute: bool) -> Chart {
                 )
             })
             .collect();
+        // A run evaluated only at its end has a one-sample curve, which a line
+        // would not draw.
+        let mark = if c.samples.len() < 2 {
+            Mark::Dots
+        } else {
+            Mark::Line
+        };
         // One legend entry per size.
         if labelled.contains(&c.n_params.to_bits()) {
-            chart = chart.with(Series::unnamed(color, Mark::Line, pts));
+            chart = chart.with(Series::unnamed(color, mark, pts));
         } else {
             labelled.push(c.n_params.to_bits());
             chart = chart.with(Series::new(
                 format!("N = {:.2e}", c.n_params),
                 color,
-                Mark::Line,
+                mark,
                 pts,
             ));
         }
@@ -137,8 +144,31 @@ fn frontier_loss_chart(set: &PointSet, sizes: &[f64], fit: Option<&FitReport>) -
                 Mark::Dashed,
                 law,
             ));
+    } else {
+        // No law (the fit says why), but the runs' own frontier still shows.
+        chart.title = "compute frontier: lower envelope of the runs (no law fitted)".into();
+        chart = chart.with(Series::new(
+            "lower envelope of the runs",
+            PALETTE[1],
+            Mark::Line,
+            final_envelope(set),
+        ));
     }
     chart
+}
+
+/// The final points no cheaper run beats: (compute, loss) by rising compute.
+fn final_envelope(set: &PointSet) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = set.points.iter().map(|p| (p.compute, p.loss)).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best = f64::INFINITY;
+    pts.into_iter()
+        .filter(|&(_, loss)| {
+            let better = loss < best;
+            best = best.min(loss);
+            better
+        })
+        .collect()
 }
 
 fn isoflop_chart(set: &PointSet, fit: Option<&FitReport>) -> Chart {
@@ -442,4 +472,53 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
         &rows,
     );
     write_report(dir, page, &figures, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaling::points::{Curve, Point};
+
+    fn set_of(points: Vec<Point>) -> PointSet {
+        let curves = points
+            .iter()
+            .map(|p| Curve {
+                run: p.run.clone(),
+                n_params: p.n_params,
+                n_total: p.n_total,
+                flops_per_token: 6.0 * p.n_params,
+                samples: vec![(p.tokens, p.loss)],
+            })
+            .collect();
+        PointSet { points, curves }
+    }
+
+    #[test]
+    fn envelope_keeps_the_runs_no_cheaper_run_beats() {
+        let set = set_of(vec![
+            Point::simple("b", 1e6, 2e9, 3.0),
+            Point::simple("a", 1e6, 1e9, 4.0),
+            Point::simple("c", 1e7, 1e9, 3.5),
+            Point::simple("d", 1e7, 1e10, 2.5),
+        ]);
+        let c = |p: &Point| p.compute;
+        let env = final_envelope(&set);
+        let expected: Vec<(f64, f64)> = [&set.points[1], &set.points[0], &set.points[3]]
+            .iter()
+            .map(|p| (c(p), p.loss))
+            .collect();
+        assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn runs_evaluated_once_are_drawn_as_dots() {
+        let set = set_of(vec![
+            Point::simple("a", 1e6, 1e9, 4.0),
+            Point::simple("b", 1e7, 1e9, 3.5),
+        ]);
+        let chart = frontier_loss_chart(&set, &[1e6, 1e7], None);
+        let marks: Vec<Mark> = chart.series.iter().map(|s| s.mark).collect();
+        assert_eq!(marks, vec![Mark::Dots, Mark::Dots, Mark::Line]);
+        assert!(chart.svg().unwrap().contains("<circle"));
+    }
 }

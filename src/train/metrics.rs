@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// Fields that depend on the machine's speed rather than on the computation.
-pub const TIMING_FIELDS: &[&str] = &["elapsed", "tokens_per_s", "mfu"];
+pub const TIMING_FIELDS: &[&str] = &["elapsed", "tokens_per_s", "mfu", "eval_seconds"];
 
 pub struct MetricsWriter {
     path: PathBuf,
