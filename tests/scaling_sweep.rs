@@ -435,3 +435,28 @@ fn cli_fit_of_a_table_and_its_errors() {
     assert_eq!(code, 1);
     assert!(stderr.contains("a time (24h) or a FLOP count"), "{stderr}");
 }
+
+#[test]
+fn evals_per_run_spread_evaluations_over_each_runs_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    prepared(tmp.path());
+    let spec_path = tmp.path().join("sweep.toml");
+    // 16 sequences of 32 tokens a step: 8192 tokens are 16 steps.
+    std::fs::write(
+        &spec_path,
+        r#"
+preset = "tiny"
+data = "data"
+set = ["train.eval_every=1000", "train.micro_batch=8", "train.batch_size=16"]
+budgets = ["50 steps", "200 steps", "8192 tokens", "30s"]
+widths = [16]
+depths = [1]
+evals_per_run = 4
+"#,
+    )
+    .unwrap();
+    let (_, runs) = plan(&SweepSpec::load(&spec_path).unwrap()).unwrap();
+    let every: Vec<usize> = runs.iter().map(|r| r.config.train.eval_every).collect();
+    // ceil(50/4), 200/4, 16/4, and the configured value for a time budget.
+    assert_eq!(every, vec![13, 50, 4, 1000]);
+}

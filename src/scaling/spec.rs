@@ -12,6 +12,7 @@
 //! batch_sizes = [16, 32]           # optional
 //! lrs = [1e-3, 3e-3]               # optional
 //! measure_noise_scale = true       # log B_simple in every run (optional)
+//! evals_per_run = 12               # held-out evaluations a run makes (optional)
 //! head_dim = 32                    # heads = hidden / head_dim (default: the preset's)
 //! ffn_ratio = 4.0                  # ffn = ffn_ratio·hidden (default: the preset's)
 //!
@@ -31,6 +32,13 @@
 //! A compute budget ("1e14 flops") becomes, for each shape, the token budget
 //! D = C / (6N + 6·n_layer·n_ctx·d_model) of [`crate::scaling::counts`], so
 //! that every run of one compute level spends the same C in that convention.
+//!
+//! `evals_per_run = K` sets each run's `train.eval_every` to a K-th of its
+//! steps (counted at its full batch; a batch ramp adds a few), so that a run
+//! of 600 steps and one of 70,000 both leave a held-out curve of about K
+//! points: the curves that Chinchilla's approach 1 and Kaplan's compute
+//! frontier take their lower envelope of. A time budget has no step count in
+//! advance and keeps the configured `eval_every`.
 
 use super::counts::Counts;
 use super::ScalingError;
@@ -92,6 +100,7 @@ pub struct SweepSpec {
     pub lrs: Vec<f64>,
     #[serde(default)]
     pub measure_noise_scale: bool,
+    pub evals_per_run: Option<usize>,
     pub head_dim: Option<usize>,
     pub ffn_ratio: Option<f64>,
 }
@@ -161,6 +170,9 @@ impl SweepSpec {
         }
         if self.ffn_ratio.is_some_and(|r| r.is_nan() || r <= 0.0) || self.head_dim == Some(0) {
             return bad("'ffn_ratio' and 'head_dim' must be positive".into());
+        }
+        if self.evals_per_run == Some(0) {
+            return bad("'evals_per_run' must be at least 1 (the final evaluation)".into());
         }
         Ok(())
     }
@@ -289,6 +301,11 @@ impl SweepSpec {
             Budget::Flops(c) => format!("{} tokens", (c / counts.flops_per_token).ceil()),
             _ => label.to_string(),
         };
+        if let Some(k) = self.evals_per_run {
+            if let Some(steps) = planned_steps(&config, store.seq_len()) {
+                config.train.eval_every = steps.div_ceil(k as u64).max(1) as usize;
+            }
+        }
         config.validate().map_err(config_err)?;
         Ok(PlannedRun {
             name,
@@ -296,6 +313,16 @@ impl SweepSpec {
             budget_label: label.to_string(),
             counts,
         })
+    }
+}
+
+/// Optimizer steps of a run at its full batch, when its budget fixes them.
+fn planned_steps(config: &Config, seq_len: usize) -> Option<u64> {
+    let batch_tokens = (config.train.batch_size * seq_len) as f64;
+    match Budget::parse(&config.train.budget).ok()? {
+        Budget::Steps(s) => Some(s),
+        Budget::Tokens(t) => Some((t / batch_tokens).ceil() as u64),
+        Budget::Flops(_) | Budget::Seconds(_) => None,
     }
 }
 
@@ -325,6 +352,16 @@ mod tests {
         let path = dir.path().join("sweep.toml");
         std::fs::write(&path, text).unwrap();
         SweepSpec::load(&path)
+    }
+
+    #[test]
+    fn evals_per_run_of_zero_is_refused() {
+        let err = parse(
+            "preset = \"tiny\"\ndata = \"d\"\nbudgets = [\"9 steps\"]\nevals_per_run = 0\nwidths = [8]\ndepths = [1]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'evals_per_run' must be at least 1"), "{err}");
     }
 
     #[test]
