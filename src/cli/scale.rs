@@ -181,6 +181,7 @@ fn run_fit(
         (Some(dir), None, false) => default_plateau_cut(dir)?,
         (None, None, false) => None,
     };
+    let sweep_dir = dir.clone();
     let (set, default_out) = match (dir, points) {
         (Some(dir), None) => (PointSet::read_dir(&dir)?, dir.join(FIT_FILE)),
         (None, Some(file)) => {
@@ -193,7 +194,20 @@ fn run_fit(
         }
         _ => bail!("name a sweep folder (cram scale fit DIR) or a table (--points FILE.csv)"),
     };
-    let report = fit_all(&set, opts)?;
+    let cut = opts.max_loss.unwrap_or(f64::INFINITY);
+    let mut report = fit_all(&set, opts)?;
+    if let Some(dir) = &sweep_dir {
+        if let Some(data) = crate::scaling::plateau::SweepData::read(dir)? {
+            let kept: Vec<_> = set
+                .points
+                .iter()
+                .filter(|p| p.loss < cut)
+                .cloned()
+                .collect();
+            let note = crate::scaling::plateau::mode_predictors_note(dir, &data, &kept)?;
+            report.notes.extend(note);
+        }
+    }
     let path = out.unwrap_or(default_out);
     let json = serde_json::to_string_pretty(&report).expect("the report serializes");
     crate::scaling::points::write_atomically(&path, &json)?;

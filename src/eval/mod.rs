@@ -102,11 +102,7 @@ pub fn argmax(values: &[f32]) -> usize {
 /// evaluated on the validation split's tokens: the loss a model that ignores
 /// context would reach, the bar a trained model must clear.
 pub fn unigram_cross_entropy(store: &TokenStore) -> f64 {
-    let train = store.unigram_counts(Split::Train);
-    let val = store.unigram_counts(Split::Val);
-    let special = store.special();
-    let skip =
-        |t: usize| [special.pad, special.cls, special.sep, special.mask].contains(&(t as u32));
+    let (train, val, skip) = unigram_tables(store);
     // Add-one smoothing so that a validation token unseen in training has a finite cost.
     let total: f64 = train
         .iter()
@@ -124,4 +120,28 @@ pub fn unigram_cross_entropy(store: &TokenStore) -> f64 {
         n += c as f64;
     }
     nll / n.max(1.0)
+}
+
+/// Accuracy of always predicting the training split's most frequent token,
+/// on the validation split's tokens: where a masked-LM's accuracy sits while
+/// its top prediction is still that one token, whatever its loss.
+pub fn unigram_accuracy(store: &TokenStore) -> f64 {
+    let (train, val, skip) = unigram_tables(store);
+    let mode = (0..train.len())
+        .filter(|&t| !skip(t))
+        .max_by_key(|&t| (train[t], std::cmp::Reverse(t)));
+    let n: u64 = (0..val.len()).filter(|&t| !skip(t)).map(|t| val[t]).sum();
+    mode.map_or(0.0, |t| val[t] as f64 / n.max(1) as f64)
+}
+
+/// Token counts of the training and validation splits, and which ids are
+/// special tokens (never a prediction target).
+fn unigram_tables(store: &TokenStore) -> (Vec<u64>, Vec<u64>, impl Fn(usize) -> bool) {
+    let special = store.special();
+    let specials = [special.pad, special.cls, special.sep, special.mask];
+    (
+        store.unigram_counts(Split::Train),
+        store.unigram_counts(Split::Val),
+        move |t: usize| specials.contains(&(t as u32)),
+    )
 }

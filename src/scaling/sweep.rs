@@ -116,8 +116,11 @@ pub fn sweep<B: Backend>(
     })?;
     super::points::write_atomically(&opts.out.join(SPEC_COPY), &spec_copy(spec_text, spec))?;
     // The fits need the data's plateau level to tell runs that never left it.
-    let unigram_loss = crate::eval::unigram_cross_entropy(&store);
-    super::plateau::SweepData { unigram_loss }.write(&opts.out)?;
+    super::plateau::SweepData {
+        unigram_loss: crate::eval::unigram_cross_entropy(&store),
+        unigram_accuracy: Some(crate::eval::unigram_accuracy(&store)),
+    }
+    .write(&opts.out)?;
     let mut summary = SweepSummary {
         planned: runs.len(),
         ..SweepSummary::default()
