@@ -463,3 +463,63 @@ evals_per_run = 4
     // ceil(50/4), 200/4, 16/4, and the configured value for a time budget.
     assert_eq!(every, vec![13, 50, 4, 1000]);
 }
+
+/// The six runs of bench/sweeps/crammed-gpu-2 (H200) that left the masked-LM
+/// plateau: every one data-limited, so the loss does not fall with N at fixed
+/// C and approach 3 cannot be fitted. The fit still reports the Kaplan laws,
+/// names approach 3 as skipped, and the plan gives no batch size.
+#[test]
+fn a_fit_without_approach_3_reports_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("points.csv");
+    std::fs::write(
+        &csv,
+        "n_params,tokens,compute,loss,n_total,run\n\
+         8.852737e6,5.4665216e7,3.000349e15,4.3711,2.1435649e7,h384-l6-3e15flops\n\
+         8.852737e6,1.82198272e8,1.0000115e16,3.5320,2.1435649e7,h384-l6-1e16flops\n\
+         2.0980737e7,7.7504512e7,1.0000419e16,3.9549,3.7757953e7,h512-l8-1e16flops\n\
+         4.7199745e7,3.473408e7,1.0000534e16,4.7829,7.2365569e7,h768-l8-1e16flops\n\
+         4.7199745e7,1.0420224e8,3.0001603e16,3.6929,7.2365569e7,h768-l8-3e16flops\n\
+         9.4397953e7,5.210112e7,3.0001122e16,4.6098,1.19563777e8,h768-l16-3e16flops\n",
+    )
+    .unwrap();
+    let csv = csv.to_str().unwrap();
+    let (code, stdout, stderr) = cram(&["scale", "fit", "--points", csv, "--bootstrap", "20"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("note: Chinchilla approach 3 skipped: the best parametric fit has the loss not falling with N"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Chinchilla approach 3 skipped\n"),
+        "{stdout}"
+    );
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join(FIT_FILE)).unwrap()).unwrap();
+    assert!(fit["chinchilla"]["e"].is_null(), "{}", fit["chinchilla"]);
+    assert!(fit["kaplan"]["alpha_d"]["value"].as_f64().unwrap() > 0.0);
+    assert!(fit["holdout"]["predictions"][0]["relative_error"].is_number());
+
+    let fit_file = tmp.path().join(FIT_FILE);
+    let (code, stdout, stderr) = cram(&[
+        "scale",
+        "plan",
+        "--fit",
+        fit_file.to_str().unwrap(),
+        "--budget",
+        "24h",
+        "--device",
+        "h100",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Kaplan joint L(N,D)"), "{stdout}");
+    assert!(
+        !stdout.contains("Chinchilla approach 3 (parametric)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\nbatch size:"), "{stdout}");
+    assert!(
+        stdout.contains("note: no batch size: approach 3 was not fitted"),
+        "{stdout}"
+    );
+}

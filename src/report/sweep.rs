@@ -289,7 +289,9 @@ fn optimum_chart(set: &PointSet, fit: &FitReport) -> Chart {
                 line,
             ));
     }
-    let law = parametric(fit);
+    let Some(law) = fit.chinchilla.parametric() else {
+        return chart;
+    };
     let line = grid.iter().map(|c| (*c, law.optimum(*c).0)).collect();
     chart.with(Series::new(
         format!("approach 3: a = {:.3}", law.optimal_n_exponent()),
@@ -299,20 +301,8 @@ fn optimum_chart(set: &PointSet, fit: &FitReport) -> Chart {
     ))
 }
 
-fn parametric(fit: &FitReport) -> Parametric {
-    let c = &fit.chinchilla;
-    Parametric {
-        e: c.e.value,
-        a: c.a.value,
-        b: c.b.value,
-        alpha: c.alpha.value,
-        beta: c.beta.value,
-    }
-}
-
 /// Iso-loss lines of L = E + A/N^α + B/D^β: D(N) = (B / (L − E − A/N^α))^(1/β).
-fn contour_chart(set: &PointSet, fit: &FitReport) -> Chart {
-    let law = parametric(fit);
+fn contour_chart(set: &PointSet, fit: &FitReport, law: Parametric) -> Chart {
     let (n_lo, n_hi) = set
         .points
         .iter()
@@ -376,27 +366,23 @@ fn residual_chart(fit: &FitReport) -> Chart {
         .iter()
         .map(|r| (r.n, r.residual))
         .collect();
-    let c = fit
-        .chinchilla
-        .residuals
-        .points
-        .iter()
-        .map(|r| (r.n, r.residual))
-        .collect();
-    Chart::new("residuals ln(L / fit)", "parameters N", "ln(L) − ln(fit)")
+    let chart = Chart::new("residuals ln(L / fit)", "parameters N", "ln(L) − ln(fit)")
         .log_x()
         .with(Series::new(
             "Kaplan joint L(N,D) (non-embedding N)",
             PALETTE[0],
             Mark::Dots,
             k,
-        ))
-        .with(Series::new(
+        ));
+    match &fit.chinchilla.residuals {
+        Some(r) => chart.with(Series::new(
             "Chinchilla approach 3 (total N)",
             PALETTE[1],
             Mark::Dots,
-            c,
-        ))
+            r.points.iter().map(|r| (r.n, r.residual)).collect(),
+        )),
+        None => chart,
+    }
 }
 
 pub fn report(dir: &Path) -> Result<Written, ReportError> {
@@ -420,7 +406,9 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
             "Compute-optimal size against compute, measured and as each fit predicts.",
             optimum_chart(&set, f),
         ));
-        charts.push(("contours.svg", "Contours of the parametric fit L = E + A/N^α + B/D^β (approach 3), the runs, and its compute-optimal path.", contour_chart(&set, f)));
+        if let Some(law) = f.chinchilla.parametric() {
+            charts.push(("contours.svg", "Contours of the parametric fit L = E + A/N^α + B/D^β (approach 3), the runs, and its compute-optimal path.", contour_chart(&set, f, law)));
+        }
         charts.push((
             "residuals.svg",
             "Residuals of the two laws in N and D, one dot per run.",

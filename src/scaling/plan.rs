@@ -273,12 +273,8 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
             &reps.approach2,
         ));
     }
-    let law = Parametric {
-        e: c.e.value,
-        a: c.a.value,
-        b: c.b.value,
-        alpha: c.alpha.value,
-        beta: c.beta.value,
+    let Some(law) = c.parametric() else {
+        return out;
     };
     let (n, d) = law.optimum(compute);
     let p3: Vec<(f64, f64)> = reps
@@ -447,15 +443,28 @@ pub fn plan(
     if let Some(note) = fit.holdout.as_ref().and_then(holdout_note) {
         notes.push(note);
     }
-    if fit.chinchilla.e.value < DEGENERATE_E {
+    if let Some(e) = fit.chinchilla.e.as_ref().filter(|e| e.value < DEGENERATE_E) {
         notes.push(format!(
             "approach 3's irreducible loss E fitted to {:.1e}, i.e. none: the runs do not \
              show where the loss levels off, so its losses (and the batch size taken \
              from them) far beyond the runs are too optimistic",
-            fit.chinchilla.e.value
+            e.value
         ));
     }
-    let loss = allocations.last().and_then(|a| a.loss);
+    // The batch follows approach 3's predicted loss: the one law with an
+    // irreducible term, whose loss far beyond the runs stays finite. The
+    // others fall towards zero there, and B_crit(L) ∝ L^(−4.8) with them.
+    let loss = fit
+        .chinchilla
+        .parametric()
+        .and_then(|_| allocations.last().and_then(|a| a.loss));
+    if loss.is_none() {
+        notes.push(
+            "no batch size: approach 3 was not fitted, and the laws without an irreducible \
+             loss predict one too low for the critical batch size to mean anything"
+                .into(),
+        );
+    }
     let batch = loss.map(|l| batch_advice(points, l, base.data.seq_len));
     Plan {
         compute,

@@ -116,7 +116,8 @@ pub fn mode_predictors_note(
              --max-loss {:.3} leaves them out",
             named.len(),
             named.join(", "),
-            lowest
+            // Rounded down, so that the printed cut does leave the lowest out.
+            (lowest * 1000.0 + 1e-9).floor() / 1000.0
         )
     }))
 }
@@ -182,7 +183,7 @@ mod tests {
             let line = format!(r#"{{"event":"eval","val_loss":6.0,"val_accuracy":{accuracy}}}"#);
             std::fs::write(run_dir.join("metrics.jsonl"), line + "\n").unwrap();
         }
-        let kept = [point("a", 6.35), point("b", 3.5), point("c", 6.47)];
+        let kept = [point("a", 6.3519), point("b", 3.5), point("c", 6.47)];
         let mut data = SweepData {
             unigram_loss: 7.3,
             unigram_accuracy: Some(0.058),
@@ -191,9 +192,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(note.starts_with("2 kept run(s)"), "{note}");
-        assert!(note.contains("a (loss 6.350, accuracy 0.069)"), "{note}");
+        assert!(note.contains("a (loss 6.352, accuracy 0.069)"), "{note}");
         assert!(!note.contains("b (loss"), "{note}");
-        assert!(note.ends_with("--max-loss 6.350 leaves them out"), "{note}");
+        assert!(note.ends_with("--max-loss 6.351 leaves them out"), "{note}");
         assert_eq!(
             mode_predictors_note(dir.path(), &data, &kept[1..2]).unwrap(),
             None

@@ -105,18 +105,18 @@ fn without(set: &PointSet, held: &Point) -> PointSet {
 fn predictions(fits: &Fits, held: &Point) -> Vec<HoldoutPrediction> {
     let frontier_note =
         "the best loss at this compute; the run's own only if it is compute-optimal";
-    let mut out = vec![
-        (
-            "Kaplan L(N, D)",
-            fits.joint.loss(held.n_params, held.tokens),
-            None,
-        ),
-        (
+    let mut out = vec![(
+        "Kaplan L(N, D)",
+        fits.joint.loss(held.n_params, held.tokens),
+        None,
+    )];
+    if let Ok(p) = &fits.parametric {
+        out.push((
             "Chinchilla approach 3",
-            fits.parametric.loss(held.n(ParamCount::Total), held.tokens),
+            p.loss(held.n(ParamCount::Total), held.tokens),
             None,
-        ),
-    ];
+        ));
+    }
     for (law, frontier) in [
         ("Kaplan frontier L(C)", &fits.kaplan_frontier),
         ("Chinchilla approach 1 L(C)", &fits.approach1),

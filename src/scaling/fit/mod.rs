@@ -10,10 +10,11 @@
 //! Every fit is checked by holding out the largest run ([`holdout`]): the laws
 //! fitted to the other runs predict its loss.
 //!
-//! The Kaplan joint law and approach 3 are required: points that cannot
-//! support them (NaN, one model size, one token count) are an error. The
-//! others are reported as skipped, with the reason, when the points cannot
-//! support them (approach 2 needs IsoFLOP levels of three sizes or more).
+//! The Kaplan joint law is required: points that cannot support it (NaN, one
+//! model size, one token count) are an error. The others are reported as
+//! skipped, with the reason, when the points cannot support them (approach 2
+//! needs IsoFLOP levels of three sizes or more; approach 3 a loss that falls
+//! with N, which runs that are all data-limited do not show).
 
 mod chinchilla;
 mod envelope;
@@ -77,7 +78,7 @@ impl Default for FitOptions {
 #[derive(Debug, Clone)]
 pub struct Fits {
     pub joint: Joint,
-    pub parametric: Parametric,
+    pub parametric: Result<Parametric, FitError>,
     pub l_of_n: PowerLawFit,
     pub l_of_d: PowerLawFit,
     pub kaplan_frontier: Result<Frontier, FitError>,
@@ -95,8 +96,7 @@ pub fn fit_points(set: &PointSet) -> Result<Fits, ScalingError> {
     let pts = &set.points;
     Ok(Fits {
         joint: joint(pts).map_err(degenerate("Kaplan L(N, D)"))?,
-        parametric: parametric(pts, ParamCount::Total)
-            .map_err(degenerate("Chinchilla approach 3"))?,
+        parametric: parametric(pts, ParamCount::Total),
         l_of_n: l_of_n(pts),
         l_of_d: l_of_d(pts),
         kaplan_frontier: frontier(set, ParamCount::NonEmbedding),
@@ -112,8 +112,11 @@ fn refit(set: &PointSet, full: &Fits) -> Replicate {
         joint: kaplan::joint_from(pts, &full.joint)
             .ok()
             .map(|j| j.params()),
-        parametric: chinchilla::parametric_from(pts, ParamCount::Total, &full.parametric)
+        parametric: full
+            .parametric
+            .as_ref()
             .ok()
+            .and_then(|start| chinchilla::parametric_from(pts, ParamCount::Total, start).ok())
             .map(|p| p.params()),
         l_of_n: l_of_n(pts).ok().map(|(p, _)| vec![p.exponent, p.ln_scale]),
         l_of_d: l_of_d(pts).ok().map(|(p, _)| vec![p.exponent, p.ln_scale]),

@@ -152,17 +152,31 @@ pub struct KaplanReport {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChinchillaReport {
-    /// Approach 3: L = E + A/N^α + B/D^β.
-    pub e: Estimate,
-    pub a: Estimate,
-    pub b: Estimate,
-    pub alpha: Estimate,
-    pub beta: Estimate,
-    pub optimal_n_exponent: Estimate,
-    pub optimal_d_exponent: Estimate,
-    pub residuals: Residuals,
+    /// Approach 3: L = E + A/N^α + B/D^β (each null when it was skipped; the
+    /// notes say why).
+    pub e: Option<Estimate>,
+    pub a: Option<Estimate>,
+    pub b: Option<Estimate>,
+    pub alpha: Option<Estimate>,
+    pub beta: Option<Estimate>,
+    pub optimal_n_exponent: Option<Estimate>,
+    pub optimal_d_exponent: Option<Estimate>,
+    pub residuals: Option<Residuals>,
     pub approach1: Option<FrontierReport>,
     pub approach2: Option<IsoFlopReport>,
+}
+
+impl ChinchillaReport {
+    /// Approach 3's law, when it was fitted.
+    pub fn parametric(&self) -> Option<Parametric> {
+        Some(Parametric {
+            e: self.e.as_ref()?.value,
+            a: self.a.as_ref()?.value,
+            b: self.b.as_ref()?.value,
+            alpha: self.alpha.as_ref()?.value,
+            beta: self.beta.as_ref()?.value,
+        })
+    }
 }
 
 /// Parameter vectors of the bootstrap replicates that succeeded, per fit.
@@ -340,8 +354,27 @@ fn kaplan_report(set: &PointSet, fits: &Fits, reps: &Replicates) -> KaplanReport
 }
 
 fn chinchilla_report(set: &PointSet, fits: &Fits, reps: &Replicates) -> ChinchillaReport {
-    let p: &Parametric = &fits.parametric;
     let r = &reps.approach3;
+    let p = fits.parametric.as_ref().ok();
+    let est = |value: fn(&Parametric) -> f64, rep: fn(&[f64]) -> f64| {
+        p.map(|p| Estimate::from(value(p), r, rep))
+    };
+    ChinchillaReport {
+        e: est(|p| p.e, |x| x[2].exp()),
+        a: est(|p| p.a, |x| x[0].exp()),
+        b: est(|p| p.b, |x| x[1].exp()),
+        alpha: est(|p| p.alpha, |x| x[3]),
+        beta: est(|p| p.beta, |x| x[4]),
+        optimal_n_exponent: est(Parametric::optimal_n_exponent, |x| x[4] / (x[3] + x[4])),
+        optimal_d_exponent: est(Parametric::optimal_d_exponent, |x| x[3] / (x[3] + x[4])),
+        residuals: p.map(|p| parametric_residuals(set, p)),
+        approach1: frontier_report(&fits.approach1, &reps.approach1),
+        approach2: isoflop_report(&fits.approach2, &reps.approach2),
+    }
+}
+
+/// Approach 3's residuals, with N counted with embeddings.
+fn parametric_residuals(set: &PointSet, p: &Parametric) -> Residuals {
     let residuals = set
         .points
         .iter()
@@ -357,18 +390,7 @@ fn chinchilla_report(set: &PointSet, fits: &Fits, reps: &Replicates) -> Chinchil
             }
         })
         .collect();
-    ChinchillaReport {
-        e: Estimate::from(p.e, r, |x| x[2].exp()),
-        a: Estimate::from(p.a, r, |x| x[0].exp()),
-        b: Estimate::from(p.b, r, |x| x[1].exp()),
-        alpha: Estimate::from(p.alpha, r, |x| x[3]),
-        beta: Estimate::from(p.beta, r, |x| x[4]),
-        optimal_n_exponent: Estimate::from(p.optimal_n_exponent(), r, |x| x[4] / (x[3] + x[4])),
-        optimal_d_exponent: Estimate::from(p.optimal_d_exponent(), r, |x| x[3] / (x[3] + x[4])),
-        residuals: Residuals::of(residuals),
-        approach1: frontier_report(&fits.approach1, &reps.approach1),
-        approach2: isoflop_report(&fits.approach2, &reps.approach2),
-    }
+    Residuals::of(residuals)
 }
 
 pub(super) fn assemble(set: &PointSet, fits: &Fits, replicates: Replicates) -> FitReport {
@@ -385,6 +407,7 @@ pub(super) fn assemble(set: &PointSet, fits: &Fits, replicates: Replicates) -> F
         fits.kaplan_frontier.as_ref().err(),
     );
     note("Chinchilla approach 1", fits.approach1.as_ref().err());
+    note("Chinchilla approach 3", fits.parametric.as_ref().err());
     note("Chinchilla approach 2", fits.approach2.as_ref().err());
     FitReport {
         points: set.points.len(),
@@ -453,18 +476,18 @@ impl FitReport {
             Some(&k.joint_optimal_n_exponent),
         );
         let c = &self.chinchilla;
-        row("chinchilla.e", Some(&c.e));
-        row("chinchilla.a", Some(&c.a));
-        row("chinchilla.b", Some(&c.b));
-        row("chinchilla.alpha", Some(&c.alpha));
-        row("chinchilla.beta", Some(&c.beta));
+        row("chinchilla.e", c.e.as_ref());
+        row("chinchilla.a", c.a.as_ref());
+        row("chinchilla.b", c.b.as_ref());
+        row("chinchilla.alpha", c.alpha.as_ref());
+        row("chinchilla.beta", c.beta.as_ref());
         row(
             "chinchilla.optimal_n_exponent (approach 3)",
-            Some(&c.optimal_n_exponent),
+            c.optimal_n_exponent.as_ref(),
         );
         row(
             "chinchilla.optimal_d_exponent (approach 3)",
-            Some(&c.optimal_d_exponent),
+            c.optimal_d_exponent.as_ref(),
         );
         row(
             "chinchilla approach 1: N_opt exponent",
@@ -476,8 +499,11 @@ impl FitReport {
         );
         let _ = writeln!(
             out,
-            "\nresiduals (rms of ln L): Kaplan joint {:.4}, Chinchilla approach 3 {:.4}",
-            k.residuals.rms, c.residuals.rms
+            "\nresiduals (rms of ln L): Kaplan joint {:.4}, Chinchilla approach 3 {}",
+            k.residuals.rms,
+            c.residuals
+                .as_ref()
+                .map_or("skipped".into(), |r| format!("{:.4}", r.rms))
         );
         if let Some(p) = &self.plateau {
             let _ = writeln!(out, "\n{}", p.line());
