@@ -75,6 +75,14 @@ fn prepared(dir: &Path) -> PathBuf {
     out
 }
 
+/// `cram scale plan` of a fit (a sweep folder or a fit.json) for a day on an H100.
+fn plan_24h_h100(fit: &Path) -> (i32, String, String) {
+    let fit = fit.to_str().unwrap();
+    cram(&[
+        "scale", "plan", "--fit", fit, "--budget", "24h", "--device", "h100",
+    ])
+}
+
 const SPEC: &str = r#"
 preset = "tiny"
 data = "data"
@@ -255,16 +263,7 @@ fn sweep_resume_fit_plan_and_report() {
         "every plot inline"
     );
 
-    let (code, stdout, stderr) = cram(&[
-        "scale",
-        "plan",
-        "--fit",
-        out.to_str().unwrap(),
-        "--budget",
-        "24h",
-        "--device",
-        "h100",
-    ]);
+    let (code, stdout, stderr) = plan_24h_h100(&out);
     assert_eq!(code, 0, "{stderr}");
     for needle in [
         "Chinchilla approach 3",
@@ -500,17 +499,7 @@ fn a_fit_without_approach_3_reports_the_rest() {
     assert!(fit["kaplan"]["alpha_d"]["value"].as_f64().unwrap() > 0.0);
     assert!(fit["holdout"]["predictions"][0]["relative_error"].is_number());
 
-    let fit_file = tmp.path().join(FIT_FILE);
-    let (code, stdout, stderr) = cram(&[
-        "scale",
-        "plan",
-        "--fit",
-        fit_file.to_str().unwrap(),
-        "--budget",
-        "24h",
-        "--device",
-        "h100",
-    ]);
+    let (code, stdout, stderr) = plan_24h_h100(&tmp.path().join(FIT_FILE));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("Kaplan joint L(N,D)"), "{stdout}");
     assert!(
