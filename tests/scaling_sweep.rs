@@ -461,6 +461,28 @@ evals_per_run = 4
     let every: Vec<usize> = runs.iter().map(|r| r.config.train.eval_every).collect();
     // ceil(50/4), 200/4, 16/4, and the configured value for a time budget.
     assert_eq!(every, vec![13, 50, 4, 1000]);
+
+    // Shapes that differ only in heads get folders of their own; two budgets
+    // written two ways would share one, which is refused.
+    let spec = |models: &str, budgets: &str| {
+        let text = format!("preset = \"tiny\"\ndata = \"data\"\nbudgets = [{budgets}]\n{models}");
+        std::fs::write(&spec_path, text).unwrap();
+        SweepSpec::load(&spec_path).unwrap()
+    };
+    let two_heads =
+        "[[models]]\nhidden = 32\nlayers = 1\n[[models]]\nhidden = 32\nlayers = 1\nheads = 4\n";
+    let (_, runs) = plan(&spec(two_heads, "\"9 steps\"")).unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["h32-l1-9steps", "h32-l1-4heads-9steps"]);
+    let Err(err) = plan(&spec(two_heads, "\"9 steps\", \"9steps\"")) else {
+        panic!("two runs in one folder were accepted");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("two runs would share the folder runs/h32-l1-4heads-9steps")
+            || err.contains("two runs would share the folder runs/h32-l1-9steps"),
+        "{err}"
+    );
 }
 
 /// The six runs of bench/sweeps/crammed-gpu-2 (H200) that left the masked-LM

@@ -230,6 +230,17 @@ impl SweepSpec {
                 }
             }
         }
+        let mut names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ScalingError::Spec {
+                path: PathBuf::from("(sweep spec)"),
+                reason: format!(
+                    "two runs would share the folder runs/{}: list each shape and budget once",
+                    w[0]
+                ),
+            });
+        }
         Ok(runs)
     }
 
@@ -266,7 +277,16 @@ impl SweepSpec {
         head_dim: usize,
         ffn_ratio: f64,
     ) -> Result<PlannedRun, ScalingError> {
-        let mut name = format!("h{}-l{}-{}", shape.hidden, shape.layers, slug(label));
+        // Heads and FFN width join the name when the spec gives them, so
+        // that shapes differing only there get folders of their own.
+        let mut name = format!("h{}-l{}", shape.hidden, shape.layers);
+        if let Some(h) = shape.heads {
+            name.push_str(&format!("-{h}heads"));
+        }
+        if let Some(f) = shape.ffn {
+            name.push_str(&format!("-ffn{f}"));
+        }
+        name.push_str(&format!("-{}", slug(label)));
         let heads = shape.heads.unwrap_or((shape.hidden / head_dim).max(1));
         // A gated feed-forward needs an even width.
         let ffn = shape
