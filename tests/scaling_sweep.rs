@@ -533,4 +533,11 @@ fn a_fit_without_approach_3_reports_the_rest() {
         stdout.contains("note: no batch size: approach 3 was not fitted"),
         "{stdout}"
     );
+
+    // The report draws what was fitted and says why the contours are missing.
+    let (code, stdout, stderr) = cram(&["report", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("with 5 plots"), "{stdout}");
+    let html = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
+    assert!(html.contains("no contour plot: approach 3 was not fitted"));
 }

@@ -406,8 +406,9 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
             "Compute-optimal size against compute, measured and as each fit predicts.",
             optimum_chart(&set, f),
         ));
-        if let Some(law) = f.chinchilla.parametric() {
-            charts.push(("contours.svg", "Contours of the parametric fit L = E + A/N^α + B/D^β (approach 3), the runs, and its compute-optimal path.", contour_chart(&set, f, law)));
+        match f.chinchilla.parametric() {
+            Some(law) => charts.push(("contours.svg", "Contours of the parametric fit L = E + A/N^α + B/D^β (approach 3), the runs, and its compute-optimal path.", contour_chart(&set, f, law))),
+            None => notes.push("no contour plot: approach 3 was not fitted (fit.json's notes say why)".into()),
         }
         charts.push((
             "residuals.svg",
