@@ -75,6 +75,13 @@ fn prepared(dir: &Path) -> PathBuf {
     out
 }
 
+/// `cram scale fit --points CSV` with more arguments.
+fn fit_table(csv: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["scale", "fit", "--points", csv.to_str().unwrap()];
+    args.extend(extra);
+    cram(&args)
+}
+
 /// `cram scale plan` of a fit (a sweep folder or a fit.json) for a day on an H100.
 fn plan_24h_h100(fit: &Path) -> (i32, String, String) {
     let fit = fit.to_str().unwrap();
@@ -322,14 +329,7 @@ fn cli_fit_of_a_table_and_its_errors() {
     let csv = tmp.path().join("points.csv");
     let text = chinchilla_table(1.69);
     std::fs::write(&csv, &text).unwrap();
-    let (code, stdout, stderr) = cram(&[
-        "scale",
-        "fit",
-        "--points",
-        csv.to_str().unwrap(),
-        "--bootstrap",
-        "0",
-    ]);
+    let (code, stdout, stderr) = fit_table(&csv, &["--bootstrap", "0"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("chinchilla.alpha"), "{stdout}");
     let fit: serde_json::Value =
@@ -341,12 +341,7 @@ fn cli_fit_of_a_table_and_its_errors() {
     // leaves it out, says so, and the law is recovered as before.
     let plateau_run = format!("3e7,1e8,{},7.3\n", 6.0 * 3e7 * 1e8);
     std::fs::write(&csv, format!("{text}{plateau_run}")).unwrap();
-    let fit_with = |extra: &[&str]| {
-        let mut args = vec!["scale", "fit", "--points", csv.to_str().unwrap()];
-        args.extend(["--bootstrap", "0"]);
-        args.extend(extra);
-        cram(&args)
-    };
+    let fit_with = |extra: &[&str]| fit_table(&csv, &[&["--bootstrap", "0"], extra].concat());
     let (code, stdout, stderr) = fit_with(&["--max-loss", "6.5"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -386,15 +381,7 @@ fn cli_fit_of_a_table_and_its_errors() {
     std::fs::create_dir_all(&no_floor).unwrap();
     let zero_csv = no_floor.join("points.csv");
     std::fs::write(&zero_csv, chinchilla_table(0.0)).unwrap();
-    let args = [
-        "scale",
-        "fit",
-        "--points",
-        zero_csv.to_str().unwrap(),
-        "--bootstrap",
-        "0",
-    ];
-    let (code, _, stderr) = cram(&args);
+    let (code, _, stderr) = fit_table(&zero_csv, &["--bootstrap", "0"]);
     assert_eq!(code, 0, "{stderr}");
     let stdout = plan(&no_floor);
     assert!(stdout.contains(degenerate), "{stdout}");
@@ -410,7 +397,7 @@ fn cli_fit_of_a_table_and_its_errors() {
         "n_params,tokens,compute,loss\n1e7,1e9,6e16,3.0\n1e7,1e10,6e17,2.9\n",
     )
     .unwrap();
-    let (code, _, stderr) = cram(&["scale", "fit", "--points", csv.to_str().unwrap()]);
+    let (code, _, stderr) = fit_table(&csv, &[]);
     assert_eq!(code, 1);
     assert!(
         stderr.starts_with("error: ") && stderr.contains("one model size"),
@@ -422,7 +409,7 @@ fn cli_fit_of_a_table_and_its_errors() {
         "n_params,tokens,compute,loss\n1e7,1e9,6e16,NaN\n1e8,1e10,6e18,2.9\n",
     )
     .unwrap();
-    let (code, _, stderr) = cram(&["scale", "fit", "--points", csv.to_str().unwrap()]);
+    let (code, _, stderr) = fit_table(&csv, &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("loss = NaN"), "{stderr}");
 
@@ -504,8 +491,7 @@ fn a_fit_without_approach_3_reports_the_rest() {
          9.4397953e7,5.210112e7,3.0001122e16,4.6098,1.19563777e8,h768-l16-3e16flops\n",
     )
     .unwrap();
-    let csv = csv.to_str().unwrap();
-    let (code, stdout, stderr) = cram(&["scale", "fit", "--points", csv, "--bootstrap", "20"]);
+    let (code, stdout, stderr) = fit_table(&csv, &["--bootstrap", "20"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("note: Chinchilla approach 3 skipped: the best parametric fit has the loss not falling with N"),

@@ -198,13 +198,8 @@ fn run_fit(
     let mut report = fit_all(&set, opts)?;
     if let Some(dir) = &sweep_dir {
         if let Some(data) = crate::scaling::plateau::SweepData::read(dir)? {
-            let kept: Vec<_> = set
-                .points
-                .iter()
-                .filter(|p| p.loss < cut)
-                .cloned()
-                .collect();
-            let note = crate::scaling::plateau::mode_predictors_note(dir, &data, &kept)?;
+            let (kept, _) = crate::scaling::plateau::split_at(&set, cut);
+            let note = crate::scaling::plateau::mode_predictors_note(dir, &data, &kept.points)?;
             report.notes.extend(note);
         }
     }

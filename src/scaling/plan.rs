@@ -283,7 +283,7 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         .map(|r| Parametric::from_params(r).optimum(compute))
         .collect();
     out.push(Allocation {
-        fit: "Chinchilla approach 3 (parametric)".into(),
+        fit: APPROACH3.into(),
         counts: count_name(ParamCount::Total),
         n: ranged(n, p3.iter().map(|r| r.0).collect()),
         tokens: ranged(d, p3.iter().map(|r| r.1).collect()),
@@ -293,6 +293,8 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
     out
 }
 
+/// The row of approach 3, the law the batch size is taken from.
+const APPROACH3: &str = "Chinchilla approach 3 (parametric)";
 /// The shape of `base` whose parameter count (of kind `counts`) is nearest
 /// `target` within 10%, preferring the base's width/depth ratio.
 pub fn choose_shape(base: &Config, target: f64, counts: &str, compute: f64) -> Option<ShapeChoice> {
@@ -454,10 +456,10 @@ pub fn plan(
     // The batch follows approach 3's predicted loss: the one law with an
     // irreducible term, whose loss far beyond the runs stays finite. The
     // others fall towards zero there, and B_crit(L) ∝ L^(−4.8) with them.
-    let loss = fit
-        .chinchilla
-        .parametric()
-        .and_then(|_| allocations.last().and_then(|a| a.loss));
+    let loss = allocations
+        .iter()
+        .find(|a| a.fit == APPROACH3)
+        .and_then(|a| a.loss);
     if loss.is_none() {
         notes.push(
             "no batch size: approach 3 was not fitted, and the laws without an irreducible \
