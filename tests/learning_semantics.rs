@@ -7,7 +7,7 @@
 use cram::backend::cpu::Cpu;
 use cram::backend::{AdamW, Device, OptimOps, IGNORE};
 use cram::config::Config;
-use cram::data::batches::{batch_rng, Objective};
+use cram::data::batches::{MaskKey, Objective};
 use cram::data::SpecialTokens;
 use cram::eval::argmax;
 use cram::model::{Activations, Model};
@@ -67,7 +67,8 @@ fn learns_to_count(preset: &str, lr: f32) {
         let hb = objective.make_batch(
             counting(&mut rng, batch, seq, 64),
             seq,
-            &mut batch_rng(2, step, 0),
+            MaskKey::train(2),
+            step * batch as u64,
         );
         let db = upload_batch(&be, &hb);
         be.zero(&mut grads);
@@ -100,7 +101,8 @@ fn learns_to_count(preset: &str, lr: f32) {
         let hb = objective.make_batch(
             counting(&mut rng, batch, seq, 64),
             seq,
-            &mut batch_rng(3, i, 0),
+            MaskKey::eval(3),
+            i * batch as u64,
         );
         let db = upload_batch(&be, &hb);
         model.forward_logits(&be, &params, &mut acts, &db, false, 0);

@@ -11,7 +11,7 @@
 use cram::backend::cpu::Cpu;
 use cram::backend::Device;
 use cram::config::Config;
-use cram::data::batches::{batch_rng, HostBatch, Objective};
+use cram::data::batches::{HostBatch, MaskKey, Objective};
 use cram::data::SpecialTokens;
 use cram::model::{Activations, Model};
 use cram::train::upload_batch;
@@ -51,7 +51,7 @@ fn batch(cfg: &Config, seed: u64) -> HostBatch {
         })
         .collect();
     let objective = Objective::new(&cfg.objective, SPECIAL, cfg.model.vocab_size);
-    objective.make_batch(tokens, t, &mut batch_rng(seed, 0, 0))
+    objective.make_batch(tokens, t, MaskKey::train(seed), 0)
 }
 
 struct Case {

@@ -1,4 +1,4 @@
-//! `cram data prepare` and `cram data stats`: flags, the call into
+//! `cram data prepare`, `cram data stats` and `cram data stream`: flags, the call into
 //! `crate::data`, and the tables printed at the end.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +26,10 @@ pub enum DataCommand {
     /// Show what a prepared folder holds: every stage and filter that made
     /// it, with the documents it dropped, and its splits.
     Stats(StatsArgs),
+    /// Write the masked sequences a run reads (training order and masks, or
+    /// the validation split with the evaluation's masks) for a trainer
+    /// outside cram, such as the PyTorch reference of bench/quality_ab.py.
+    Stream(StreamArgs),
 }
 
 #[derive(Args, Debug)]
@@ -93,11 +97,73 @@ pub struct StatsArgs {
     pub verify: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// A folder written by `cram data prepare`.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// The folder to write inputs.bin, targets.bin and stream.json into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The preset whose objective, train.seed and data.keep_order decide
+    /// the masks and the order, as in `cram pretrain`.
+    #[arg(long, value_name = "NAME", default_value = "crammed-bert")]
+    pub preset: String,
+    /// Override a config key, as for `cram pretrain`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// `train`: the training stream from its start (epochs wrap);
+    /// `val`: the held-out sequences as `cram eval` masks them.
+    #[arg(long, value_name = "SPLIT", default_value = "train", value_parser = ["train", "val"])]
+    pub split: String,
+    /// How many sequences to write (default: the whole split, once).
+    #[arg(long, value_name = "N")]
+    pub sequences: Option<usize>,
+}
+
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Prepare(args) => run_prepare(&args),
         DataCommand::Stats(args) => run_stats(&args),
+        DataCommand::Stream(args) => run_stream(&args),
     }
+}
+
+fn run_stream(args: &StreamArgs) -> Result<()> {
+    let config = Config::resolve(&args.preset, &args.sets)
+        .with_context(|| format!("cannot resolve preset '{}'", args.preset))?;
+    let store = TokenStore::open(&args.data)
+        .with_context(|| format!("cannot open prepared data {}", args.data.display()))?;
+    let split = if args.split == "val" {
+        Split::Val
+    } else {
+        Split::Train
+    };
+    let objective = crate::data::batches::Objective::for_store(&config.objective, &store)?;
+    let spec = crate::data::StreamSpec {
+        split,
+        sequences: args.sequences.unwrap_or(store.len(split)),
+        seed: config.train.seed,
+        keep_order: config.data.keep_order,
+    };
+    let start = Instant::now();
+    let info = crate::data::write_stream(&store, &objective, spec, &args.out)
+        .with_context(|| format!("cannot write the stream into {}", args.out.display()))?;
+    println!(
+        "{} {} sequences of {} tokens ({} masked each{}) written to {} in {:.1} s",
+        info.sequences,
+        info.split,
+        info.seq_len,
+        info.masks_per_sequence,
+        if info.keep_order {
+            ", stored order"
+        } else {
+            ""
+        },
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn run_prepare(args: &PrepareArgs) -> Result<()> {

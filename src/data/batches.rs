@@ -4,9 +4,11 @@
 //!
 //! Everything here is a pure function of `(seed, position)`: the data order is
 //! a ChaCha permutation per epoch (or the stored order, for data sorted on
-//! purpose) and each micro-batch's masks come from a ChaCha stream keyed by
-//! its step, so a resumed run sees the same batches without storing any RNG
-//! state.
+//! purpose) and each sequence's masks come from a ChaCha stream keyed by its
+//! position in the stream ([`MaskKey`]), so a resumed run sees the same
+//! batches without storing any RNG state, and the masked stream does not
+//! depend on how it is cut into steps and micro-batches: `cram data stream`
+//! writes exactly what training reads, for a reference trainer to read too.
 
 use std::sync::Arc;
 
@@ -93,21 +95,24 @@ impl Objective {
         token == s.pad || token == s.cls || token == s.sep || token == s.mask
     }
 
-    /// Builds a batch from `batch` sequences laid out back to back in `tokens`.
-    pub fn make_batch(&self, tokens: Vec<u32>, seq: usize, rng: &mut ChaCha8Rng) -> HostBatch {
+    /// Builds a batch from `batch` sequences laid out back to back in
+    /// `tokens`; row `b` is masked with `key.rng(first + b)`, `first` being
+    /// the stream position of the first row.
+    pub fn make_batch(&self, tokens: Vec<u32>, seq: usize, key: MaskKey, first: u64) -> HostBatch {
         match self.kind {
-            ObjectiveKind::Mlm => self.mask(tokens, seq, rng),
+            ObjectiveKind::Mlm => self.mask(tokens, seq, key, first),
             ObjectiveKind::Causal => self.shift(tokens, seq),
         }
     }
 
-    fn mask(&self, mut ids: Vec<u32>, seq: usize, rng: &mut ChaCha8Rng) -> HostBatch {
+    fn mask(&self, mut ids: Vec<u32>, seq: usize, key: MaskKey, first: u64) -> HostBatch {
         let batch = ids.len() / seq;
         let k = self.masks_per_sequence(seq);
         let first_ordinary = 5u32.min(self.vocab_size as u32 - 1);
         let mut chosen: Vec<(usize, u32)> = Vec::with_capacity(batch * k);
         let mut candidates = Vec::with_capacity(seq);
         for b in 0..batch {
+            let rng = &mut key.rng(first + b as u64);
             let row = &mut ids[b * seq..(b + 1) * seq];
             candidates.clear();
             let picked: &[usize] = match &self.word_continuations {
@@ -251,11 +256,37 @@ impl Order {
     }
 }
 
-/// The RNG of one micro-batch: step and micro-batch index select the stream.
-pub fn batch_rng(seed: u64, step: u64, micro: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(step.wrapping_mul(1 << 16) ^ micro);
-    rng
+/// Where a sequence's masks come from: one ChaCha stream per (seed, split,
+/// position in the split's stream). Training positions count sequences
+/// consumed since the start of the run (each epoch gets fresh masks);
+/// evaluation positions index the validation split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskKey {
+    seed: u64,
+    base: u64,
+}
+
+impl MaskKey {
+    /// Evaluation streams start here, far from any training position.
+    const EVAL_BASE: u64 = 1 << 62;
+
+    pub fn train(seed: u64) -> MaskKey {
+        MaskKey { seed, base: 0 }
+    }
+
+    pub fn eval(seed: u64) -> MaskKey {
+        MaskKey {
+            seed,
+            base: Self::EVAL_BASE,
+        }
+    }
+
+    /// The RNG of the sequence at `position`.
+    pub fn rng(&self, position: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(self.base.wrapping_add(position));
+        rng
+    }
 }
 
 /// Reads `count` sequences of `split` at the given indices, back to back.
@@ -307,7 +338,7 @@ mod tests {
         let obj = objective(ObjectiveKind::Mlm, true);
         let (batch, seq) = (64, 65);
         let original = sequences(batch, seq);
-        let hb = obj.make_batch(original.clone(), seq, &mut batch_rng(1, 0, 0));
+        let hb = obj.make_batch(original.clone(), seq, MaskKey::train(1), 0);
         let k = obj.masks_per_sequence(seq);
         assert_eq!(k, 16);
         assert_eq!(hb.counted, batch * k);
@@ -341,7 +372,7 @@ mod tests {
     #[test]
     fn eval_masks_every_selected_position() {
         let obj = objective(ObjectiveKind::Mlm, true).for_eval();
-        let hb = obj.make_batch(sequences(8, 33), 33, &mut batch_rng(1, 0, 0));
+        let hb = obj.make_batch(sequences(8, 33), 33, MaskKey::train(1), 0);
         for &row in hb.predict.as_ref().unwrap() {
             assert_eq!(hb.ids[row as usize], 4);
         }
@@ -350,7 +381,7 @@ mod tests {
     #[test]
     fn dense_mlm_targets_every_row() {
         let obj = objective(ObjectiveKind::Mlm, false);
-        let hb = obj.make_batch(sequences(4, 32), 32, &mut batch_rng(1, 0, 0));
+        let hb = obj.make_batch(sequences(4, 32), 32, MaskKey::train(1), 0);
         assert!(hb.predict.is_none());
         assert_eq!(hb.targets.len(), 4 * 32);
         assert_eq!(
@@ -364,7 +395,7 @@ mod tests {
     fn causal_targets_are_next_tokens() {
         let obj = objective(ObjectiveKind::Causal, false);
         let ids = vec![2, 11, 12, 3, 13, 0, 0];
-        let hb = obj.make_batch(ids, 7, &mut batch_rng(0, 0, 0));
+        let hb = obj.make_batch(ids, 7, MaskKey::train(0), 0);
         assert_eq!(hb.targets, vec![11, 12, 3, 13, IGNORE, IGNORE, IGNORE]);
         assert_eq!(hb.counted, 4);
     }
@@ -411,7 +442,7 @@ mod tests {
                 _ => 50 + (i % 50) as u32,
             })
             .collect();
-        let hb = obj.make_batch(rows.clone(), seq, &mut batch_rng(4, 0, 0));
+        let hb = obj.make_batch(rows.clone(), seq, MaskKey::train(4), 0);
         let k = obj.masks_per_sequence(seq);
         assert_eq!(k, 8);
         assert_eq!(hb.counted, batch * k, "the same count as token masking");
@@ -435,12 +466,18 @@ mod tests {
     }
 
     #[test]
-    fn masks_depend_only_on_seed_step_micro() {
+    fn masks_depend_only_on_seed_and_position() {
         let obj = objective(ObjectiveKind::Mlm, true);
-        let a = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 1));
-        let b = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 1));
-        let c = obj.make_batch(sequences(2, 33), 33, &mut batch_rng(5, 7, 2));
+        let a = obj.make_batch(sequences(2, 33), 33, MaskKey::train(5), 7);
+        let b = obj.make_batch(sequences(2, 33), 33, MaskKey::train(5), 7);
+        let c = obj.make_batch(sequences(2, 33), 33, MaskKey::train(5), 9);
+        let e = obj.make_batch(sequences(2, 33), 33, MaskKey::eval(5), 7);
         assert_eq!(a, b);
         assert_ne!(a, c);
+        assert_ne!(a, e);
+        // A row's masks depend on its position, not on the batch it is in.
+        let seq = 33;
+        let one = obj.make_batch(sequences(2, seq)[seq..].to_vec(), seq, MaskKey::train(5), 8);
+        assert_eq!(one.ids, a.ids[seq..]);
     }
 }

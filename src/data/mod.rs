@@ -12,7 +12,8 @@
 //! (unigram order), `shard` (the token file format), `manifest`, `store`
 //! (reading), `output` (work folder and all-or-nothing output), `progress`,
 //! and `prepare`, which runs them in passes. `batches` turns stored
-//! sequences into training batches (masking, causal targets, data order).
+//! sequences into training batches (masking, causal targets, data order);
+//! `stream` writes those masked sequences out for a trainer outside cram.
 
 pub mod batches;
 mod clean;
@@ -34,6 +35,7 @@ mod sort;
 mod split;
 mod spool;
 mod store;
+mod stream;
 mod tokenizer;
 mod whole_word;
 mod words;
@@ -53,6 +55,7 @@ pub use read::{split_documents, TextSplit};
 pub use shard::Dtype;
 pub use split::Split;
 pub use store::TokenStore;
+pub use stream::{write_stream, StreamInfo, StreamSpec};
 pub use tokenizer::{
     load_tokenizer, special_tokens, train_on, vocab_size, word_continuations, SpecialTokens,
     TokenizerKind, SPECIAL_TOKENS,

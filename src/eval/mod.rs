@@ -6,13 +6,10 @@ pub mod glue;
 pub mod infer;
 
 use crate::backend::Backend;
-use crate::data::batches::{batch_rng, read_sequences, Objective};
+use crate::data::batches::{read_sequences, MaskKey, Objective};
 use crate::data::{Split, TokenStore};
 use crate::model::{Activations, Model};
 use crate::train::upload_batch;
-
-/// Stream key of evaluation masks, far from any training step.
-const EVAL_STREAM: u64 = u64::MAX / 2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalResult {
@@ -50,7 +47,8 @@ pub fn evaluate<B: Backend>(
         let hb = objective.make_batch(
             tokens,
             store.seq_len(),
-            &mut batch_rng(seed, EVAL_STREAM, i as u64),
+            MaskKey::eval(seed),
+            (i * mb) as u64,
         );
         let batch = upload_batch(be, &hb);
         model.forward_logits(be, params, acts, &batch, false, 0);

@@ -10,7 +10,7 @@ use super::TrainState;
 use crate::backend::cuda::Cuda;
 use crate::backend::{AdamW, Device};
 use crate::config::Config;
-use crate::data::batches::{HostBatch, Objective};
+use crate::data::batches::{HostBatch, MaskKey, Objective};
 use crate::data::SpecialTokens;
 use crate::dist::{CommError, DataParallel, StepReducer};
 use crate::model::{Activations, GradSync, Model, NoSync};
@@ -30,7 +30,12 @@ pub fn synthetic_batch(cfg: &Config, batch: usize, seq: usize, seed: u64) -> Hos
     let tokens: Vec<u32> = (0..batch * seq)
         .map(|_| rng.random_range(5..vocab))
         .collect();
-    Objective::new(&cfg.objective, SPECIAL, cfg.model.vocab_size).make_batch(tokens, seq, &mut rng)
+    Objective::new(&cfg.objective, SPECIAL, cfg.model.vocab_size).make_batch(
+        tokens,
+        seq,
+        MaskKey::train(seed),
+        0,
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]

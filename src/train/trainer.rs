@@ -8,7 +8,7 @@ use super::metrics::MetricsWriter;
 use super::schedule;
 use crate::backend::{AdamW, Backend};
 use crate::config::{Budget, Config};
-use crate::data::batches::{batch_rng, read_sequences, HostBatch, Objective, Order};
+use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
 use crate::eval::{evaluate, EvalResult};
@@ -350,8 +350,7 @@ pub fn pretrain_group<B: Backend>(
                 .map(|i| order.at(pos + i))
                 .collect();
             let tokens = read_sequences(store, Split::Train, indices.into_iter());
-            let mut rng = batch_rng(t.seed, step, micro as u64);
-            let hb = objective.make_batch(tokens, seq, &mut rng);
+            let hb = objective.make_batch(tokens, seq, MaskKey::train(t.seed), pos);
             let batch = upload_batch(be, &hb);
             // Each micro-batch's mean loss, averaged over the accumulation.
             let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
