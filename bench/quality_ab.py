@@ -6,6 +6,7 @@ with the same masks as `cram pretrain`, and an evaluation that scores any checkp
 
     python3 bench/quality_ab.py train --stream S --out DIR (--budget-s 300 | --steps N) [options]
     python3 bench/quality_ab.py eval --stream V --weights model.safetensors [--weights ...]
+    python3 bench/quality_ab.py compare A/metrics.jsonl B/metrics.jsonl [--by step|elapsed]
 
 `train` writes DIR/metrics.jsonl (one line per optimizer step: step, elapsed, lr,
 batch_size, loss, grad_norm, tokens) and DIR/model.safetensors under cram's tensor
@@ -234,10 +235,29 @@ def evaluate(a):
               flush=True)
 
 
+def compare(a):
+    """Two metrics.jsonl files (cram's or this script's) side by side, at matching steps
+    or matching seconds: where do the curves part?"""
+    runs = [[r for r in map(json.loads, open(f)) if r.get("event", "train") == "train"] for f in a.metrics]
+    key = a.by
+    last = min(run[-1][key] for run in runs)
+    marks = sorted({round(last * i / a.rows, 1 if key == "elapsed" else 0) for i in range(1, a.rows + 1)})
+    print(f"{key:>8}  " + "  ".join(f"{'step':>5} {'batch':>5} {'loss':>6} {'lr':>8} {'|g|':>6}" for _ in runs))
+    for m in marks:
+        cells = []
+        for run in runs:
+            r = min(run, key=lambda r: abs(r[key] - m))
+            cells.append(f"{r['step']:>5} {r['batch_size']:>5} {r['loss']:>6.3f} {r['lr']:>8.2e} {r['grad_norm']:>6.2f}")
+        print(f"{m:>8}  " + "  ".join(cells))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["train", "eval"])
-    p.add_argument("--stream", required=True, help="a folder written by `cram data stream`")
+    p.add_argument("mode", choices=["train", "eval", "compare"])
+    p.add_argument("metrics", nargs="*", help="compare: metrics.jsonl files")
+    p.add_argument("--by", choices=["step", "elapsed"], default="elapsed", help="compare: align on this")
+    p.add_argument("--rows", type=int, default=15, help="compare: rows to print")
+    p.add_argument("--stream", help="a folder written by `cram data stream`")
     p.add_argument("--out", help="train: the folder for metrics.jsonl and model.safetensors")
     p.add_argument("--weights", action="append", default=[], help="eval: a model.safetensors (repeatable)")
     p.add_argument("--init", help="train: start from these weights (a cram checkpoint's model.safetensors)")
@@ -264,6 +284,12 @@ def main():
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     a = p.parse_args()
+    if a.mode == "compare":
+        if len(a.metrics) < 2:
+            sys.exit("compare needs two or more metrics.jsonl files")
+        return compare(a)
+    if not a.stream:
+        sys.exit(f"{a.mode} needs --stream")
     if a.device == "cpu":
         a.compile = False
         a.bf16 = False

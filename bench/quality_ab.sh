@@ -10,8 +10,8 @@
 #   bench/quality_ab.sh cram SECONDS   `cram pretrain --preset crammed-bert` on the clock
 #   bench/quality_ab.sh torch SECONDS  the reference on the clock (compilation outside it)
 #
-# Run from the repository root on the GPU machine with carry/ holding cram.zst (the
-# stripped release binary, zstd) and the corpus (*.jsonl.zst or *.txt; default
+# Run from the repository root on the GPU machine with carry/ holding cram.gz (the
+# stripped release binary, gzip: the GPU machine has no zstd) and the corpus (*.jsonl.zst or *.txt; default
 # ../shared/data/english). The data is prepared once per machine into /tmp/ab-data; the
 # streams are a function of data and seed, so `cram` and `torch` may run in separate
 # device commands (each fits in the 10-minute limit; both together do not) and still
@@ -31,7 +31,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 
 cram=/tmp/cram
-[ -x $cram ] || zstd -q -d "$carry/cram.zst" -o $cram && chmod +x $cram
+[ -x $cram ] || { gzip -dc "$carry/cram.gz" >$cram && chmod +x $cram; }
 if [ ! -f $data/manifest.json ]; then
     mkdir -p /tmp/ab-raw
     cp "$carry"/*.jsonl.zst /tmp/ab-raw/
