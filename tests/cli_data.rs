@@ -1,6 +1,6 @@
-//! `cram data prepare` and `cram data stats` through the binary: weighted
-//! inputs of different formats, the table of every stage's effect, and the
-//! per-pass throughput.
+//! `cram data prepare`, `cram data stats` and `cram data stream` through the
+//! binary: weighted inputs of different formats, the table of every stage's
+//! effect, the per-pass throughput, and the masked stream a run reads.
 
 mod common;
 
@@ -115,4 +115,140 @@ fn prepare_with_weighted_inputs_then_stats_shows_every_stage() {
         .unwrap();
     let cells: Vec<&str> = exact.split_whitespace().collect();
     assert_eq!(cells[1..4], ["301", "300", "1"], "{exact}");
+}
+
+fn read_u16(path: &Path) -> Vec<u16> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// The stream holds every train sequence once per epoch in a fresh order,
+/// exactly k masked non-special positions per row with the original token as
+/// target, fresh masks every epoch; the validation stream masks every target.
+#[test]
+fn stream_writes_the_masked_sequences_of_each_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, documents(b"abcdefghij", 120, 3).join("\n\n")).unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, stderr) = cram(&[
+        "data",
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        d,
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "300",
+        "--set",
+        "data.compression_filter=false",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let shard = read_u16(&data.join("train-00000.bin"));
+    let seq = 32;
+    let train: Vec<&[u16]> = shard.chunks_exact(seq).collect();
+    let n = train.len();
+    assert!(n > 50, "{n} train sequences");
+
+    let stream = tmp.path().join("stream");
+    let count = (2 * n + 7).to_string();
+    let (code, stdout, stderr) = cram(&[
+        "data",
+        "stream",
+        "--data",
+        d,
+        "--out",
+        stream.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--set",
+        "data.keep_order=false",
+        "--sequences",
+        &count,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{count} train sequences of 32 tokens (8 masked each)"
+        )),
+        "{stdout}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stream.join("stream.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["mask_all"], false);
+    let inputs = read_u16(&stream.join("inputs.bin"));
+    let targets = read_u16(&stream.join("targets.bin"));
+    assert_eq!(inputs.len(), (2 * n + 7) * seq);
+    let mut originals = Vec::new();
+    for (row_in, row_tg) in inputs.chunks_exact(seq).zip(targets.chunks_exact(seq)) {
+        let masked = row_tg.iter().filter(|&&t| t != 0).count();
+        assert_eq!(masked, 8, "exactly k positions per sequence");
+        let original: Vec<u16> = row_in
+            .iter()
+            .zip(row_tg)
+            .map(|(&i, &t)| if t != 0 { t } else { i })
+            .collect();
+        assert!(
+            row_tg.iter().all(|&t| t == 0 || t > 4),
+            "special tokens are never targets"
+        );
+        originals.push(original);
+    }
+    let sorted = |epoch: usize| {
+        let mut rows: Vec<Vec<u16>> = originals[epoch * n..(epoch + 1) * n].to_vec();
+        rows.sort();
+        rows
+    };
+    let mut all: Vec<Vec<u16>> = train.iter().map(|r| r.to_vec()).collect();
+    all.sort();
+    assert_eq!(sorted(0), all, "epoch 0 visits every train sequence once");
+    assert_eq!(sorted(1), all, "epoch 1 visits every train sequence once");
+    assert_ne!(
+        originals[..n],
+        originals[n..2 * n],
+        "each epoch in a fresh order"
+    );
+    let same = originals[n..2 * n]
+        .iter()
+        .position(|r| *r == originals[0])
+        .unwrap()
+        + n;
+    assert_ne!(
+        targets[same * seq..(same + 1) * seq],
+        targets[..seq],
+        "a sequence read again gets fresh masks"
+    );
+
+    let val = tmp.path().join("val");
+    let (code, _, stderr) = cram(&[
+        "data",
+        "stream",
+        "--data",
+        d,
+        "--out",
+        val.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--split",
+        "val",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (inputs, targets) = (
+        read_u16(&val.join("inputs.bin")),
+        read_u16(&val.join("targets.bin")),
+    );
+    assert_eq!(inputs.len(), read_u16(&data.join("val-00000.bin")).len());
+    for (&i, &t) in inputs.iter().zip(&targets) {
+        if t != 0 {
+            assert_eq!(i, 4, "evaluation masks every selected position with [MASK]");
+        }
+    }
 }
