@@ -138,9 +138,66 @@ fn tiny_model_learns_synthetic_classification_and_regression_tasks() {
     );
     let md = std::fs::read_to_string(run.join("glue.md")).unwrap();
     assert!(md.contains("| MNLI-m/mm | SST-2 |"), "{md}");
+    assert_eq!(
+        report["protocol"],
+        "cramming-paper with --epochs 3, --lr 1e-3"
+    );
+    assert!(
+        md.contains("# GLUE dev scores, protocol cramming-paper with --epochs 3, --lr 1e-3:"),
+        "{md}"
+    );
     assert!(md.contains("covers 2 of 8 tasks (SST-2, STS-B)"), "{md}");
     assert!(md.contains("missing: no"), "{md}");
     assert!(stdout.contains("GLUE avg"), "{stdout}");
+}
+
+/// The short protocol: its recipe in glue.json, its name in the table, one
+/// epoch for the large SST-2 and three for STS-B.
+#[test]
+fn short_protocol_is_named_and_gives_large_tasks_one_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, glue) = setup(tmp.path());
+    let (code, _, stderr) = cram(&[
+        "glue",
+        "--run",
+        run.to_str().unwrap(),
+        "--glue-dir",
+        glue.to_str().unwrap(),
+        "--protocol",
+        "cramming-short",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("glue.json")).unwrap()).unwrap();
+    assert_eq!(report["protocol"], "cramming-short");
+    let recipe = &report["recipe"];
+    assert_eq!(recipe["epochs"], 3);
+    assert_eq!(recipe["large_task_epochs"], 1);
+    assert_eq!(recipe["batch_size"], 32);
+    assert_eq!(recipe["lr"], 1e-4);
+    assert_eq!(recipe["schedule"], "linear");
+    let md = std::fs::read_to_string(run.join("glue.md")).unwrap();
+    assert!(md.contains("protocol cramming-short:"), "{md}");
+    assert!(
+        md.contains("3 epochs (1 for SST-2, QNLI, MNLI, QQP), batch 32"),
+        "{md}"
+    );
+    let tasks = report["tasks"].as_array().unwrap();
+    assert_eq!(
+        (&tasks[0]["task"], &tasks[0]["epochs"]),
+        (&"sst2".into(), &1.into())
+    );
+    assert_eq!(
+        (&tasks[1]["task"], &tasks[1]["epochs"]),
+        (&"stsb".into(), &3.into())
+    );
+    let sst2_steps = tasks[0]["steps"].as_u64().unwrap();
+    assert_eq!(
+        sst2_steps,
+        640u64.div_ceil(32),
+        "one epoch of 640 examples in batches of 32"
+    );
 }
 
 fn assert_error_and_nothing_written(run: &Path, glue: &Path, tasks: &str, needles: &[&str]) {

@@ -5,7 +5,7 @@
 use crate::backend::{select_device, DeviceChoice};
 use crate::config::ScheduleKind;
 use crate::data::{load_tokenizer, special_tokens};
-use crate::eval::glue::{plan, run_glue, GlueOptions, Recipe, Task};
+use crate::eval::glue::{plan, run_glue, GlueOptions, Protocol, Recipe, Task};
 use crate::on_device;
 use crate::train::{load_run, RUN_TOKENIZER};
 use anyhow::{bail, Context};
@@ -39,26 +39,31 @@ pub struct GlueArgs {
     /// Checkpoint step (default: the newest).
     #[arg(long)]
     step: Option<u64>,
-    #[arg(long, default_value_t = Recipe::default().epochs)]
-    epochs: usize,
-    #[arg(long, default_value_t = Recipe::default().batch_size)]
-    batch_size: usize,
+    /// The named protocol whose recipe the flags below start from; the table
+    /// names it (and any flag that changed it).
+    #[arg(long, value_enum, default_value = "cramming-paper")]
+    protocol: Protocol,
+    /// Epochs of every task (the large tasks' own count of the protocol too).
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Peak learning rate.
-    #[arg(long, default_value_t = Recipe::default().lr)]
-    lr: f64,
+    #[arg(long)]
+    lr: Option<f64>,
     /// Fraction of the steps spent warming up.
-    #[arg(long, default_value_t = Recipe::default().warmup)]
-    warmup: f64,
-    #[arg(long, value_enum, default_value = "cosine")]
-    decay: Decay,
-    #[arg(long, default_value_t = Recipe::default().weight_decay)]
-    weight_decay: f32,
+    #[arg(long)]
+    warmup: Option<f64>,
+    #[arg(long, value_enum)]
+    decay: Option<Decay>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Clip the global gradient norm to this value (0: off).
-    #[arg(long, default_value_t = Recipe::default().max_norm)]
-    max_norm: f32,
+    #[arg(long)]
+    max_norm: Option<f32>,
     /// Dropout in the backbone and the head while fine-tuning.
-    #[arg(long, default_value_t = Recipe::default().dropout)]
-    dropout: f32,
+    #[arg(long)]
+    dropout: Option<f32>,
     /// Train on a fixed sample of at most N examples of each task (for MNLI and QQP); reported in the table.
     #[arg(long, value_name = "N")]
     max_train_examples: Option<usize>,
@@ -68,6 +73,56 @@ pub struct GlueArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+/// The protocol's recipe with the flags applied, and the protocol's name with
+/// the flags that changed it ("cramming-short with --lr 5e-5").
+fn recipe_of(args: &GlueArgs) -> (Recipe, String) {
+    let mut r = args.protocol.recipe();
+    let mut changed = Vec::new();
+    let mut note = |flag: &str, value: String| changed.push(format!("{flag} {value}"));
+    if let Some(e) = args.epochs {
+        (r.epochs, r.large_task_epochs) = (e, None);
+        note("--epochs", e.to_string());
+    }
+    if let Some(b) = args.batch_size {
+        r.batch_size = b;
+        note("--batch-size", b.to_string());
+    }
+    if let Some(lr) = args.lr {
+        r.lr = lr;
+        note("--lr", format!("{lr:e}"));
+    }
+    if let Some(w) = args.warmup {
+        r.warmup = w;
+        note("--warmup", w.to_string());
+    }
+    if let Some(d) = args.decay {
+        r.schedule = match d {
+            Decay::Cosine => ScheduleKind::Cosine,
+            Decay::Linear => ScheduleKind::Linear,
+        };
+        note("--decay", format!("{d:?}").to_lowercase());
+    }
+    if let Some(wd) = args.weight_decay {
+        r.weight_decay = wd;
+        note("--weight-decay", wd.to_string());
+    }
+    if let Some(m) = args.max_norm {
+        r.max_norm = m;
+        note("--max-norm", m.to_string());
+    }
+    if let Some(d) = args.dropout {
+        r.dropout = d;
+        note("--dropout", d.to_string());
+    }
+    let name = args.protocol.name();
+    let label = if changed.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} with {}", changed.join(", "))
+    };
+    (r, label)
 }
 
 pub fn run(args: GlueArgs) -> anyhow::Result<()> {
@@ -100,21 +155,10 @@ pub fn run(args: GlueArgs) -> anyhow::Result<()> {
     }
     let tokenizer = load_tokenizer(&tok_path)?;
     let special = special_tokens(&tokenizer, Some(&tok_path))?;
+    let (recipe, protocol) = recipe_of(&args);
     let opts = GlueOptions {
-        recipe: Recipe {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            lr: args.lr,
-            warmup: args.warmup,
-            schedule: match args.decay {
-                Decay::Cosine => ScheduleKind::Cosine,
-                Decay::Linear => ScheduleKind::Linear,
-            },
-            weight_decay: args.weight_decay,
-            max_norm: args.max_norm,
-            dropout: args.dropout,
-            ..Recipe::default()
-        },
+        protocol,
+        recipe,
         seeds: args.seeds,
         max_train_examples: args.max_train_examples,
         max_len: args.max_len,

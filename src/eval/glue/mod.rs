@@ -15,8 +15,8 @@ pub mod metrics;
 pub mod report;
 pub mod tasks;
 
-pub use finetune::Recipe;
-pub use report::{GlueReport, MissingTask, ScoreResult, TaskResult};
+pub use finetune::{Protocol, Recipe};
+pub use report::{GlueReport, MissingTask, ScoreResult, TaskResult, Training};
 pub use tasks::{Task, TaskData};
 
 use crate::backend::Backend;
@@ -134,6 +134,8 @@ pub fn plan(glue_dir: &Path, requested: Option<&[Task]>) -> Result<Plan, GlueErr
 /// How to run GLUE beyond the recipe.
 #[derive(Debug, Clone)]
 pub struct GlueOptions {
+    /// The protocol's name as the table prints it (with any flag that changed it).
+    pub protocol: String,
     pub recipe: Recipe,
     /// Seeds 0..seeds per task; the median score is reported.
     pub seeds: usize,
@@ -147,6 +149,7 @@ pub struct GlueOptions {
 impl Default for GlueOptions {
     fn default() -> Self {
         GlueOptions {
+            protocol: Protocol::CrammingPaper.name().to_string(),
             recipe: Recipe::default(),
             seeds: 1,
             max_train_examples: None,
@@ -173,7 +176,7 @@ fn check_options(opts: &GlueOptions) -> Result<(), GlueError> {
     let r = &opts.recipe;
     let problem = if opts.seeds == 0 {
         Some("--seeds must be at least 1")
-    } else if r.epochs == 0 {
+    } else if r.epochs == 0 || r.large_task_epochs == Some(0) {
         Some("--epochs must be at least 1")
     } else if r.batch_size == 0 {
         Some("--batch-size must be at least 1")
@@ -266,6 +269,11 @@ fn run_task<B: Backend>(
             Ok((split.name, encoded))
         })
         .collect::<Result<Vec<_>, GlueError>>()?;
+    let recipe = s.recipe.for_task(task);
+    let s = &finetune::Setup {
+        recipe: &recipe,
+        ..*s
+    };
     let steps = finetune::total_steps(&train, s.recipe, s.max_len);
     let bar = progress_bar(opts.progress, task, steps * opts.seeds as u64);
     let mut scores: Vec<ScoreResult> = dev
@@ -296,7 +304,11 @@ fn run_task<B: Backend>(
             .map(|(name, d)| (name.to_string(), d.len()))
             .collect(),
         scores,
-        &losses,
-        clock.elapsed().as_secs_f64(),
+        Training {
+            epochs: s.recipe.epochs,
+            steps,
+            losses,
+            seconds: clock.elapsed().as_secs_f64(),
+        },
     ))
 }

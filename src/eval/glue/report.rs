@@ -51,11 +51,23 @@ pub struct TaskResult {
     /// Examples per evaluation split.
     pub dev_examples: Vec<(String, usize)>,
     pub scores: Vec<ScoreResult>,
+    /// Epochs and optimizer steps of one seed's fine-tuning.
+    pub epochs: usize,
+    pub steps: u64,
     /// Median over the seeds of the mean training loss of the last epoch.
     pub train_loss: f64,
     pub seconds: f64,
     #[serde(skip)]
     kind: Task,
+}
+
+/// How a task was fine-tuned: per seed, its epochs and steps; over the
+/// seeds, each one's last-epoch loss and the time they took together.
+pub struct Training {
+    pub epochs: usize,
+    pub steps: u64,
+    pub losses: Vec<f64>,
+    pub seconds: f64,
 }
 
 impl TaskResult {
@@ -65,8 +77,7 @@ impl TaskResult {
         train_available: usize,
         dev_examples: Vec<(String, usize)>,
         mut scores: Vec<ScoreResult>,
-        losses: &[f64],
-        seconds: f64,
+        training: Training,
     ) -> Self {
         for s in &mut scores {
             s.median = median(&s.per_seed);
@@ -78,8 +89,10 @@ impl TaskResult {
             train_available,
             dev_examples,
             scores,
-            train_loss: median(losses),
-            seconds,
+            epochs: training.epochs,
+            steps: training.steps,
+            train_loss: median(&training.losses),
+            seconds: training.seconds,
             kind: task,
         }
     }
@@ -148,6 +161,8 @@ impl From<Average> for AverageReport {
 pub struct GlueReport {
     pub checkpoint: PathBuf,
     pub device: String,
+    /// The named protocol (`cram glue --protocol`), with any flag that changed it.
+    pub protocol: String,
     pub recipe: Recipe,
     pub seeds: usize,
     pub max_len: usize,
@@ -199,6 +214,7 @@ impl GlueReport {
         GlueReport {
             checkpoint: run.checkpoint.clone(),
             device,
+            protocol: opts.protocol.clone(),
             recipe: opts.recipe.clone(),
             seeds: opts.seeds,
             max_len,
@@ -212,7 +228,12 @@ impl GlueReport {
     /// The report as Markdown: the paper-style table, then details.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "# GLUE dev scores: {}\n", self.checkpoint.display());
+        let _ = writeln!(
+            md,
+            "# GLUE dev scores, protocol {}: {}\n",
+            self.protocol,
+            self.checkpoint.display()
+        );
         let head: Vec<&str> = COLUMNS[..8]
             .iter()
             .map(|&t| column_title(t))
@@ -311,8 +332,10 @@ impl GlueReport {
     fn settings(&self) -> String {
         let r = &self.recipe;
         let mut s = format!(
-            "Settings: {} epochs, batch {}, AdamW lr {:e} ({} decay after {}% warm-up, β = ({}, {}), ε = {:e}, weight decay {}), gradient clip {}, dropout {}, max length {}, seeds 0..{} (median reported), device {}.",
+            "Settings: {} epochs{}, batch {}, AdamW lr {:e} ({} decay after {}% warm-up, β = ({}, {}), ε = {:e}, weight decay {}), gradient clip {}, dropout {}, max length {}, seeds 0..{} (median reported), device {}.",
             r.epochs,
+            r.large_task_epochs
+                .map_or(String::new(), |e| format!(" ({e} for SST-2, QNLI, MNLI, QQP)")),
             r.batch_size,
             r.lr,
             format!("{:?}", r.schedule).to_lowercase(),

@@ -156,6 +156,12 @@ impl Task {
         Task::Wnli,
     ];
 
+    /// The tasks with 60 k to 400 k training examples, which short protocols
+    /// fine-tune for fewer epochs.
+    pub fn is_large(self) -> bool {
+        matches!(self, Task::Sst2 | Task::Qnli | Task::Mnli | Task::Qqp)
+    }
+
     /// The name `--tasks` takes.
     pub fn key(self) -> &'static str {
         match self {
