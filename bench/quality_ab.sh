@@ -19,7 +19,11 @@
 # $CRAM_SETS adds --set flags to cram's run and to the stream (data.keep_order=false is
 # the default here, see bench/RESULTS.md); $TORCH_ARGS adds flags to quality_ab.py train;
 # $MODEL_ARGS gives quality_ab.py the model's shape when CRAM_SETS changes it.
-# Outputs (metrics per step, evaluations, summaries) go to $OUT (or /tmp/ab-out).
+# With $GLUE_DIR (a folder in the glue_data layout, e.g. carry/glue), `cram` and `torch`
+# then fine-tune their checkpoint with `cram glue --protocol cramming-short` on CoLA,
+# SST-2, MRPC, STS-B and RTE ($GLUE_ARGS adds flags): the reference's weights go into a
+# cram run folder (same tensor names; its LayerNorm eps, 1e-5, written into config.toml).
+# Outputs (metrics per step, evaluations, summaries, GLUE tables) go to $OUT (or /tmp/ab-out).
 set -euo pipefail
 mode=${1:?usage: bench/quality_ab.sh steps N | cram SECONDS | torch SECONDS}
 amount=${2:?usage: bench/quality_ab.sh steps N | cram SECONDS | torch SECONDS}
@@ -40,9 +44,14 @@ fi
 sets=(--set data.keep_order=false)
 for s in ${CRAM_SETS:-}; do sets+=(--set "$s"); done
 [ -f /tmp/ab-val/stream.json ] || $cram data stream --data $data --out /tmp/ab-val --split val "${sets[@]}"
+glue() {
+    [ -n "${GLUE_DIR:-}" ] || return 0
+    $cram glue --run "$1" --glue-dir "$GLUE_DIR" --protocol cramming-short --tasks cola,sst2,mrpc,stsb,rte \
+        --quiet ${GLUE_ARGS:-} | tee "$out/glue-$2.md"
+}
 evaluate() { python3 bench/quality_ab.py eval --stream /tmp/ab-val --norm-eps "$1" --weights "$2" ${MODEL_ARGS:-} | tee -a "$out/eval.jsonl"; }
 
-rm -rf /tmp/ab-init /tmp/ab-cram /tmp/ab-torch /tmp/ab-cram-time /tmp/ab-torch-time
+rm -rf /tmp/ab-init /tmp/ab-cram /tmp/ab-torch /tmp/ab-cram-time /tmp/ab-torch-time /tmp/ab-torch-run
 case $mode in
 steps)
     fixed=("${sets[@]}" --set train.micro_batch=$batch --set train.batch_size=$batch --set train.batch_ramp=0
@@ -65,6 +74,7 @@ cram)
         | tail -4
     cp /tmp/ab-cram-time/metrics.jsonl "$out/cram-time.jsonl"
     evaluate 1e-12 "$(ls -d /tmp/ab-cram-time/checkpoints/step-* | sort -t- -k2 -n | tail -1)/model.safetensors"
+    glue /tmp/ab-cram-time cram
     ;;
 torch)
     # The reference makes about 4,000 sequences a second on an H100: room for 5,000.
@@ -72,6 +82,14 @@ torch)
     python3 bench/quality_ab.py train --stream /tmp/ab-long --out /tmp/ab-torch-time --budget-s "$amount" ${MODEL_ARGS:-} ${TORCH_ARGS:-}
     cp /tmp/ab-torch-time/metrics.jsonl "$out/torch-time.jsonl"
     evaluate 1e-5 /tmp/ab-torch-time/model.safetensors
+    if [ -n "${GLUE_DIR:-}" ]; then
+        # A cram run folder (config, tokenizer) whose one checkpoint holds the reference's weights.
+        rm -rf /tmp/ab-torch-run
+        $cram pretrain --preset crammed-bert --data $data --out /tmp/ab-torch-run --budget "1 steps" "${sets[@]}" \
+            --set model.norm_eps=1e-5 >/dev/null
+        cp /tmp/ab-torch-time/model.safetensors /tmp/ab-torch-run/checkpoints/step-1/model.safetensors
+        glue /tmp/ab-torch-run torch
+    fi
     ;;
 *)
     echo "unknown mode $mode: steps, cram or torch" >&2

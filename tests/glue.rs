@@ -87,26 +87,29 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     (run, glue)
 }
 
-#[test]
-fn tiny_model_learns_synthetic_classification_and_regression_tasks() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (run, glue) = setup(tmp.path());
-    // Untrained weights need a larger step than the 4e-5 of the recipe.
-    let (code, stdout, stderr) = cram(&[
+/// `cram glue --quiet` with `extra` flags, which must succeed: its glue.json and stdout.
+fn glue_report(run: &Path, glue: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+    let mut args = vec![
         "glue",
         "--run",
         run.to_str().unwrap(),
         "--glue-dir",
         glue.to_str().unwrap(),
-        "--lr",
-        "1e-3",
-        "--epochs",
-        "3",
         "--quiet",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = cram(&args);
     assert_eq!(code, 0, "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("glue.json")).unwrap()).unwrap();
+    let json = std::fs::read_to_string(run.join("glue.json")).unwrap();
+    (serde_json::from_str(&json).unwrap(), stdout)
+}
+
+#[test]
+fn tiny_model_learns_synthetic_classification_and_regression_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, glue) = setup(tmp.path());
+    // Untrained weights need a larger step than the 4e-5 of the recipe.
+    let (report, stdout) = glue_report(&run, &glue, &["--lr", "1e-3", "--epochs", "3"]);
     let task = &report["tasks"][0];
     assert_eq!(task["task"], "sst2");
     let accuracy = task["scores"][0]["median"].as_f64().unwrap();
@@ -157,19 +160,7 @@ fn tiny_model_learns_synthetic_classification_and_regression_tasks() {
 fn short_protocol_is_named_and_gives_large_tasks_one_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let (run, glue) = setup(tmp.path());
-    let (code, _, stderr) = cram(&[
-        "glue",
-        "--run",
-        run.to_str().unwrap(),
-        "--glue-dir",
-        glue.to_str().unwrap(),
-        "--protocol",
-        "cramming-short",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("glue.json")).unwrap()).unwrap();
+    let (report, _) = glue_report(&run, &glue, &["--protocol", "cramming-short"]);
     assert_eq!(report["protocol"], "cramming-short");
     let recipe = &report["recipe"];
     assert_eq!(recipe["epochs"], 3);

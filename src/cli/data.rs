@@ -109,9 +109,8 @@ pub struct StreamArgs {
     /// the masks and the order, as in `cram pretrain`.
     #[arg(long, value_name = "NAME", default_value = "crammed-bert")]
     pub preset: String,
-    /// Override a config key, as for `cram pretrain`. Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub set: super::SetArgs,
     /// `train`: the training stream from its start (epochs wrap);
     /// `val`: the held-out sequences as `cram eval` masks them.
     #[arg(long, value_name = "SPLIT", default_value = "train", value_parser = ["train", "val"])]
@@ -130,7 +129,7 @@ pub fn run(args: DataArgs) -> Result<()> {
 }
 
 fn run_stream(args: &StreamArgs) -> Result<()> {
-    let config = Config::resolve(&args.preset, &args.sets)
+    let config = Config::resolve(&args.preset, &args.set.sets)
         .with_context(|| format!("cannot resolve preset '{}'", args.preset))?;
     let store = TokenStore::open(&args.data)
         .with_context(|| format!("cannot open prepared data {}", args.data.display()))?;
