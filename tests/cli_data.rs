@@ -125,23 +125,18 @@ fn read_u16(path: &Path) -> Vec<u16> {
         .collect()
 }
 
-/// The stream holds every train sequence once per epoch in a fresh order,
-/// exactly k masked non-special positions per row with the original token as
-/// target, fresh masks every epoch; the validation stream masks every target.
-#[test]
-fn stream_writes_the_masked_sequences_of_each_epoch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let text = tmp.path().join("text.txt");
+/// 120 generated documents prepared for `tiny` (vocabulary 300) in `dir/data`.
+fn prepared_tiny(dir: &Path) -> std::path::PathBuf {
+    let text = dir.join("text.txt");
     std::fs::write(&text, documents(b"abcdefghij", 120, 3).join("\n\n")).unwrap();
-    let data = tmp.path().join("data");
-    let d = data.to_str().unwrap();
+    let data = dir.join("data");
     let (code, _, stderr) = cram(&[
         "data",
         "prepare",
         "--input",
         text.to_str().unwrap(),
         "--out",
-        d,
+        data.to_str().unwrap(),
         "--preset",
         "tiny",
         "--vocab-size",
@@ -151,6 +146,79 @@ fn stream_writes_the_masked_sequences_of_each_epoch() {
         "--quiet",
     ]);
     assert_eq!(code, 0, "{stderr}");
+    data
+}
+
+/// Piped output (as under nohup, tee or SLURM) gets plain progress lines on
+/// stdout: the first logged step, the evaluations and the last step; --quiet
+/// silences them.
+#[test]
+fn pretrain_prints_progress_lines_when_piped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = |name: &str, quiet: bool| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "pretrain",
+            "--preset",
+            "tiny",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--budget",
+            "30 steps",
+            "--set",
+            "train.eval_every=20",
+        ];
+        if quiet {
+            args.push("--quiet");
+        }
+        let (code, stdout, stderr) = cram(&args);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let stdout = run("piped", false);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("tok/s left"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the first logged step and the last:\n{stdout}"
+    );
+    assert!(
+        lines[0].trim_start().starts_with("33.3% step 10 loss "),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].trim_start().starts_with("100.0% step 30 loss "),
+        "{stdout}"
+    );
+    for needle in [
+        " lr ",
+        " bs 16 ",
+        "step     20  held-out loss",
+        "step     30  held-out loss",
+    ] {
+        assert!(stdout.contains(needle), "no '{needle}' in:\n{stdout}");
+    }
+    let quiet = run("quiet", true);
+    assert!(
+        !quiet.contains("tok/s left") && !quiet.contains("  held-out loss"),
+        "{quiet}"
+    );
+}
+
+/// The stream holds every train sequence once per epoch in a fresh order,
+/// exactly k masked non-special positions per row with the original token as
+/// target, fresh masks every epoch; the validation stream masks every target.
+#[test]
+fn stream_writes_the_masked_sequences_of_each_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let d = data.to_str().unwrap();
     let shard = read_u16(&data.join("train-00000.bin"));
     let seq = 32;
     let train: Vec<&[u16]> = shard.chunks_exact(seq).collect();

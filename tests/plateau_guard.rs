@@ -10,7 +10,7 @@ use cram::backend::cpu::Cpu;
 use cram::config::Config;
 use cram::data::{prepare, InputSpec, PrepareOptions, TokenStore};
 use cram::eval::unigram_accuracy;
-use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, Progress, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// Steps of 16 sequences of 32 tokens: about 22 epochs of the slice below.
@@ -73,7 +73,7 @@ fn tiny_preset_leaves_the_unigram_plateau_on_a_corpus_read_many_times() {
         out: out.clone(),
         resume: false,
         stop_after_steps: None,
-        progress: false,
+        progress: Progress::Off,
         measure_noise_scale: false,
     };
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();

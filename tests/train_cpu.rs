@@ -12,7 +12,7 @@ use cram::data::batches::Objective;
 use cram::data::TokenStore;
 use cram::eval::{evaluate, unigram_cross_entropy};
 use cram::model::{Activations, Model};
-use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, Progress, RunOptions};
 use std::path::Path;
 
 fn config(store: &TokenStore, sets: &[&str]) -> Config {
@@ -33,7 +33,7 @@ fn run(
         out: out.to_path_buf(),
         resume,
         stop_after_steps: stop,
-        progress: false,
+        progress: Progress::Off,
         measure_noise_scale: false,
     };
     pretrain(&Cpu::new(), cfg, store, &opts).unwrap()

@@ -10,7 +10,7 @@ use crate::data::batches::{HostBatch, Objective};
 use crate::data::{prepare, PrepareOptions, SpecialTokens, Split, TokenStore};
 use crate::eval::{evaluate, unigram_cross_entropy};
 use crate::model::{Activations, Model};
-use crate::train::{fit_to_data, load_run, pretrain, upload_batch, RunOptions};
+use crate::train::{fit_to_data, load_run, pretrain, upload_batch, Progress, RunOptions};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         out: run_dir.clone(),
         resume: false,
         stop_after_steps: None,
-        progress: show,
+        progress: Progress::for_stderr(false),
         measure_noise_scale: false,
     };
     let summary = pretrain(&be, &cfg, &store, &opts)?;

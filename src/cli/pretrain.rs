@@ -11,9 +11,8 @@ use crate::dist::nccl_device::NcclDevice;
 use crate::dist::{pretrain_threads, DataParallel, DistEnv};
 use crate::model::Model;
 use crate::on_device;
-use crate::train::{fit_to_data, pretrain, pretrain_group, RunOptions, RunSummary};
+use crate::train::{fit_to_data, pretrain, pretrain_group, Progress, RunOptions, RunSummary};
 use anyhow::{bail, Context};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,7 +38,8 @@ pub struct PretrainArgs {
     /// Stop after this many optimizer steps with a checkpoint, as if preempted; --resume continues.
     #[arg(long, value_name = "STEPS")]
     stop_after_steps: Option<u64>,
-    /// No progress bar.
+    /// No progress: neither the bar (on a terminal) nor the plain line printed
+    /// every 30 s when the output is a file or a pipe.
     #[arg(long)]
     quiet: bool,
     /// Where to train: the GPU when one is usable (auto), or the one named.
@@ -99,7 +99,11 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
-        progress: !args.quiet && lead && std::io::stderr().is_terminal(),
+        progress: if lead {
+            Progress::for_stderr(args.quiet)
+        } else {
+            Progress::Off
+        },
         measure_noise_scale: args.measure_noise_scale,
     };
     let timeout = Duration::from_secs(args.dist.dist_timeout);

@@ -12,7 +12,7 @@ use super::ScalingError;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::TokenStore;
-use crate::train::{checkpoint, pretrain, RunOptions};
+use crate::train::{checkpoint, pretrain, Progress, RunOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -193,7 +193,11 @@ fn train_one<B: Backend>(
         out: dir.to_path_buf(),
         resume,
         stop_after_steps: None,
-        progress: opts.progress,
+        progress: if opts.progress {
+            Progress::Bar
+        } else {
+            Progress::Off
+        },
         measure_noise_scale: spec.measure_noise_scale,
     };
     let s = pretrain(be, &run.config, store, &run_opts).map_err(|source| ScalingError::Train {

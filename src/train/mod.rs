@@ -5,12 +5,14 @@
 pub mod bench;
 pub mod checkpoint;
 mod metrics;
+mod progress;
 mod run_files;
 pub mod schedule;
 mod trainer;
 
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
+pub use progress::Progress;
 pub use run_files::{record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
 pub use trainer::{
     fit_to_data, micro_step, micro_step_synced, optimizer_step, pretrain, pretrain_group,

@@ -5,6 +5,7 @@
 
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::metrics::MetricsWriter;
+use super::progress::{Progress, Reporter};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
 use crate::config::{Budget, Config};
@@ -14,7 +15,6 @@ use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
 use crate::eval::{evaluate, EvalResult};
 use crate::model::{Activations, DeviceBatch, GradSync, Model, NoSync};
 use crate::scaling::noise::{NoiseMeter, NormPair};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,7 +44,7 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stop (with a checkpoint) after this many steps, as if preempted.
     pub stop_after_steps: Option<u64>,
-    pub progress: bool,
+    pub progress: Progress,
     /// Log the gradient noise scale B_simple (see [`crate::scaling::noise`]):
     /// one extra gradient-norm pass and one read-back per step.
     pub measure_noise_scale: bool,
@@ -174,19 +174,6 @@ fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<(), TrainError> {
     std::fs::rename(&tmp, &config_path).map_err(io_err(&config_path))
 }
 
-fn progress_bar(show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(1000);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {percent:>3}% {msg}")
-            .expect("valid template")
-            .progress_chars("█▉▊▋▌▍▎▏ "),
-    );
-    bar
-}
-
 fn eta(progress: f64, seconds: f64) -> String {
     if progress <= 0.0 {
         return "?".into();
@@ -314,7 +301,7 @@ pub fn pretrain_group<B: Backend>(
     // MFU per device: every rank's device is counted in the denominator.
     let devices = dist.map_or(1, |d| d.world_size()) as f64;
     let peak_flops = be.peak_flops().map(|p| p * devices);
-    let bar = progress_bar(opts.progress && lead);
+    let mut reporter = Reporter::new(if lead { opts.progress } else { Progress::Off });
     let clock = Instant::now();
     let seconds_before = state.progress.spent.seconds;
     let (mut interval_steps, mut interval_tokens, mut interval_start) = (0u64, 0u64, 0f64);
@@ -456,12 +443,14 @@ pub fn pretrain_group<B: Backend>(
             if let Some(metrics) = metrics.as_mut() {
                 metrics.write(&rec).map_err(io_err(metrics.path()))?;
             }
-            bar.set_position((p * 1000.0) as u64);
-            bar.set_message(format!(
-                "step {step} loss {last_loss:.3} lr {lr:.2e} bs {batch_size} {:.0} tok/s left {}",
-                tokens_per_s,
-                eta(p, spent.seconds)
-            ));
+            reporter.step(
+                p,
+                &format!(
+                    "step {step} loss {last_loss:.3} lr {lr:.2e} bs {batch_size} {:.0} tok/s left {}",
+                    tokens_per_s,
+                    eta(p, spent.seconds)
+                ),
+            );
             be.zero(&mut stats);
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
         }
@@ -492,7 +481,7 @@ pub fn pretrain_group<B: Backend>(
             if let Some(metrics) = metrics.as_mut() {
                 metrics.write(&rec).map_err(io_err(metrics.path()))?;
             }
-            bar.println(format!(
+            reporter.event(&format!(
                 "step {step:>6}  held-out loss {:.4}  accuracy {:.3}",
                 r.loss, r.accuracy
             ));
@@ -502,7 +491,7 @@ pub fn pretrain_group<B: Backend>(
             save_checkpoint(be, &opts.out, &model, &state, dist)?;
         }
     }
-    bar.finish_and_clear();
+    reporter.finish();
     let dir = save_checkpoint(be, &opts.out, &model, &state, dist)?;
     let spent = state.progress.spent;
     Ok(RunSummary {
