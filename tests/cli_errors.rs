@@ -90,6 +90,48 @@ fn unknown_config_key() {
     );
 }
 
+/// `config show` with `sets` on tiny: its exit code and stderr.
+fn show_with(sets: &[&str]) -> (i32, String) {
+    let mut args = vec!["config", "show", "--preset", "tiny"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let (code, _, err) = cram(&args);
+    (code, err)
+}
+
+/// A batch that is not a whole number of micro-batches was rounded down
+/// without a word while config.toml recorded the asked size; it is refused
+/// with the two sizes that would do.
+#[test]
+fn batch_size_not_a_multiple_of_micro_batch() {
+    let (code, err) = show_with(&["train.micro_batch=16", "train.batch_size=40"]);
+    assert_one_error(
+        code,
+        &err,
+        &[
+            "train.batch_size (40)",
+            "train.micro_batch (16)",
+            "use 32 or 48",
+        ],
+    );
+}
+
+/// NaN and infinity passed the bounds checks (NaN compares false); each is
+/// now an error naming its key.
+#[test]
+fn non_finite_optimizer_settings() {
+    for (set, key) in [
+        ("train.lr=nan", "train.lr"),
+        ("train.lr=inf", "train.lr"),
+        ("train.grad_clip=nan", "train.grad_clip"),
+        ("train.weight_decay=inf", "train.weight_decay"),
+    ] {
+        let (code, err) = show_with(&[set]);
+        assert_one_error(code, &err, &[key, "finite"]);
+    }
+}
+
 #[test]
 fn zero_budget() {
     let tmp = tempfile::tempdir().unwrap();

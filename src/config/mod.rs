@@ -327,7 +327,30 @@ impl Config {
         if !(0.0..=1.0).contains(&t.warmup) || !(0.0..=1.0).contains(&t.batch_ramp) {
             return bad("train.warmup and train.batch_ramp are budget fractions in [0, 1]".into());
         }
-        if t.lr <= 0.0 || t.final_lr < 0.0 {
+        if !t.batch_size.is_multiple_of(t.micro_batch) {
+            let below = t.batch_size / t.micro_batch * t.micro_batch;
+            return bad(format!(
+                "train.batch_size ({}) must be a whole number of train.micro_batch ({}): use {} or {}",
+                t.batch_size,
+                t.micro_batch,
+                below,
+                below + t.micro_batch
+            ));
+        }
+        // NaN compares false with everything: each bound is written so that it fails.
+        let finite = [
+            ("train.lr", t.lr),
+            ("train.final_lr", t.final_lr),
+            ("train.weight_decay", t.weight_decay as f64),
+            ("train.grad_clip", t.grad_clip as f64),
+            ("train.beta1", t.beta1 as f64),
+            ("train.beta2", t.beta2 as f64),
+            ("train.eps", t.eps as f64),
+        ];
+        if let Some((key, value)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return bad(format!("{key} ({value}) must be a finite number"));
+        }
+        if !(t.lr > 0.0 && t.final_lr >= 0.0) {
             return bad("train.lr must be positive and train.final_lr non-negative".into());
         }
         if t.log_every == 0 || t.eval_every == 0 || t.checkpoint_every == 0 {
