@@ -313,6 +313,41 @@ fn stream_writes_the_masked_sequences_of_each_epoch() {
         read_u16(&val.join("inputs.bin")),
         read_u16(&val.join("targets.bin")),
     );
+    // `cram eval` scores exactly these predictions, each held-out sequence
+    // once, whatever its micro-batch (a last batch that wraps is not counted twice).
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        d,
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "2 steps",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = cram(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        d,
+        "--batches",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let predictions = targets.iter().filter(|&&t| t != 0).count();
+    assert!(
+        inputs.len() / 32 % 16 != 0,
+        "the split must not fill whole micro-batches of 16"
+    );
+    assert!(
+        stdout.contains(&format!("({predictions} predictions)")),
+        "{predictions}:\n{stdout}"
+    );
     assert_eq!(inputs.len(), read_u16(&data.join("val-00000.bin")).len());
     for (&i, &t) in inputs.iter().zip(&targets) {
         if t != 0 {

@@ -6,7 +6,8 @@ pub mod glue;
 pub mod infer;
 
 use crate::backend::Backend;
-use crate::data::batches::{read_sequences, MaskKey, Objective};
+use crate::backend::IGNORE;
+use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective};
 use crate::data::{Split, TokenStore};
 use crate::model::{Activations, Model};
 use crate::train::upload_batch;
@@ -20,8 +21,8 @@ pub struct EvalResult {
     pub predictions: usize,
 }
 
-/// Evaluates on up to `max_batches` micro-batches of the validation split (of
-/// `acts.batch` sequences each; the split wraps around when it is smaller).
+/// Evaluates on the first `max_batches · acts.batch` sequences of the
+/// validation split, each once: the whole split when it is that small.
 /// Every selected position is masked: no prediction can copy its input, so
 /// the loss measures what the model infers from context.
 #[allow(clippy::too_many_arguments)]
@@ -44,12 +45,13 @@ pub fn evaluate<B: Backend>(
     let mut hits = None;
     for i in 0..batches {
         let tokens = read_sequences(store, Split::Val, (i * mb..(i + 1) * mb).map(|j| j % n));
-        let hb = objective.make_batch(
+        let mut hb = objective.make_batch(
             tokens,
             store.seq_len(),
             MaskKey::eval(seed),
             (i * mb) as u64,
         );
+        ignore_repeats(&mut hb, n.saturating_sub(i * mb));
         let batch = upload_batch(be, &hb);
         model.forward_logits(be, params, acts, &batch, false, 0);
         let head = &mut acts.head;
@@ -80,6 +82,28 @@ pub fn evaluate<B: Backend>(
         accuracy: correct as f64 / count.max(1) as f64,
         predictions: count,
     }
+}
+
+/// A last batch that wraps around the split repeats its first sequences
+/// (a batch has a fixed number of rows): their predictions are ignored, so
+/// that every held-out sequence counts once and the result is that of the
+/// stated set, whatever the micro-batch.
+fn ignore_repeats(hb: &mut HostBatch, real_rows: usize) {
+    if real_rows >= hb.batch {
+        return;
+    }
+    let first_repeat = (real_rows * hb.seq) as u32;
+    match &hb.predict {
+        Some(rows) => {
+            for (target, &row) in hb.targets.iter_mut().zip(rows) {
+                if row >= first_repeat {
+                    *target = IGNORE;
+                }
+            }
+        }
+        None => hb.targets[first_repeat as usize..].fill(IGNORE),
+    }
+    hb.counted = hb.targets.iter().filter(|&&t| t != IGNORE).count();
 }
 
 pub fn argmax(values: &[f32]) -> usize {
