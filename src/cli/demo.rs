@@ -8,7 +8,7 @@ use crate::backend::{Device, IGNORE};
 use crate::config::Config;
 use crate::data::batches::{HostBatch, Objective};
 use crate::data::{prepare, PrepareOptions, SpecialTokens, Split, TokenStore};
-use crate::eval::{evaluate, unigram_cross_entropy};
+use crate::eval::{evaluate, full_eval_batches, unigram_cross_entropy};
 use crate::model::{Activations, Model};
 use crate::train::{fit_to_data, load_run, pretrain, upload_batch, Progress, RunOptions};
 use anyhow::{bail, Context};
@@ -117,6 +117,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
     let initial = Model::new(&cfg.model).init_params(cfg.train.seed);
+    // The set `cram eval` scores by default, so that both print the same number.
+    let full = full_eval_batches(&store, cfg.train.micro_batch);
     let before = evaluate(
         &be,
         &run.model,
@@ -124,8 +126,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut acts,
         &store,
         &objective,
-        16,
-        1,
+        full,
+        cfg.train.seed,
     );
     let after = evaluate(
         &be,
@@ -134,8 +136,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut acts,
         &store,
         &objective,
-        16,
-        1,
+        full,
+        cfg.train.seed,
     );
     let unigram = unigram_cross_entropy(&store);
     println!(
@@ -147,9 +149,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         unigram
     );
     println!(
-        "    masked-LM loss after training:  {:>7.3} nats/token (accuracy {:.1}%)",
+        "    masked-LM loss after training:  {:>7.3} nats/token (accuracy {:.1}%; {} predictions on {} held-out sequences)",
         after.loss,
-        100.0 * after.accuracy
+        100.0 * after.accuracy,
+        after.predictions,
+        after.sequences
     );
     if after.loss < unigram {
         println!(

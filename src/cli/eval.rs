@@ -2,8 +2,8 @@
 
 use crate::backend::cpu::Cpu;
 use crate::data::batches::Objective;
-use crate::data::TokenStore;
-use crate::eval::{evaluate, unigram_cross_entropy};
+use crate::data::{Split, TokenStore};
+use crate::eval::{evaluate, full_eval_batches, unigram_cross_entropy};
 use crate::model::Activations;
 use crate::train::load_run;
 use anyhow::Context;
@@ -20,7 +20,8 @@ pub struct EvalArgs {
     /// Checkpoint step (default: the newest).
     #[arg(long)]
     step: Option<u64>,
-    /// Micro-batches to evaluate (default: the run's train.eval_batches).
+    /// Micro-batches to evaluate (default: the whole held-out split, or its
+    /// first 4096 sequences when it is larger; each sequence counts once).
     #[arg(long)]
     batches: Option<usize>,
 }
@@ -33,7 +34,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let cfg = &run.config;
     let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
-    let batches = args.batches.unwrap_or(cfg.train.eval_batches);
+    let batches = args
+        .batches
+        .unwrap_or_else(|| full_eval_batches(&store, cfg.train.micro_batch));
     let r = evaluate(
         &be,
         &run.model,
@@ -46,8 +49,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     println!("checkpoint:              {}", run.checkpoint.display());
     println!(
-        "held-out loss:           {:.4} nats/token ({} predictions)",
-        r.loss, r.predictions
+        "held-out loss:           {:.4} nats/token ({} predictions on {} of {} held-out sequences)",
+        r.loss,
+        r.predictions,
+        r.sequences,
+        store.len(Split::Val)
     );
     println!("held-out accuracy:       {:.4}", r.accuracy);
     println!(

@@ -12,6 +12,20 @@ use crate::data::{Split, TokenStore};
 use crate::model::{Activations, Model};
 use crate::train::upload_batch;
 
+/// Held-out sequences a full evaluation reads at most: every split of the
+/// development and built-in corpora is smaller, so `cram eval` and the demo
+/// score the whole split; a larger one is sampled to its first this many.
+pub const FULL_EVAL_SEQUENCES: usize = 4096;
+
+/// Micro-batches of `micro_batch` that cover the full evaluation set: the
+/// whole validation split, or its first [`FULL_EVAL_SEQUENCES`].
+pub fn full_eval_batches(store: &TokenStore, micro_batch: usize) -> usize {
+    store
+        .len(Split::Val)
+        .min(FULL_EVAL_SEQUENCES)
+        .div_ceil(micro_batch.max(1))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalResult {
     /// Mean cross-entropy (nats) per predicted token.
@@ -19,6 +33,8 @@ pub struct EvalResult {
     /// Fraction of predicted tokens whose arg-max is the target.
     pub accuracy: f64,
     pub predictions: usize,
+    /// Held-out sequences scored, each once.
+    pub sequences: usize,
 }
 
 /// Evaluates on the first `max_batches · acts.batch` sequences of the
@@ -81,6 +97,7 @@ pub fn evaluate<B: Backend>(
         loss: loss_sum / count.max(1) as f64,
         accuracy: correct as f64 / count.max(1) as f64,
         predictions: count,
+        sequences: n.min(batches * mb),
     }
 }
 
