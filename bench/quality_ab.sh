@@ -24,6 +24,12 @@
 # SST-2, MRPC, STS-B and RTE ($GLUE_ARGS adds flags): the reference's weights go into a
 # cram run folder (same tensor names; its LayerNorm eps, 1e-5, written into config.toml).
 # Outputs (metrics per step, evaluations, summaries, GLUE tables) go to $OUT (or /tmp/ab-out).
+#
+# Carry, from the repository root on the development machine:
+#   mkdir -p carry/glue && cargo build --release && strip -o /tmp/cram target/release/cram \
+#     && gzip -9 -c /tmp/cram > carry/cram.gz && cp ../shared/data/english/english-mixed.jsonl.zst carry/ \
+#     && cp -r ../shared/data/glue/{CoLA,SST-2,MRPC,STS-B,RTE} carry/glue/
+# then, e.g., run `GLUE_DIR=carry/glue bench/quality_ab.sh cram 300` with carry = ["carry"].
 set -euo pipefail
 mode=${1:?usage: bench/quality_ab.sh steps N | cram SECONDS | torch SECONDS}
 amount=${2:?usage: bench/quality_ab.sh steps N | cram SECONDS | torch SECONDS}
