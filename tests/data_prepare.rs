@@ -1,36 +1,14 @@
 //! End-to-end tests of `cram::data::prepare` and `TokenStore`: a real English
-//! sample (skipped with a message when the shared data is absent), a
+//! sample (2 MB of the built-in corpus that `scripts/setup` installs), a
 //! generated corpus, and bad inputs that must fail cleanly and leave nothing
 //! behind.
+
+mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use cram::data::{prepare, DataError, InputSpec, Manifest, PrepareOptions, Split, TokenStore};
-
-const ENGLISH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/english/english-mixed.txt"
-);
-
-/// About this many bytes of the English file, cut at a document boundary.
-const SAMPLE_BYTES: usize = 2_000_000;
-
-/// Copies the first ~2 MB of the shared English file into `dir`, or says why
-/// the test is skipped.
-fn english_sample(dir: &Path) -> Option<PathBuf> {
-    let Ok(text) = std::fs::read(ENGLISH) else {
-        eprintln!("skipping: {ENGLISH} not found (the shared English data)");
-        return None;
-    };
-    let end = text[SAMPLE_BYTES..]
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map_or(text.len(), |i| SAMPLE_BYTES + i);
-    let path = dir.join("english-sample.txt");
-    std::fs::write(&path, &text[..end]).unwrap();
-    Some(path)
-}
 
 /// A generated corpus of made-up words with a Zipf-like skew, so that BPE
 /// finds merges; `documents` documents separated by blank lines.
@@ -127,9 +105,7 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn english_sample_prepares_into_a_readable_store() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(input) = english_sample(dir.path()) else {
-        return;
-    };
+    let input = common::english_slice(dir.path(), 2_000_000);
     let out = dir.path().join("prepared");
     let manifest = prepare(&options(vec![input], out.clone())).unwrap();
     let store = TokenStore::open(&out).unwrap();
@@ -255,9 +231,7 @@ fn corrupt_truncated_and_missing_shards_are_named() {
 #[test]
 fn english_sample_verify_fails_after_a_flipped_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(input) = english_sample(dir.path()) else {
-        return;
-    };
+    let input = common::english_slice(dir.path(), 2_000_000);
     let out = dir.path().join("prepared");
     prepare(&options(vec![input], out.clone())).unwrap();
     TokenStore::open(&out).unwrap().verify().unwrap();
@@ -272,9 +246,7 @@ fn english_sample_verify_fails_after_a_flipped_byte() {
 #[test]
 fn english_sample_train_and_val_documents_are_disjoint() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(input) = english_sample(dir.path()) else {
-        return;
-    };
+    let input = common::english_slice(dir.path(), 2_000_000);
     let out = dir.path().join("prepared");
     let manifest = prepare(&options(vec![input], out.clone())).unwrap();
     let store = TokenStore::open(&out).unwrap();
@@ -290,9 +262,7 @@ fn english_sample_train_and_val_documents_are_disjoint() {
 #[test]
 fn english_sample_same_seed_gives_identical_output() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(input) = english_sample(dir.path()) else {
-        return;
-    };
+    let input = common::english_slice(dir.path(), 2_000_000);
     let run = |name: &str, seed: u64| {
         let out = dir.path().join(name);
         let opts = PrepareOptions {

@@ -142,11 +142,10 @@ fn shards_and_micro_batches_partition() {
 // ------------------------------------------------------------------- training
 
 /// A small prepared English slice (vocabulary 512, sequences of 32).
-fn store() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    DIR.get_or_init(|| common::prepare_english_slice(600_000, 512, 32))
-        .as_ref()
-        .map(|(_, p)| p.as_path())
+fn store() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| common::prepare_english_slice(600_000, 512, 32))
+        .1
 }
 
 /// The tiny preset with a global batch of 12 micro-batches of 2 sequences,
@@ -217,7 +216,7 @@ const PARAM_TOL: f32 = 5e-6;
 
 #[test]
 fn ranks_match_one_process() {
-    let Some(data) = store() else { return };
+    let data = store();
     let store = TokenStore::open(data).unwrap();
     // Without clipping, so that a wrongly scaled gradient shows in Adam's
     // moments and the logged norm (clipping hides the scale of the gradient).
@@ -291,7 +290,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn zero1_checkpoint_resumes_on_other_rank_counts() {
-    let Some(data) = store() else { return };
+    let data = store();
     let store = &TokenStore::open(data).unwrap();
     let cfg = &config(store, 4, &["train.grad_clip=0"]);
     let tmp = tempfile::tempdir().unwrap();
@@ -325,7 +324,7 @@ fn zero1_checkpoint_resumes_on_other_rank_counts() {
 #[test]
 fn data_parallel_over_one_rank_is_the_plain_step() {
     // A ZeRO-1 group of one must give exactly the single-process bits.
-    let Some(data) = store() else { return };
+    let data = store();
     let store = &TokenStore::open(data).unwrap();
     let cfg = &config(store, 2, &[]);
     let tmp = tempfile::tempdir().unwrap();
@@ -593,7 +592,7 @@ fn rendezvous_across_processes() {
 
 #[test]
 fn cli_ranks_as_threads_match_one_process() {
-    let Some(data) = store() else { return };
+    let data = store();
     let tmp = tempfile::tempdir().unwrap();
     let pretrain = |out: &Path, extra: &[&str]| {
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_cram"))

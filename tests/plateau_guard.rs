@@ -6,6 +6,8 @@
 //! every epoch (bench/RESULTS.md); on a small corpus read for many epochs the
 //! same happens on the CPU, so this test fails on such a default.
 
+mod common;
+
 use cram::backend::cpu::Cpu;
 use cram::config::Config;
 use cram::data::{prepare, InputSpec, PrepareOptions, TokenStore};
@@ -20,22 +22,10 @@ const STEPS: u64 = 3000;
 /// enough to be read for many epochs in a test, as a 300 s GPU run reads its
 /// corpus 30 times.
 fn corpus_slice(dir: &Path) -> PathBuf {
-    let sotu = Path::new(env!("CARGO_MANIFEST_DIR")).join(".corpus/sotu");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&sotu)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run scripts/setup to install the built-in corpus",
-                sotu.display()
-            )
-        })
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    files.sort();
+    let files = common::builtin_corpus_files();
     assert!(
         files.len() >= 25,
-        "{} holds {} addresses",
-        sotu.display(),
+        "the built-in corpus holds {} addresses",
         files.len()
     );
     let slice = dir.join("slice");

@@ -1,5 +1,5 @@
-//! Shared by the integration tests: seeded random inputs, the development
-//! data in ../shared/data, and a small prepared dataset built once per binary.
+//! Shared by the integration tests: seeded random inputs, English text from
+//! the built-in corpus, and a small prepared dataset built once per binary.
 //! Each test binary uses a different part, hence the allowance.
 #![allow(dead_code)]
 
@@ -24,22 +24,48 @@ pub fn ids(rng: &mut ChaCha8Rng, len: usize, bound: u32) -> Vec<u32> {
     (0..len).map(|_| rng.random_range(0..bound)).collect()
 }
 
-pub fn shared_english() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/english/english-mixed.txt");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipping: {} not found (the development data lives in ../shared/data)",
-            p.display()
-        );
-        None
-    }
+/// The addresses of the built-in corpus, oldest first; a missing corpus
+/// fails the test with the command that installs it.
+pub fn builtin_corpus_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".corpus/sotu");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run scripts/setup to install the built-in corpus",
+                dir.display()
+            )
+        })
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    files
 }
 
-/// The first `bytes` of the English development text, cut at a document boundary.
-pub fn english_slice(dir: &Path, bytes: usize) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(shared_english()?).unwrap();
+/// The built-in corpus that `scripts/setup` installs (a fresh clone has it
+/// after the README's first command; CI runs it), as one text of paragraphs:
+/// each address is cut after the first sentence end past 1,500 bytes, so
+/// that a slice holds enough documents for a validation split.
+pub fn builtin_english() -> String {
+    let mut paragraphs = Vec::new();
+    for file in builtin_corpus_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut rest = text.trim();
+        while !rest.is_empty() {
+            let cut = rest
+                .get(1500..)
+                .and_then(|tail| tail.find(". "))
+                .map_or(rest.len(), |i| 1500 + i + 1);
+            paragraphs.push(rest[..cut].trim().to_string());
+            rest = &rest[cut..];
+        }
+    }
+    paragraphs.join("\n\n")
+}
+
+/// The first `bytes` of the built-in English text, cut at a paragraph boundary.
+pub fn english_slice(dir: &Path, bytes: usize) -> PathBuf {
+    let text = builtin_english();
     let mut end = bytes.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -47,16 +73,15 @@ pub fn english_slice(dir: &Path, bytes: usize) -> Option<PathBuf> {
     let cut = text[..end].rfind("\n\n").unwrap_or(end);
     let path = dir.join("english.txt");
     std::fs::write(&path, &text[..cut]).unwrap();
-    Some(path)
+    path
 }
 
 /// A prepared 3 MB slice of the English text (vocabulary 2048, sequences of 64),
 /// shared by the tests of one binary.
-pub fn prepared_english() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    DIR.get_or_init(|| prepare_english_slice(3_000_000, 2048, 64))
-        .as_ref()
-        .map(|(_, p)| p.as_path())
+pub fn prepared_english() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| prepare_english_slice(3_000_000, 2048, 64))
+        .1
 }
 
 /// The first `bytes` of the English text prepared into a temporary folder
@@ -65,9 +90,9 @@ pub fn prepare_english_slice(
     bytes: usize,
     vocab_size: usize,
     seq_len: usize,
-) -> Option<(tempfile::TempDir, PathBuf)> {
+) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let input = english_slice(tmp.path(), bytes)?;
+    let input = english_slice(tmp.path(), bytes);
     let out = tmp.path().join("data");
     prepare(&PrepareOptions {
         vocab_size,
@@ -81,7 +106,7 @@ pub fn prepare_english_slice(
         ..PrepareOptions::new(vec![input.into()], out.clone())
     })
     .unwrap();
-    Some((tmp, out))
+    (tmp, out)
 }
 
 /// A run folder as `cram glue` reads it: the `tiny` preset (with `sets`
