@@ -99,11 +99,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         out: args.out.clone(),
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
-        progress: if lead {
-            Progress::for_stderr(args.quiet)
-        } else {
-            Progress::Off
-        },
+        // The trainer shows it on rank 0 only.
+        progress: Progress::for_stderr(args.quiet),
         measure_noise_scale: args.measure_noise_scale,
     };
     let timeout = Duration::from_secs(args.dist.dist_timeout);
