@@ -152,8 +152,9 @@ fn rotary_forward_and_backward() {
     });
 }
 
-fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool) -> Outputs {
-    let (rows, cols) = (70, 96);
+/// `cols` a multiple of 4 runs the kernels' four-wide path, any other the scalar one.
+fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool, cols: usize) -> Outputs {
+    let rows = 70;
     let mut pv = rand_vals(6, 2 * cols, 0.5);
     pv[..cols].iter_mut().for_each(|w| *w += 1.0);
     let params = be.upload(&pv);
@@ -192,10 +193,16 @@ fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool) -> Outputs {
 #[ignore = "needs a CUDA GPU"]
 fn layernorm_and_rmsnorm() {
     check!("layernorm", BF, |be| {
-        norm_case(be, NormKind::Layernorm, true)
+        norm_case(be, NormKind::Layernorm, true, 96)
     });
     check!("rmsnorm", BF, |be| {
-        norm_case(be, NormKind::Rmsnorm, false)
+        norm_case(be, NormKind::Rmsnorm, false, 96)
+    });
+    check!("layernorm_scalar", BF, |be| {
+        norm_case(be, NormKind::Layernorm, true, 30)
+    });
+    check!("rmsnorm_scalar", BF, |be| {
+        norm_case(be, NormKind::Rmsnorm, false, 30)
     });
 }
 
@@ -303,8 +310,10 @@ fn fused_attention() {
     });
 }
 
-fn elementwise_case<B: Backend>(be: &B, a: Activation) -> Outputs {
-    let (rows, half) = (33, 40);
+/// `half` 40 runs the four-wide GLU and add kernels; 3 the scalar ones
+/// (3 is not a multiple of 4, nor is 33·2·3).
+fn elementwise_case<B: Backend>(be: &B, a: Activation, half: usize) -> Outputs {
+    let rows = 33;
     let inp = act(be, &rand_vals(17, rows * 2 * half, 3.0));
     let mut glu = be.alloc_activation(rows * half);
     be.glu_forward(&mut glu, &inp, a, half);
@@ -330,8 +339,18 @@ fn elementwise_case<B: Backend>(be: &B, a: Activation) -> Outputs {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn activations_glu_add() {
-    check!("gelu", BF, |be| { elementwise_case(be, Activation::Gelu) });
-    check!("silu", BF, |be| { elementwise_case(be, Activation::Silu) });
+    check!("gelu", BF, |be| {
+        elementwise_case(be, Activation::Gelu, 40)
+    });
+    check!("silu", BF, |be| {
+        elementwise_case(be, Activation::Silu, 40)
+    });
+    check!("gelu_scalar", BF, |be| {
+        elementwise_case(be, Activation::Gelu, 3)
+    });
+    check!("silu_scalar", BF, |be| {
+        elementwise_case(be, Activation::Silu, 3)
+    });
 }
 
 #[test]

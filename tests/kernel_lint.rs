@@ -27,6 +27,12 @@ const SHIM: &str = r#"
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 struct cram_lint_dim3 { unsigned x, y, z; };
+struct uint4 { unsigned x, y, z, w; };
+struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
+struct uint2 { unsigned x, y; };
+float2 make_float2(float x, float y);
+float4 make_float4(float x, float y, float z, float w);
 extern cram_lint_dim3 threadIdx, blockIdx, blockDim, gridDim;
 void __syncthreads();
 float __shfl_xor_sync(unsigned mask, float v, int lane);

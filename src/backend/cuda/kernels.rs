@@ -38,10 +38,13 @@ pub fn sources() -> &'static [(&'static str, &'static str)] {
 const NAMES: &[&str] = &[
     "convert",
     "add",
+    "add_scalar",
     "activation_forward",
     "activation_backward",
     "glu_forward",
+    "glu_forward_scalar",
     "glu_backward",
+    "glu_backward_scalar",
     "dropout",
     "add_bias",
     "bias_backward",

@@ -159,6 +159,22 @@ impl CudaIds {
     }
 }
 
+/// Whether every pointer allows the kernels' 16-byte vector accesses.
+/// Device allocations are 256-byte aligned; a view into the middle of one
+/// (a parameter tensor) may not be.
+fn vector_aligned(ptrs: &[u64]) -> bool {
+    ptrs.iter().all(|p| p % 16 == 0)
+}
+
+/// For kernels that only have a vector path: a misaligned buffer would
+/// fault on the GPU, so it stops here with the op's name.
+fn assert_vector_aligned(op: &str, ptrs: &[u64]) {
+    assert!(
+        vector_aligned(ptrs),
+        "{op} needs 16-byte aligned activation buffers, got {ptrs:#x?}"
+    );
+}
+
 /// Grow-only scratch buffers, one per purpose, reused by every op.
 #[derive(Default)]
 struct Scratch {
@@ -354,6 +370,13 @@ impl Cuda {
     /// Launches a grid-stride kernel over `n` elements (blocks of 256 threads).
     fn launch_each(&self, name: &'static str, n: usize, args: &[u64]) {
         self.launch(name, self.grid(n), 256, 0, args);
+    }
+
+    /// Like `launch_each`, for a kernel that takes four elements per thread
+    /// when `vec4` (its `FOR_EACH4` loop) and one otherwise.
+    fn launch_vec(&self, name: &'static str, n: usize, vec4: bool, args: &[u64]) {
+        let threads = if vec4 { n.div_ceil(4) } else { n };
+        self.launch(name, self.grid(threads), 256, 0, args);
     }
 
     /// Blocks for a grid-stride loop over `n` elements of 256 threads.

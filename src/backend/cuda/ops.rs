@@ -3,7 +3,7 @@
 //! in `timed` so that `cram bench --profile` can attribute GPU time.
 
 use super::blas::{Dims, RowMajor};
-use super::{f32_arg, Cuda, CudaBuf, CudaIds, View};
+use super::{assert_vector_aligned, f32_arg, vector_aligned, Cuda, CudaBuf, CudaIds, View};
 use crate::backend::{
     Activation, ActivationOps, AdamW, AttentionOps, AttentionShape, Device, EmbeddingOps, Linear,
     LossOps, MatmulOps, MatmulShape, Norm, NormKind, NormOps, OptimOps, Span,
@@ -239,6 +239,9 @@ impl NormOps for Cuda {
     ) {
         let rows = inp.len / cols;
         assert!(!mean.bf16 && !rstd.bf16, "norm statistics are f32");
+        if cols.is_multiple_of(4) {
+            assert_vector_aligned("norm_forward", &[out.ptr(), inp.ptr()]);
+        }
         self.timed("norm_forward", || {
             self.launch(
                 "norm_forward",
@@ -285,6 +288,9 @@ impl NormOps for Cuda {
         // Eight blocks per SM (as many as shared memory allows for BERT
         // widths); every warp walks several rows.
         let blocks = (self.sm_count as usize * 8).min(rows.div_ceil(NORM_BACKWARD_WARPS).max(1));
+        if cols.is_multiple_of(4) {
+            assert_vector_aligned("norm_backward", &[dinp.ptr(), dout.ptr(), inp.ptr()]);
+        }
         self.timed("norm_backward", || {
             self.launch(
                 "norm_backward",
@@ -563,6 +569,7 @@ impl AttentionOps for Cuda {
             );
             self.timed("attention_forward", || {
                 let q = self.as_bf16(qkv, "cast_qkv");
+                assert_vector_aligned("fused attention", &[q, out.ptr()]);
                 self.launch(
                     f.forward,
                     (shape.batch * shape.heads) as u32,
@@ -648,6 +655,7 @@ impl AttentionOps for Cuda {
         if let Some(f) = self.fused_attention(shape) {
             self.timed("attention_backward", || {
                 let q = self.as_bf16(qkv, "cast_qkv");
+                assert_vector_aligned("fused attention", &[q, dout.ptr(), dqkv.ptr()]);
                 self.launch(
                     f.backward,
                     (shape.batch * shape.heads) as u32,
@@ -800,10 +808,12 @@ impl ActivationOps for Cuda {
     fn glu_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation, half: usize) {
         let n = inp.len / 2;
         assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        let (name, vec4) = Self::glu_kernel("glu_forward", half, &[out.ptr(), inp.ptr()]);
         self.timed("glu_forward", || {
-            self.launch_each(
-                "glu_forward",
+            self.launch_vec(
+                name,
                 n,
+                vec4,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -827,10 +837,13 @@ impl ActivationOps for Cuda {
     ) {
         let n = inp.len / 2;
         assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        let (name, vec4) =
+            Self::glu_kernel("glu_backward", half, &[dinp.ptr(), dout.ptr(), inp.ptr()]);
         self.timed("glu_backward", || {
-            self.launch_each(
-                "glu_backward",
+            self.launch_vec(
+                name,
                 n,
+                vec4,
                 &[
                     dinp.ptr(),
                     dinp.bf(),
@@ -848,10 +861,12 @@ impl ActivationOps for Cuda {
 
     fn add(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf) {
         let n = out.len;
+        let vec4 = n.is_multiple_of(4) && vector_aligned(&[out.ptr(), a.ptr(), b.ptr()]);
         self.timed("add", || {
-            self.launch_each(
-                "add",
+            self.launch_vec(
+                if vec4 { "add" } else { "add_scalar" },
                 n,
+                vec4,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -875,6 +890,18 @@ impl ActivationOps for Cuda {
 }
 
 impl Cuda {
+    /// The GLU kernel for `half` columns: four values per thread when a
+    /// group of four never straddles a row and the buffers allow 16-byte
+    /// accesses, else one (`<name>_scalar`).
+    fn glu_kernel(name: &'static str, half: usize, ptrs: &[u64]) -> (&'static str, bool) {
+        let vec4 = half.is_multiple_of(4) && vector_aligned(ptrs);
+        let scalar = match name {
+            "glu_forward" => "glu_forward_scalar",
+            _ => "glu_backward_scalar",
+        };
+        (if vec4 { name } else { scalar }, vec4)
+    }
+
     fn dropout(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
         let n = out.len;
         self.launch_each(

@@ -33,6 +33,46 @@ __device__ __forceinline__ void st(void* p, int bf, u64 i, float v) {
     else ((float*)p)[i] = v;
 }
 
+// V consecutive values (V = 1 or 4) at element i of an f32-or-bf16 buffer;
+// for V = 4, i is a multiple of 4 and the buffer 16-byte aligned, so one
+// 8- or 16-byte access moves all four (the host checks the alignment).
+template <int V>
+__device__ __forceinline__ void ldv(float* v, const void* p, int bf, u64 i) {
+    if constexpr (V == 4) {
+        if (bf) {
+            uint2 u = *(const uint2*)((const bf16_t*)p + i);
+            v[0] = __uint_as_float(u.x << 16);
+            v[1] = __uint_as_float(u.x & 0xffff0000u);
+            v[2] = __uint_as_float(u.y << 16);
+            v[3] = __uint_as_float(u.y & 0xffff0000u);
+        } else {
+            float4 f = *(const float4*)((const float*)p + i);
+            v[0] = f.x;
+            v[1] = f.y;
+            v[2] = f.z;
+            v[3] = f.w;
+        }
+    } else {
+        for (int k = 0; k < V; k++) v[k] = ld(p, bf, i + k);
+    }
+}
+
+template <int V>
+__device__ __forceinline__ void stv(void* p, int bf, u64 i, const float* v) {
+    if constexpr (V == 4) {
+        if (bf) {
+            uint2 u;
+            u.x = (u32)f32_to_bf16(v[0]) | ((u32)f32_to_bf16(v[1]) << 16);
+            u.y = (u32)f32_to_bf16(v[2]) | ((u32)f32_to_bf16(v[3]) << 16);
+            *(uint2*)((bf16_t*)p + i) = u;
+        } else {
+            *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]);
+        }
+    } else {
+        for (int k = 0; k < V; k++) st(p, bf, i + k, v[k]);
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -67,6 +107,11 @@ __device__ float block_max(float v, float* shared) {
 
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (u64)(n); i += (u64)gridDim.x * blockDim.x)
+
+// Grid-stride loop over n elements four at a time: i is each group's first
+// element. The host launches n/4 threads' worth of blocks (`launch_vec4`)
+// and n is a multiple of 4.
+#define FOR_EACH4(i, n) for (u64 i = 4 * ((u64)blockIdx.x * blockDim.x + threadIdx.x); i < (u64)(n); i += 4 * (u64)gridDim.x * blockDim.x)
 
 // The dropout mask of backend::dropout_keep: splitmix64 of (seed, index),
 // kept when the top 24 bits, as a fraction, are at least p.

@@ -23,29 +23,62 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
 }
 
-__device__ __forceinline__ u32 pack_bf(bf16_t lo, bf16_t hi) {
-    return (u32)lo | ((u32)hi << 16);
+// The shared-memory address of a generic pointer into shared memory.
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+    u32 r;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(r) : "l"(p));
+    return r;
 }
 
-// Two consecutive bf16 at p (4-byte aligned).
-__device__ __forceinline__ u32 ld2(const bf16_t* p) { return *(const u32*)p; }
+// ldmatrix: four 8×8 bf16 tiles, lane t giving the address of row t%8 of
+// tile t/8 (16-byte aligned). Lane (g, c) receives, per tile, the pair at
+// row g, columns 2c..2c+1 (plain) or column g, rows 2c..2c+1 (`_t`,
+// transposed): one instruction fills what took four to sixteen scalar loads.
+__device__ __forceinline__ void ldsm4(u32* r, const bf16_t* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm4_t(u32* r, const bf16_t* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+// Two consecutive values at element i (even) of an f32-or-bf16 buffer.
+__device__ __forceinline__ void st2(void* p, int bf, u64 i, float lo, float hi) {
+    if (bf) *(u32*)((bf16_t*)p + i) = pack2(lo, hi);
+    else *(float2*)((float*)p + i) = make_float2(lo, hi);
+}
 
 // Copies rows [0, T) of a D-wide head slice (row stride `stride` elements in
-// global memory) into shared memory with row stride D + ATT_PAD.
+// global memory) into shared memory with row stride D + ATT_PAD, 16 bytes
+// (eight bf16) per load: the host checks that every row start is aligned.
 template <int T, int D>
 __device__ void load_head(bf16_t* dst, const bf16_t* src, u64 stride) {
-    for (int i = threadIdx.x; i < T * D / 2; i += blockDim.x) {
-        int t = i / (D / 2), d = 2 * (i % (D / 2));
-        *(u32*)(dst + t * (D + ATT_PAD) + d) = ld2(src + (u64)t * stride + d);
+    for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
+        int t = i / (D / 8), d = 8 * (i % (D / 8));
+        *(uint4*)(dst + t * (D + ATT_PAD) + d) = *(const uint4*)(src + (u64)t * stride + d);
     }
 }
 
-// Same from an f32-or-bf16 buffer (the output gradient).
+// Same from an f32-or-bf16 buffer (the output gradient), rounding f32 to bf16.
 template <int T, int D>
 __device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
-    for (int i = threadIdx.x; i < T * D; i += blockDim.x) {
-        int t = i / D, d = i % D;
-        dst[t * (D + ATT_PAD) + d] = f32_to_bf16(ld(src, src_bf, base + (u64)t * stride + d));
+    if (src_bf) {
+        load_head<T, D>(dst, (const bf16_t*)src + base, stride);
+        return;
+    }
+    for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
+        int t = i / (D / 8), d = 8 * (i % (D / 8));
+        const float4* from = (const float4*)((const float*)src + base + (u64)t * stride + d);
+        float4 x = from[0], y = from[1];
+        uint4 packed;
+        packed.x = pack2(x.x, x.y);
+        packed.y = pack2(x.z, x.w);
+        packed.z = pack2(y.x, y.y);
+        packed.w = pack2(y.z, y.w);
+        *(uint4*)(dst + t * (D + ATT_PAD) + d) = packed;
     }
 }
 
@@ -53,23 +86,24 @@ __device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base
 // scaled and masked: s[nt][.] covers keys nt·8 .. nt·8+7.
 template <int T, int D>
 __device__ void scores(float (*s)[4], const bf16_t* sq, const bf16_t* sk, int r0, float scale, int causal) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, tile = lane >> 3, row = lane & 7;
     const int LD = D + ATT_PAD;
+    // A tiles: rows r0 / r0+8 (tile bit 0), columns +0 / +8 (tile bit 1).
     u32 a[D / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        a[kk][0] = ld2(sq + (r0 + g) * LD + kk * 16 + 2 * c);
-        a[kk][1] = ld2(sq + (r0 + g + 8) * LD + kk * 16 + 2 * c);
-        a[kk][2] = ld2(sq + (r0 + g) * LD + kk * 16 + 2 * c + 8);
-        a[kk][3] = ld2(sq + (r0 + g + 8) * LD + kk * 16 + 2 * c + 8);
-    }
+    for (int kk = 0; kk < D / 16; kk++)
+        ldsm4(a[kk], sq + (r0 + (tile & 1) * 8 + row) * LD + kk * 16 + (tile >> 1) * 8);
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
         s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        // B from key rows as stored: tiles are the four 8-column slices of
+        // two consecutive 16-wide k blocks.
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const bf16_t* krow = sk + (nt * 8 + g) * LD + kk * 16 + 2 * c;
-            mma_bf16(s[nt], a[kk], ld2(krow), ld2(krow + 8));
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 b[4];
+            ldsm4(b, sk + (nt * 8 + row) * LD + kk * 16 + tile * 8);
+            mma_bf16(s[nt], a[kk], b[0], b[1]);
+            mma_bf16(s[nt], a[kk + 1], b[2], b[3]);
         }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
@@ -104,22 +138,43 @@ __device__ __forceinline__ void c_to_a(u32* a, float (*s)[4], int kk) {
     a[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
+// acc[nd] += A · M[kk·16 .. kk·16+16, 0..D) for one 16×16 A fragment, M
+// row-major in shared (row stride D+PAD). M's rows are B's k, so each B
+// fragment is a transposed ldmatrix tile; one ldmatrix serves two nd.
+template <int D>
+__device__ __forceinline__ void times_block(float (*acc)[4], const u32* a, const bf16_t* m, int kk) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd += 2) {
+        u32 b[4];
+        ldsm4_t(b, m + (kk * 16 + (tile & 1) * 8 + row) * LD + (nd + (tile >> 1)) * 8);
+        mma_bf16(acc[nd], a, b[0], b[1]);
+        mma_bf16(acc[nd + 1], a, b[2], b[3]);
+    }
+}
+
 // acc[nd] += X_w (16×T, C fragments in x) · M (T×D in shared, row stride D+PAD).
 template <int T, int D>
 __device__ void times_rows(float (*acc)[4], float (*x)[4], const bf16_t* m) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    const int LD = D + ATT_PAD;
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) {
         u32 a[4];
         c_to_a(a, x, kk);
+        times_block<D>(acc, a, m, kk);
+    }
+}
+
+// Writes a warp's 16×D result (C fragments) into rows of `dst` (row stride
+// `stride`) at column offset `col0`, two values per store.
+template <int D>
+__device__ void store_rows(void* dst, int dst_bf, float (*acc)[4], u64 row_lo, u64 stride, u64 col0) {
+    int lane = threadIdx.x & 31, c = lane & 3;
 #pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            const bf16_t* col = m + (kk * 16 + 2 * c) * LD + nd * 8 + g;
-            u32 b0 = pack_bf(col[0], col[LD]);
-            u32 b1 = pack_bf(col[8 * LD], col[9 * LD]);
-            mma_bf16(acc[nd], a, b0, b1);
-        }
+    for (int nd = 0; nd < D / 8; nd++) {
+        u64 col = col0 + nd * 8 + 2 * c;
+        st2(dst, dst_bf, row_lo * stride + col, acc[nd][0], acc[nd][1]);
+        st2(dst, dst_bf, (row_lo + 8) * stride + col, acc[nd][2], acc[nd][3]);
     }
 }
 
@@ -168,7 +223,7 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
         s[nt][2] *= inv_hi;
         s[nt][3] *= inv_hi;
     }
-    u64 row_lo = b * T + r0 + g, row_hi = row_lo + 8;
+    u64 row_lo = b * T + r0 + g;
     if (c == 0) {
         lse[blockIdx.x * T + r0 + g] = m_lo + logf(l_lo);
         lse[blockIdx.x * T + r0 + g + 8] = m_hi + logf(l_hi);
@@ -176,50 +231,21 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     float o[D / 8][4];
     zero_rows<D>(o);
     times_rows<T, D>(o, s, sv);
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) {
-        u64 col = h * D + nd * 8 + 2 * c;
-        st(out, out_bf, row_lo * hidden + col, o[nd][0]);
-        st(out, out_bf, row_lo * hidden + col + 1, o[nd][1]);
-        st(out, out_bf, row_hi * hidden + col, o[nd][2]);
-        st(out, out_bf, row_hi * hidden + col + 1, o[nd][3]);
-    }
+    store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
 }
 
 // acc[nd] += Mᵀ_w · N where M (T×T, shared, row stride T+PAD) supplies the
 // warp's 16 columns r0.. as rows, and N is T×D in shared.
 template <int T, int D>
 __device__ void transposed_times(float (*acc)[4], const bf16_t* m, const bf16_t* n, int r0) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    const int LM = T + ATT_PAD, LN = D + ATT_PAD;
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LM = T + ATT_PAD;
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) {
-        int i = kk * 16 + 2 * c;
+        // Aᵀ tiles: M rows kk·16 / +8 (tile bit 1), columns r0 / r0+8 (bit 0).
         u32 a[4];
-        a[0] = pack_bf(m[i * LM + r0 + g], m[(i + 1) * LM + r0 + g]);
-        a[1] = pack_bf(m[i * LM + r0 + g + 8], m[(i + 1) * LM + r0 + g + 8]);
-        a[2] = pack_bf(m[(i + 8) * LM + r0 + g], m[(i + 9) * LM + r0 + g]);
-        a[3] = pack_bf(m[(i + 8) * LM + r0 + g + 8], m[(i + 9) * LM + r0 + g + 8]);
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            const bf16_t* col = n + i * LN + nd * 8 + g;
-            mma_bf16(acc[nd], a, pack_bf(col[0], col[LN]), pack_bf(col[8 * LN], col[9 * LN]));
-        }
-    }
-}
-
-// Writes a warp's 16×D result (C fragments) into rows of the packed dqkv
-// buffer at column offset `col0`.
-template <int D>
-__device__ void store_rows(void* dst, int dst_bf, float (*acc)[4], u64 row_lo, u64 stride, u64 col0) {
-    int lane = threadIdx.x & 31, c = lane & 3;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) {
-        u64 col = col0 + nd * 8 + 2 * c;
-        st(dst, dst_bf, row_lo * stride + col, acc[nd][0]);
-        st(dst, dst_bf, row_lo * stride + col + 1, acc[nd][1]);
-        st(dst, dst_bf, (row_lo + 8) * stride + col, acc[nd][2]);
-        st(dst, dst_bf, (row_lo + 8) * stride + col + 1, acc[nd][3]);
+        ldsm4_t(a, m + (kk * 16 + (tile >> 1) * 8 + row) * LM + r0 + (tile & 1) * 8);
+        times_block<D>(acc, a, n, kk);
     }
 }
 

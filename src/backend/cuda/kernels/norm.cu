@@ -1,30 +1,38 @@
 // LayerNorm (centred = 1) and RMSNorm (centred = 0) over rows of `cols`.
-// One warp per row; statistics in f32, saved for the backward.
+// One warp per row; statistics in f32, saved for the backward. V columns
+// per lane and access: 4 when cols is a multiple of 4 (every model width;
+// the host checks alignment), else 1. Lane l owns columns V·l + 32·V·j.
 
-extern "C" __global__ void norm_forward(void* out, int out_bf, float* mean, float* rstd,
-                                        const void* inp, int inp_bf, const float* weight, const float* bias,
-                                        int centred, float eps, u64 rows, u64 cols) {
+template <int V>
+__device__ void norm_forward_impl(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
+                                  const float* weight, const float* bias, int centred, float eps, u64 rows,
+                                  u64 cols) {
     u64 warps = blockDim.x / 32;
     u64 r = (u64)blockIdx.x * warps + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     if (r >= rows) return;
     u64 base = r * cols;
-    float m = 0.0f;
+    float m = 0.0f, x[V];
     if (centred) {
         float s = 0.0f;
-        for (u64 c = lane; c < cols; c += 32) s += ld(inp, inp_bf, base + c);
+        for (u64 c = V * lane; c < cols; c += 32 * V) {
+            ldv<V>(x, inp, inp_bf, base + c);
+            for (int k = 0; k < V; k++) s += x[k];
+        }
         m = warp_sum(s) / (float)cols;
     }
     float v = 0.0f;
-    for (u64 c = lane; c < cols; c += 32) {
-        float d = ld(inp, inp_bf, base + c) - m;
-        v += d * d;
+    for (u64 c = V * lane; c < cols; c += 32 * V) {
+        ldv<V>(x, inp, inp_bf, base + c);
+        for (int k = 0; k < V; k++) v += (x[k] - m) * (x[k] - m);
     }
     float rs = rsqrtf(warp_sum(v) / (float)cols + eps);
-    for (u64 c = lane; c < cols; c += 32) {
-        float y = (ld(inp, inp_bf, base + c) - m) * rs * weight[c];
-        if (bias) y += bias[c];
-        st(out, out_bf, base + c, y);
+    for (u64 c = V * lane; c < cols; c += 32 * V) {
+        ldv<V>(x, inp, inp_bf, base + c);
+        // weight and bias are views into the parameter buffer at any offset:
+        // read one by one (cached), not as vectors.
+        for (int k = 0; k < V; k++) x[k] = (x[k] - m) * rs * weight[c + k] + (bias ? bias[c + k] : 0.0f);
+        stv<V>(out, out_bf, base + c, x);
     }
     if (lane == 0) {
         mean[r] = m;
@@ -32,17 +40,35 @@ extern "C" __global__ void norm_forward(void* out, int out_bf, float* mean, floa
     }
 }
 
+extern "C" __global__ void norm_forward(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
+                                        const float* weight, const float* bias, int centred, float eps, u64 rows,
+                                        u64 cols) {
+    if (cols % 4 == 0) norm_forward_impl<4>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols);
+    else norm_forward_impl<1>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols);
+}
+
+// acc[0..V) += v, one 16-byte shared access for V = 4.
+template <int V>
+__device__ __forceinline__ void add_to_shared(float* acc, const float* v) {
+    if constexpr (V == 4) {
+        float4 a = *(float4*)acc;
+        *(float4*)acc = make_float4(a.x + v[0], a.y + v[1], a.z + v[2], a.w + v[3]);
+    } else {
+        for (int k = 0; k < V; k++) acc[k] += v[k];
+    }
+}
+
 // dinp += rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dout·w (RMSNorm drops
 // mean(g)); dw += Σ dout·x̂ and db += Σ dout. One warp per row, each warp
 // walking many rows and summing dw/db into its own slice of shared memory
-// (no atomics, no bank conflicts: lane l owns columns l, l+32, ...). The
+// (no atomics, no bank conflicts: lane l owns its V-column groups). The
 // block then adds its warps' slices to the f32 gradients once per column.
 // Shared memory: 2·cols floats per warp.
-extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight, float* dbias,
-                                         const void* dout, int dout_bf, const void* inp, int inp_bf,
-                                         const float* weight, const float* mean, const float* rstd,
-                                         int centred, u64 rows, u64 cols) {
-    extern __shared__ float acc[];
+template <int V>
+__device__ void norm_backward_impl(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
+                                   int dout_bf, const void* inp, int inp_bf, const float* weight, const float* mean,
+                                   const float* rstd, int centred, u64 rows, u64 cols) {
+    extern __shared__ __align__(16) float acc[];
     int lane = threadIdx.x & 31, warp_in_block = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float* dw = acc + warp_in_block * 2 * cols;
     float* db = dw + cols;
@@ -54,24 +80,31 @@ extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight
         float sum_g = 0.0f, sum_gx = 0.0f;
         // Unrolled so that several loads are in flight per warp: the kernel
         // is bound by memory latency, not bandwidth, at this occupancy.
-#pragma unroll 4
-        for (u64 c = lane; c < cols; c += 32) {
-            float dy = ld(dout, dout_bf, base + c);
-            float xh = (ld(inp, inp_bf, base + c) - m) * rs;
-            float g = dy * weight[c];
-            sum_g += g;
-            sum_gx += g * xh;
-            dw[c] += dy * xh;
-            db[c] += dy;
+#pragma unroll 2
+        for (u64 c = V * lane; c < cols; c += 32 * V) {
+            float dy[V], xh[V], dyxh[V];
+            ldv<V>(dy, dout, dout_bf, base + c);
+            ldv<V>(xh, inp, inp_bf, base + c);
+            for (int k = 0; k < V; k++) {
+                xh[k] = (xh[k] - m) * rs;
+                float g = dy[k] * weight[c + k];
+                sum_g += g;
+                sum_gx += g * xh[k];
+                dyxh[k] = dy[k] * xh[k];
+            }
+            add_to_shared<V>(dw + c, dyxh);
+            add_to_shared<V>(db + c, dy);
         }
         float mean_g = centred ? warp_sum(sum_g) / (float)cols : 0.0f;
         float mean_gx = warp_sum(sum_gx) / (float)cols;
-#pragma unroll 4
-        for (u64 c = lane; c < cols; c += 32) {
-            float dy = ld(dout, dout_bf, base + c);
-            float xh = (ld(inp, inp_bf, base + c) - m) * rs;
-            float dx = rs * (dy * weight[c] - mean_g - xh * mean_gx);
-            st(dinp, dinp_bf, base + c, ld(dinp, dinp_bf, base + c) + dx);
+#pragma unroll 2
+        for (u64 c = V * lane; c < cols; c += 32 * V) {
+            float dy[V], xh[V], dx[V];
+            ldv<V>(dy, dout, dout_bf, base + c);
+            ldv<V>(xh, inp, inp_bf, base + c);
+            ldv<V>(dx, dinp, dinp_bf, base + c);
+            for (int k = 0; k < V; k++) dx[k] += rs * (dy[k] * weight[c + k] - mean_g - (xh[k] - m) * rs * mean_gx);
+            stv<V>(dinp, dinp_bf, base + c, dx);
         }
     }
     __syncthreads();
@@ -84,4 +117,15 @@ extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight
         atomicAdd(&dweight[c], w);
         if (dbias) atomicAdd(&dbias[c], b);
     }
+}
+
+extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
+                                         int dout_bf, const void* inp, int inp_bf, const float* weight,
+                                         const float* mean, const float* rstd, int centred, u64 rows, u64 cols) {
+    if (cols % 4 == 0)
+        norm_backward_impl<4>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, centred,
+                              rows, cols);
+    else
+        norm_backward_impl<1>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, centred,
+                              rows, cols);
 }
