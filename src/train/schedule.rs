@@ -88,14 +88,14 @@ mod tests {
     fn batch_ramps_in_whole_micro_batches() {
         let t = train("crammed-bert", &[]);
         assert_eq!(batch_size(&t, 0.0), 192);
-        assert_eq!(batch_size(&t, 0.6), 4032);
+        assert_eq!(batch_size(&t, 0.75), 4032);
         assert_eq!(batch_size(&t, 1.0), 4032);
-        let mid = batch_size(&t, 0.3);
+        let mid = batch_size(&t, 0.375);
         assert_eq!(mid % 192, 0);
         assert!(mid > 1900 && mid < 2200, "{mid}");
         // One micro-batch until the line reaches one and a half.
-        assert_eq!(batch_size(&t, 0.6 * 1.4 / 21.0), 192);
-        assert_eq!(batch_size(&t, 0.6 * 1.6 / 21.0), 384);
+        assert_eq!(batch_size(&t, 0.75 * 1.4 / 21.0), 192);
+        assert_eq!(batch_size(&t, 0.75 * 1.6 / 21.0), 384);
         let t = train("bert-base", &[]);
         assert_eq!(batch_size(&t, 0.0), 256);
     }
