@@ -211,6 +211,77 @@ fn pretrain_prints_progress_lines_when_piped() {
     );
 }
 
+/// The most common resume: more budget for a run that finished. The budget
+/// (and the learning rate, clipping, cadences) may change on --resume; the
+/// change is shown, written to metrics.jsonl and to config.toml; a finished
+/// run resumed without more budget, or a change of shape, is one error that
+/// names the fix or the setting.
+#[test]
+fn resume_with_a_larger_budget_trains_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let pretrain = |extra: &[&str]| {
+        let mut args = vec!["pretrain", "--data", d, "--out", o];
+        args.extend_from_slice(extra);
+        cram(&args)
+    };
+    let (code, _, stderr) = pretrain(&["--preset", "tiny", "--budget", "20 steps"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let (code, stdout, stderr) = pretrain(&["--resume", "--budget", "40 steps"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("resumed at step 20 with train.budget \"20 steps\" -> \"40 steps\"; the schedules are tied to the budget, so they continue from 50.0% of the new one"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("budget spent after 40 steps"), "{stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let resume: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("\"resume\""))
+        .collect();
+    assert_eq!(resume.len(), 1, "{metrics}");
+    assert!(resume[0].contains("\"train.budget\""), "{}", resume[0]);
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("budget = \"40 steps\""), "{config}");
+
+    // These errors come after the device line, so not `assert_one_error`.
+    let one_error = |code: i32, stderr: &str, needles: &[&str]| {
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "no '{n}' in: {stderr}");
+        }
+    };
+    let (code, _, stderr) = pretrain(&["--resume"]);
+    one_error(
+        code,
+        &stderr,
+        &[
+            "has spent its budget (40 steps) at step 40",
+            "--budget \"80 steps\"",
+        ],
+    );
+    let (code, _, stderr) = pretrain(&[
+        "--resume",
+        "--set",
+        "model.hidden=64",
+        "--set",
+        "train.lr=1e-4",
+    ]);
+    one_error(
+        code,
+        &stderr,
+        &[
+            "model.hidden 128 -> 64 would change what the run is",
+            "may change only train.budget, train.lr",
+        ],
+    );
+}
+
 /// The stream holds every train sequence once per epoch in a fresh order,
 /// exactly k masked non-special positions per row with the original token as
 /// target, fresh masks every epoch; the validation stream masks every target.

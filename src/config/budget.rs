@@ -58,6 +58,24 @@ impl Budget {
         }
     }
 
+    /// Twice this budget, written as `--budget` takes it (quoted when it holds
+    /// a space): the example an error gives for training a finished run on.
+    pub fn doubled(&self) -> String {
+        let whole = |x: f64| {
+            if x.fract() == 0.0 && x < 1e15 {
+                format!("{}", x as u64)
+            } else {
+                format!("{x:e}")
+            }
+        };
+        match self {
+            Budget::Seconds(s) => format!("{}s", whole(2.0 * s)),
+            Budget::Tokens(t) => format!("\"{} tokens\"", whole(2.0 * t)),
+            Budget::Flops(f) => format!("\"{:e} flops\"", 2.0 * f),
+            Budget::Steps(n) => format!("\"{} steps\"", 2 * n),
+        }
+    }
+
     /// Fraction of the budget spent, clamped to [0, 1].
     pub fn progress(&self, spent: &Spent) -> f64 {
         let used = match self {

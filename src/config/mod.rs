@@ -7,9 +7,11 @@
 //! into the typed, read-only [`Config`].
 
 mod budget;
+mod resume;
 mod validate;
 
 pub use budget::{Budget, Spent};
+pub use resume::{resume_changes, Change, RESUMABLE};
 
 use crate::data::{Normalization, TextSplit, TokenizerKind};
 

@@ -8,7 +8,7 @@ use super::metrics::MetricsWriter;
 use super::progress::{Progress, Reporter};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
-use crate::config::{Budget, Config};
+use crate::config::{resume_changes, Budget, Change, Config};
 use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
@@ -33,7 +33,7 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Run(String),
-    #[error("the loss became {value} at step {step}; lower train.lr or raise train.grad_clip and restart from the last checkpoint")]
+    #[error("the loss became {value} at step {step}; resume from the last checkpoint with a lower learning rate (cram pretrain --resume --out RUN --set train.lr=...)")]
     Diverged { step: u64, value: f64 },
 }
 
@@ -148,19 +148,20 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
 }
 
 /// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
-/// hold the same config.
-fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<(), TrainError> {
+/// hold the same config up to the settings a resume may change
+/// ([`crate::config::RESUMABLE`]), which are then written over the saved ones
+/// and returned.
+fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Change>, TrainError> {
     let config_path = opts.out.join("config.toml");
     if opts.resume {
         let saved = Config::load(&config_path)
             .map_err(|e| TrainError::Run(format!("cannot resume: {e}")))?;
-        if saved != *cfg {
-            return Err(TrainError::Run(format!(
-                "cannot resume: the config differs from {}; resume without --preset/--set to use the saved one",
-                config_path.display()
-            )));
+        let changes = resume_changes(&saved, cfg)
+            .map_err(|e| TrainError::Run(format!("cannot resume {}: {e}", opts.out.display())))?;
+        if !changes.is_empty() {
+            write_config(&config_path, cfg)?;
         }
-        return Ok(());
+        return Ok(changes);
     }
     if checkpoint::latest(&opts.out).is_some() || config_path.exists() {
         return Err(TrainError::Run(format!(
@@ -169,9 +170,37 @@ fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<(), TrainError> {
         )));
     }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
-    let tmp = config_path.with_extension("toml.tmp");
+    write_config(&config_path, cfg)?;
+    Ok(Vec::new())
+}
+
+fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
+    let tmp = path.with_extension("toml.tmp");
     checkpoint::write_synced(&tmp, cfg.to_toml().as_bytes())?;
-    std::fs::rename(&tmp, &config_path).map_err(io_err(&config_path))
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// The `resume` event of `metrics.jsonl` and the line the user sees: what
+/// changed, and for the budget what that means for the schedules.
+fn resume_record(step: u64, progress: f64, changes: &[Change]) -> (Map<String, Value>, String) {
+    let mut rec = Map::new();
+    rec.insert("event".into(), json!("resume"));
+    rec.insert("step".into(), json!(step));
+    let mut changed = Map::new();
+    for c in changes {
+        changed.insert(c.key.clone(), json!({"saved": c.saved, "asked": c.asked}));
+    }
+    rec.insert("changes".into(), Value::Object(changed));
+    rec.insert("progress".into(), json!(progress));
+    let list: Vec<String> = changes.iter().map(Change::to_string).collect();
+    let mut text = format!("resumed at step {step} with {}", list.join(", "));
+    if changes.iter().any(|c| c.key == "train.budget") {
+        text.push_str(&format!(
+            "; the schedules are tied to the budget, so they continue from {:.1}% of the new one",
+            100.0 * progress.min(1.0)
+        ));
+    }
+    (rec, text)
 }
 
 fn eta(progress: f64, seconds: f64) -> String {
@@ -268,10 +297,13 @@ pub fn pretrain_group<B: Backend>(
                 .into(),
         ));
     }
-    if lead {
-        prepare_run_dir(cfg, opts)?;
+    let changes = if lead {
+        let changes = prepare_run_dir(cfg, opts)?;
         super::run_files::record_data(store, &opts.out)?;
-    }
+        changes
+    } else {
+        Vec::new()
+    };
     if let Some(dp) = dist {
         // The other ranks read the run folder only once rank 0 has checked it.
         dp.comm.barrier()?;
@@ -291,6 +323,24 @@ pub fn pretrain_group<B: Backend>(
     } else {
         None
     };
+    let start_progress = budget.progress(&state.progress.spent);
+    if opts.resume && start_progress >= 1.0 && opts.stop_after_steps.is_none() {
+        return Err(TrainError::Run(format!(
+            "the run in {} has spent its budget ({}) at step {}; to train on, resume with a larger one, e.g. --budget {}",
+            opts.out.display(),
+            t.budget,
+            state.progress.step,
+            budget.doubled()
+        )));
+    }
+    let mut reporter = Reporter::new(if lead { opts.progress } else { Progress::Off });
+    if !changes.is_empty() {
+        let (rec, text) = resume_record(state.progress.step, start_progress, &changes);
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.write(&rec).map_err(io_err(metrics.path()))?;
+        }
+        reporter.event(&text);
+    }
     let objective =
         Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
@@ -301,7 +351,6 @@ pub fn pretrain_group<B: Backend>(
     // MFU per device: every rank's device is counted in the denominator.
     let devices = dist.map_or(1, |d| d.world_size()) as f64;
     let peak_flops = be.peak_flops().map(|p| p * devices);
-    let mut reporter = Reporter::new(if lead { opts.progress } else { Progress::Off });
     let clock = Instant::now();
     let seconds_before = state.progress.spent.seconds;
     let (mut interval_steps, mut interval_tokens, mut interval_start) = (0u64, 0u64, 0f64);
