@@ -150,3 +150,53 @@ fn same_seed_same_metrics_and_resume_matches_uninterrupted() {
         "resumed run ends with the same parameters"
     );
 }
+
+/// Issue 17: with an absurd learning rate the run stops with the divergence
+/// error, and no checkpoint it leaves holds a non-finite parameter (main at
+/// 9234332 saved step 5 with 353,537 NaN weights: the loss was checked only
+/// at logging steps).
+#[test]
+fn a_diverging_run_never_saves_a_non_finite_checkpoint() {
+    let store = TokenStore::open(common::prepared_english()).unwrap();
+    let cfg = config(
+        &store,
+        &[
+            "train.budget=20 steps",
+            "train.lr=1e6",
+            "train.checkpoint_every=1",
+            "train.log_every=10",
+            "train.eval_every=1000",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        out: tmp.path().join("run"),
+        resume: false,
+        stop_after_steps: None,
+        progress: Progress::Off,
+        measure_noise_scale: false,
+    };
+    let Err(err) = pretrain(&Cpu::new(), &cfg, &store, &opts) else {
+        panic!("lr 1e6 did not diverge within 20 steps");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("became") && err.contains("no checkpoint was written for it"),
+        "{err}"
+    );
+    let model = Model::new(&cfg.model);
+    let dirs: Vec<_> = std::fs::read_dir(tmp.path().join("run/checkpoints"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    for dir in &dirs {
+        let params = cram::train::checkpoint::load_params(dir, &model).unwrap();
+        let bad = params.iter().filter(|x| !x.is_finite()).count();
+        assert_eq!(
+            bad,
+            0,
+            "{} holds {bad} non-finite parameters",
+            dir.display()
+        );
+    }
+    eprintln!("{err}; {} finite checkpoints kept", dirs.len());
+}

@@ -33,8 +33,12 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Run(String),
-    #[error("the loss became {value} at step {step}; resume from the last checkpoint with a lower learning rate (cram pretrain --resume --out RUN --set train.lr=...)")]
-    Diverged { step: u64, value: f64 },
+    #[error("the {what} became {value} at step {step}, so no checkpoint was written for it; resume from the last checkpoint with a lower learning rate (cram pretrain --resume --out RUN --set train.lr=...)")]
+    Diverged {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
 }
 
 /// How to run, beyond the config.
@@ -67,7 +71,9 @@ pub const STAT_LOSS: usize = 0;
 pub const STAT_NORM_SQ: usize = 1;
 /// The squared gradient norm after the first micro-batch (noise scale only).
 pub const STAT_SMALL_NORM_SQ: usize = 2;
-pub const STATS: usize = 3;
+/// The parameters' squared norm, computed before each checkpoint.
+pub const STAT_PARAM_NORM_SQ: usize = 3;
+pub const STATS: usize = 4;
 
 /// Forward and backward of one micro-batch: gradients accumulate into
 /// `grads` scaled by `scale` (1 / predictions of the whole step), and the
@@ -220,6 +226,36 @@ pub fn pretrain<B: Backend>(
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
     pretrain_parallel(be, cfg, store, opts, None)
+}
+
+fn finite(step: u64, what: &'static str, value: f64) -> Result<(), TrainError> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(TrainError::Diverged { step, what, value })
+}
+
+/// No checkpoint of a diverged state: the last step's gradient norm and the
+/// parameters' squared norm (one pass over them, once per checkpoint) must
+/// be finite. A loss checked only at logging steps would let a checkpoint
+/// between them save NaN weights.
+fn ensure_finite<B: Backend>(
+    be: &B,
+    state: &TrainState<B>,
+    stats: &mut B::Buf,
+) -> Result<(), TrainError> {
+    be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.params);
+    let step = state.progress.step;
+    finite(
+        step,
+        "gradient norm",
+        be.read(stats, STAT_NORM_SQ, 1)[0] as f64,
+    )?;
+    finite(
+        step,
+        "parameters' norm",
+        be.read(stats, STAT_PARAM_NORM_SQ, 1)[0] as f64,
+    )
 }
 
 /// Writes a checkpoint of the group's state: rank 0 writes it, after the
@@ -459,12 +495,8 @@ pub fn pretrain_group<B: Backend>(
                 dp.sum(&mut host[STAT_LOSS..STAT_LOSS + 1])?;
             }
             last_loss = host[STAT_LOSS] as f64 / interval_steps as f64;
-            if !last_loss.is_finite() {
-                return Err(TrainError::Diverged {
-                    step,
-                    value: last_loss,
-                });
-            }
+            finite(step, "loss", last_loss)?;
+            finite(step, "gradient norm", host[STAT_NORM_SQ] as f64)?;
             let spent = state.progress.spent;
             let tokens_per_s = interval_tokens as f64 / (spent.seconds - interval_start).max(1e-9);
             let mut rec = Map::new();
@@ -537,10 +569,12 @@ pub fn pretrain_group<B: Backend>(
             last_eval = Some(r);
         }
         if step % t.checkpoint_every as u64 == 0 && !done {
+            ensure_finite(be, &state, &mut stats)?;
             save_checkpoint(be, &opts.out, &model, &state, dist)?;
         }
     }
     reporter.finish();
+    ensure_finite(be, &state, &mut stats)?;
     let dir = save_checkpoint(be, &opts.out, &model, &state, dist)?;
     let spent = state.progress.spent;
     Ok(RunSummary {
