@@ -423,3 +423,108 @@ fn stream_writes_the_masked_sequences_of_each_epoch() {
         }
     }
 }
+
+/// `cram data prepare` of one document leaves no held-out split: prepare
+/// warns and says why, pretrain refuses in one sentence (main panicked at
+/// the first evaluation, losing the training since the last checkpoint).
+#[test]
+fn data_without_a_held_out_split_is_flagged_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("one.txt");
+    // One document: no blank line anywhere.
+    std::fs::write(&text, documents(b"abcdefghij", 60, 5).join("\n")).unwrap();
+    let data = tmp.path().join("data");
+    let (code, _, stderr) = cram(&[
+        "data",
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "300",
+        "--set",
+        "data.compression_filter=false",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: the validation split is empty (the input holds 1 document(s)"),
+        "{stderr}"
+    );
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "5 steps",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("error: the data holds no held-out sequences"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `cram eval --data` on data whose tokenizer is larger than the run's model
+/// is one error naming both sizes and the fix (main panicked in the
+/// embedding lookup).
+#[test]
+fn eval_on_data_with_a_larger_vocabulary_is_one_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "2 steps",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = tmp.path().join("other.txt");
+    std::fs::write(&text, documents(b"klmnopqrstuvwxyz", 300, 9).join("\n\n")).unwrap();
+    let big = tmp.path().join("big");
+    let (code, _, stderr) = cram(&[
+        "data",
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        big.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "2000",
+        "--set",
+        "data.compression_filter=false",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = cram(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        big.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("tokens and the model in") && stderr.contains("--tokenizer"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
+}

@@ -320,6 +320,13 @@ pub fn pretrain_group<B: Backend>(
             "the data holds no training sequences".into(),
         ));
     }
+    if store.len(Split::Val) == 0 {
+        return Err(TrainError::Run(
+            "the data holds no held-out sequences, which the run evaluates on; prepare it again \
+             with --val-fraction above 0 from more than one document"
+                .into(),
+        ));
+    }
     if opts.measure_noise_scale && t.batch_size < 2 * t.micro_batch {
         return Err(TrainError::Run(format!(
             "--measure-noise-scale compares one micro-batch with the whole batch, so train.batch_size ({}) \

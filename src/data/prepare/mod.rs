@@ -217,7 +217,10 @@ pub fn prepare_timed(opts: &PrepareOptions) -> Result<Prepared, DataError> {
     let mut work = WorkDir::open(&opts.out)?;
     let result = run_passes(opts, &inputs, reused, &mut work);
     match result {
-        Ok(prepared) => {
+        Ok(mut prepared) => {
+            if let Some(w) = empty_val_warning(&prepared.manifest, opts.val_fraction) {
+                prepared.warnings.push(w);
+            }
             work.commit()?;
             if opts.progress {
                 print_sample(&opts.out, opts.seed)?;
@@ -235,6 +238,28 @@ pub fn prepare_timed(opts: &PrepareOptions) -> Result<Prepared, DataError> {
             Err(e)
         }
     }
+}
+
+/// Pretraining evaluates on the held-out split, so data without one can be
+/// prepared (a training-only set is a choice) but is flagged, naming why it
+/// is empty and the fix.
+fn empty_val_warning(manifest: &Manifest, val_fraction: f64) -> Option<String> {
+    if manifest.splits.val.sequences > 0 {
+        return None;
+    }
+    let why = if val_fraction <= 0.0 {
+        "--val-fraction is 0".to_string()
+    } else {
+        format!(
+            "the input holds {} document(s) and the split holds out whole documents",
+            manifest.splits.train.documents
+        )
+    };
+    Some(format!(
+        "the validation split is empty ({why}); `cram pretrain` refuses data without held-out \
+         sequences: prepare with --val-fraction above 0 and more than one document (plain text \
+         is split into documents at blank lines; --set data.text_split=line splits at every line)"
+    ))
 }
 
 fn run_passes(
