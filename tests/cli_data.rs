@@ -528,3 +528,63 @@ fn eval_on_data_with_a_larger_vocabulary_is_one_error() {
     );
     assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
 }
+
+/// Two runs on one `--out`: the second stops at once with one sentence that
+/// names the first one's PID (on main both could start and write each
+/// other's checkpoints).
+#[test]
+fn a_second_run_on_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let args = [
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "1000000 steps",
+        "--quiet",
+    ];
+    let mut first = std::process::Command::new(common::cram_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = run.join(".lock");
+    let pid = first.id().to_string();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, _, stderr) = cram(&args);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("is in use: process {pid} is training in it")),
+        "{stderr}"
+    );
+    // The lock goes with its process: the folder can be resumed afterwards
+    // (the killed run may not have written a checkpoint yet, so a fresh start
+    // or a resume is what the folder's state allows; neither says "in use").
+    let (_, _, stderr) = cram(&[
+        "pretrain",
+        "--resume",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "1 steps",
+    ]);
+    assert!(!stderr.contains("is in use"), "{stderr}");
+}

@@ -180,6 +180,49 @@ fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Change>, Train
     Ok(Vec::new())
 }
 
+/// The lock file of a run folder: held (an OS advisory lock, released by the
+/// OS when the process ends, however it ends) by the process training in it.
+pub const RUN_LOCK: &str = ".lock";
+
+/// One writer per run folder. Two runs started on the same `--out` would
+/// otherwise both pass the "already holds a run" check and write each other's
+/// checkpoints. The holder's PID is written into the file for the message.
+fn lock_run(out: &Path) -> Result<std::fs::File, TrainError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let path = out.join(RUN_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let pid = std::process::id().to_string();
+            file.set_len(0)
+                .and_then(|_| file.rewind())
+                .and_then(|_| file.write_all(pid.as_bytes()))
+                .map_err(io_err(&path))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("process {pid}"),
+            };
+            Err(TrainError::Run(format!(
+                "{} is in use: {holder} is training in it; wait for it to finish or choose another --out",
+                out.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
 fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
     let tmp = path.with_extension("toml.tmp");
     checkpoint::write_synced(&tmp, cfg.to_toml().as_bytes())?;
@@ -340,6 +383,12 @@ pub fn pretrain_group<B: Backend>(
                 .into(),
         ));
     }
+    // Held until the run returns: a second process on the same folder stops here.
+    let _lock = if lead {
+        Some(lock_run(&opts.out)?)
+    } else {
+        None
+    };
     let changes = if lead {
         let changes = prepare_run_dir(cfg, opts)?;
         super::run_files::record_data(store, &opts.out)?;
