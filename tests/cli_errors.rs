@@ -180,3 +180,94 @@ fn bench_without_a_gpu_says_so() {
     let (code, _, err) = cram(&["bench", "--steps", "1"]);
     assert_one_error(code, &err, &["cram bench", "no CUDA driver"]);
 }
+
+/// A value of the wrong kind names its key and the kind it takes (main said
+/// "invalid type: string \"abc\", expected f64").
+#[test]
+fn a_value_of_the_wrong_kind_names_its_key() {
+    for (set, needles) in [
+        ("train.lr=abc", ["train.lr takes a number", "'abc'"]),
+        (
+            "train.micro_batch=1.5",
+            ["train.micro_batch takes a whole number", "'1.5'"],
+        ),
+        (
+            "data.keep_order=yes",
+            ["data.keep_order takes true or false", "'yes'"],
+        ),
+    ] {
+        let (code, err) = show_with(&[set]);
+        assert_one_error(code, &err, &needles);
+    }
+}
+
+/// `--budget -5s` was taken for a flag ("unexpected argument"); it now gets
+/// the budget's own error.
+#[test]
+fn a_negative_budget_is_a_budget_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        tmp.path().join("run").to_str().unwrap(),
+        "--budget",
+        "-5s",
+    ]);
+    assert_one_error(code, &err, &["budget '-5s' must be positive"]);
+}
+
+/// The user's own corpus that does not exist is not a missing install.
+#[test]
+fn demo_with_a_missing_corpus_names_the_flag() {
+    let (code, _, err) = cram(&["demo", "--corpus", "/nonexistent/cram-corpus"]);
+    assert_one_error(
+        code,
+        &err,
+        &["--corpus /nonexistent/cram-corpus does not exist"],
+    );
+    assert!(!err.contains("scripts/setup"), "{err}");
+}
+
+/// `cram eval` on a folder that is not a run, at a step that has no
+/// checkpoint, with --batches 0: one sentence each that names the fix.
+#[test]
+fn eval_errors_name_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = common::english_slice(tmp.path(), 300_000);
+    let data = tmp.path().join("data");
+    let (code, _, err) = cram(&[
+        "data",
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        data.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let run = tmp.path().join("run");
+    let d = data.to_str().unwrap();
+    let r = run.to_str().unwrap();
+    let (code, _, err) = cram(&[
+        "pretrain", "--preset", "tiny", "--data", d, "--out", r, "--budget", "2 steps", "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, _, err) = cram(&["eval", "--run", d, "--data", d]);
+    assert_one_error(code, &err, &["is not a run folder (it has no config.toml)"]);
+    assert!(!err.contains("corrupt"), "{err}");
+    let (code, _, err) = cram(&["eval", "--run", r, "--data", d, "--step", "123"]);
+    assert_one_error(
+        code,
+        &err,
+        &["has no checkpoint at step 123; its checkpoints are at steps 2"],
+    );
+    let (code, _, err) = cram(&["eval", "--run", r, "--data", d, "--batches", "0"]);
+    assert_one_error(code, &err, &["--batches 0 evaluates nothing"]);
+}

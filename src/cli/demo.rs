@@ -44,8 +44,18 @@ pub struct DemoArgs {
 }
 
 fn find_corpus(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = arg
-        .or_else(|| std::env::var_os("CRAM_CORPUS").map(PathBuf::from))
+    if let Some(path) = arg {
+        // The user's own text: `scripts/setup` would not help.
+        if !path.exists() {
+            bail!(
+                "--corpus {} does not exist; pass a text file or a folder of them",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let path = std::env::var_os("CRAM_CORPUS")
+        .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CORPUS));
     if !path.exists() {
         bail!(

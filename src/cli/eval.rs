@@ -35,6 +35,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     check_data_fits(&store, cfg, &args.data, &args.run)?;
     let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
+    if args.batches == Some(0) {
+        anyhow::bail!("--batches 0 evaluates nothing; give at least 1, or leave it out to score the whole held-out split");
+    }
     let batches = args
         .batches
         .unwrap_or_else(|| full_eval_batches(&store, cfg.train.micro_batch));

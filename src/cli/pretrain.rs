@@ -28,7 +28,9 @@ pub struct PretrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Budget: a time (90s, 30m, 24h), tokens (50M tokens), FLOPs (1e18 flops) or steps (500 steps).
-    #[arg(long)]
+    // A leading '-' is taken as the value, so that `--budget -5s` gets the
+    // budget's own error rather than "unexpected argument".
+    #[arg(long, allow_hyphen_values = true)]
     budget: Option<String>,
     #[command(flatten)]
     set: SetArgs,

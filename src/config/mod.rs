@@ -385,7 +385,14 @@ fn set_path(
         }
         (_, false) => Err(unknown_key(key)),
         (slot, true) => {
-            *slot = parse_value(raw, slot);
+            let value = parse_value(raw, slot);
+            if std::mem::discriminant(&value) != std::mem::discriminant(slot) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} takes {}, not '{raw}' (it is {slot} now)",
+                    kind_of(slot)
+                )));
+            }
+            *slot = value;
             Ok(())
         }
     }
@@ -394,6 +401,18 @@ fn set_path(
 /// A TOML literal when the text is one ("0.5", "true", "[1, 2]"), otherwise a
 /// bare string, so that `--set train.budget=2h` needs no quotes. A float slot
 /// given an integer stays a float.
+/// What a config value is, for an error about a value of the wrong kind.
+fn kind_of(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::Float(_) => "a number",
+        toml::Value::Integer(_) => "a whole number",
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::String(_) => "a string",
+        toml::Value::Array(_) => "a list",
+        _ => "a value of its own kind",
+    }
+}
+
 fn parse_value(raw: &str, slot: &toml::Value) -> toml::Value {
     let parsed = format!("v = {raw}")
         .parse::<toml::Table>()

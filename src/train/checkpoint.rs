@@ -31,6 +31,14 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{run} holds no checkpoint (no checkpoints/step-N folder)")]
     NoCheckpoint { run: PathBuf },
+    #[error("{run} has no checkpoint at step {step}; its checkpoints are at steps {steps}")]
+    NoSuchStep {
+        run: PathBuf,
+        step: u64,
+        steps: String,
+    },
+    #[error("{0} is not a run folder (it has no config.toml); pass the --out folder of a `cram pretrain` run")]
+    NotARun(PathBuf),
 }
 
 /// What a checkpoint remembers besides tensors.
@@ -74,8 +82,16 @@ pub fn step_dir(run: &Path, step: u64) -> PathBuf {
 
 /// The newest `checkpoints/step-N` of a run.
 pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
-    let entries = fs::read_dir(run.join("checkpoints")).ok()?;
-    entries
+    complete(run).pop()
+}
+
+/// Every complete checkpoint of `run` (its `state.json` is written last),
+/// by step.
+pub fn complete(run: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
@@ -85,7 +101,9 @@ pub fn latest(run: &Path) -> Option<(u64, PathBuf)> {
                 .is_file()
                 .then(|| (step, e.path()))
         })
-        .max_by_key(|(step, _)| *step)
+        .collect();
+    found.sort_by_key(|(step, _)| *step);
+    found
 }
 
 /// The checkpoint at `step`, or the newest one when `step` is `None`.
@@ -94,10 +112,19 @@ pub fn find(run: &Path, step: Option<u64>) -> Result<PathBuf, CheckpointError> {
         Some(s) => {
             let dir = step_dir(run, s);
             if dir.join("state.json").is_file() {
-                Ok(dir)
-            } else {
-                Err(CheckpointError::NoCheckpoint { run: dir })
+                return Ok(dir);
             }
+            let steps: Vec<String> = complete(run).iter().map(|(s, _)| s.to_string()).collect();
+            if steps.is_empty() {
+                return Err(CheckpointError::NoCheckpoint {
+                    run: run.to_path_buf(),
+                });
+            }
+            Err(CheckpointError::NoSuchStep {
+                run: run.to_path_buf(),
+                step: s,
+                steps: steps.join(", "),
+            })
         }
         None => latest(run)
             .map(|(_, p)| p)
@@ -290,6 +317,9 @@ pub fn load_run<B: Backend>(
     step: Option<u64>,
 ) -> Result<LoadedRun<B>, CheckpointError> {
     let config_path = run.join("config.toml");
+    if !config_path.is_file() {
+        return Err(CheckpointError::NotARun(run.to_path_buf()));
+    }
     let config =
         crate::config::Config::load(&config_path).map_err(|e| CheckpointError::Corrupt {
             path: config_path.clone(),
