@@ -588,3 +588,52 @@ fn a_second_run_on_the_same_folder_is_refused() {
     ]);
     assert!(!stderr.contains("is in use"), "{stderr}");
 }
+
+/// Issue 17 item 4: 4 KiB zeroed in the newest checkpoint's weights used to
+/// load and train (exit 0, wrong weights). The sha256 in state.json catches
+/// it: eval names the damaged file, and --resume falls back to the previous
+/// checkpoint with a warning and trains on from there.
+#[test]
+fn a_damaged_checkpoint_is_detected_and_skipped_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        d,
+        "--out",
+        r,
+        "--budget",
+        "20 steps",
+        "--set",
+        "train.checkpoint_every=10",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let weights = run.join("checkpoints/step-20/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at..at + 4096].fill(0);
+    std::fs::write(&weights, bytes).unwrap();
+
+    let (code, _, stderr) = cram(&["eval", "--run", r, "--data", d]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("step-20/model.safetensors is corrupt: its sha256 is"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = cram(&[
+        "pretrain", "--resume", "--data", d, "--out", r, "--budget", "30 steps",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: checkpoint step-20 is damaged and was skipped"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("resumed at step 10"), "{stdout}");
+    assert!(stdout.contains("budget spent after 30 steps"), "{stdout}");
+}

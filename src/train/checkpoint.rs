@@ -1,8 +1,11 @@
 //! Checkpoints: `RUN/checkpoints/step-N/` holds `model.safetensors` (fp32
 //! parameters by name), `optimizer.safetensors` (AdamW moments `m.<name>`,
 //! `v.<name>`) and `state.json` (step, budget spent, data position). A
-//! checkpoint is written under a temporary name, synced, then renamed, so a
-//! crash never leaves a half-written one.
+//! checkpoint is written under a temporary name, synced, then renamed (and the
+//! parent folder synced), so a crash never leaves a half-written one.
+//! `state.json` also records the sha256 of both tensor files, checked at every
+//! load: a file damaged later (a bad disk, a partial copy) is an error, and a
+//! resume falls back to the newest checkpoint that is intact.
 
 use crate::backend::Backend;
 use crate::config::Spent;
@@ -49,6 +52,19 @@ pub struct TrainProgress {
     pub position: u64,
     pub spent: Spent,
 }
+
+/// `state.json`: the progress, and the sha256 of each tensor file (absent in
+/// checkpoints written before checksums, which load unchecked).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    progress: TrainProgress,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    sha256: std::collections::BTreeMap<String, String>,
+}
+
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// The optimizer state of a run, on the device.
 pub struct TrainState<B: Backend> {
@@ -138,11 +154,12 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Writes the tensors and returns the file's sha256 (hex).
 fn write_tensors(
     path: &Path,
     model: &Model,
     sets: &[(&str, &[f32])],
-) -> Result<(), CheckpointError> {
+) -> Result<String, CheckpointError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = sets
         .iter()
         .flat_map(|(prefix, flat)| {
@@ -169,7 +186,16 @@ fn write_tensors(
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    write_synced(path, &data)
+    write_synced(path, &data)?;
+    Ok(sha256_hex(&data))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
@@ -213,18 +239,31 @@ pub fn save_host(
         fs::remove_dir_all(&tmp).map_err(err)?;
     }
     fs::create_dir_all(&tmp).map_err(err)?;
-    write_tensors(&tmp.join("model.safetensors"), model, &[("", params)])?;
-    write_tensors(
-        &tmp.join("optimizer.safetensors"),
-        model,
-        &[("m", m), ("v", v)],
-    )?;
-    let json = serde_json::to_vec_pretty(progress).expect("progress serializes");
+    let mut sha256 = std::collections::BTreeMap::new();
+    sha256.insert(
+        MODEL_FILE.to_string(),
+        write_tensors(&tmp.join(MODEL_FILE), model, &[("", params)])?,
+    );
+    sha256.insert(
+        OPTIMIZER_FILE.to_string(),
+        write_tensors(&tmp.join(OPTIMIZER_FILE), model, &[("m", m), ("v", v)])?,
+    );
+    let state = StateFile {
+        progress: progress.clone(),
+        sha256,
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("progress serializes");
     write_synced(&tmp.join("state.json"), &json)?;
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(err)?;
     }
     fs::rename(&tmp, &dir).map_err(err)?;
+    // The rename is durable only once the folder that holds it is synced.
+    if let Some(parent) = dir.parent() {
+        fs::File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(err)?;
+    }
     Ok(dir)
 }
 
@@ -243,6 +282,14 @@ fn read_tensors(path: &Path, model: &Model, prefix: &str) -> Result<Vec<f32>, Ch
         path: path.to_path_buf(),
         reason,
     };
+    if let Some(expected) = expected_sha256(path)? {
+        let actual = sha256_hex(&bytes);
+        if actual != expected {
+            return Err(corrupt(format!(
+                "its sha256 is {actual} but state.json recorded {expected} when it was written"
+            )));
+        }
+    }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut out = vec![0f32; model.num_params()];
     for p in &model.layout.params {
@@ -272,9 +319,27 @@ fn read_tensors(path: &Path, model: &Model, prefix: &str) -> Result<Vec<f32>, Ch
     Ok(out)
 }
 
+/// The sha256 that the checkpoint's `state.json` records for tensor file
+/// `path`, if it records one.
+fn expected_sha256(path: &Path) -> Result<Option<String>, CheckpointError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(None);
+    };
+    let state = read_state(dir)?;
+    Ok(state.sha256.get(&*name.to_string_lossy()).cloned())
+}
+
+fn read_state(dir: &Path) -> Result<StateFile, CheckpointError> {
+    let state_path = dir.join("state.json");
+    serde_json::from_slice(&read_file(&state_path)?).map_err(|e| CheckpointError::Corrupt {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })
+}
+
 /// The parameters of a checkpoint folder, in layout order.
 pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>, CheckpointError> {
-    read_tensors(&dir.join("model.safetensors"), model, "")
+    read_tensors(&dir.join(MODEL_FILE), model, "")
 }
 
 /// The whole training state of a checkpoint folder.
@@ -283,14 +348,9 @@ pub fn load<B: Backend>(
     dir: &Path,
     model: &Model,
 ) -> Result<TrainState<B>, CheckpointError> {
-    let state_path = dir.join("state.json");
-    let progress: TrainProgress =
-        serde_json::from_slice(&read_file(&state_path)?).map_err(|e| CheckpointError::Corrupt {
-            path: state_path.clone(),
-            reason: e.to_string(),
-        })?;
+    let progress = read_state(dir)?.progress;
     let params = load_params(dir, model)?;
-    let opt = dir.join("optimizer.safetensors");
+    let opt = dir.join(OPTIMIZER_FILE);
     let m = read_tensors(&opt, model, "m")?;
     let v = read_tensors(&opt, model, "v")?;
     Ok(TrainState {
@@ -300,6 +360,33 @@ pub fn load<B: Backend>(
         v: be.upload(&v),
         progress,
     })
+}
+
+/// The training state of the newest intact checkpoint of `run`, and a
+/// warning for each newer one that failed its checks (damaged files are
+/// skipped, not trained on). The newest one's error when none loads.
+pub fn load_newest_intact<B: Backend>(
+    be: &B,
+    run: &Path,
+    model: &Model,
+) -> Result<(TrainState<B>, Vec<String>), CheckpointError> {
+    let mut warnings = Vec::new();
+    let mut first_err = None;
+    for (step, dir) in complete(run).into_iter().rev() {
+        match load(be, &dir, model) {
+            Ok(state) => return Ok((state, warnings)),
+            Err(e @ CheckpointError::Corrupt { .. }) => {
+                warnings.push(format!(
+                    "checkpoint step-{step} is damaged and was skipped: {e}"
+                ));
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_err.unwrap_or(CheckpointError::NoCheckpoint {
+        run: run.to_path_buf(),
+    }))
 }
 
 /// A trained model read back from a run folder.

@@ -401,8 +401,11 @@ pub fn pretrain_group<B: Backend>(
         dp.comm.barrier()?;
     }
     let mut state = if opts.resume {
-        let dir = checkpoint::find(&opts.out, None)?;
-        checkpoint::load(be, &dir, &model)?
+        let (state, warnings) = checkpoint::load_newest_intact(be, &opts.out, &model)?;
+        for w in warnings.iter().filter(|_| lead) {
+            eprintln!("warning: {w}");
+        }
+        state
     } else {
         TrainState::fresh(be, &model, t.seed)
     };
