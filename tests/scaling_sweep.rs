@@ -527,3 +527,34 @@ fn a_fit_without_approach_3_reports_the_rest() {
     let html = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
     assert!(html.contains("no contour plot: approach 3 was not fitted"));
 }
+
+/// `width_scaling = true`: each run's learning rate scales by w₀/w and its
+/// initialisation std by √(w₀/w) against the base config's width (tiny: 128).
+#[test]
+fn width_scaling_sets_lr_and_init_per_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    prepared(tmp.path());
+    let spec_path = tmp.path().join("sweep.toml");
+    std::fs::write(
+        &spec_path,
+        "preset = \"tiny\"\ndata = \"data\"\nbudgets = [\"9 steps\"]\nwidth_scaling = true\n\
+         widths = [32, 128, 512]\ndepths = [1]\n",
+    )
+    .unwrap();
+    let spec = SweepSpec::load(&spec_path).unwrap();
+    let (_, runs) = plan(&spec).unwrap();
+    let base = cram::config::Config::resolve("tiny", &[]).unwrap();
+    assert_eq!(base.model.hidden, 128);
+    for (run, w) in runs.iter().zip([32.0, 128.0, 512.0]) {
+        let ratio = 128.0 / w;
+        let (lr, std) = (run.config.train.lr, run.config.model.init_std as f64);
+        assert!(
+            (lr - base.train.lr * ratio).abs() < 1e-12,
+            "{}: lr {lr}",
+            run.name
+        );
+        let want = base.model.init_std as f64 * f64::sqrt(ratio);
+        assert!((std - want).abs() < 1e-6, "{}: std {std}", run.name);
+    }
+    assert_eq!(runs[0].config.train.lr, 4.0 * base.train.lr);
+}

@@ -15,6 +15,7 @@
 //! evals_per_run = 12               # held-out evaluations a run makes (optional)
 //! head_dim = 32                    # heads = hidden / head_dim (default: the preset's)
 //! ffn_ratio = 4.0                  # ffn = ffn_ratio·hidden (default: the preset's)
+//! width_scaling = true             # lr ∝ 1/hidden, init std ∝ 1/√hidden (optional)
 //!
 //! [[models]]                       # shapes listed one by one (optional)
 //! hidden = 256
@@ -32,6 +33,14 @@
 //! A compute budget ("1e14 flops") becomes, for each shape, the token budget
 //! D = C / (6N + 6·n_layer·n_ctx·d_model) of [`crate::scaling::counts`], so
 //! that every run of one compute level spends the same C in that convention.
+//!
+//! `width_scaling = true` scales each run's learning rate by w₀/w and its
+//! initialisation std by √(w₀/w), w₀ being the base config's width (768 for
+//! crammed-bert). One rate for every width kept the smallest sweep shape on
+//! the masked-LM plateau: h256-l4 at lr 1e-3 and std 0.02 ends 1e15 FLOPs at
+//! held-out 6.74 (accuracy 0.067, the most frequent token's rate), at
+//! 3e-3 and 0.04 (what the rule gives, rounded) at 4.95 (0.244); either
+//! change alone stays on the plateau (bench/RESULTS.md, plateau probe).
 //!
 //! `evals_per_run = K` sets each run's `train.eval_every` to a K-th of its
 //! steps (counted at its full batch; a batch ramp adds a few), so that a run
@@ -103,6 +112,8 @@ pub struct SweepSpec {
     pub evals_per_run: Option<usize>,
     pub head_dim: Option<usize>,
     pub ffn_ratio: Option<f64>,
+    #[serde(default)]
+    pub width_scaling: bool,
 }
 
 /// One run of the sweep, fully resolved.
@@ -312,6 +323,12 @@ impl SweepSpec {
             source,
         };
         let mut config = Config::resolve(&self.preset, &sets).map_err(config_err)?;
+        if self.width_scaling {
+            let base = Config::resolve(&self.preset, &self.set).map_err(config_err)?;
+            let ratio = base.model.hidden as f64 / shape.hidden as f64;
+            config.train.lr *= ratio;
+            config.model.init_std *= ratio.sqrt() as f32;
+        }
         crate::train::fit_to_data(&mut config, store).map_err(|source| ScalingError::Train {
             run: name.clone(),
             source,
