@@ -637,3 +637,34 @@ fn a_damaged_checkpoint_is_detected_and_skipped_on_resume() {
     assert!(stdout.contains("resumed at step 10"), "{stdout}");
     assert!(stdout.contains("budget spent after 30 steps"), "{stdout}");
 }
+
+/// `train.keep_checkpoints` (3 in every preset): old checkpoints are deleted
+/// after each save (main kept all: a 200-step tiny run with a checkpoint every
+/// 5 steps kept 392 MB).
+#[test]
+fn only_the_newest_checkpoints_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "20 steps",
+        "--set",
+        "train.checkpoint_every=2",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut kept: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["step-16", "step-18", "step-20"]);
+}

@@ -211,6 +211,10 @@ pub struct TrainConfig {
     pub eval_every: usize,
     pub eval_batches: usize,
     pub checkpoint_every: usize,
+    /// The newest N checkpoints stay on disk (0: all). Run folders from
+    /// before this key keep all, as they did.
+    #[serde(default)]
+    pub keep_checkpoints: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

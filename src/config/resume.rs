@@ -16,6 +16,7 @@ pub const RESUMABLE: &[&str] = &[
     "train.eval_every",
     "train.eval_batches",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
 ];
 
 /// One setting that differs between a run's saved config and the one asked for.

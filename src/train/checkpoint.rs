@@ -122,6 +122,23 @@ pub fn complete(run: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Deletes all but the newest `keep` complete checkpoints of `run` (`keep`
+/// 0: none is deleted). Called after a save, so the newest is the one just
+/// written; an older intact one stays for a resume to fall back to.
+pub fn prune(run: &Path, keep: usize) -> Result<(), CheckpointError> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = complete(run);
+    for (_, dir) in &all[..all.len().saturating_sub(keep)] {
+        fs::remove_dir_all(dir).map_err(|source| CheckpointError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// The checkpoint at `step`, or the newest one when `step` is `None`.
 pub fn find(run: &Path, step: Option<u64>) -> Result<PathBuf, CheckpointError> {
     match step {

@@ -305,18 +305,21 @@ fn ensure_finite<B: Backend>(
 /// sharded moments are gathered (a collective: every rank calls this).
 fn save_checkpoint<B: Backend>(
     be: &B,
-    run: &Path,
+    (run, keep): (&Path, usize),
     model: &Model,
     state: &TrainState<B>,
     dist: Option<&DataParallel>,
 ) -> Result<PathBuf, TrainError> {
     let Some(dp) = dist else {
-        return Ok(checkpoint::save(be, run, model, state)?);
+        let dir = checkpoint::save(be, run, model, state)?;
+        checkpoint::prune(run, keep)?;
+        return Ok(dir);
     };
     let (m, v) = dp.gather_moments(be, state)?;
     if dp.rank() == 0 {
         let params = be.download(&state.params);
         checkpoint::save_host(run, model, (&params, &m, &v), &state.progress)?;
+        checkpoint::prune(run, keep)?;
     }
     // No rank goes on (or returns) before the checkpoint is complete.
     dp.comm.barrier()?;
@@ -629,12 +632,12 @@ pub fn pretrain_group<B: Backend>(
         }
         if step % t.checkpoint_every as u64 == 0 && !done {
             ensure_finite(be, &state, &mut stats)?;
-            save_checkpoint(be, &opts.out, &model, &state, dist)?;
+            save_checkpoint(be, (&opts.out, t.keep_checkpoints), &model, &state, dist)?;
         }
     }
     reporter.finish();
     ensure_finite(be, &state, &mut stats)?;
-    let dir = save_checkpoint(be, &opts.out, &model, &state, dist)?;
+    let dir = save_checkpoint(be, (&opts.out, t.keep_checkpoints), &model, &state, dist)?;
     let spent = state.progress.spent;
     Ok(RunSummary {
         steps: spent.steps,
