@@ -63,11 +63,14 @@ fn run_state(dir: &Path, planned: &Config, name: &str) -> Result<State, ScalingE
             run: dir.to_path_buf(),
             reason: e.to_string(),
         })?;
-        if saved != *planned {
+        // Settings that do not change what a run is (budget, cadences, how
+        // many checkpoints to keep: see RESUMABLE) may differ: a run finished
+        // before such a key existed is still this run.
+        if let Err(reason) = crate::config::resume_changes(&saved, planned) {
             return Err(ScalingError::Run {
                 run: dir.to_path_buf(),
                 reason: format!(
-                    "run {name} was made with another config than the spec now gives; \
+                    "run {name} was made with another config than the spec now gives ({reason}); \
                      sweep into another --out or delete that run folder"
                 ),
             });
