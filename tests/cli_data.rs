@@ -197,6 +197,7 @@ fn pretrain_prints_progress_lines_when_piped() {
         "{stdout}"
     );
     for needle in [
+        "at this rate the budget (30 steps) takes about ",
         " lr ",
         " bs 16 ",
         "step     20  held-out loss",
@@ -271,12 +272,14 @@ fn resume_with_a_larger_budget_trains_on() {
         "model.hidden=64",
         "--set",
         "train.lr=1e-4",
+        "--seed",
+        "3",
     ]);
     one_error(
         code,
         &stderr,
         &[
-            "model.hidden 128 -> 64 would change what the run is",
+            "model.hidden 128 -> 64, train.seed 0 -> 3 would change what the run is",
             "may change only train.budget, train.lr",
         ],
     );

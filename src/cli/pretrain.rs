@@ -32,6 +32,10 @@ pub struct PretrainArgs {
     // budget's own error rather than "unexpected argument".
     #[arg(long, allow_hyphen_values = true)]
     budget: Option<String>,
+    /// Seed of the initial weights, the data order, the masks and dropout
+    /// (the same as --set train.seed=N).
+    #[arg(long)]
+    seed: Option<u64>,
     #[command(flatten)]
     set: SetArgs,
     /// Continue the run in --out from its last checkpoint.
@@ -77,6 +81,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let mut sets = args.set.sets.clone();
     if let Some(b) = &args.budget {
         sets.push(format!("train.budget={b}"));
+    }
+    if let Some(seed) = args.seed {
+        sets.push(format!("train.seed={seed}"));
     }
     let mut cfg = match (&args.preset, args.resume) {
         (Some(p), _) => Config::resolve(p, &sets)?,

@@ -256,8 +256,23 @@ fn eta(progress: f64, seconds: f64) -> String {
     if progress <= 0.0 {
         return "?".into();
     }
-    let left = seconds * (1.0 - progress) / progress;
-    format!("{}m{:02}s", (left / 60.0) as u64, (left % 60.0) as u64)
+    duration_text(seconds * (1.0 - progress) / progress)
+}
+
+/// A duration as a person reads it, from seconds to "more than 100 years"
+/// (a FLOP or token budget may be far beyond any machine).
+fn duration_text(seconds: f64) -> String {
+    const DAY: f64 = 86_400.0;
+    match seconds {
+        s if !s.is_finite() || s > 100.0 * 365.0 * DAY => "more than 100 years".into(),
+        s if s >= 2.0 * DAY => format!("{:.1} days", s / DAY),
+        s if s >= 3600.0 => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
+        s => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
+    }
 }
 
 /// Pretrains `cfg` on `store` until the budget is spent, writing the run
@@ -455,6 +470,7 @@ pub fn pretrain_group<B: Backend>(
     let mut last_loss = f64::NAN;
     let mut last_eval = None;
     let mut finished = true;
+    let mut estimated = false;
 
     loop {
         let p = budget.progress(&state.progress.spent);
@@ -594,6 +610,21 @@ pub fn pretrain_group<B: Backend>(
                     eta(p, spent.seconds)
                 ),
             );
+            if !estimated && !budget.is_wall_clock() && p < 1.0 {
+                // A token, FLOP or step budget says nothing about time: say it
+                // once, from the first interval's rate.
+                estimated = true;
+                let total = duration_text(spent.seconds / p.max(f64::MIN_POSITIVE));
+                let total = if total.starts_with("more") {
+                    total
+                } else {
+                    format!("about {total}")
+                };
+                reporter.event(&format!(
+                    "at this rate the budget ({}) takes {total} in all",
+                    t.budget
+                ));
+            }
             be.zero(&mut stats);
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
         }
@@ -675,4 +706,17 @@ pub fn fit_to_data(cfg: &mut Config, store: &TokenStore) -> Result<Vec<String>, 
     cfg.validate()
         .map_err(|e| TrainError::Run(format!("{e} (for the data's shape)")))?;
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn durations_read_as_a_person_would() {
+        assert_eq!(duration_text(75.0), "1m15s");
+        assert_eq!(duration_text(3.0 * 3600.0 + 125.0), "3h02m");
+        assert_eq!(duration_text(5.0 * 86_400.0), "5.0 days");
+        assert_eq!(duration_text(1e90), "more than 100 years");
+    }
 }
