@@ -271,3 +271,53 @@ fn eval_errors_name_the_fix() {
     let (code, _, err) = cram(&["eval", "--run", r, "--data", d, "--batches", "0"]);
     assert_one_error(code, &err, &["--batches 0 evaluates nothing"]);
 }
+
+/// Every flag of every command says what it does in `--help` (issue 18: glue's
+/// --batch-size, --decay and --weight-decay had none).
+#[test]
+fn every_flag_has_help_text() {
+    let commands: &[&[&str]] = &[
+        &["data", "prepare"],
+        &["data", "stats"],
+        &["data", "stream"],
+        &["pretrain"],
+        &["eval"],
+        &["glue"],
+        &["infer"],
+        &["export", "hf"],
+        &["bench"],
+        &["demo"],
+        &["scale", "sweep"],
+        &["scale", "fit"],
+        &["scale", "plan"],
+        &["report"],
+    ];
+    let mut missing = Vec::new();
+    for cmd in commands {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (code, out, err) = cram(&args);
+        assert_eq!(code, 0, "{cmd:?}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let flag = line.trim_start();
+            if !flag.starts_with("--") && !flag.starts_with("-h, --help") {
+                continue;
+            }
+            // Short help puts the text on the flag's line after two spaces;
+            // long help (when any flag has more) on the next line.
+            let inline = flag
+                .split_once("  ")
+                .is_some_and(|(_, t)| !t.trim().is_empty());
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            if !inline && next.is_empty() {
+                missing.push(format!("{} {}", cmd.join(" "), flag));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "flags without help:\n{}",
+        missing.join("\n")
+    );
+}

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 /// Learning-rate decay after the warm-up.
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 enum Decay {
+    /// Half a cosine from the peak to 0.
     Cosine,
+    /// A straight line from the peak to 0.
     Linear,
 }
 
@@ -46,6 +48,7 @@ pub struct GlueArgs {
     /// Epochs of every task (the large tasks' own count of the protocol too).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Examples per optimizer step.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Peak learning rate.
@@ -54,8 +57,10 @@ pub struct GlueArgs {
     /// Fraction of the steps spent warming up.
     #[arg(long)]
     warmup: Option<f64>,
+    /// Shape of the learning rate after the warm-up, down to 0 at the last step.
     #[arg(long, value_enum)]
     decay: Option<Decay>,
+    /// AdamW's decoupled weight decay, on the tensors pretraining decays.
     #[arg(long)]
     weight_decay: Option<f32>,
     /// Clip the global gradient norm to this value (0: off).
