@@ -102,6 +102,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         run_dir.display()
     );
     if run_dir.exists() {
+        println!(
+            "    (replacing the earlier demo run in {})",
+            run_dir.display()
+        );
         std::fs::remove_dir_all(&run_dir)
             .with_context(|| format!("cannot clear {}", run_dir.display()))?;
     }
@@ -192,7 +196,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// The model's five most likely ordinary tokens at position `at` of `ids`.
 fn top_guesses(
     be: &Cpu,
-    model: &Model,
+    (model, tokenizer): (&Model, &tokenizers::Tokenizer),
     params: &<Cpu as Device>::Buf,
     ids: Vec<u32>,
     at: usize,
@@ -214,9 +218,17 @@ fn top_guesses(
     order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
     order
         .into_iter()
-        .filter(|&t| t > special.mask)
+        .filter(|&t| t > special.mask && starts_a_word(tokenizer, t))
         .take(5)
         .collect()
+}
+
+/// A masked word's guesses are word starts: a WordPiece continuation
+/// (`##ould`) cannot begin the word at the masked position.
+fn starts_a_word(tokenizer: &tokenizers::Tokenizer, id: u32) -> bool {
+    tokenizer
+        .id_to_token(id)
+        .is_some_and(|t| !t.starts_with("##"))
 }
 
 fn format_guesses(tokenizer: &tokenizers::Tokenizer, guesses: &[u32], answer: u32) -> String {
@@ -260,7 +272,7 @@ fn show_probe(
     ids.extend(encode(after)?);
     ids.push(special.sep);
     ids.truncate(store.seq_len());
-    let guesses = top_guesses(be, model, params, ids, at, special);
+    let guesses = top_guesses(be, (model, tokenizer), params, ids, at, special);
     let answer = if answer.len() == 1 { answer[0] } else { IGNORE };
     println!(
         "    {before}[MASK]{after}  →  {}",
@@ -288,13 +300,16 @@ fn show_held_out(
             let w = tokenizer.id_to_token(t).unwrap_or_default();
             w.len() >= 4 && w.chars().all(|c| c.is_ascii_alphabetic())
         };
-        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| word(ids[p])) else {
+        // A whole word: the next token does not continue it.
+        let whole =
+            |p: usize| word(ids[p]) && ids.get(p + 1).is_none_or(|&t| starts_a_word(tokenizer, t));
+        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| whole(p)) else {
             continue;
         };
         let answer = ids[at];
         let mut masked = ids.clone();
         masked[at] = special.mask;
-        let guesses = top_guesses(be, model, params, masked.clone(), at, special);
+        let guesses = top_guesses(be, (model, tokenizer), params, masked.clone(), at, special);
         let lo = at.saturating_sub(10);
         let hi = (at + 6).min(masked.len());
         let context = tokenizer
@@ -307,4 +322,26 @@ fn show_held_out(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_a_word;
+
+    #[test]
+    fn continuation_pieces_are_not_guesses() {
+        let vocab: ahash::AHashMap<String, u32> =
+            [("[UNK]", 0), ("would", 1), ("##ould", 2), ("circum", 3)]
+                .into_iter()
+                .map(|(t, i)| (t.to_string(), i))
+                .collect();
+        let wp = tokenizers::models::wordpiece::WordPiece::builder()
+            .vocab(vocab)
+            .build()
+            .unwrap();
+        let tokenizer = tokenizers::Tokenizer::new(wp);
+        assert!(starts_a_word(&tokenizer, 1));
+        assert!(!starts_a_word(&tokenizer, 2));
+        assert!(starts_a_word(&tokenizer, 3));
+    }
 }
