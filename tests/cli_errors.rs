@@ -81,6 +81,15 @@ fn unknown_config_key() {
         "--preset",
         "tiny",
         "--set",
+        "data.vocab=5",
+    ]);
+    assert_one_error(code, &err, &["did you mean 'data.vocab_size'"]);
+    let (code, _, err) = cram(&[
+        "config",
+        "show",
+        "--preset",
+        "tiny",
+        "--set",
         "train.learning_rate=1e-3",
     ]);
     assert_one_error(code, &err, &["train.learning_rate"]);

@@ -309,11 +309,21 @@ fn join_key(prefix: &str, k: &str) -> String {
 fn unknown_key(key: &str) -> ConfigError {
     let mut keys = Vec::new();
     all_keys(&reference_tree(), "", &mut keys);
+    // A key the typed one begins (data.vocab → data.vocab_size) is the best
+    // hint; else the nearest key within a third of its length (each
+    // candidate judged by its own length, so a short near miss cannot hide
+    // a long one).
     let best = keys
         .iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k), k))
-        .min()
-        .filter(|(d, k)| *d <= (k.len() / 3).max(2));
+        .filter(|k| k.starts_with(key))
+        .min_by_key(|k| k.len())
+        .map(|k| (0, k))
+        .or_else(|| {
+            keys.iter()
+                .map(|k| (strsim::damerau_levenshtein(key, k), k))
+                .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+                .min()
+        });
     let hint = match best {
         Some((_, k)) => format!("; did you mean '{k}'?"),
         None => {
