@@ -671,3 +671,38 @@ fn only_the_newest_checkpoints_are_kept() {
     kept.sort();
     assert_eq!(kept, ["step-16", "step-18", "step-20"]);
 }
+
+/// A decoder preset on WordPiece data trains, with a note that names the
+/// tokenizer decoders use (issue 18 item 7).
+#[test]
+fn a_decoder_on_wordpiece_data_gets_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--preset",
+        "gpt-small",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        "1 steps",
+        "--set",
+        "model.hidden=32",
+        "--set",
+        "model.layers=1",
+        "--set",
+        "model.heads=2",
+        "--set",
+        "model.ffn=64",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("note: a causal decoder on WordPiece data")
+            && stderr.contains("--tokenizer-kind bpe"),
+        "{stderr}"
+    );
+}

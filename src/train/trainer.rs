@@ -703,6 +703,17 @@ pub fn fit_to_data(cfg: &mut Config, store: &TokenStore) -> Result<Vec<String>, 
         ));
         cfg.data.seq_len = store.seq_len();
     }
+    if cfg.model.arch == crate::config::Arch::Decoder
+        && store.manifest().tokenizer.kind == "wordpiece"
+    {
+        // It trains, but WordPiece drops case and spacing that a decoder's
+        // generated text needs, and the data was likely meant for an encoder.
+        notes.push(
+            "a causal decoder on WordPiece data: decoders are usually trained on byte-level BPE \
+             (cram data prepare --tokenizer-kind bpe, the gpt-small preset's data.tokenizer)"
+                .into(),
+        );
+    }
     cfg.validate()
         .map_err(|e| TrainError::Run(format!("{e} (for the data's shape)")))?;
     Ok(notes)
