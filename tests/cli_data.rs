@@ -130,24 +130,43 @@ fn prepared_tiny(dir: &Path) -> std::path::PathBuf {
     let text = dir.join("text.txt");
     std::fs::write(&text, documents(b"abcdefghij", 120, 3).join("\n\n")).unwrap();
     let data = dir.join("data");
-    let (code, _, stderr) = cram(&[
-        "data",
-        "prepare",
-        "--input",
-        text.to_str().unwrap(),
-        "--out",
-        data.to_str().unwrap(),
-        "--preset",
-        "tiny",
-        "--vocab-size",
-        "300",
-        "--set",
-        "data.compression_filter=false",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    common::cram_prepare_tiny(&text, &data, SMALL_VOCAB);
     data
 }
+
+/// `cram pretrain --preset P --data DATA --out RUN --budget B --quiet` plus
+/// `extra`: (exit code, stdout, stderr).
+fn pretrain(
+    preset: &str,
+    data: &Path,
+    run: &Path,
+    budget: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "pretrain",
+        "--preset",
+        preset,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--budget",
+        budget,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    cram(&args)
+}
+
+/// The flags of generated text's preparation: a small vocabulary, and no
+/// compression filter (invented words compress badly).
+const SMALL_VOCAB: &[&str] = &[
+    "--vocab-size",
+    "300",
+    "--set",
+    "data.compression_filter=false",
+];
 
 /// Piped output (as under nohup, tee or SLURM) gets plain progress lines on
 /// stdout: the first logged step, the evaluations and the last step; --quiet
@@ -437,38 +456,13 @@ fn data_without_a_held_out_split_is_flagged_and_refused() {
     // One document: no blank line anywhere.
     std::fs::write(&text, documents(b"abcdefghij", 60, 5).join("\n")).unwrap();
     let data = tmp.path().join("data");
-    let (code, _, stderr) = cram(&[
-        "data",
-        "prepare",
-        "--input",
-        text.to_str().unwrap(),
-        "--out",
-        data.to_str().unwrap(),
-        "--preset",
-        "tiny",
-        "--vocab-size",
-        "300",
-        "--set",
-        "data.compression_filter=false",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = common::cram_prepare_tiny(&text, &data, SMALL_VOCAB);
     assert!(
         stderr.contains("warning: the validation split is empty (the input holds 1 document(s)"),
         "{stderr}"
     );
     let run = tmp.path().join("run");
-    let (code, _, stderr) = cram(&[
-        "pretrain",
-        "--preset",
-        "tiny",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--budget",
-        "5 steps",
-    ]);
+    let (code, _, stderr) = pretrain("tiny", &data, &run, "5 steps", &[]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("error: the data holds no held-out sequences"),
@@ -485,38 +479,21 @@ fn eval_on_data_with_a_larger_vocabulary_is_one_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = prepared_tiny(tmp.path());
     let run = tmp.path().join("run");
-    let (code, _, stderr) = cram(&[
-        "pretrain",
-        "--preset",
-        "tiny",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--budget",
-        "2 steps",
-        "--quiet",
-    ]);
+    let (code, _, stderr) = pretrain("tiny", &data, &run, "2 steps", &[]);
     assert_eq!(code, 0, "{stderr}");
     let text = tmp.path().join("other.txt");
     std::fs::write(&text, documents(b"klmnopqrstuvwxyz", 300, 9).join("\n\n")).unwrap();
     let big = tmp.path().join("big");
-    let (code, _, stderr) = cram(&[
-        "data",
-        "prepare",
-        "--input",
-        text.to_str().unwrap(),
-        "--out",
-        big.to_str().unwrap(),
-        "--preset",
-        "tiny",
-        "--vocab-size",
-        "2000",
-        "--set",
-        "data.compression_filter=false",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    common::cram_prepare_tiny(
+        &text,
+        &big,
+        &[
+            "--vocab-size",
+            "2000",
+            "--set",
+            "data.compression_filter=false",
+        ],
+    );
     let (code, _, stderr) = cram(&[
         "eval",
         "--run",
@@ -649,20 +626,13 @@ fn only_the_newest_checkpoints_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let data = prepared_tiny(tmp.path());
     let run = tmp.path().join("run");
-    let (code, _, stderr) = cram(&[
-        "pretrain",
-        "--preset",
+    let (code, _, stderr) = pretrain(
         "tiny",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--budget",
+        &data,
+        &run,
         "20 steps",
-        "--set",
-        "train.checkpoint_every=2",
-        "--quiet",
-    ]);
+        &["--set", "train.checkpoint_every=2"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let mut kept: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
@@ -679,26 +649,22 @@ fn a_decoder_on_wordpiece_data_gets_a_note() {
     let tmp = tempfile::tempdir().unwrap();
     let data = prepared_tiny(tmp.path());
     let run = tmp.path().join("run");
-    let (code, _, stderr) = cram(&[
-        "pretrain",
-        "--preset",
+    let (code, _, stderr) = pretrain(
         "gpt-small",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--budget",
+        &data,
+        &run,
         "1 steps",
-        "--set",
-        "model.hidden=32",
-        "--set",
-        "model.layers=1",
-        "--set",
-        "model.heads=2",
-        "--set",
-        "model.ffn=64",
-        "--quiet",
-    ]);
+        &[
+            "--set",
+            "model.hidden=32",
+            "--set",
+            "model.layers=1",
+            "--set",
+            "model.heads=2",
+            "--set",
+            "model.ffn=64",
+        ],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("note: a causal decoder on WordPiece data")

@@ -163,6 +163,26 @@ pub fn cram_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
+/// `cram data prepare` of `input` into `out` for the `tiny` preset (quiet,
+/// with `extra` flags); asserts success and returns stderr (its warnings).
+pub fn cram_prepare_tiny(input: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "data",
+        "prepare",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, stderr) = cram(&args);
+    assert_eq!(code, 0, "{stderr}");
+    stderr
+}
+
 /// Exit status 1 and one `error: ` message that mentions every needle.
 pub fn assert_one_error(code: i32, stderr: &str, needles: &[&str]) {
     assert_eq!(code, 1, "{stderr}");
