@@ -672,3 +672,22 @@ fn a_decoder_on_wordpiece_data_gets_a_note() {
         "{stderr}"
     );
 }
+
+/// A damaged shard is caught before training (main trained on it, or
+/// panicked on an out-of-vocabulary id): pretrain checks every shard against
+/// the manifest's sha256 first.
+#[test]
+fn pretrain_refuses_a_damaged_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let shard = data.join("train-00000.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&shard, bytes).unwrap();
+    let (code, _, stderr) = pretrain("tiny", &data, &tmp.path().join("run"), "2 steps", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("train-00000.bin is corrupt: its sha256 is"),
+        "{stderr}"
+    );
+}

@@ -200,3 +200,35 @@ fn a_diverging_run_never_saves_a_non_finite_checkpoint() {
     }
     eprintln!("{err}; {} finite checkpoints kept", dirs.len());
 }
+
+/// A checkpoint with non-finite weights (as main wrote them before the
+/// trainer refused to) is refused by every reader through `load_run` (eval,
+/// export, glue, infer), naming the count and the way out.
+#[test]
+fn a_non_finite_checkpoint_is_refused_by_its_readers() {
+    use cram::train::checkpoint::{load_run, save_host, TrainProgress};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let cfg = Config::resolve("tiny", &[]).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("config.toml"), cfg.to_toml()).unwrap();
+    let model = Model::new(&cfg.model);
+    let mut params = model.init_params(0);
+    params[7] = f32::NAN;
+    params[8] = f32::INFINITY;
+    let zeros = vec![0.0; params.len()];
+    let progress = TrainProgress {
+        step: 5,
+        position: 0,
+        spent: Default::default(),
+    };
+    save_host(&run, &model, (&params, &zeros, &zeros), &progress).unwrap();
+    let Err(err) = load_run(&Cpu::new(), &run, None) else {
+        panic!("a checkpoint with NaN weights loaded");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("holds 2 non-finite parameters") && err.contains("--step"),
+        "{err}"
+    );
+}

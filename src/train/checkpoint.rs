@@ -42,6 +42,8 @@ pub enum CheckpointError {
     },
     #[error("{0} is not a run folder (it has no config.toml); pass the --out folder of a `cram pretrain` run")]
     NotARun(PathBuf),
+    #[error("{dir} holds {count} non-finite parameters (the run had diverged); use an earlier checkpoint (--step)")]
+    NotFinite { dir: PathBuf, count: usize },
 }
 
 /// What a checkpoint remembers besides tensors.
@@ -431,7 +433,17 @@ pub fn load_run<B: Backend>(
         })?;
     let model = Model::new(&config.model);
     let checkpoint = find(run, step)?;
-    let params = be.upload(&load_params(&checkpoint, &model)?);
+    let host = load_params(&checkpoint, &model)?;
+    // A diverged checkpoint (written before the trainer refused to save one)
+    // would evaluate to NaN with exit 0 and export NaN weights.
+    let bad = host.iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        return Err(CheckpointError::NotFinite {
+            dir: checkpoint,
+            count: bad,
+        });
+    }
+    let params = be.upload(&host);
     Ok(LoadedRun {
         config,
         model,
