@@ -10,6 +10,7 @@ pub mod data;
 pub mod dist;
 pub mod eval;
 pub mod export;
+pub mod fsio;
 pub mod model;
 pub mod report;
 pub mod scaling;

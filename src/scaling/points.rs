@@ -6,7 +6,6 @@
 
 use super::ScalingError;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 /// One finished run.
@@ -207,15 +206,10 @@ pub fn distinct(values: impl Iterator<Item = f64>) -> Vec<f64> {
 /// Writes `text` under a temporary name, syncs, then renames: a crash never
 /// leaves a half-written table.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), ScalingError> {
-    let tmp = path.with_extension("tmp");
-    let err = |source| ScalingError::Write {
+    crate::fsio::write_atomically(path, text.as_bytes()).map_err(|source| ScalingError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// A CSV table of plain fields (no quoting): the header's column names and the rows.

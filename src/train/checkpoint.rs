@@ -14,7 +14,6 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -218,13 +217,10 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), CheckpointError> {
-    let err = |source| CheckpointError::Write {
+    crate::fsio::write_synced(path, data).map_err(|source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let mut f = fs::File::create(path).map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)
+    })
 }
 
 /// Writes the checkpoint of `state` and returns its folder.
@@ -278,11 +274,7 @@ pub fn save_host(
     }
     fs::rename(&tmp, &dir).map_err(err)?;
     // The rename is durable only once the folder that holds it is synced.
-    if let Some(parent) = dir.parent() {
-        fs::File::open(parent)
-            .and_then(|f| f.sync_all())
-            .map_err(err)?;
-    }
+    crate::fsio::sync_parent(&dir).map_err(err)?;
     Ok(dir)
 }
 

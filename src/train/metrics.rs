@@ -55,9 +55,7 @@ fn truncate_after(path: &Path, step: u64) -> std::io::Result<()> {
             kept.push('\n');
         }
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    fs::write(&tmp, kept)?;
-    fs::rename(tmp, path)
+    crate::fsio::write_atomically(path, kept.as_bytes())
 }
 
 /// Reads a metrics file, dropping the timing fields: what must be identical

@@ -2,9 +2,9 @@
 //! export`, `cram infer --text-file`) need only the run: a copy of the
 //! tokenizer it was trained with and the manifest of its prepared data.
 
-use super::checkpoint::{write_synced, CheckpointError};
+use super::checkpoint::CheckpointError;
 use crate::data::{TokenStore, MANIFEST_FILE};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The run's copy of its data's `tokenizer.json`.
 pub const RUN_TOKENIZER: &str = "tokenizer.json";
@@ -30,9 +30,7 @@ fn copy_if_absent(from: &Path, to: &Path) -> Result<(), CheckpointError> {
         path: from.to_path_buf(),
         source,
     })?;
-    let tmp = PathBuf::from(format!("{}.tmp", to.display()));
-    write_synced(&tmp, &bytes)?;
-    std::fs::rename(&tmp, to).map_err(|source| CheckpointError::Write {
+    crate::fsio::write_atomically(to, &bytes).map_err(|source| CheckpointError::Write {
         path: to.to_path_buf(),
         source,
     })

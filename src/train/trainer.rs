@@ -224,9 +224,7 @@ fn lock_run(out: &Path) -> Result<std::fs::File, TrainError> {
 }
 
 fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
-    let tmp = path.with_extension("toml.tmp");
-    checkpoint::write_synced(&tmp, cfg.to_toml().as_bytes())?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::fsio::write_atomically(path, cfg.to_toml().as_bytes()).map_err(io_err(path))
 }
 
 /// The `resume` event of `metrics.jsonl` and the line the user sees: what

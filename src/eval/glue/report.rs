@@ -10,7 +10,6 @@ use crate::backend::Backend;
 use crate::train::LoadedRun;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// One metric on one evaluation split, over the seeds.
@@ -367,32 +366,15 @@ impl GlueReport {
             (dir.join("glue.json"), json),
             (dir.join("glue.md"), self.markdown()),
         ];
-        let mut temps = Vec::new();
         for (path, text) in &outputs {
-            let tmp = path.with_extension(format!(
-                "{}.tmp",
-                path.extension().and_then(|e| e.to_str()).unwrap_or("")
-            ));
-            write_synced(&tmp, text.as_bytes())?;
-            temps.push((tmp, path));
-        }
-        for (tmp, path) in temps {
-            std::fs::rename(&tmp, path).map_err(|source| GlueError::Write {
-                path: path.clone(),
-                source,
+            crate::fsio::write_atomically(path, text.as_bytes()).map_err(|source| {
+                GlueError::Write {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         }
         let [(json, _), (md, _)] = outputs;
         Ok((json, md))
     }
-}
-
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), GlueError> {
-    let err = |source| GlueError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::create(path).map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)
 }
