@@ -203,7 +203,7 @@ fn summary_rows(dir: &Path, train: &[&Value], eval: &[&Value]) -> Vec<Vec<String
         rows.push(vec!["budget".into(), cfg.train.budget.clone()]);
     }
     let last = train.last().expect("checked non-empty");
-    let get = |m: &Value, k: &str| field(m, k).map(|v| format!("{v:.6}")).unwrap_or("-".into());
+    let get = |m: &Value, k: &str| field(m, k).map(table_number).unwrap_or("-".into());
     rows.push(vec!["steps".into(), get(last, "step")]);
     rows.push(vec!["tokens".into(), get(last, "tokens")]);
     rows.push(vec!["seconds".into(), get(last, "elapsed")]);
@@ -216,4 +216,26 @@ fn summary_rows(dir: &Path, train: &[&Value], eval: &[&Value]) -> Vec<Vec<String
         ]);
     }
     rows
+}
+
+/// A number of the summary table: whole numbers as integers (steps, tokens),
+/// others to four decimals (losses, accuracy, seconds).
+fn table_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_number;
+
+    #[test]
+    fn whole_numbers_read_as_integers() {
+        assert_eq!(table_number(200.0), "200");
+        assert_eq!(table_number(102400.0), "102400");
+        assert_eq!(table_number(7.234924), "7.2349");
+    }
 }
