@@ -3,6 +3,48 @@
 
 use std::fmt;
 
+/// `train.budget` as the user wrote it ("24h", "1e18 flops") and as parsed.
+/// A config holds it checked once, when the config is read, and keeps the
+/// user's words for `config.toml` and messages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BudgetSetting {
+    text: String,
+    parsed: Budget,
+}
+
+impl BudgetSetting {
+    pub fn parse(text: &str) -> Result<BudgetSetting, String> {
+        Ok(BudgetSetting {
+            parsed: Budget::parse(text)?,
+            text: text.to_string(),
+        })
+    }
+
+    pub fn get(&self) -> Budget {
+        self.parsed
+    }
+}
+
+impl TryFrom<String> for BudgetSetting {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        BudgetSetting::parse(&text).map_err(|e| format!("train.budget: {e}"))
+    }
+}
+
+impl From<BudgetSetting> for String {
+    fn from(b: BudgetSetting) -> String {
+        b.text
+    }
+}
+
+impl fmt::Display for BudgetSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Budget {
     Seconds(f64),

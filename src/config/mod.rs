@@ -10,7 +10,7 @@ mod budget;
 mod resume;
 mod validate;
 
-pub use budget::{Budget, Spent};
+pub use budget::{Budget, BudgetSetting, Spent};
 pub use resume::{resume_changes, Change, RESUMABLE};
 
 use crate::data::{Normalization, TextSplit, TokenizerKind};
@@ -193,7 +193,8 @@ pub struct DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    pub budget: String,
+    /// Checked when the config is read (see [`BudgetSetting`]).
+    pub budget: BudgetSetting,
     pub micro_batch: usize,
     pub batch_size: usize,
     pub batch_ramp: f64,
@@ -470,7 +471,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.train.lr, 0.01);
         assert_eq!(c.model.layers, 3);
-        assert_eq!(c.train.budget, "2h");
+        assert_eq!(c.train.budget.to_string(), "2h");
         let c = Config::resolve("tiny", &["train.lr=1".into()]).unwrap();
         assert_eq!(c.train.lr, 1.0);
     }

@@ -3,7 +3,7 @@
 //! One place, so that resolving a preset, importing a checkpoint, fitting a
 //! config to its data and planning a sweep all check the same rules.
 
-use super::{Arch, Budget, Config, ConfigError, FfnKind, ObjectiveKind, Positions};
+use super::{Arch, Config, ConfigError, FfnKind, ObjectiveKind, Positions};
 
 impl Config {
     /// Checks the relations between fields that serde cannot express.
@@ -105,7 +105,6 @@ impl Config {
         if t.log_every == 0 || t.eval_every == 0 || t.checkpoint_every == 0 {
             return bad("train.log_every, eval_every and checkpoint_every must be positive".into());
         }
-        Budget::parse(&t.budget).map_err(|e| ConfigError::Invalid(format!("train.budget: {e}")))?;
         Ok(())
     }
 }

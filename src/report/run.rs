@@ -200,7 +200,7 @@ fn summary_rows(dir: &Path, train: &[&Value], eval: &[&Value]) -> Vec<Vec<String
                 counts.n_params
             ),
         ]);
-        rows.push(vec!["budget".into(), cfg.train.budget.clone()]);
+        rows.push(vec!["budget".into(), cfg.train.budget.to_string()]);
     }
     let last = train.last().expect("checked non-empty");
     let get = |m: &Value, k: &str| field(m, k).map(table_number).unwrap_or("-".into());

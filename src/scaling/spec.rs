@@ -51,7 +51,7 @@
 
 use super::counts::Counts;
 use super::ScalingError;
-use crate::config::{Budget, Config};
+use crate::config::{Budget, BudgetSetting, Config};
 use crate::data::TokenStore;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -334,10 +334,12 @@ impl SweepSpec {
             source,
         })?;
         let counts = Counts::of(&config);
-        config.train.budget = match Budget::parse(label).expect("checked at load") {
+        let budget = match Budget::parse(label).expect("checked at load") {
             Budget::Flops(c) => format!("{} tokens", (c / counts.flops_per_token).ceil()),
             _ => label.to_string(),
         };
+        config.train.budget =
+            BudgetSetting::parse(&budget).expect("a checked budget or a token count");
         if let Some(k) = self.evals_per_run {
             if let Some(steps) = planned_steps(&config, store.seq_len()) {
                 config.train.eval_every = steps.div_ceil(k as u64).max(1) as usize;
@@ -356,7 +358,7 @@ impl SweepSpec {
 /// Optimizer steps of a run at its full batch, when its budget fixes them.
 fn planned_steps(config: &Config, seq_len: usize) -> Option<u64> {
     let batch_tokens = (config.train.batch_size * seq_len) as f64;
-    match Budget::parse(&config.train.budget).ok()? {
+    match config.train.budget.get() {
         Budget::Steps(s) => Some(s),
         Budget::Tokens(t) => Some((t / batch_tokens).ceil() as u64),
         Budget::Flops(_) | Budget::Seconds(_) => None,

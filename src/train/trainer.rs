@@ -8,7 +8,7 @@ use super::metrics::MetricsWriter;
 use super::progress::{Progress, Reporter};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
-use crate::config::{resume_changes, Budget, Change, Config};
+use crate::config::{resume_changes, Change, Config};
 use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
@@ -370,7 +370,7 @@ pub fn pretrain_group<B: Backend>(
         None => (None, None),
     };
     let lead = dist.is_none_or(|d| d.rank() == 0);
-    let budget = Budget::parse(&cfg.train.budget).map_err(TrainError::Run)?;
+    let budget = cfg.train.budget.get();
     let t = &cfg.train;
     let model = Model::new(&cfg.model);
     let seq = store.seq_len();
