@@ -4,12 +4,12 @@
 //! backward matches the forward; this proves that the forward means what it
 //! should (rows, positions and heads wired to the right tokens).
 
+use cram::backend::argmax;
 use cram::backend::cpu::Cpu;
 use cram::backend::{AdamW, Device, OptimOps, IGNORE};
 use cram::config::Config;
 use cram::data::batches::{MaskKey, Objective};
 use cram::data::SpecialTokens;
-use cram::eval::argmax;
 use cram::model::{Activations, Model};
 use cram::train::upload_batch;
 use rand::{Rng, SeedableRng};

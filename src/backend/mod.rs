@@ -497,3 +497,20 @@ macro_rules! on_device {
         }
     };
 }
+
+/// The index of the largest value, the first one on ties: the rule of a
+/// "top-1 hit" on every backend (the CUDA `top1_hits` kernel counts the
+/// columns that beat the target to match it).
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}

@@ -123,20 +123,6 @@ fn ignore_repeats(hb: &mut HostBatch, real_rows: usize) {
     hb.counted = hb.targets.iter().filter(|&&t| t != IGNORE).count();
 }
 
-pub fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
-}
-
 /// Cross-entropy (nats per token) of the unigram model of the training split,
 /// evaluated on the validation split's tokens: the loss a model that ignores
 /// context would reach, the bar a trained model must clear.

@@ -227,7 +227,7 @@ pub fn top1_case() -> (Vec<f32>, Vec<u32>, usize, Vec<f32>) {
         .collect();
     let top = 60.0 / 8.0;
     let row = |r: usize| r * vocab;
-    let first_max = |l: &[f32], r: usize| cram::eval::argmax(&l[row(r)..row(r) + vocab]) as u32;
+    let first_max = |l: &[f32], r: usize| cram::backend::argmax(&l[row(r)..row(r) + vocab]) as u32;
     // Row 5: one column above every other.
     logits[row(5) + 123] = top + 0.5;
     let targets = vec![

@@ -27,7 +27,7 @@ impl LossOps for Cpu {
             .zip(logits[..rows * vocab].par_chunks(vocab))
             .zip(targets.par_iter())
             .for_each(|((hit, row), &target)| {
-                let top = target != IGNORE && crate::eval::argmax(row) == target as usize;
+                let top = target != IGNORE && crate::backend::argmax(row) == target as usize;
                 *hit = f32::from(u8::from(top));
             });
     }
