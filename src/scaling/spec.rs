@@ -223,6 +223,8 @@ impl SweepSpec {
         let ffn_ratio = self
             .ffn_ratio
             .unwrap_or(base.model.ffn as f64 / base.model.hidden as f64);
+        // `width_scaling` measures every width against the base config's.
+        let base_width = self.width_scaling.then_some(base.model.hidden);
         let batches: Vec<Option<usize>> = option_list(&self.batch_sizes);
         let lrs: Vec<Option<f64>> = option_list(&self.lrs);
         let shapes = self.shapes();
@@ -234,9 +236,9 @@ impl SweepSpec {
             {
                 for &batch in &batches {
                     for &lr in &lrs {
-                        runs.push(
-                            self.plan_one(store, shape, &label, batch, lr, head_dim, ffn_ratio)?,
-                        );
+                        runs.push(self.plan_one(
+                            store, shape, &label, batch, lr, head_dim, ffn_ratio, base_width,
+                        )?);
                     }
                 }
             }
@@ -287,6 +289,7 @@ impl SweepSpec {
         lr: Option<f64>,
         head_dim: usize,
         ffn_ratio: f64,
+        base_width: Option<usize>,
     ) -> Result<PlannedRun, ScalingError> {
         // Heads and FFN width join the name when the spec gives them, so
         // that shapes differing only there get folders of their own.
@@ -323,9 +326,8 @@ impl SweepSpec {
             source,
         };
         let mut config = Config::resolve(&self.preset, &sets).map_err(config_err)?;
-        if self.width_scaling {
-            let base = Config::resolve(&self.preset, &self.set).map_err(config_err)?;
-            let ratio = base.model.hidden as f64 / shape.hidden as f64;
+        if let Some(base_width) = base_width {
+            let ratio = base_width as f64 / shape.hidden as f64;
             config.train.lr *= ratio;
             config.model.init_std *= ratio.sqrt() as f32;
         }

@@ -285,59 +285,62 @@ fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     })
 }
 
-/// Reads the tensors named `prefix.<param>` of `model` from a safetensors file
-/// into one flat buffer in layout order.
-fn read_tensors(path: &Path, model: &Model, prefix: &str) -> Result<Vec<f32>, CheckpointError> {
-    let bytes = read_file(path)?;
+/// Reads the tensor file `name` of checkpoint folder `dir` once, checks it
+/// against the sha256 its `state.json` recorded, and returns, for each
+/// prefix, the tensors named `prefix.<param>` of `model` as one flat buffer
+/// in layout order.
+fn read_tensors(
+    dir: &Path,
+    name: &str,
+    state: &StateFile,
+    model: &Model,
+    prefixes: &[&str],
+) -> Result<Vec<Vec<f32>>, CheckpointError> {
+    let path = dir.join(name);
+    let bytes = read_file(&path)?;
     let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
+        path: path.clone(),
         reason,
     };
-    if let Some(expected) = expected_sha256(path)? {
+    if let Some(expected) = state.sha256.get(name) {
         let actual = sha256_hex(&bytes);
-        if actual != expected {
+        if actual != *expected {
             return Err(corrupt(format!(
                 "its sha256 is {actual} but state.json recorded {expected} when it was written"
             )));
         }
     }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut out = vec![0f32; model.num_params()];
-    for p in &model.layout.params {
-        let name = if prefix.is_empty() {
-            p.name.clone()
-        } else {
-            format!("{prefix}.{}", p.name)
-        };
-        let t = st.tensor(&name).map_err(|_| {
-            corrupt(format!(
-                "tensor '{name}' is missing (was it written for another model config?)"
-            ))
-        })?;
-        if t.dtype() != Dtype::F32 || t.shape() != p.shape.as_slice() {
-            return Err(corrupt(format!(
-                "tensor '{name}' is {:?} {:?}, expected F32 {:?}",
-                t.dtype(),
-                t.shape(),
-                p.shape
-            )));
+    let mut buffers = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        let mut out = vec![0f32; model.num_params()];
+        for p in &model.layout.params {
+            let name = if prefix.is_empty() {
+                p.name.clone()
+            } else {
+                format!("{prefix}.{}", p.name)
+            };
+            let t = st.tensor(&name).map_err(|_| {
+                corrupt(format!(
+                    "tensor '{name}' is missing (was it written for another model config?)"
+                ))
+            })?;
+            if t.dtype() != Dtype::F32 || t.shape() != p.shape.as_slice() {
+                return Err(corrupt(format!(
+                    "tensor '{name}' is {:?} {:?}, expected F32 {:?}",
+                    t.dtype(),
+                    t.shape(),
+                    p.shape
+                )));
+            }
+            let dst = &mut out[p.span.range()];
+            for (d, chunk) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
         }
-        let dst = &mut out[p.span.range()];
-        for (d, chunk) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
-            *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
+        buffers.push(out);
     }
-    Ok(out)
-}
-
-/// The sha256 that the checkpoint's `state.json` records for tensor file
-/// `path`, if it records one.
-fn expected_sha256(path: &Path) -> Result<Option<String>, CheckpointError> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(None);
-    };
-    let state = read_state(dir)?;
-    Ok(state.sha256.get(&*name.to_string_lossy()).cloned())
+    Ok(buffers)
 }
 
 fn read_state(dir: &Path) -> Result<StateFile, CheckpointError> {
@@ -350,7 +353,11 @@ fn read_state(dir: &Path) -> Result<StateFile, CheckpointError> {
 
 /// The parameters of a checkpoint folder, in layout order.
 pub fn load_params(dir: &Path, model: &Model) -> Result<Vec<f32>, CheckpointError> {
-    read_tensors(&dir.join(MODEL_FILE), model, "")
+    let state = read_state(dir)?;
+    let [params] = read_tensors(dir, MODEL_FILE, &state, model, &[""])?
+        .try_into()
+        .expect("one buffer per prefix");
+    Ok(params)
 }
 
 /// The whole training state of a checkpoint folder.
@@ -359,11 +366,14 @@ pub fn load<B: Backend>(
     dir: &Path,
     model: &Model,
 ) -> Result<TrainState<B>, CheckpointError> {
-    let progress = read_state(dir)?.progress;
-    let params = load_params(dir, model)?;
-    let opt = dir.join(OPTIMIZER_FILE);
-    let m = read_tensors(&opt, model, "m")?;
-    let v = read_tensors(&opt, model, "v")?;
+    let state = read_state(dir)?;
+    let [params] = read_tensors(dir, MODEL_FILE, &state, model, &[""])?
+        .try_into()
+        .expect("one buffer per prefix");
+    let [m, v] = read_tensors(dir, OPTIMIZER_FILE, &state, model, &["m", "v"])?
+        .try_into()
+        .expect("one buffer per prefix");
+    let progress = state.progress;
     Ok(TrainState {
         params: be.upload(&params),
         grads: be.alloc(model.num_params()),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 mod metrics;
 mod progress;
+mod run_dir;
 mod run_files;
 pub mod schedule;
 mod trainer;
@@ -13,9 +14,8 @@ mod trainer;
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
 pub use progress::Progress;
-pub use run_files::{record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
+pub use run_files::{fit_to_data, record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
 pub use trainer::{
-    fit_to_data, micro_step, micro_step_synced, optimizer_step, pretrain, pretrain_group,
-    pretrain_parallel, upload_batch, RunOptions, RunSummary, TrainError, STATS, STAT_LOSS,
-    STAT_NORM_SQ,
+    micro_step, micro_step_synced, optimizer_step, pretrain, pretrain_group, pretrain_parallel,
+    upload_batch, RunOptions, RunSummary, TrainError, STATS, STAT_LOSS, STAT_NORM_SQ,
 };

@@ -96,3 +96,39 @@ fn line(text: &str) {
     let _ = writeln!(out, "{text}");
     let _ = out.flush();
 }
+
+pub(super) fn eta(progress: f64, seconds: f64) -> String {
+    if progress <= 0.0 {
+        return "?".into();
+    }
+    duration_text(seconds * (1.0 - progress) / progress)
+}
+
+/// A duration as a person reads it, from seconds to "more than 100 years"
+/// (a FLOP or token budget may be far beyond any machine).
+pub(super) fn duration_text(seconds: f64) -> String {
+    const DAY: f64 = 86_400.0;
+    match seconds {
+        s if !s.is_finite() || s > 100.0 * 365.0 * DAY => "more than 100 years".into(),
+        s if s >= 2.0 * DAY => format!("{:.1} days", s / DAY),
+        s if s >= 3600.0 => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
+        s => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_text;
+
+    #[test]
+    fn durations_read_as_a_person_would() {
+        assert_eq!(duration_text(75.0), "1m15s");
+        assert_eq!(duration_text(3.0 * 3600.0 + 125.0), "3h02m");
+        assert_eq!(duration_text(5.0 * 86_400.0), "5.0 days");
+        assert_eq!(duration_text(1e90), "more than 100 years");
+    }
+}

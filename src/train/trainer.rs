@@ -5,10 +5,11 @@
 
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::metrics::MetricsWriter;
-use super::progress::{Progress, Reporter};
+use super::progress::{duration_text, eta, Progress, Reporter};
+use super::run_dir::{lock_run, prepare_run_dir, resume_record};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
-use crate::config::{resume_changes, Change, Config};
+use crate::config::Config;
 use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
@@ -146,130 +147,10 @@ pub fn upload_batch<B: Backend>(be: &B, hb: &HostBatch) -> DeviceBatch<B> {
     }
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
-/// hold the same config up to the settings a resume may change
-/// ([`crate::config::RESUMABLE`]), which are then written over the saved ones
-/// and returned.
-fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Change>, TrainError> {
-    let config_path = opts.out.join("config.toml");
-    if opts.resume {
-        let saved = Config::load(&config_path)
-            .map_err(|e| TrainError::Run(format!("cannot resume: {e}")))?;
-        let changes = resume_changes(&saved, cfg)
-            .map_err(|e| TrainError::Run(format!("cannot resume {}: {e}", opts.out.display())))?;
-        if !changes.is_empty() {
-            write_config(&config_path, cfg)?;
-        }
-        return Ok(changes);
-    }
-    if checkpoint::latest(&opts.out).is_some() || config_path.exists() {
-        return Err(TrainError::Run(format!(
-            "{} already holds a run; pass --resume to continue it or choose another --out",
-            opts.out.display()
-        )));
-    }
-    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
-    write_config(&config_path, cfg)?;
-    Ok(Vec::new())
-}
-
-/// The lock file of a run folder: held (an OS advisory lock, released by the
-/// OS when the process ends, however it ends) by the process training in it.
-pub const RUN_LOCK: &str = ".lock";
-
-/// One writer per run folder. Two runs started on the same `--out` would
-/// otherwise both pass the "already holds a run" check and write each other's
-/// checkpoints. The holder's PID is written into the file for the message.
-fn lock_run(out: &Path) -> Result<std::fs::File, TrainError> {
-    use std::io::{Read, Seek, Write};
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    let path = out.join(RUN_LOCK);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    match file.try_lock() {
-        Ok(()) => {
-            let pid = std::process::id().to_string();
-            file.set_len(0)
-                .and_then(|_| file.rewind())
-                .and_then(|_| file.write_all(pid.as_bytes()))
-                .map_err(io_err(&path))?;
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "another process".to_string(),
-                pid => format!("process {pid}"),
-            };
-            Err(TrainError::Run(format!(
-                "{} is in use: {holder} is training in it; wait for it to finish or choose another --out",
-                out.display()
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
-    }
-}
-
-fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
-    crate::fsio::write_atomically(path, cfg.to_toml().as_bytes()).map_err(io_err(path))
-}
-
-/// The `resume` event of `metrics.jsonl` and the line the user sees: what
-/// changed, and for the budget what that means for the schedules.
-fn resume_record(step: u64, progress: f64, changes: &[Change]) -> (Map<String, Value>, String) {
-    let mut rec = Map::new();
-    rec.insert("event".into(), json!("resume"));
-    rec.insert("step".into(), json!(step));
-    let mut changed = Map::new();
-    for c in changes {
-        changed.insert(c.key.clone(), json!({"saved": c.saved, "asked": c.asked}));
-    }
-    rec.insert("changes".into(), Value::Object(changed));
-    rec.insert("progress".into(), json!(progress));
-    let list: Vec<String> = changes.iter().map(Change::to_string).collect();
-    let mut text = format!("resumed at step {step} with {}", list.join(", "));
-    if changes.iter().any(|c| c.key == "train.budget") {
-        text.push_str(&format!(
-            "; the schedules are tied to the budget, so they continue from {:.1}% of the new one",
-            100.0 * progress.min(1.0)
-        ));
-    }
-    (rec, text)
-}
-
-fn eta(progress: f64, seconds: f64) -> String {
-    if progress <= 0.0 {
-        return "?".into();
-    }
-    duration_text(seconds * (1.0 - progress) / progress)
-}
-
-/// A duration as a person reads it, from seconds to "more than 100 years"
-/// (a FLOP or token budget may be far beyond any machine).
-fn duration_text(seconds: f64) -> String {
-    const DAY: f64 = 86_400.0;
-    match seconds {
-        s if !s.is_finite() || s > 100.0 * 365.0 * DAY => "more than 100 years".into(),
-        s if s >= 2.0 * DAY => format!("{:.1} days", s / DAY),
-        s if s >= 3600.0 => format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        ),
-        s => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
     }
 }
 
@@ -301,16 +182,14 @@ fn ensure_finite<B: Backend>(
     stats: &mut B::Buf,
 ) -> Result<(), TrainError> {
     be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.params);
+    // One read-back for both: the slots are STAT_NORM_SQ ..= STAT_PARAM_NORM_SQ.
+    let host = be.read(stats, STAT_NORM_SQ, STAT_PARAM_NORM_SQ - STAT_NORM_SQ + 1);
     let step = state.progress.step;
-    finite(
-        step,
-        "gradient norm",
-        be.read(stats, STAT_NORM_SQ, 1)[0] as f64,
-    )?;
+    finite(step, "gradient norm", host[0] as f64)?;
     finite(
         step,
         "parameters' norm",
-        be.read(stats, STAT_PARAM_NORM_SQ, 1)[0] as f64,
+        host[STAT_PARAM_NORM_SQ - STAT_NORM_SQ] as f64,
     )
 }
 
@@ -683,55 +562,4 @@ pub fn pretrain_group<B: Backend>(
         checkpoint: dir,
         finished,
     })
-}
-
-/// Makes the model fit the prepared data: the tokenizer decides the
-/// vocabulary and the shards the sequence length. Returns a note for each
-/// value that changed, for the user to see.
-pub fn fit_to_data(cfg: &mut Config, store: &TokenStore) -> Result<Vec<String>, TrainError> {
-    let mut notes = Vec::new();
-    if cfg.model.vocab_size != store.vocab_size() {
-        notes.push(format!(
-            "model.vocab_size set to {} (the data's tokenizer) instead of {}",
-            store.vocab_size(),
-            cfg.model.vocab_size
-        ));
-        cfg.model.vocab_size = store.vocab_size();
-        cfg.data.vocab_size = store.vocab_size();
-    }
-    if cfg.data.seq_len != store.seq_len() {
-        notes.push(format!(
-            "data.seq_len set to {} (the data's sequence length) instead of {}",
-            store.seq_len(),
-            cfg.data.seq_len
-        ));
-        cfg.data.seq_len = store.seq_len();
-    }
-    if cfg.model.arch == crate::config::Arch::Decoder
-        && store.manifest().tokenizer.kind == "wordpiece"
-    {
-        // It trains, but WordPiece drops case and spacing that a decoder's
-        // generated text needs, and the data was likely meant for an encoder.
-        notes.push(
-            "a causal decoder on WordPiece data: decoders are usually trained on byte-level BPE \
-             (cram data prepare --tokenizer-kind bpe, the gpt-small preset's data.tokenizer)"
-                .into(),
-        );
-    }
-    cfg.validate()
-        .map_err(|e| TrainError::Run(format!("{e} (for the data's shape)")))?;
-    Ok(notes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::duration_text;
-
-    #[test]
-    fn durations_read_as_a_person_would() {
-        assert_eq!(duration_text(75.0), "1m15s");
-        assert_eq!(duration_text(3.0 * 3600.0 + 125.0), "3h02m");
-        assert_eq!(duration_text(5.0 * 86_400.0), "5.0 days");
-        assert_eq!(duration_text(1e90), "more than 100 years");
-    }
 }

@@ -1,0 +1,110 @@
+//! The run folder's life around the training loop: set up fresh or checked
+//! for a resume (with the settings a resume may change written back and
+//! reported), and held by one process at a time.
+
+use super::checkpoint;
+use super::trainer::{io_err, RunOptions, TrainError};
+use crate::config::{resume_changes, Change, Config};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
+/// hold the same config up to the settings a resume may change
+/// ([`crate::config::RESUMABLE`]), which are then written over the saved ones
+/// and returned.
+pub(super) fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Change>, TrainError> {
+    let config_path = opts.out.join("config.toml");
+    if opts.resume {
+        let saved = Config::load(&config_path)
+            .map_err(|e| TrainError::Run(format!("cannot resume: {e}")))?;
+        let changes = resume_changes(&saved, cfg)
+            .map_err(|e| TrainError::Run(format!("cannot resume {}: {e}", opts.out.display())))?;
+        if !changes.is_empty() {
+            write_config(&config_path, cfg)?;
+        }
+        return Ok(changes);
+    }
+    if checkpoint::latest(&opts.out).is_some() || config_path.exists() {
+        return Err(TrainError::Run(format!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            opts.out.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    write_config(&config_path, cfg)?;
+    Ok(Vec::new())
+}
+
+/// The lock file of a run folder: held (an OS advisory lock, released by the
+/// OS when the process ends, however it ends) by the process training in it.
+pub const RUN_LOCK: &str = ".lock";
+
+/// One writer per run folder. Two runs started on the same `--out` would
+/// otherwise both pass the "already holds a run" check and write each other's
+/// checkpoints. The holder's PID is written into the file for the message.
+pub(super) fn lock_run(out: &Path) -> Result<std::fs::File, TrainError> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let path = out.join(RUN_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let pid = std::process::id().to_string();
+            file.set_len(0)
+                .and_then(|_| file.rewind())
+                .and_then(|_| file.write_all(pid.as_bytes()))
+                .map_err(io_err(&path))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another process".to_string(),
+                pid => format!("process {pid}"),
+            };
+            Err(TrainError::Run(format!(
+                "{} is in use: {holder} is training in it; wait for it to finish or choose another --out",
+                out.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
+fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
+    crate::fsio::write_atomically(path, cfg.to_toml().as_bytes()).map_err(io_err(path))
+}
+
+/// The `resume` event of `metrics.jsonl` and the line the user sees: what
+/// changed, and for the budget what that means for the schedules.
+pub(super) fn resume_record(
+    step: u64,
+    progress: f64,
+    changes: &[Change],
+) -> (Map<String, Value>, String) {
+    let mut rec = Map::new();
+    rec.insert("event".into(), json!("resume"));
+    rec.insert("step".into(), json!(step));
+    let mut changed = Map::new();
+    for c in changes {
+        changed.insert(c.key.clone(), json!({"saved": c.saved, "asked": c.asked}));
+    }
+    rec.insert("changes".into(), Value::Object(changed));
+    rec.insert("progress".into(), json!(progress));
+    let list: Vec<String> = changes.iter().map(Change::to_string).collect();
+    let mut text = format!("resumed at step {step} with {}", list.join(", "));
+    if changes.iter().any(|c| c.key == "train.budget") {
+        text.push_str(&format!(
+            "; the schedules are tied to the budget, so they continue from {:.1}% of the new one",
+            100.0 * progress.min(1.0)
+        ));
+    }
+    (rec, text)
+}
