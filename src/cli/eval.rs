@@ -3,7 +3,7 @@
 use crate::backend::cpu::Cpu;
 use crate::data::batches::Objective;
 use crate::data::{Split, TokenStore};
-use crate::eval::{evaluate, full_eval_batches, unigram_cross_entropy};
+use crate::eval::{check_data_fits, evaluate, full_eval_batches, unigram_cross_entropy};
 use crate::model::Activations;
 use crate::train::load_run;
 use anyhow::Context;
@@ -32,7 +32,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let be = Cpu::new();
     let run = load_run(&be, &args.run, args.step)?;
     let cfg = &run.config;
-    check_data_fits(&store, cfg, &args.data, &args.run)?;
+    check_data_fits(&store, cfg, &args.data, &args.run).map_err(anyhow::Error::msg)?;
     let objective = Objective::for_store(&cfg.objective, &store)?;
     let mut acts = Activations::new(&be, &cfg.model, cfg.train.micro_batch, store.seq_len());
     if args.batches == Some(0) {
@@ -64,45 +64,5 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         "unigram cross-entropy:   {:.4} nats/token",
         unigram_cross_entropy(&store)
     );
-    Ok(())
-}
-
-/// The held-out data must exist and fit the run's model: token ids below its
-/// vocabulary, sequences no longer than its positions. Otherwise the model
-/// would index past its tables (a panic, or on the GPU a fault).
-fn check_data_fits(
-    store: &TokenStore,
-    cfg: &crate::config::Config,
-    data: &std::path::Path,
-    run: &std::path::Path,
-) -> anyhow::Result<()> {
-    if store.len(Split::Val) == 0 {
-        anyhow::bail!(
-            "{} holds no held-out sequences to evaluate on (its validation split is empty)",
-            data.display()
-        );
-    }
-    if store.vocab_size() > cfg.model.vocab_size {
-        anyhow::bail!(
-            "{} has a vocabulary of {} tokens and the model in {} has {}: evaluate on data prepared \
-             with the run's tokenizer (cram data prepare --tokenizer {}/tokenizer.json)",
-            data.display(),
-            store.vocab_size(),
-            run.display(),
-            cfg.model.vocab_size,
-            run.display()
-        );
-    }
-    if store.seq_len() > cfg.model.max_positions {
-        anyhow::bail!(
-            "{} holds sequences of {} tokens and the model in {} has {} positions: prepare the data \
-             with --seq-len {} or less",
-            data.display(),
-            store.seq_len(),
-            run.display(),
-            cfg.model.max_positions,
-            cfg.model.max_positions
-        );
-    }
     Ok(())
 }

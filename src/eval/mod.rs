@@ -170,3 +170,43 @@ fn unigram_tables(store: &TokenStore) -> (Vec<u64>, Vec<u64>, impl Fn(usize) -> 
         move |t: usize| specials.contains(&(t as u32)),
     )
 }
+
+/// The held-out data must exist and fit the run's model: token ids below its
+/// vocabulary, sequences no longer than its positions. Otherwise the model
+/// would index past its tables (a panic, or on the GPU a fault).
+pub fn check_data_fits(
+    store: &TokenStore,
+    cfg: &crate::config::Config,
+    data: &std::path::Path,
+    run: &std::path::Path,
+) -> Result<(), String> {
+    if store.len(Split::Val) == 0 {
+        return Err(format!(
+            "{} holds no held-out sequences to evaluate on (its validation split is empty)",
+            data.display()
+        ));
+    }
+    if store.vocab_size() > cfg.model.vocab_size {
+        return Err(format!(
+            "{} has a vocabulary of {} tokens and the model in {} has {}: evaluate on data prepared \
+             with the run's tokenizer (cram data prepare --tokenizer {}/tokenizer.json)",
+            data.display(),
+            store.vocab_size(),
+            run.display(),
+            cfg.model.vocab_size,
+            run.display()
+        ));
+    }
+    if store.seq_len() > cfg.model.max_positions {
+        return Err(format!(
+            "{} holds sequences of {} tokens and the model in {} has {} positions: prepare the data \
+             with --seq-len {} or less",
+            data.display(),
+            store.seq_len(),
+            run.display(),
+            cfg.model.max_positions,
+            cfg.model.max_positions
+        ));
+    }
+    Ok(())
+}
