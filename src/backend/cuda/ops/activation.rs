@@ -1,0 +1,172 @@
+//! Elementwise ops: activations, gated linear units, residual adds and
+//! dropout (kernels in `kernels/elementwise.cu`).
+
+use crate::backend::cuda::{f32_arg, vector_aligned, Cuda, CudaBuf};
+use crate::backend::{Activation, ActivationOps};
+
+fn act_code(act: Activation) -> u64 {
+    match act {
+        Activation::Gelu => 0,
+        Activation::Silu => 1,
+    }
+}
+
+impl ActivationOps for Cuda {
+    fn activation_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation) {
+        let n = out.len;
+        self.timed("activation", || {
+            self.launch_each(
+                "activation_forward",
+                n,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn activation_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        act: Activation,
+    ) {
+        let n = dinp.len;
+        self.timed("activation_backward", || {
+            self.launch_each(
+                "activation_backward",
+                n,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn glu_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation, half: usize) {
+        let n = inp.len / 2;
+        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        let (name, vec4) = Self::glu_kernel("glu_forward", half, &[out.ptr(), inp.ptr()]);
+        self.timed("glu_forward", || {
+            self.launch_vec(
+                name,
+                n,
+                vec4,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    half as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn glu_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        act: Activation,
+        half: usize,
+    ) {
+        let n = inp.len / 2;
+        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        let (name, vec4) =
+            Self::glu_kernel("glu_backward", half, &[dinp.ptr(), dout.ptr(), inp.ptr()]);
+        self.timed("glu_backward", || {
+            self.launch_vec(
+                name,
+                n,
+                vec4,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    act_code(act),
+                    half as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn add(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf) {
+        let n = out.len;
+        let vec4 = n.is_multiple_of(4) && vector_aligned(&[out.ptr(), a.ptr(), b.ptr()]);
+        self.timed("add", || {
+            self.launch_vec(
+                if vec4 { "add" } else { "add_scalar" },
+                n,
+                vec4,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    a.ptr(),
+                    a.bf(),
+                    b.ptr(),
+                    b.bf(),
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn dropout_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
+        self.timed("dropout", || self.dropout(out, inp, p, seed));
+    }
+
+    fn dropout_backward(&self, dinp: &mut CudaBuf, dout: &CudaBuf, p: f32, seed: u64) {
+        self.timed("dropout", || self.dropout(dinp, dout, p, seed));
+    }
+}
+
+impl Cuda {
+    /// The GLU kernel for `half` columns: four values per thread when a
+    /// group of four never straddles a row and the buffers allow 16-byte
+    /// accesses, else one (`<name>_scalar`).
+    fn glu_kernel(name: &'static str, half: usize, ptrs: &[u64]) -> (&'static str, bool) {
+        let vec4 = half.is_multiple_of(4) && vector_aligned(ptrs);
+        let scalar = match name {
+            "glu_forward" => "glu_forward_scalar",
+            _ => "glu_backward_scalar",
+        };
+        (if vec4 { name } else { scalar }, vec4)
+    }
+
+    fn dropout(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
+        let n = out.len;
+        self.launch_each(
+            "dropout",
+            n,
+            &[
+                out.ptr(),
+                out.bf(),
+                inp.ptr(),
+                inp.bf(),
+                f32_arg(p),
+                seed,
+                n as u64,
+            ],
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Token embeddings, learned and sinusoidal position embeddings, and rotary
+//! positions applied to q|k in place (kernels in `kernels/embedding.cu`).
+
+use crate::backend::cuda::{f32_arg, Cuda, CudaBuf, CudaIds};
+use crate::backend::{AttentionShape, EmbeddingOps, Span};
+
+impl EmbeddingOps for Cuda {
+    fn embedding_forward(
+        &self,
+        out: &mut CudaBuf,
+        ids: &CudaIds,
+        params: &CudaBuf,
+        table: Span,
+        cols: usize,
+    ) {
+        let n = ids.len * cols;
+        self.timed("embedding_forward", || {
+            self.launch_each(
+                "embedding_forward",
+                n,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    ids.ptr(),
+                    Self::f32_at(params, table),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn embedding_backward(
+        &self,
+        grads: &mut CudaBuf,
+        table: Span,
+        dout: &CudaBuf,
+        ids: &CudaIds,
+        cols: usize,
+    ) {
+        let n = ids.len * cols;
+        self.timed("embedding_backward", || {
+            self.launch_each(
+                "embedding_backward",
+                n,
+                &[
+                    Self::f32_at(grads, table),
+                    dout.ptr(),
+                    dout.bf(),
+                    ids.ptr(),
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn learned_positions_forward(
+        &self,
+        x: &mut CudaBuf,
+        params: &CudaBuf,
+        table: Span,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = x.len;
+        self.timed("positions_forward", || {
+            self.launch_each(
+                "learned_positions_forward",
+                n,
+                &[
+                    x.ptr(),
+                    x.bf(),
+                    Self::f32_at(params, table),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn learned_positions_backward(
+        &self,
+        grads: &mut CudaBuf,
+        table: Span,
+        dx: &CudaBuf,
+        seq: usize,
+        cols: usize,
+    ) {
+        let rows = dx.len / cols;
+        self.timed("positions_backward", || {
+            self.launch_each(
+                "learned_positions_backward",
+                seq * cols,
+                &[
+                    Self::f32_at(grads, table),
+                    dx.ptr(),
+                    dx.bf(),
+                    seq as u64,
+                    cols as u64,
+                    rows as u64,
+                ],
+            )
+        });
+    }
+
+    fn sinusoidal_positions_forward(
+        &self,
+        x: &mut CudaBuf,
+        params: &CudaBuf,
+        scale: Span,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = x.len;
+        self.timed("positions_forward", || {
+            self.launch_each(
+                "sinusoidal_positions_forward",
+                n,
+                &[
+                    x.ptr(),
+                    x.bf(),
+                    Self::f32_at(params, scale),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            )
+        });
+    }
+
+    fn sinusoidal_positions_backward(
+        &self,
+        grads: &mut CudaBuf,
+        scale: Span,
+        dx: &CudaBuf,
+        seq: usize,
+        cols: usize,
+    ) {
+        let n = dx.len;
+        self.timed("positions_backward", || {
+            let blocks = self.grid(n).min(1024);
+            let partials = self.scratch("partials", blocks as usize * 4);
+            self.launch(
+                "sinusoidal_positions_backward",
+                blocks,
+                256,
+                0,
+                &[
+                    partials,
+                    dx.ptr(),
+                    dx.bf(),
+                    seq as u64,
+                    cols as u64,
+                    n as u64,
+                ],
+            );
+            self.finish_sum(Self::f32_at(grads, scale), 0, partials, blocks, 1.0, true);
+        });
+    }
+
+    fn rotary_forward(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32) {
+        self.timed("rotary", || self.rotary(qkv, shape, theta, 1.0));
+    }
+
+    fn rotary_backward(&self, dqkv: &mut CudaBuf, shape: AttentionShape, theta: f32) {
+        self.timed("rotary", || self.rotary(dqkv, shape, theta, -1.0));
+    }
+}
+
+impl Cuda {
+    fn rotary(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32, direction: f32) {
+        assert!(
+            shape.head_dim.is_multiple_of(2),
+            "rotary positions need an even head_dim, got {}",
+            shape.head_dim
+        );
+        let n = shape.rows() * shape.hidden();
+        self.launch_each(
+            "rotary",
+            n,
+            &[
+                qkv.ptr(),
+                qkv.bf(),
+                shape.seq as u64,
+                shape.heads as u64,
+                shape.head_dim as u64,
+                f32_arg(theta),
+                f32_arg(direction),
+                shape.rows() as u64,
+            ],
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Linear layers: cuBLASLt products on the bf16 weight copy, plus the bias
+//! kernels `add_bias` and `bias_backward` (in `kernels/elementwise.cu`).
+
+use crate::backend::cuda::blas::{Dims, RowMajor};
+use crate::backend::cuda::{Cuda, CudaBuf};
+use crate::backend::{Linear, MatmulOps, MatmulShape};
+
+impl MatmulOps for Cuda {
+    fn matmul_forward(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        self.timed("matmul_forward", || {
+            let x = self.as_bf16(inp, "cast_inp");
+            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+            self.blas.gemm(
+                RowMajor::ABt,
+                Dims::plain(m, n, k),
+                (x, w),
+                (out.ptr(), out.bf16),
+                1.0,
+                0.0,
+            );
+            if let Some(bias) = layer.bias {
+                self.launch_each(
+                    "add_bias",
+                    m * n,
+                    &[
+                        out.ptr(),
+                        out.bf(),
+                        Self::f32_at(params, bias),
+                        n as u64,
+                        (m * n) as u64,
+                    ],
+                );
+            }
+        });
+    }
+
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut CudaBuf>,
+        accumulate: bool,
+        grads: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        self.timed("matmul_backward", || {
+            let dy = self.as_bf16(dout, "cast_dout");
+            let x = self.as_bf16(inp, "cast_inp");
+            if let Some(dinp) = dinp {
+                let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                self.blas.gemm(
+                    RowMajor::AB,
+                    Dims::plain(m, k, n),
+                    (dy, w),
+                    (dinp.ptr(), dinp.bf16),
+                    1.0,
+                    beta,
+                );
+            }
+            self.blas.gemm(
+                RowMajor::AtB,
+                Dims::plain(n, k, m),
+                (dy, x),
+                (Self::f32_at(grads, layer.weight), false),
+                1.0,
+                1.0,
+            );
+            if let Some(bias) = layer.bias {
+                self.launch_each(
+                    "bias_backward",
+                    n,
+                    &[
+                        Self::f32_at(grads, bias),
+                        dout.ptr(),
+                        dout.bf(),
+                        m as u64,
+                        n as u64,
+                    ],
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! LayerNorm and RMSNorm over the last dimension (kernels in
+//! `kernels/norm.cu`).
+
+use super::ROW_BLOCK;
+use crate::backend::cuda::{assert_vector_aligned, f32_arg, Cuda, CudaBuf};
+use crate::backend::{Norm, NormKind, NormOps};
+
+/// Warps per block of `norm_backward`, and the shared memory it may use
+/// (set as the kernel's limit at start-up): 2·cols floats per warp.
+pub(in crate::backend::cuda) const NORM_BACKWARD_WARPS: usize = 4;
+pub(in crate::backend::cuda) const NORM_BACKWARD_SHARED: usize = 64 * 1024;
+
+impl NormOps for Cuda {
+    fn norm_forward(
+        &self,
+        out: &mut CudaBuf,
+        mean: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        norm: Norm,
+        cols: usize,
+    ) {
+        let rows = inp.len / cols;
+        assert!(!mean.bf16 && !rstd.bf16, "norm statistics are f32");
+        if cols.is_multiple_of(4) {
+            assert_vector_aligned("norm_forward", &[out.ptr(), inp.ptr()]);
+        }
+        self.timed("norm_forward", || {
+            self.launch(
+                "norm_forward",
+                self.row_grid(rows),
+                ROW_BLOCK,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    mean.ptr(),
+                    rstd.ptr(),
+                    inp.ptr(),
+                    inp.bf(),
+                    Self::f32_at(params, norm.weight),
+                    norm.bias.map_or(0, |b| Self::f32_at(params, b)),
+                    (norm.kind == NormKind::Layernorm) as u64,
+                    f32_arg(norm.eps),
+                    rows as u64,
+                    cols as u64,
+                ],
+            )
+        });
+    }
+
+    fn norm_backward(
+        &self,
+        dinp: &mut CudaBuf,
+        grads: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        mean: &CudaBuf,
+        rstd: &CudaBuf,
+        norm: Norm,
+        cols: usize,
+    ) {
+        let rows = inp.len / cols;
+        // Each of the block's warps keeps dw and db (2·cols floats) in shared memory.
+        let shared = NORM_BACKWARD_WARPS * 2 * cols * 4;
+        assert!(
+            shared <= NORM_BACKWARD_SHARED,
+            "norm_backward: {cols} columns need more shared memory than the {NORM_BACKWARD_SHARED} bytes it may use"
+        );
+        // Eight blocks per SM (as many as shared memory allows for BERT
+        // widths); every warp walks several rows.
+        let blocks = (self.sm_count as usize * 8).min(rows.div_ceil(NORM_BACKWARD_WARPS).max(1));
+        if cols.is_multiple_of(4) {
+            assert_vector_aligned("norm_backward", &[dinp.ptr(), dout.ptr(), inp.ptr()]);
+        }
+        self.timed("norm_backward", || {
+            self.launch(
+                "norm_backward",
+                blocks as u32,
+                32 * NORM_BACKWARD_WARPS as u32,
+                shared as u32,
+                &[
+                    dinp.ptr(),
+                    dinp.bf(),
+                    Self::f32_at(grads, norm.weight),
+                    norm.bias.map_or(0, |b| Self::f32_at(grads, b)),
+                    dout.ptr(),
+                    dout.bf(),
+                    inp.ptr(),
+                    inp.bf(),
+                    Self::f32_at(params, norm.weight),
+                    mean.ptr(),
+                    rstd.ptr(),
+                    (norm.kind == NormKind::Layernorm) as u64,
+                    rows as u64,
+                    cols as u64,
+                ],
+            )
+        });
+    }
+}
