@@ -310,6 +310,26 @@ fn fused_attention() {
     });
 }
 
+/// Sequences past the short kernels (whole 64-row tiles) run the flash
+/// kernels: several key tiles per query tile, the causal diagonal tile, dQ
+/// summed over key tiles by atomics, and each head width they are built for.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn flash_attention() {
+    check!("flash_256_64", MM, |be| {
+        attention_case(be, (256, 64), false)
+    });
+    check!("flash_256_64_causal", MM, |be| {
+        attention_case(be, (256, 64), true)
+    });
+    check!("flash_192_128_causal", MM, |be| {
+        attention_case(be, (192, 128), true)
+    });
+    check!("flash_320_32", MM, |be| {
+        attention_case(be, (320, 32), false)
+    });
+}
+
 /// `half` 40 runs the four-wide GLU and add kernels; 3 the scalar ones
 /// (3 is not a multiple of 4, nor is 33·2·3).
 fn elementwise_case<B: Backend>(be: &B, a: Activation, half: usize) -> Outputs {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::CudaError;
 
 /// The kernel sources, concatenated in this order into one program.
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
@@ -22,6 +22,10 @@ const SOURCES: [(&str, &str); 8] = [
     (
         "fused_attention.cu",
         include_str!("kernels/fused_attention.cu"),
+    ),
+    (
+        "flash_attention.cu",
+        include_str!("kernels/flash_attention.cu"),
     ),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
@@ -33,8 +37,8 @@ pub fn sources() -> &'static [(&'static str, &'static str)] {
     &SOURCES
 }
 
-/// Every `extern "C"` kernel the backend launches, besides the fused
-/// attention kernels that `ops::FUSED_ATTENTION` names.
+/// Every `extern "C"` kernel the backend launches, besides the attention
+/// kernels that `ops::FUSED_ATTENTION` and `ops::FLASH_ATTENTION` name.
 const NAMES: &[&str] = &[
     "convert",
     "add",
@@ -54,6 +58,7 @@ const NAMES: &[&str] = &[
     "learned_positions_backward",
     "sinusoidal_positions_forward",
     "sinusoidal_positions_backward",
+    "rotary_table",
     "rotary",
     "norm_forward",
     "norm_backward",
@@ -63,6 +68,8 @@ const NAMES: &[&str] = &[
     "rows_to_heads",
     "attention_softmax",
     "attention_softmax_backward",
+    "flash_backward_delta",
+    "flash_backward_store_dq",
     "gather_rows",
     "scatter_rows",
     "cross_entropy",
@@ -105,7 +112,12 @@ impl Kernels {
         let mut functions = HashMap::new();
         let fused = super::ops::FUSED_ATTENTION
             .iter()
-            .flat_map(|f| [f.forward, f.backward]);
+            .flat_map(|f| [f.forward, f.backward])
+            .chain(
+                super::ops::FLASH_ATTENTION
+                    .iter()
+                    .flat_map(|f| [f.forward, f.backward]),
+            );
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");
             // SAFETY: the module is loaded and stays loaded.

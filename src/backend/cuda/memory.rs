@@ -162,6 +162,14 @@ impl Cuda {
 
     /// A scratch buffer of at least `bytes` for `purpose`, valid until the
     /// next request for the same purpose (ops run in stream order).
+    /// Zeroes `bytes` at `ptr` (scratch that kernels accumulate into), in
+    /// stream order.
+    pub(super) fn zero_raw(&self, ptr: u64, bytes: usize) {
+        self.bind();
+        // SAFETY: `ptr` is one of this backend's allocations of at least `bytes`.
+        unsafe { drv::memset_d8_async(ptr, 0, bytes, self.raw_stream()) }.expect("memset");
+    }
+
     pub(super) fn scratch(&self, purpose: &'static str, bytes: usize) -> u64 {
         let mut scratch = self.scratch.lock().expect("scratch lock");
         if let Some(mem) = scratch.buffers.get(purpose) {

@@ -110,6 +110,9 @@ pub struct Cuda {
     /// this GPU can run (they need more than the default shared memory);
     /// `CRAM_FUSED_ATTENTION=0` turns them off, for comparison.
     fused_attention: Vec<usize>,
+    /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
+    /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
+    flash_attention: Vec<usize>,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -157,6 +160,14 @@ impl Cuda {
                     && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
             })
             .collect();
+        let flash_attention = (0..ops::FLASH_ATTENTION.len())
+            .filter(|&i| {
+                let f = &ops::FLASH_ATTENTION[i];
+                !fused_off
+                    && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
+                    && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
+            })
+            .collect();
         Ok(Cuda {
             ctx,
             stream,
@@ -168,6 +179,7 @@ impl Cuda {
             name,
             sm_count,
             fused_attention,
+            flash_attention,
             peak: std::sync::OnceLock::new(),
             debug,
         })
@@ -182,6 +194,21 @@ impl Cuda {
             .iter()
             .map(|&i| &ops::FUSED_ATTENTION[i])
             .find(|f| f.seq == shape.seq && f.head_dim == shape.head_dim)
+    }
+
+    /// The flash attention kernels for `shape` when no short kernel holds
+    /// it: sequences of whole 64-row tiles and a head width they are built for.
+    fn flash_attention(
+        &self,
+        shape: super::AttentionShape,
+    ) -> Option<&'static ops::FlashAttention> {
+        if shape.seq == 0 || !shape.seq.is_multiple_of(ops::FlashAttention::TILE) {
+            return None;
+        }
+        self.flash_attention
+            .iter()
+            .map(|&i| &ops::FLASH_ATTENTION[i])
+            .find(|f| f.head_dim == shape.head_dim)
     }
 
     fn raw_stream(&self) -> sys::CUstream {

@@ -1,6 +1,8 @@
 //! Multi-head attention: the fused kernels of `kernels/fused_attention.cu`
-//! where one is built for the shape, else batched per-head cuBLASLt products
-//! around the softmax kernels of `kernels/attention.cu`.
+//! where one is built for the shape (up to 128 positions), the tiled flash
+//! kernels of `kernels/flash_attention.cu` for longer sequences of whole
+//! 64-row tiles, else batched per-head cuBLASLt products around the softmax
+//! kernels of `kernels/attention.cu`.
 
 use super::ROW_BLOCK;
 use crate::backend::cuda::blas::{Dims, RowMajor};
@@ -83,6 +85,62 @@ impl FusedAttention {
     }
 }
 
+/// A flash attention kernel pair for one head width: queries and keys in
+/// tiles of [`FlashAttention::TILE`], any number of them.
+pub(in crate::backend::cuda) struct FlashAttention {
+    pub forward: &'static str,
+    pub backward: &'static str,
+    pub head_dim: usize,
+}
+
+/// The head widths `flash_attention.cu` is instantiated for.
+pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
+    FlashAttention {
+        forward: "attention_flash_forward_32",
+        backward: "attention_flash_backward_32",
+        head_dim: 32,
+    },
+    FlashAttention {
+        forward: "attention_flash_forward_64",
+        backward: "attention_flash_backward_64",
+        head_dim: 64,
+    },
+    FlashAttention {
+        forward: "attention_flash_forward_128",
+        backward: "attention_flash_backward_128",
+        head_dim: 128,
+    },
+];
+
+impl FlashAttention {
+    /// Query and key rows per tile (`FA_TILE` in the kernels).
+    pub const TILE: usize = 64;
+    /// Threads per block: four warps of 16 rows.
+    const THREADS: u32 = 128;
+
+    /// Dynamic shared memory (bytes): a q, k and v tile (forward); k, v, q
+    /// and output-gradient tiles plus the P and dS tiles (backward); rows
+    /// padded by 8 bf16.
+    pub fn shared_bytes(&self, backward: bool) -> usize {
+        let tile = Self::TILE * (self.head_dim + 8) * 2;
+        if backward {
+            4 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
+        } else {
+            3 * tile
+        }
+    }
+
+    /// Saved state (bf16 elements): each query row's f32 log-sum-exp, then
+    /// the output O in bf16 (the backward's Δ = rowsum(dO ∘ O)).
+    fn saved_len(shape: AttentionShape) -> usize {
+        2 * shape.batch * shape.heads * shape.seq + shape.rows() * shape.hidden()
+    }
+
+    fn blocks(shape: AttentionShape) -> u32 {
+        (shape.batch * shape.heads * (shape.seq / Self::TILE)) as u32
+    }
+}
+
 /// Where the pieces of attention's saved state live (bf16 elements): the
 /// per-head q, k, v, then the probabilities.
 struct AttentionLayout {
@@ -146,11 +204,120 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    fn flash_forward(
+        &self,
+        f: &FlashAttention,
+        out: &mut CudaBuf,
+        saved: &mut CudaBuf,
+        qkv: &CudaBuf,
+        shape: AttentionShape,
+    ) {
+        assert!(
+            saved.bf16 && saved.len >= FlashAttention::saved_len(shape),
+            "attention state must be a bf16 buffer of attention_saved_len values"
+        );
+        let lse = saved.ptr();
+        let o_saved = lse + 4 * (shape.batch * shape.heads * shape.seq) as u64;
+        self.timed("attention_forward", || {
+            let q = self.as_bf16(qkv, "cast_qkv");
+            assert_vector_aligned("flash attention", &[q, out.ptr(), o_saved]);
+            self.launch(
+                f.forward,
+                FlashAttention::blocks(shape),
+                FlashAttention::THREADS,
+                f.shared_bytes(false) as u32,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    lse,
+                    o_saved,
+                    q,
+                    shape.seq as u64,
+                    shape.heads as u64,
+                    shape.causal as u64,
+                    f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                ],
+            )
+        });
+    }
+
+    /// Δ per row first, then the key-tile kernel (dK, dV; dQ by f32 atomics
+    /// into zeroed scratch), then dQ into dqkv.
+    fn flash_backward(
+        &self,
+        f: &FlashAttention,
+        dqkv: &mut CudaBuf,
+        dout: &CudaBuf,
+        qkv: &CudaBuf,
+        saved: &CudaBuf,
+        shape: AttentionShape,
+    ) {
+        let row_heads = shape.batch * shape.heads * shape.seq;
+        let lse = saved.ptr();
+        let o_saved = lse + 4 * row_heads as u64;
+        let (rows, hidden) = (shape.rows(), shape.hidden());
+        self.timed("attention_backward", || {
+            let q = self.as_bf16(qkv, "cast_qkv");
+            assert_vector_aligned("flash attention", &[q, dout.ptr(), dqkv.ptr(), o_saved]);
+            let delta = self.scratch("flash_delta", row_heads * 4);
+            let dq = self.scratch("flash_dq", rows * hidden * 4);
+            self.zero_raw(dq, rows * hidden * 4);
+            self.launch(
+                "flash_backward_delta",
+                self.grid(row_heads),
+                256,
+                0,
+                &[
+                    delta,
+                    dout.ptr(),
+                    dout.bf(),
+                    o_saved,
+                    rows as u64,
+                    shape.seq as u64,
+                    shape.heads as u64,
+                    shape.head_dim as u64,
+                ],
+            );
+            self.launch(
+                f.backward,
+                FlashAttention::blocks(shape),
+                FlashAttention::THREADS,
+                f.shared_bytes(true) as u32,
+                &[
+                    dqkv.ptr(),
+                    dqkv.bf(),
+                    dq,
+                    dout.ptr(),
+                    dout.bf(),
+                    q,
+                    lse,
+                    delta,
+                    shape.seq as u64,
+                    shape.heads as u64,
+                    shape.causal as u64,
+                    f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                ],
+            );
+            self.launch(
+                "flash_backward_store_dq",
+                self.grid(rows * hidden),
+                256,
+                0,
+                &[dqkv.ptr(), dqkv.bf(), dq, rows as u64, hidden as u64],
+            );
+        });
+    }
+}
+
 impl AttentionOps for Cuda {
     fn attention_saved_len(&self, shape: AttentionShape) -> usize {
-        match self.fused_attention(shape) {
+        if self.fused_attention(shape).is_some() {
             // One f32 log-sum-exp per query row, in a bf16 buffer's bytes.
-            Some(_) => 2 * shape.batch * shape.heads * shape.seq,
+            return 2 * shape.batch * shape.heads * shape.seq;
+        }
+        match self.flash_attention(shape) {
+            Some(_) => FlashAttention::saved_len(shape),
             None => AttentionLayout::new(shape).total(),
         }
     }
@@ -186,6 +353,10 @@ impl AttentionOps for Cuda {
                     ],
                 )
             });
+            return;
+        }
+        if let Some(f) = self.flash_attention(shape) {
+            self.flash_forward(f, out, saved, qkv, shape);
             return;
         }
         let s = shape;
@@ -274,6 +445,10 @@ impl AttentionOps for Cuda {
                     ],
                 )
             });
+            return;
+        }
+        if let Some(f) = self.flash_attention(shape) {
+            self.flash_backward(f, dqkv, dout, qkv, saved, shape);
             return;
         }
         let s = shape;

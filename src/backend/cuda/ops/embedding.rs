@@ -176,6 +176,19 @@ impl Cuda {
             "rotary positions need an even head_dim, got {}",
             shape.head_dim
         );
+        // The (cos, sin) table is rebuilt per call: seq·head_dim/2 entries, a
+        // few microseconds, and no cache to keep in step with seq and theta.
+        let table = self.scratch("rotary_table", shape.seq * shape.head_dim * 4);
+        self.launch_each(
+            "rotary_table",
+            shape.seq * shape.head_dim / 2,
+            &[
+                table,
+                shape.seq as u64,
+                shape.head_dim as u64,
+                f32_arg(theta),
+            ],
+        );
         let n = shape.rows() * shape.hidden();
         self.launch_each(
             "rotary",
@@ -183,10 +196,10 @@ impl Cuda {
             &[
                 qkv.ptr(),
                 qkv.bf(),
+                table,
                 shape.seq as u64,
                 shape.heads as u64,
                 shape.head_dim as u64,
-                f32_arg(theta),
                 f32_arg(direction),
                 shape.rows() as u64,
             ],

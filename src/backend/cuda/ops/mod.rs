@@ -16,7 +16,7 @@ mod matmul;
 mod norm;
 mod optim;
 
-pub(super) use attention::{FusedAttention, FUSED_ATTENTION};
+pub(super) use attention::{FlashAttention, FusedAttention, FLASH_ATTENTION, FUSED_ATTENTION};
 pub(super) use norm::NORM_BACKWARD_SHARED;
 
 use super::{Cuda, CudaBuf};

@@ -1,0 +1,252 @@
+// Flash attention for sequences longer than the short kernels hold (any
+// multiple of 64): queries and keys in tiles of 64, the softmax computed
+// online over key tiles (a running maximum and sum per row), so nothing T×T
+// ever exists, in shared memory or global (FlashAttention-2's schedule).
+// The tensor-core pieces (scores, times_rows, transposed_times, ldmatrix
+// loads) are those of fused_attention.cu, which comes before this file in
+// the program.
+//
+// Saved state per call: each query row's log-sum-exp (f32, [batch·heads,
+// seq]) and the output O (bf16, [batch·seq, hidden]); the backward needs
+// Δ = rowsum(dO ∘ O) per row and head before its key loop.
+//
+// Backward: one block per (batch·head, 64-key tile) keeps dK and dV of its
+// keys in registers over all query tiles; dQ gets each key tile's part by
+// f32 atomics into a zeroed [batch·seq, hidden] buffer, which one last pass
+// writes into dqkv's q columns (the FlashAttention-2 split, which needs 5
+// products per tile pair instead of the 7 of a separate dQ pass).
+
+#define FA_TILE 64
+
+// acc[nd] += X_w (16×T, C fragments) · M[0..T, col0..col0+NC), M in shared
+// with row stride D+PAD: times_rows for a band of NC columns, so that a
+// 128-wide head can take its dQ in two register-sized halves.
+template <int T, int D, int NC>
+__device__ __forceinline__ void times_rows_band(float (*acc)[4], float (*x)[4], const bf16_t* m, int col0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) {
+        u32 a[4];
+        c_to_a(a, x, kk);
+#pragma unroll
+        for (int nd = 0; nd < NC / 8; nd += 2) {
+            u32 b[4];
+            ldsm4_t(b, m + (kk * 16 + (tile & 1) * 8 + row) * LD + col0 + (nd + (tile >> 1)) * 8);
+            mma_bf16(acc[nd], a, b[0], b[1]);
+            mma_bf16(acc[nd + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+template <int D>
+__device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
+                                   int heads, int causal, float scale) {
+    extern __shared__ __align__(16) bf16_t smem[];
+    const int LD = D + ATT_PAD;
+    bf16_t* sq = smem;
+    bf16_t* sk = sq + FA_TILE * LD;
+    bf16_t* sv = sk + FA_TILE * LD;
+    int tiles = seq / FA_TILE;
+    u64 bh = blockIdx.x / tiles;
+    // Causal query tiles near the end see the most keys: start those first.
+    int qt = tiles - 1 - (int)(blockIdx.x % tiles);
+    u64 hidden = (u64)heads * D, stride = 3 * hidden;
+    u64 b = bh / heads, h = bh % heads;
+    const bf16_t* base = qkv + b * seq * stride + h * D;
+    load_head<FA_TILE, D>(sq, base + (u64)qt * FA_TILE * stride, stride);
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
+    float o[D / 8][4];
+    zero_rows<D>(o);
+    // Row maxima (all four lanes of a row agree) and this lane's part of the row sums.
+    float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
+    int last = causal ? qt : tiles - 1;
+    for (int kt = 0; kt <= last; kt++) {
+        __syncthreads();  // every warp is done with the previous K and V
+        load_head<FA_TILE, D>(sk, base + hidden + (u64)kt * FA_TILE * stride, stride);
+        load_head<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * FA_TILE * stride, stride);
+        __syncthreads();
+        float s[FA_TILE / 8][4];
+        // Only the diagonal tile needs the mask; its local indices are the global ones shifted alike.
+        scores<FA_TILE, D>(s, sq, sk, r0, scale, causal && kt == qt);
+        float new_lo = m_lo, new_hi = m_hi;
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
+            new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
+        }
+        // Finite: every row has at least one unmasked key in every tile it visits.
+        new_lo = quad_max(new_lo);
+        new_hi = quad_max(new_hi);
+        float keep_lo = __expf(m_lo - new_lo), keep_hi = __expf(m_hi - new_hi);
+        m_lo = new_lo;
+        m_hi = new_hi;
+        l_lo *= keep_lo;
+        l_hi *= keep_hi;
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            s[nt][0] = __expf(s[nt][0] - m_lo);
+            s[nt][1] = __expf(s[nt][1] - m_lo);
+            s[nt][2] = __expf(s[nt][2] - m_hi);
+            s[nt][3] = __expf(s[nt][3] - m_hi);
+            l_lo += s[nt][0] + s[nt][1];
+            l_hi += s[nt][2] + s[nt][3];
+        }
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            o[nd][0] *= keep_lo;
+            o[nd][1] *= keep_lo;
+            o[nd][2] *= keep_hi;
+            o[nd][3] *= keep_hi;
+        }
+        times_rows<FA_TILE, D>(o, s, sv);
+    }
+    l_lo = quad_sum(l_lo);
+    l_hi = quad_sum(l_hi);
+    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        o[nd][0] *= inv_lo;
+        o[nd][1] *= inv_lo;
+        o[nd][2] *= inv_hi;
+        o[nd][3] *= inv_hi;
+    }
+    int q_lo = qt * FA_TILE + r0 + g;
+    if (c == 0) {
+        lse[bh * seq + q_lo] = m_lo + logf(l_lo);
+        lse[bh * seq + q_lo + 8] = m_hi + logf(l_hi);
+    }
+    u64 row_lo = b * seq + q_lo;
+    store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
+    store_rows<D>(o_saved, 1, o, row_lo, hidden, h * D);
+}
+
+// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t;
+// one thread per (row, head) in a grid-stride loop, eight values per load.
+extern "C" __global__ void flash_backward_delta(float* delta, const void* dout, int dout_bf, const bf16_t* o, u64 rows,
+                                                int seq, int heads, int d) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rows * heads; i += (u64)gridDim.x * blockDim.x) {
+        u64 row = i / heads, h = i % heads;
+        u64 at = row * heads * d + h * d;
+        float acc = 0.0f;
+        for (int k = 0; k < d; k += 8) {
+            uint4 packed = *(const uint4*)(o + at + k);
+            const bf16_t* ov = (const bf16_t*)&packed;
+            float dv[8];
+            ldv<4>(dv, dout, dout_bf, at + k);
+            ldv<4>(dv + 4, dout, dout_bf, at + k + 4);
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc += bf16_to_f32(ov[e]) * dv[e];
+        }
+        u64 b = row / seq, t = row % seq;
+        delta[(b * heads + h) * seq + t] = acc;
+    }
+}
+
+template <int D>
+__device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf,
+                                    const bf16_t* qkv, const float* lse, const float* delta, int seq, int heads,
+                                    int causal, float scale) {
+    extern __shared__ __align__(16) bf16_t smem[];
+    const int LD = D + ATT_PAD, LT = FA_TILE + ATT_PAD;
+    bf16_t* sk = smem;
+    bf16_t* sv = sk + FA_TILE * LD;
+    bf16_t* sq = sv + FA_TILE * LD;
+    bf16_t* sdo = sq + FA_TILE * LD;
+    bf16_t* sp = sdo + FA_TILE * LD;
+    bf16_t* sds = sp + FA_TILE * LT;
+    int tiles = seq / FA_TILE;
+    u64 bh = blockIdx.x / tiles;
+    // Causal key tiles near the start meet the most queries: they come first.
+    int kt = (int)(blockIdx.x % tiles);
+    u64 hidden = (u64)heads * D, stride = 3 * hidden;
+    u64 b = bh / heads, h = bh % heads;
+    const bf16_t* base = qkv + b * seq * stride + h * D;
+    load_head<FA_TILE, D>(sk, base + hidden + (u64)kt * FA_TILE * stride, stride);
+    load_head<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * FA_TILE * stride, stride);
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
+    float dk[D / 8][4], dv[D / 8][4];
+    zero_rows<D>(dk);
+    zero_rows<D>(dv);
+    for (int qt = causal ? kt : 0; qt < tiles; qt++) {
+        __syncthreads();  // every warp is done with the previous Q, dO, P and dS
+        load_head<FA_TILE, D>(sq, base + (u64)qt * FA_TILE * stride, stride);
+        load_head_any<FA_TILE, D>(sdo, dout, dout_bf, (b * seq + (u64)qt * FA_TILE) * hidden + h * D, hidden);
+        __syncthreads();
+        int q_lo = qt * FA_TILE + r0 + g;
+        float p[FA_TILE / 8][4];
+        scores<FA_TILE, D>(p, sq, sk, r0, scale, causal && qt == kt);
+        float lse_lo = lse[bh * seq + q_lo], lse_hi = lse[bh * seq + q_lo + 8];
+        float d_lo = delta[bh * seq + q_lo], d_hi = delta[bh * seq + q_lo + 8];
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            p[nt][0] = __expf(p[nt][0] - lse_lo);
+            p[nt][1] = __expf(p[nt][1] - lse_lo);
+            p[nt][2] = __expf(p[nt][2] - lse_hi);
+            p[nt][3] = __expf(p[nt][3] - lse_hi);
+        }
+        // dP = dO·Vᵀ, then dS = P ∘ (dP − Δ) · scale.
+        float ds[FA_TILE / 8][4];
+        scores<FA_TILE, D>(ds, sdo, sv, r0, 1.0f, 0);
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            ds[nt][0] = p[nt][0] * (ds[nt][0] - d_lo) * scale;
+            ds[nt][1] = p[nt][1] * (ds[nt][1] - d_lo) * scale;
+            ds[nt][2] = p[nt][2] * (ds[nt][2] - d_hi) * scale;
+            ds[nt][3] = p[nt][3] * (ds[nt][3] - d_hi) * scale;
+            int j = nt * 8 + 2 * c;
+            *(u32*)(sp + (r0 + g) * LT + j) = pack2(p[nt][0], p[nt][1]);
+            *(u32*)(sp + (r0 + g + 8) * LT + j) = pack2(p[nt][2], p[nt][3]);
+            *(u32*)(sds + (r0 + g) * LT + j) = pack2(ds[nt][0], ds[nt][1]);
+            *(u32*)(sds + (r0 + g + 8) * LT + j) = pack2(ds[nt][2], ds[nt][3]);
+        }
+        // This key tile's part of dQ = dS·K for the warp's 16 query rows.
+        constexpr int BAND = D < 64 ? D : 64;
+        u64 row_lo = b * seq + q_lo;
+#pragma unroll
+        for (int col0 = 0; col0 < D; col0 += BAND) {
+            float acc[BAND / 8][4];
+            zero_rows<BAND>(acc);
+            times_rows_band<FA_TILE, D, BAND>(acc, ds, sk, col0);
+#pragma unroll
+            for (int nd = 0; nd < BAND / 8; nd++) {
+                u64 col = h * D + col0 + nd * 8 + 2 * c;
+                atomicAdd(dq + row_lo * hidden + col, acc[nd][0]);
+                atomicAdd(dq + row_lo * hidden + col + 1, acc[nd][1]);
+                atomicAdd(dq + (row_lo + 8) * hidden + col, acc[nd][2]);
+                atomicAdd(dq + (row_lo + 8) * hidden + col + 1, acc[nd][3]);
+            }
+        }
+        __syncthreads();  // P and dS of all 64 query rows are in shared
+        // dK += dSᵀ·Q and dV += Pᵀ·dO for the warp's 16 keys.
+        transposed_times<FA_TILE, D>(dk, sds, sq, r0);
+        transposed_times<FA_TILE, D>(dv, sp, sdo, r0);
+    }
+    u64 key_lo = b * seq + kt * FA_TILE + r0 + g;
+    store_rows<D>(dqkv, dqkv_bf, dk, key_lo, stride, hidden + h * D);
+    store_rows<D>(dqkv, dqkv_bf, dv, key_lo, stride, 2 * hidden + h * D);
+}
+
+// dqkv[row, 0..hidden) = dq[row, ·]: the accumulated dQ into dqkv's q columns.
+extern "C" __global__ void flash_backward_store_dq(void* dqkv, int dqkv_bf, const float* dq, u64 rows, u64 hidden) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rows * hidden; i += (u64)gridDim.x * blockDim.x) {
+        u64 row = i / hidden, col = i % hidden;
+        st(dqkv, dqkv_bf, row * 3 * hidden + col, dq[i]);
+    }
+}
+
+#define FLASH_ATTENTION(D)                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
+        void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq, int heads, int causal,    \
+        float scale) {                                                                                            \
+        flash_forward_impl<D>(out, out_bf, lse, o_saved, qkv, seq, heads, causal, scale);                         \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
+        void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \
+        const float* delta, int seq, int heads, int causal, float scale) {                                        \
+        flash_backward_impl<D>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, seq, heads, causal, scale);     \
+    }
+
+FLASH_ATTENTION(32)
+FLASH_ATTENTION(64)
+FLASH_ATTENTION(128)
