@@ -18,6 +18,37 @@
 
 #define FA_TILE 64
 
+// cp.async: 16 bytes from global to shared without passing through
+// registers, so the next tile's copy runs while the warps compute on this
+// one (commit closes a group; wait_group N waits until at most N are open).
+__device__ __forceinline__ void cp_async16(bf16_t* dst, const bf16_t* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(smem_u32(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" : :);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" : : "n"(N));
+}
+
+// load_head by cp.async: issued, not waited for.
+template <int T, int D>
+__device__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
+    for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
+        int t = i / (D / 8), d = 8 * (i % (D / 8));
+        cp_async16(dst + t * (D + ATT_PAD) + d, src + (u64)t * stride + d);
+    }
+}
+
+// The output gradient's tile: by cp.async when it is bf16, else converted
+// from f32 through registers (visible after the next __syncthreads either way).
+template <int T, int D>
+__device__ void load_grad_tile(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
+    if (src_bf) load_head_async<T, D>(dst, (const bf16_t*)src + base, stride);
+    else load_head_any<T, D>(dst, src, 0, base, stride);
+}
+
 // acc[nd] += X_w (16×T, C fragments) · M[0..T, col0..col0+NC), M in shared
 // with row stride D+PAD: times_rows for a band of NC columns, so that a
 // 128-wide head can take its dQ in two register-sized halves.
@@ -43,10 +74,10 @@ template <int D>
 __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
                                    int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD;
+    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
+    // Q, then two (K, V) buffers: tile kt+1 is copied while tile kt is used.
     bf16_t* sq = smem;
-    bf16_t* sk = sq + FA_TILE * LD;
-    bf16_t* sv = sk + FA_TILE * LD;
+    bf16_t* skv = sq + TILE_ELEMS;
     int tiles = seq / FA_TILE;
     u64 bh = blockIdx.x / tiles;
     // Causal query tiles near the end see the most keys: start those first.
@@ -54,7 +85,11 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
-    load_head<FA_TILE, D>(sq, base + (u64)qt * FA_TILE * stride, stride);
+    const u64 tile_rows = (u64)FA_TILE * stride;
+    load_head_async<FA_TILE, D>(sq, base + (u64)qt * tile_rows, stride);
+    load_head_async<FA_TILE, D>(skv, base + hidden, stride);
+    load_head_async<FA_TILE, D>(skv + TILE_ELEMS, base + 2 * hidden, stride);
+    cp_async_commit();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
     float o[D / 8][4];
     zero_rows<D>(o);
@@ -62,10 +97,19 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
     int last = causal ? qt : tiles - 1;
     for (int kt = 0; kt <= last; kt++) {
-        __syncthreads();  // every warp is done with the previous K and V
-        load_head<FA_TILE, D>(sk, base + hidden + (u64)kt * FA_TILE * stride, stride);
-        load_head<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * FA_TILE * stride, stride);
-        __syncthreads();
+        bf16_t* sk = skv + (kt & 1) * 2 * TILE_ELEMS;
+        bf16_t* sv = sk + TILE_ELEMS;
+        if (kt < last) {
+            // The other buffer was last read in iteration kt-1, before its closing barrier.
+            bf16_t* nk = skv + ((kt + 1) & 1) * 2 * TILE_ELEMS;
+            load_head_async<FA_TILE, D>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_head_async<FA_TILE, D>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // tile kt (and Q) are in shared for every warp
         float s[FA_TILE / 8][4];
         // Only the diagonal tile needs the mask; its local indices are the global ones shifted alike.
         scores<FA_TILE, D>(s, sq, sk, r0, scale, causal && kt == qt);
@@ -100,6 +144,7 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
             o[nd][3] *= keep_hi;
         }
         times_rows<FA_TILE, D>(o, s, sv);
+        __syncthreads();  // every warp is done with tile kt before kt+2 is copied over it
     }
     l_lo = quad_sum(l_lo);
     l_hi = quad_sum(l_hi);
@@ -148,12 +193,13 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
                                     const bf16_t* qkv, const float* lse, const float* delta, int seq, int heads,
                                     int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD, LT = FA_TILE + ATT_PAD;
+    const int LD = D + ATT_PAD, LT = FA_TILE + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
+    // K, V; two (Q, dO) buffers, the next query tile copied while this one is
+    // used; then P and dS of the current pair.
     bf16_t* sk = smem;
-    bf16_t* sv = sk + FA_TILE * LD;
-    bf16_t* sq = sv + FA_TILE * LD;
-    bf16_t* sdo = sq + FA_TILE * LD;
-    bf16_t* sp = sdo + FA_TILE * LD;
+    bf16_t* sv = sk + TILE_ELEMS;
+    bf16_t* sqd = sv + TILE_ELEMS;
+    bf16_t* sp = sqd + 4 * TILE_ELEMS;
     bf16_t* sds = sp + FA_TILE * LT;
     int tiles = seq / FA_TILE;
     u64 bh = blockIdx.x / tiles;
@@ -162,17 +208,33 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
-    load_head<FA_TILE, D>(sk, base + hidden + (u64)kt * FA_TILE * stride, stride);
-    load_head<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * FA_TILE * stride, stride);
+    const u64 tile_rows = (u64)FA_TILE * stride;
+    int first = causal ? kt : 0;
+    load_head_async<FA_TILE, D>(sk, base + hidden + (u64)kt * tile_rows, stride);
+    load_head_async<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
+    load_head_async<FA_TILE, D>(sqd, base + (u64)first * tile_rows, stride);
+    load_grad_tile<FA_TILE, D>(sqd + TILE_ELEMS, dout, dout_bf, (b * seq + (u64)first * FA_TILE) * hidden + h * D,
+                               hidden);
+    cp_async_commit();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
     float dk[D / 8][4], dv[D / 8][4];
     zero_rows<D>(dk);
     zero_rows<D>(dv);
-    for (int qt = causal ? kt : 0; qt < tiles; qt++) {
-        __syncthreads();  // every warp is done with the previous Q, dO, P and dS
-        load_head<FA_TILE, D>(sq, base + (u64)qt * FA_TILE * stride, stride);
-        load_head_any<FA_TILE, D>(sdo, dout, dout_bf, (b * seq + (u64)qt * FA_TILE) * hidden + h * D, hidden);
-        __syncthreads();
+    for (int qt = first; qt < tiles; qt++) {
+        bf16_t* sq = sqd + ((qt - first) & 1) * 2 * TILE_ELEMS;
+        bf16_t* sdo = sq + TILE_ELEMS;
+        __syncthreads();  // every warp is done with the other buffer, P and dS (iteration qt-1)
+        if (qt + 1 < tiles) {
+            bf16_t* nq = sqd + ((qt + 1 - first) & 1) * 2 * TILE_ELEMS;
+            load_head_async<FA_TILE, D>(nq, base + (u64)(qt + 1) * tile_rows, stride);
+            load_grad_tile<FA_TILE, D>(nq + TILE_ELEMS, dout, dout_bf,
+                                       (b * seq + (u64)(qt + 1) * FA_TILE) * hidden + h * D, hidden);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // query tile qt (and K, V) are in shared for every warp
         int q_lo = qt * FA_TILE + r0 + g;
         float p[FA_TILE / 8][4];
         scores<FA_TILE, D>(p, sq, sk, r0, scale, causal && qt == kt);

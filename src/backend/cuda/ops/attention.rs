@@ -118,15 +118,16 @@ impl FlashAttention {
     /// Threads per block: four warps of 16 rows.
     const THREADS: u32 = 128;
 
-    /// Dynamic shared memory (bytes): a q, k and v tile (forward); k, v, q
-    /// and output-gradient tiles plus the P and dS tiles (backward); rows
-    /// padded by 8 bf16.
+    /// Dynamic shared memory (bytes): a q tile and two (k, v) buffers
+    /// (forward); k and v tiles, two (q, output-gradient) buffers and the P
+    /// and dS tiles (backward); rows padded by 8 bf16. The second buffer
+    /// takes the next tile's copy while the warps compute on the first.
     pub fn shared_bytes(&self, backward: bool) -> usize {
         let tile = Self::TILE * (self.head_dim + 8) * 2;
         if backward {
-            4 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
+            6 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
         } else {
-            3 * tile
+            5 * tile
         }
     }
 
