@@ -303,3 +303,23 @@ fn every_flag_has_help_text() {
         missing.join("\n")
     );
 }
+
+/// An OS error is printed once, not once in the message and again as its
+/// cause (issue 18 item 5: `scale sweep --spec` printed "No such file or
+/// directory (os error 2)" twice).
+#[test]
+fn an_os_error_is_printed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("nope.toml");
+    let out = tmp.path().join("sweep");
+    let (code, _, err) = cram(&[
+        "scale",
+        "sweep",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_error(code, &err, &["nope.toml"]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}

@@ -216,9 +216,10 @@ fn adamw_step_matches_hand_computation() {
         step: 2,
         decay_len: 1,
         max_norm,
+        skipped_slot: None,
     };
     let grads = vec![3.0, -4.0];
-    let norm_sq = vec![-1.0, 25.0];
+    let mut norm_sq = vec![-1.0, 25.0];
     let cases = [
         (2.5, [0.33, -0.29], [0.5175, 0.337], [0.955_941, -1.962_91]),
         (
@@ -235,7 +236,7 @@ fn adamw_step_matches_hand_computation() {
             &grads,
             &mut m,
             &mut v,
-            &norm_sq,
+            &mut norm_sq,
             1,
             hp(max_norm),
         );
@@ -503,8 +504,9 @@ fn stack_step(cpu: &Cpu) -> (Vec<f32>, Vec<f32>) {
         step: 1,
         decay_len: len / 2,
         max_norm: 0.5,
+        skipped_slot: None,
     };
-    cpu.adamw_step(&mut p, &grads, &mut m, &mut v, &norm_sq, 0, hp);
+    cpu.adamw_step(&mut p, &grads, &mut m, &mut v, &mut norm_sq, 0, hp);
     grads.extend(p);
     (losses, grads)
 }

@@ -464,8 +464,9 @@ fn norm_sum_and_adamw() {
             step: 3,
             decay_len: n / 2,
             max_norm: 0.5,
+            skipped_slot: None,
         };
-        be.adamw_step(&mut params, &grads, &mut m, &mut v, &stats, 1, hp);
+        be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut stats, 1, hp);
         vec![
             ("norm_sq", be.read(&stats, 1, 1)),
             ("params", be.download(&params)),

@@ -178,6 +178,7 @@ fn opts(out: &Path, resume: bool, stop: Option<u64>) -> RunOptions {
         stop_after_steps: stop,
         progress: Progress::Off,
         measure_noise_scale: false,
+        nan_gradient_at: Vec::new(),
     }
 }
 

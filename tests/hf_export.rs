@@ -118,6 +118,7 @@ fn trained_run(preset: &str, extra: &[&str], out: &Path) {
         stop_after_steps: None,
         progress: Progress::Off,
         measure_noise_scale: false,
+        nan_gradient_at: Vec::new(),
     };
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();
 }

@@ -92,8 +92,9 @@ fn learns_to_count(preset: &str, lr: f32) {
             step: step + 1,
             decay_len: model.layout.decay_len,
             max_norm: 1.0,
+            skipped_slot: None,
         };
-        be.adamw_step(&mut params, &grads, &mut m, &mut v, &stats, 0, hp);
+        be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut stats, 0, hp);
     }
     // Fresh sequences: how often is the masked token recovered?
     let (mut correct, mut total) = (0, 0);

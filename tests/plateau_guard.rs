@@ -65,6 +65,7 @@ fn tiny_preset_leaves_the_unigram_plateau_on_a_corpus_read_many_times() {
         stop_after_steps: None,
         progress: Progress::Off,
         measure_noise_scale: false,
+        nan_gradient_at: Vec::new(),
     };
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();
     let evals: Vec<(u64, f64)> = read_without_timing(&out.join("metrics.jsonl"))

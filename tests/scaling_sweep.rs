@@ -126,6 +126,7 @@ fn sweep_resume_fit_plan_and_report() {
             stop_after_steps: Some(20),
             progress: Progress::Off,
             measure_noise_scale: true,
+            nan_gradient_at: Vec::new(),
         },
     )
     .unwrap();

@@ -103,6 +103,16 @@ pub struct AdamW {
     pub decay_len: usize,
     /// Clip the global gradient norm to this value (0 disables clipping).
     pub max_norm: f32,
+    /// A step whose gradient norm is not finite changes nothing (parameters
+    /// and moments stay as they were); when `Some(slot)`, it also adds 1 to
+    /// `norm_sq[slot]` on the device, so the trainer learns of skipped steps
+    /// when it next reads its statistics, without a read-back per step.
+    /// The CPU backend does so. The CUDA kernel that does (branch
+    /// `guard-cuda-skip`) waits for its GPU test run; until it lands, the
+    /// CUDA backend applies such a step, and the trainer's checks (the loss
+    /// and gradient norm at logging, the parameters before each checkpoint)
+    /// stop the run with an error instead of skipping and rolling back.
+    pub skipped_slot: Option<usize>,
 }
 
 /// Buffers on a device. `Buf` holds f32 values as the backend stores them
@@ -390,7 +400,8 @@ pub trait OptimOps: Device {
     fn grad_norm_squared(&self, out: &mut Self::Buf, index: usize, grads: &Self::Buf);
     /// One AdamW step (decoupled weight decay) over the whole flat buffer. The
     /// gradients are first multiplied by `min(1, max_norm / ‖g‖)` with ‖g‖ read
-    /// from `norm_sq[norm_index]` on the device.
+    /// from `norm_sq[norm_index]` on the device; a non-finite ‖g‖ skips the
+    /// step (see [`AdamW::skipped_slot`]).
     #[allow(clippy::too_many_arguments)]
     fn adamw_step(
         &self,
@@ -398,7 +409,7 @@ pub trait OptimOps: Device {
         grads: &Self::Buf,
         m: &mut Self::Buf,
         v: &mut Self::Buf,
-        norm_sq: &Self::Buf,
+        norm_sq: &mut Self::Buf,
         norm_index: usize,
         hp: AdamW,
     );

@@ -116,6 +116,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         stop_after_steps: None,
         progress: Progress::for_stderr(false),
         measure_noise_scale: false,
+        nan_gradient_at: Vec::new(),
     };
     let summary = pretrain(&be, &cfg, &store, &opts)?;
     println!(

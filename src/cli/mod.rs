@@ -56,6 +56,21 @@ enum Command {
     Report(report::ReportArgs),
 }
 
+/// An error and its causes in one line, each cause once: many library errors
+/// already name their cause in their own message ("cannot read X: No such
+/// file"), and anyhow's `{:#}` would print it again after it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(a) => data::run(a),
@@ -79,4 +94,20 @@ pub struct SetArgs {
     /// Override a config value, e.g. --set train.lr=5e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let os = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        // A message that already holds its cause, as thiserror's "{source}" does.
+        let e = anyhow::Error::new(os).context("cannot read /x: No such file");
+        assert_eq!(error_text(&e), "cannot read /x: No such file");
+        let e: anyhow::Result<()> = Err(anyhow::anyhow!("inner")).context("outer");
+        assert_eq!(error_text(&e.unwrap_err()), "outer: inner");
+    }
 }

@@ -111,6 +111,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         // The trainer shows it on rank 0 only.
         progress: Progress::for_stderr(args.quiet),
         measure_noise_scale: args.measure_noise_scale,
+        nan_gradient_at: Vec::new(),
     };
     let timeout = Duration::from_secs(args.dist.dist_timeout);
     let summary: RunSummary = if let Some(env) = &launched {

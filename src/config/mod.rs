@@ -225,6 +225,35 @@ pub struct Config {
     pub objective: ObjectiveConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// Run folders from before this section get its defaults.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// What pretraining does about steps whose gradient norm is not finite
+/// (`[guard]`). Such a step is always skipped on the device: its update is not
+/// applied. Past `skip_limit` of them since the newest checkpoint, the run
+/// rolls back to that checkpoint (or to its initialisation when it has none),
+/// multiplies the learning rate by `lr_factor`, and goes on past the data it
+/// diverged on (the batches between the checkpoint and the failure are not
+/// read again, as PaLM skipped the batches around a spike); after
+/// `max_rollbacks` it stops with an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    pub skip_limit: u32,
+    pub max_rollbacks: u32,
+    pub lr_factor: f64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            skip_limit: 3,
+            max_rollbacks: 3,
+            lr_factor: 0.5,
+        }
+    }
 }
 
 impl Config {

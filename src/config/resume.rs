@@ -17,6 +17,9 @@ pub const RESUMABLE: &[&str] = &[
     "train.eval_batches",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "guard.skip_limit",
+    "guard.max_rollbacks",
+    "guard.lr_factor",
 ];
 
 /// One setting that differs between a run's saved config and the one asked for.

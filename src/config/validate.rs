@@ -105,6 +105,18 @@ impl Config {
         if t.log_every == 0 || t.eval_every == 0 || t.checkpoint_every == 0 {
             return bad("train.log_every, eval_every and checkpoint_every must be positive".into());
         }
+        let g = &self.guard;
+        if !(g.lr_factor > 0.0 && g.lr_factor <= 1.0) {
+            return bad(format!(
+                "guard.lr_factor ({}) must be in (0, 1]: the learning rate is multiplied by it at each rollback",
+                g.lr_factor
+            ));
+        }
+        if g.skip_limit == 0 {
+            return bad(
+                "guard.skip_limit must be at least 1 (skipped steps before a rollback)".into(),
+            );
+        }
         Ok(())
     }
 }

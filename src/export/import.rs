@@ -81,11 +81,7 @@ pub fn import_hf(opts: &ImportOptions) -> Result<ImportSummary, ExportError> {
         grads: be.alloc(n),
         m: be.alloc(n),
         v: be.alloc(n),
-        progress: TrainProgress {
-            step: 0,
-            position: 0,
-            spent: Default::default(),
-        },
+        progress: TrainProgress::default(),
     };
     let staged = checkpoint::save(&be, run, &model, &state)?;
     let checkpoint = opts.out.join(staged.strip_prefix(run).unwrap_or(&staged));

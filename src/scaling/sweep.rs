@@ -202,6 +202,7 @@ fn train_one<B: Backend>(
             Progress::Off
         },
         measure_noise_scale: spec.measure_noise_scale,
+        nan_gradient_at: Vec::new(),
     };
     let s = pretrain(be, &run.config, store, &run_opts).map_err(|source| ScalingError::Train {
         run: run.name.clone(),

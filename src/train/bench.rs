@@ -75,6 +75,7 @@ fn bench_adamw(cfg: &Config, model: &Model, i: usize) -> AdamW {
         step: i as u64 + 1,
         decay_len: model.layout.decay_len,
         max_norm: t.grad_clip,
+        skipped_slot: None,
     }
 }
 

@@ -52,6 +52,37 @@ pub struct TrainProgress {
     /// Training sequences consumed: the position in the data order.
     pub position: u64,
     pub spent: Spent,
+    /// The learning rate's multiplier after the guard's rollbacks (1 before any).
+    #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
+    pub lr_scale: f64,
+    /// Rollbacks so far (see [`crate::config::GuardConfig`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rollbacks: u32,
+}
+
+/// The progress of a run that has not started.
+impl Default for TrainProgress {
+    fn default() -> Self {
+        TrainProgress {
+            step: 0,
+            position: 0,
+            spent: Spent::default(),
+            lr_scale: 1.0,
+            rollbacks: 0,
+        }
+    }
+}
+
+fn unit_scale() -> f64 {
+    1.0
+}
+
+fn is_unit_scale(x: &f64) -> bool {
+    *x == 1.0
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
 }
 
 /// `state.json`: the progress, and the sha256 of each tensor file (absent in
@@ -84,11 +115,7 @@ impl<B: Backend> TrainState<B> {
             grads: be.alloc(n),
             m: be.alloc(n),
             v: be.alloc(n),
-            progress: TrainProgress {
-                step: 0,
-                position: 0,
-                spent: Spent::default(),
-            },
+            progress: TrainProgress::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod guard;
 mod metrics;
 mod progress;
 mod run_dir;

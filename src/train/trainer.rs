@@ -4,6 +4,7 @@
 //! on the device and are read back only when logged.
 
 use super::checkpoint::{self, CheckpointError, TrainState};
+use super::guard::Guard;
 use super::metrics::MetricsWriter;
 use super::progress::{duration_text, eta, Progress, Reporter};
 use super::run_dir::{lock_run, prepare_run_dir, resume_record};
@@ -53,6 +54,10 @@ pub struct RunOptions {
     /// Log the gradient noise scale B_simple (see [`crate::scaling::noise`]):
     /// one extra gradient-norm pass and one read-back per step.
     pub measure_noise_scale: bool,
+    /// Fault injection for tests of the divergence guard: the n-th step the
+    /// run takes (1-based, counting steps later lost to rollbacks) gets a NaN
+    /// in its gradient. Empty in normal use.
+    pub nan_gradient_at: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +79,9 @@ pub const STAT_NORM_SQ: usize = 1;
 pub const STAT_SMALL_NORM_SQ: usize = 2;
 /// The parameters' squared norm, computed before each checkpoint.
 pub const STAT_PARAM_NORM_SQ: usize = 3;
-pub const STATS: usize = 4;
+/// Steps skipped since the last read-back (non-finite gradient norm).
+pub const STAT_SKIPPED: usize = 4;
+pub const STATS: usize = 5;
 
 /// Forward and backward of one micro-batch: gradients accumulate into
 /// `grads` scaled by `scale` (1 / predictions of the whole step), and the
@@ -172,25 +179,27 @@ fn finite(step: u64, what: &'static str, value: f64) -> Result<(), TrainError> {
     Err(TrainError::Diverged { step, what, value })
 }
 
-/// No checkpoint of a diverged state: the last step's gradient norm and the
-/// parameters' squared norm (one pass over them, once per checkpoint) must
-/// be finite. A loss checked only at logging steps would let a checkpoint
-/// between them save NaN weights.
+/// No checkpoint of a diverged state: the parameters' squared norm (one
+/// pass over them, once per checkpoint) must be finite. A loss checked only
+/// at logging steps would let a checkpoint between them save NaN weights.
+/// The gradient norm may be NaN here: the device skipped that step (the
+/// guard), so the parameters and moments are those of the step before.
+/// Returns the steps skipped since the last read-back (in the same read),
+/// which the guard must see before the checkpoint is written.
 fn ensure_finite<B: Backend>(
     be: &B,
     state: &TrainState<B>,
     stats: &mut B::Buf,
-) -> Result<(), TrainError> {
+) -> Result<u64, TrainError> {
     be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.params);
-    // One read-back for both: the slots are STAT_NORM_SQ ..= STAT_PARAM_NORM_SQ.
-    let host = be.read(stats, STAT_NORM_SQ, STAT_PARAM_NORM_SQ - STAT_NORM_SQ + 1);
-    let step = state.progress.step;
-    finite(step, "gradient norm", host[0] as f64)?;
-    finite(
-        step,
-        "parameters' norm",
-        host[STAT_PARAM_NORM_SQ - STAT_NORM_SQ] as f64,
-    )
+    // One read-back for both: the slots are adjacent.
+    let host = be.read(
+        stats,
+        STAT_PARAM_NORM_SQ,
+        STAT_SKIPPED - STAT_PARAM_NORM_SQ + 1,
+    );
+    finite(state.progress.step, "parameters' norm", host[0] as f64)?;
+    Ok(host[STAT_SKIPPED - STAT_PARAM_NORM_SQ] as u64)
 }
 
 /// Writes a checkpoint of the group's state: rank 0 writes it, after the
@@ -354,6 +363,7 @@ pub fn pretrain_group<B: Backend>(
     let mut last_eval = None;
     let mut finished = true;
     let mut estimated = false;
+    let mut guard = Guard::new(&cfg.guard);
 
     loop {
         let p = budget.progress(&state.progress.spent);
@@ -369,7 +379,7 @@ pub fn pretrain_group<B: Backend>(
         }
         let step = state.progress.step;
         let batch_size = schedule::batch_size(t, p);
-        let lr = schedule::learning_rate(t, p);
+        let lr = schedule::learning_rate(t, p) * state.progress.lr_scale;
         let micro_steps = batch_size / t.micro_batch;
         be.zero(&mut state.grads);
         let start = state.progress.position;
@@ -408,6 +418,12 @@ pub fn pretrain_group<B: Backend>(
             }
         }
         state.progress.position = start + (micro_steps * t.micro_batch) as u64;
+        if opts
+            .nan_gradient_at
+            .contains(&(state.progress.spent.steps + 1))
+        {
+            be.write(&mut state.grads, 0, &[f32::NAN]);
+        }
         let hp = AdamW {
             lr: lr as f32,
             beta1: t.beta1,
@@ -417,6 +433,7 @@ pub fn pretrain_group<B: Backend>(
             step: step + 1,
             decay_len: model.layout.decay_len,
             max_norm: t.grad_clip,
+            skipped_slot: Some(STAT_SKIPPED),
         };
         match (dist, reducer.as_mut()) {
             (Some(dp), Some(r)) => r.optimizer_step(be, dp, &mut state, &mut stats, hp)?,
@@ -456,8 +473,11 @@ pub fn pretrain_group<B: Backend>(
                 dp.sum(&mut host[STAT_LOSS..STAT_LOSS + 1])?;
             }
             last_loss = host[STAT_LOSS] as f64 / interval_steps as f64;
-            finite(step, "loss", last_loss)?;
-            finite(step, "gradient norm", host[STAT_NORM_SQ] as f64)?;
+            let skipped = host[STAT_SKIPPED] as u64;
+            if skipped == 0 {
+                finite(step, "loss", last_loss)?;
+                finite(step, "gradient norm", host[STAT_NORM_SQ] as f64)?;
+            }
             let spent = state.progress.spent;
             let tokens_per_s = interval_tokens as f64 / (spent.seconds - interval_start).max(1e-9);
             let mut rec = Map::new();
@@ -510,6 +530,11 @@ pub fn pretrain_group<B: Backend>(
             }
             be.zero(&mut stats);
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
+            let run = (opts.out.as_path(), &model, t.seed);
+            let sinks = (metrics.as_mut(), &mut reporter);
+            if skipped > 0 && guard.handle(be, (skipped, step), run, &mut state, dist, sinks)? {
+                continue;
+            }
         }
         if lead && (step % t.eval_every as u64 == 0 || done) {
             let eval_clock = Instant::now();
@@ -545,8 +570,19 @@ pub fn pretrain_group<B: Backend>(
             last_eval = Some(r);
         }
         if step % t.checkpoint_every as u64 == 0 && !done {
-            ensure_finite(be, &state, &mut stats)?;
+            let skipped = ensure_finite(be, &state, &mut stats)?;
+            if skipped > 0 {
+                // Counted here, so not again at the next logging read-back.
+                be.write(&mut stats, STAT_SKIPPED, &[0.0]);
+                let run = (opts.out.as_path(), &model, t.seed);
+                let sinks = (metrics.as_mut(), &mut reporter);
+                guard.handle(be, (skipped, step), run, &mut state, dist, sinks)?;
+                // No checkpoint of a state that has just failed: the newest one
+                // stays the last good one, which a rollback returns to.
+                continue;
+            }
             save_checkpoint(be, (&opts.out, t.keep_checkpoints), &model, &state, dist)?;
+            guard.reset();
         }
     }
     reporter.finish();

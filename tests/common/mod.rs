@@ -213,6 +213,7 @@ pub fn test_adamw(step: u64, decay_len: usize) -> cram::backend::AdamW {
         step: step + 1,
         decay_len,
         max_norm: 0.5,
+        skipped_slot: None,
     }
 }
 

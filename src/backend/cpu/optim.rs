@@ -22,10 +22,16 @@ impl OptimOps for Cpu {
         grads: &Vec<f32>,
         m: &mut Vec<f32>,
         v: &mut Vec<f32>,
-        norm_sq: &Vec<f32>,
+        norm_sq: &mut Vec<f32>,
         norm_index: usize,
         hp: AdamW,
     ) {
+        if !norm_sq[norm_index].is_finite() {
+            if let Some(slot) = hp.skipped_slot {
+                norm_sq[slot] += 1.0;
+            }
+            return;
+        }
         let clip = clip_factor(norm_sq[norm_index], hp.max_norm);
         let step = hp.step as f64;
         let bias1 = (1.0 - (hp.beta1 as f64).powf(step)) as f32;

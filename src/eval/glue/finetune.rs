@@ -136,6 +136,8 @@ impl Recipe {
             step,
             decay_len,
             max_norm: self.max_norm,
+            // A non-finite step is skipped; the epoch's loss check then stops the run.
+            skipped_slot: None,
         }
     }
 }
@@ -288,14 +290,14 @@ pub fn finetune<B: Backend>(
             be.sum_into(&mut norm_sq, 0, &norms, 1.0);
             step += 1;
             let hp = recipe.adamw(lr, step, model.layout.decay_len);
-            be.adamw_step(&mut params, &grads, &mut m, &mut v, &norm_sq, 0, hp);
+            be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut norm_sq, 0, hp);
             let hp = recipe.adamw(lr, step, head.decay_len);
             be.adamw_step(
                 &mut head_params,
                 &head_grads,
                 &mut hm,
                 &mut hv,
-                &norm_sq,
+                &mut norm_sq,
                 0,
                 hp,
             );

@@ -18,7 +18,7 @@ impl OptimOps for Cuda {
         grads: &CudaBuf,
         m: &mut CudaBuf,
         v: &mut CudaBuf,
-        norm_sq: &CudaBuf,
+        norm_sq: &mut CudaBuf,
         norm_index: usize,
         hp: AdamW,
     ) {

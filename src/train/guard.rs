@@ -1,0 +1,228 @@
+//! The divergence guard (`[guard]`, [`GuardConfig`]). The device skips every
+//! step whose gradient norm is not finite and counts it in the statistics
+//! buffer (see [`crate::backend::AdamW::skipped_slot`]); the trainer reads the
+//! count with the statistics it logs, so the guard costs no read-back of its
+//! own. This file holds the policy the trainer applies to that count and the
+//! rollback it may decide on.
+
+use super::checkpoint::{self, TrainState};
+use super::metrics::MetricsWriter;
+use super::progress::Reporter;
+use super::trainer::{io_err, TrainError};
+use crate::backend::Backend;
+use crate::config::GuardConfig;
+use crate::dist::DataParallel;
+use crate::model::Model;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// What the run does after a read-back that found skipped steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fewer than `skip_limit` since the newest checkpoint: train on.
+    Continue,
+    /// Back to the newest checkpoint with a lower learning rate.
+    RollBack,
+    /// `max_rollbacks` used up: stop with an error.
+    Stop,
+}
+
+/// Skipped steps since the newest checkpoint, against the limits.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    cfg: GuardConfig,
+    since_checkpoint: u64,
+}
+
+impl Guard {
+    pub fn new(cfg: &GuardConfig) -> Self {
+        Guard {
+            cfg: cfg.clone(),
+            since_checkpoint: 0,
+        }
+    }
+
+    /// Takes the `skipped` steps of the last logging interval; `rollbacks`
+    /// is how many the run has made so far.
+    pub fn after_read(&mut self, skipped: u64, rollbacks: u32) -> Verdict {
+        self.since_checkpoint += skipped;
+        if self.since_checkpoint < self.cfg.skip_limit as u64 {
+            Verdict::Continue
+        } else if rollbacks >= self.cfg.max_rollbacks {
+            Verdict::Stop
+        } else {
+            Verdict::RollBack
+        }
+    }
+
+    /// A checkpoint was written or restored: the count starts again.
+    pub fn reset(&mut self) {
+        self.since_checkpoint = 0;
+    }
+
+    pub fn since_checkpoint(&self) -> u64 {
+        self.since_checkpoint
+    }
+
+    /// Takes the `skipped` steps a read-back at logging step `step` found:
+    /// records them (metrics.jsonl and the progress output), then rolls
+    /// `state` back or stops the run as [`Guard::after_read`] decides.
+    /// `Ok(true)` when it rolled back (the step's evaluation and checkpoint
+    /// are then left out).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle<B: Backend>(
+        &mut self,
+        be: &B,
+        (skipped, step): (u64, u64),
+        run: (&Path, &Model, u64),
+        state: &mut TrainState<B>,
+        dist: Option<&DataParallel>,
+        (mut metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+    ) -> Result<bool, TrainError> {
+        let verdict = self.after_read(skipped, state.progress.rollbacks);
+        write(
+            metrics.as_deref_mut(),
+            &[
+                ("event", json!("skip")),
+                ("step", json!(step)),
+                ("skipped", json!(skipped)),
+                ("since_checkpoint", json!(self.since_checkpoint)),
+            ],
+        )?;
+        reporter.event(&format!(
+            "step {step}: {skipped} step(s) with a non-finite gradient norm skipped (no update), {} since the newest checkpoint",
+            self.since_checkpoint
+        ));
+        match verdict {
+            Verdict::Continue => Ok(false),
+            Verdict::Stop => Err(TrainError::Run(
+                self.stop_message(step, state.progress.lr_scale),
+            )),
+            Verdict::RollBack => {
+                let back = roll_back(be, run, state, self.cfg.lr_factor, dist)?;
+                for w in back.warnings.iter().filter(|_| metrics.is_some()) {
+                    eprintln!("warning: {w}");
+                }
+                self.reset();
+                let p = &state.progress;
+                write(
+                    metrics,
+                    &[
+                        ("event", json!("rollback")),
+                        ("step", json!(step)),
+                        ("to_step", json!(back.to_step)),
+                        ("lr_scale", json!(p.lr_scale)),
+                        ("rollbacks", json!(p.rollbacks)),
+                    ],
+                )?;
+                reporter.event(&format!(
+                    "step {step}: rolled back to step {} with the learning rate at {} of its schedule \
+                     (rollback {} of at most {}); the batches read since are not read again",
+                    back.to_step, p.lr_scale, p.rollbacks, self.cfg.max_rollbacks
+                ));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Why the run stops, in one sentence that names the settings to change.
+    pub fn stop_message(&self, step: u64, lr_scale: f64) -> String {
+        format!(
+            "at step {step} the gradient norm had not been finite in {} steps since the newest checkpoint, after {} \
+             rollback(s) that left the learning rate at {lr_scale} of its schedule; the run stops here. Resume \
+             with a lower train.lr (cram pretrain --resume --out RUN --set train.lr=...) or allow more with \
+             guard.max_rollbacks",
+            self.since_checkpoint, self.cfg.max_rollbacks
+        )
+    }
+}
+
+/// One metrics.jsonl record from its fields, in order (rank 0 only: the
+/// other ranks have no writer).
+fn write(metrics: Option<&mut MetricsWriter>, fields: &[(&str, Value)]) -> Result<(), TrainError> {
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
+    let rec: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    metrics.write(&rec).map_err(io_err(metrics.path()))
+}
+
+/// Where a rollback went: the step it restarted from, and warnings about
+/// damaged checkpoints it passed over.
+#[derive(Debug)]
+pub struct RolledBack {
+    pub to_step: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Replaces `state` by the newest intact checkpoint of `run` (the seed's
+/// initialisation when there is none yet), keeping the data position and
+/// the budget spent (the lost steps were paid for; their batches are not
+/// read again) and multiplying the learning-rate scale by `lr_factor`.
+/// Every rank of a group calls it: each one loads and adopts the same state.
+pub fn roll_back<B: Backend>(
+    be: &B,
+    (run, model, seed): (&Path, &Model, u64),
+    state: &mut TrainState<B>,
+    lr_factor: f64,
+    dist: Option<&DataParallel>,
+) -> Result<RolledBack, TrainError> {
+    let (mut restored, warnings) = if checkpoint::latest(run).is_some() {
+        checkpoint::load_newest_intact(be, run, model)?
+    } else {
+        (TrainState::fresh(be, model, seed), Vec::new())
+    };
+    if let Some(dp) = dist {
+        dp.adopt_state(be, &mut restored);
+    }
+    let to_step = restored.progress.step;
+    restored.progress.position = state.progress.position;
+    restored.progress.spent = state.progress.spent;
+    restored.progress.lr_scale = state.progress.lr_scale * lr_factor;
+    restored.progress.rollbacks = state.progress.rollbacks + 1;
+    *state = restored;
+    Ok(RolledBack { to_step, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(skip_limit: u32, max_rollbacks: u32) -> Guard {
+        Guard::new(&GuardConfig {
+            skip_limit,
+            max_rollbacks,
+            lr_factor: 0.5,
+        })
+    }
+
+    #[test]
+    fn skips_below_the_limit_continue_then_roll_back_then_stop() {
+        let mut g = guard(3, 1);
+        assert_eq!(g.after_read(1, 0), Verdict::Continue);
+        assert_eq!(g.after_read(1, 0), Verdict::Continue);
+        assert_eq!(g.after_read(1, 0), Verdict::RollBack);
+        g.reset();
+        assert_eq!(g.after_read(2, 1), Verdict::Continue);
+        assert_eq!(g.after_read(5, 1), Verdict::Stop);
+    }
+
+    #[test]
+    fn a_checkpoint_clears_the_count() {
+        let mut g = guard(2, 3);
+        assert_eq!(g.after_read(1, 0), Verdict::Continue);
+        g.reset();
+        assert_eq!(g.after_read(1, 0), Verdict::Continue);
+        assert_eq!(g.since_checkpoint(), 1);
+    }
+
+    #[test]
+    fn no_rollbacks_allowed_stops_at_the_limit() {
+        let mut g = guard(1, 0);
+        assert_eq!(g.after_read(1, 0), Verdict::Stop);
+        assert!(g.stop_message(7, 1.0).contains("guard.max_rollbacks"));
+    }
+}
