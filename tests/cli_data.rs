@@ -691,3 +691,128 @@ fn pretrain_refuses_a_damaged_shard() {
         "{stderr}"
     );
 }
+
+/// Issue 17 item 2: a run that stopped before its first checkpoint (here its
+/// checkpoints are deleted, the state a kill during the first write leaves)
+/// can be resumed, from step 0, and restarted in place; both say so.
+#[test]
+fn a_run_without_a_checkpoint_can_be_resumed_and_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = pretrain("tiny", &data, &run, "4 steps", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let (code, _, stderr) = cram(&[
+        "pretrain",
+        "--resume",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming it from step 0"), "{stderr}");
+    assert!(run.join("checkpoints/step-4").is_dir());
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let (code, _, stderr) = pretrain("tiny", &data, &run, "4 steps", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("starts again here from step 0"), "{stderr}");
+    assert!(run.join("checkpoints/step-4").is_dir());
+}
+
+/// Issue 17: 20 `kill -9` at random moments (start-up, mid-step, mid-write of
+/// a checkpoint or of metrics.jsonl), each followed by a resume of the same
+/// folder, end bit-exact with an uninterrupted run: the same final weights
+/// and optimizer state byte for byte, and the same metrics.jsonl lines
+/// (timing fields aside).
+#[test]
+fn twenty_kills_and_resumes_end_bit_exact_with_an_uninterrupted_run() {
+    const KILLS: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let args = |run: &Path, resume: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "pretrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            a.push("--resume".into());
+        } else {
+            for s in [
+                "--preset",
+                "tiny",
+                "--budget",
+                "600 steps",
+                "--seed",
+                "7",
+                "--set",
+                "train.checkpoint_every=4",
+                "--set",
+                "train.log_every=2",
+                "--set",
+                "train.eval_every=50",
+                "--set",
+                "train.keep_checkpoints=2",
+            ] {
+                a.push(s.into());
+            }
+        }
+        a
+    };
+    let reference = tmp.path().join("reference");
+    let a = args(&reference, false);
+    let (code, _, stderr) = cram(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+
+    let run = tmp.path().join("run");
+    // A fixed linear congruential sequence: the kill moments are random but the same every time.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    while kills < KILLS {
+        let a = args(&run, run.join("config.toml").exists());
+        let mut child = std::process::Command::new(common::cram_bin())
+            .args(&a)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay = 30 + (state >> 33) % 400;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let finished = child.try_wait().unwrap();
+        assert!(
+            finished.is_none(),
+            "the run ended ({finished:?}) after {kills} kills: the soak needs a larger budget on this machine"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let a = args(&run, true);
+    let (code, _, stderr) = cram(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let ours = std::fs::read(run.join("checkpoints/step-600").join(file)).unwrap();
+        let theirs = std::fs::read(reference.join("checkpoints/step-600").join(file)).unwrap();
+        assert!(ours == theirs, "{file} differs after {KILLS} kills");
+    }
+    let strip = |run: &Path| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        cram::train::read_without_timing(&run.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|m| m["event"] != "resume")
+            .collect()
+    };
+    assert_eq!(strip(&run), strip(&reference));
+}

@@ -11,7 +11,9 @@ use std::path::Path;
 /// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
 /// hold the same config up to the settings a resume may change
 /// ([`crate::config::RESUMABLE`]), which are then written over the saved ones
-/// and returned.
+/// and returned. A folder whose run stopped before its first checkpoint holds
+/// nothing to resume, so a fresh start takes it over (its config and metrics
+/// replaced), as a resume of it starts from step 0 (see [`resume_from_start`]).
 pub(super) fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Change>, TrainError> {
     let config_path = opts.out.join("config.toml");
     if opts.resume {
@@ -24,15 +26,40 @@ pub(super) fn prepare_run_dir(cfg: &Config, opts: &RunOptions) -> Result<Vec<Cha
         }
         return Ok(changes);
     }
-    if checkpoint::latest(&opts.out).is_some() || config_path.exists() {
+    if checkpoint::latest(&opts.out).is_some() {
         return Err(TrainError::Run(format!(
             "{} already holds a run; pass --resume to continue it or choose another --out",
             opts.out.display()
         )));
     }
+    if config_path.exists() {
+        eprintln!(
+            "note: {} holds a run that stopped before its first checkpoint; it starts again here from step 0",
+            opts.out.display()
+        );
+        let metrics = opts.out.join("metrics.jsonl");
+        match std::fs::remove_file(&metrics) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&metrics)(e)),
+            _ => {}
+        }
+    }
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     write_config(&config_path, cfg)?;
     Ok(Vec::new())
+}
+
+/// Whether `--resume` finds nothing to resume: the run stopped before its
+/// first checkpoint. It then trains from step 0 with the saved config (and
+/// the metrics of the lost attempt are dropped), after saying so.
+pub(super) fn resume_from_start(opts: &RunOptions, lead: bool) -> bool {
+    let nothing = opts.resume && checkpoint::latest(&opts.out).is_none();
+    if nothing && lead {
+        eprintln!(
+            "note: {} stopped before its first checkpoint; resuming it from step 0",
+            opts.out.display()
+        );
+    }
+    nothing
 }
 
 /// The lock file of a run folder: held (an OS advisory lock, released by the

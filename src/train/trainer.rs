@@ -7,7 +7,7 @@ use super::checkpoint::{self, CheckpointError, TrainState};
 use super::guard::Guard;
 use super::metrics::MetricsWriter;
 use super::progress::{duration_text, eta, Progress, Reporter};
-use super::run_dir::{lock_run, prepare_run_dir, resume_record};
+use super::run_dir::{lock_run, prepare_run_dir, resume_from_start, resume_record};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
 use crate::config::Config;
@@ -310,7 +310,7 @@ pub fn pretrain_group<B: Backend>(
         // The other ranks read the run folder only once rank 0 has checked it.
         dp.comm.barrier()?;
     }
-    let mut state = if opts.resume {
+    let mut state = if opts.resume && !resume_from_start(opts, lead) {
         let (state, warnings) = checkpoint::load_newest_intact(be, &opts.out, &model)?;
         for w in warnings.iter().filter(|_| lead) {
             eprintln!("warning: {w}");
