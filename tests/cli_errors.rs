@@ -225,6 +225,26 @@ fn demo_with_a_missing_corpus_names_the_flag() {
     assert!(!err.contains("scripts/setup"), "{err}");
 }
 
+/// A demo that fails leaves no empty folders behind (issue 18 item 6: a
+/// corpus too small to prepare left `runs/demo/`).
+#[test]
+fn a_failed_demo_leaves_no_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("small.txt");
+    std::fs::write(&corpus, "too short.").unwrap();
+    let runs = tmp.path().join("runs");
+    let out = runs.join("demo");
+    let (code, _, err) = cram(&[
+        "demo",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_error(code, &err, &["small.txt"]);
+    assert!(!runs.exists(), "{} was left behind", runs.display());
+}
+
 /// `cram eval` on a folder that is not a run, at a step that has no
 /// checkpoint, with --batches 0: one sentence each that names the fix.
 #[test]

@@ -22,6 +22,18 @@ fn config(store: &TokenStore, sets: &[&str]) -> Config {
     cfg
 }
 
+/// Quiet options for a fresh run into `out`.
+fn options(out: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        resume: false,
+        stop_after_steps: None,
+        progress: Progress::Off,
+        measure_noise_scale: false,
+        nan_gradient_at: Vec::new(),
+    }
+}
+
 fn run(
     cfg: &Config,
     store: &TokenStore,
@@ -30,12 +42,9 @@ fn run(
     stop: Option<u64>,
 ) -> cram::train::RunSummary {
     let opts = RunOptions {
-        out: out.to_path_buf(),
         resume,
         stop_after_steps: stop,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
+        ..options(out)
     };
     pretrain(&Cpu::new(), cfg, store, &opts).unwrap()
 }
@@ -171,14 +180,7 @@ fn a_diverging_run_never_saves_a_non_finite_checkpoint() {
         ],
     );
     let tmp = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        out: tmp.path().join("run"),
-        resume: false,
-        stop_after_steps: None,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
-    };
+    let opts = options(&tmp.path().join("run"));
     let Err(err) = pretrain(&Cpu::new(), &cfg, &store, &opts) else {
         panic!("lr 1e6 did not diverge within 20 steps");
     };
@@ -263,12 +265,8 @@ fn guarded_run(
     let cfg = config(&store, &all);
     let tmp = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        out: tmp.path().join("run"),
-        resume: false,
-        stop_after_steps: None,
-        progress: Progress::Off,
-        measure_noise_scale: false,
         nan_gradient_at: nan_at.to_vec(),
+        ..options(&tmp.path().join("run"))
     };
     let result = pretrain(&Cpu::new(), &cfg, &store, &opts).map_err(|e| e.to_string());
     let events = read_without_timing(&opts.out.join("metrics.jsonl"))

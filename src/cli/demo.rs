@@ -13,7 +13,7 @@ use crate::model::{Activations, Model};
 use crate::train::{fit_to_data, load_run, pretrain, upload_batch, Progress, RunOptions};
 use anyhow::{bail, Context};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where `scripts/setup` puts the default corpus, relative to the project root.
 const DEFAULT_CORPUS: &str = ".corpus/sotu";
@@ -68,6 +68,27 @@ fn find_corpus(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let created = missing_folders(&args.out);
+    let result = run_demo(args);
+    if result.is_err() {
+        // A failed demo leaves no empty folders behind (those it made, deepest
+        // first; a folder that holds anything stays).
+        for dir in &created {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// `dir` and those of its ancestors that do not exist yet, deepest first.
+fn missing_folders(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let corpus = find_corpus(args.corpus)?;
     let mut sets = args.set.sets.clone();
     sets.push(format!("train.budget={}", args.budget));
@@ -181,12 +202,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("4/4 guessing masked words");
     let tokenizer = store.tokenizer()?;
-    println!("  in sentences written for the demo (the right word marked *so*):");
+    let whole = whole_words(&store, &tokenizer);
+    println!(
+        "  in sentences written for the demo (the right word marked *so*; a word start that needs more pieces, such as circum-, marked -):"
+    );
     for probe in PROBES {
-        show_probe(&be, &run.model, &run.params, &tokenizer, &store, probe)?;
+        show_probe(
+            &be,
+            &run.model,
+            &run.params,
+            (&tokenizer, &whole),
+            &store,
+            probe,
+        )?;
     }
     println!("  in held-out text:");
-    show_held_out(&be, &run.model, &run.params, &tokenizer, &store, 5)?;
+    show_held_out(
+        &be,
+        &run.model,
+        &run.params,
+        (&tokenizer, &whole),
+        &store,
+        5,
+    )?;
     println!(
         "\nrun folder: {} (metrics.jsonl, checkpoints/)",
         run_dir.display()
@@ -232,11 +270,58 @@ fn starts_a_word(tokenizer: &tokenizers::Tokenizer, id: u32) -> bool {
         .is_some_and(|t| !t.starts_with("##"))
 }
 
-fn format_guesses(tokenizer: &tokenizers::Tokenizer, guesses: &[u32], answer: u32) -> String {
+/// Which word-start tokens are whole words: those that stand alone (the
+/// next token is no `##` continuation) in at least half of their uses in
+/// the training data. `circum` is a word start the data always continues
+/// (`circum ##stances`); the demo marks such guesses as fragments.
+fn whole_words(store: &TokenStore, tokenizer: &tokenizers::Tokenizer) -> Vec<bool> {
+    let vocab = tokenizer.get_vocab_size(true);
+    let continues: Vec<bool> = (0..vocab as u32)
+        .map(|t| {
+            tokenizer
+                .id_to_token(t)
+                .is_some_and(|s| s.starts_with("##"))
+        })
+        .collect();
+    let mut seq = vec![0u32; store.seq_len()];
+    let sequences = (0..store.len(Split::Train)).map(|i| {
+        store.read(Split::Train, i, &mut seq);
+        seq.clone()
+    });
+    stand_alone(sequences, &continues)
+}
+
+/// Per token id: does it stand alone (is not followed by a continuation) in
+/// at least half of its uses in `sequences`? Tokens never seen count as whole.
+fn stand_alone(sequences: impl Iterator<Item = Vec<u32>>, continues: &[bool]) -> Vec<bool> {
+    let vocab = continues.len();
+    let (mut alone, mut seen) = (vec![0u64; vocab], vec![0u64; vocab]);
+    for seq in sequences {
+        for pair in seq.windows(2) {
+            let (t, next) = (pair[0] as usize, pair[1] as usize);
+            if t < vocab {
+                seen[t] += 1;
+                alone[t] += u64::from(!continues.get(next).copied().unwrap_or(false));
+            }
+        }
+    }
+    (0..vocab).map(|t| 2 * alone[t] >= seen[t]).collect()
+}
+
+/// Guesses in order, the right one marked `*so*`, fragments `circum-`.
+fn format_guesses(
+    tokenizer: &tokenizers::Tokenizer,
+    whole: &[bool],
+    guesses: &[u32],
+    answer: u32,
+) -> String {
     let words: Vec<String> = guesses
         .iter()
         .map(|&t| {
-            let w = tokenizer.id_to_token(t).unwrap_or_default();
+            let mut w = tokenizer.id_to_token(t).unwrap_or_default();
+            if !whole.get(t as usize).copied().unwrap_or(true) {
+                w.push('-');
+            }
             if t == answer {
                 format!("*{w}*")
             } else {
@@ -252,7 +337,7 @@ fn show_probe(
     be: &Cpu,
     model: &Model,
     params: &<Cpu as Device>::Buf,
-    tokenizer: &tokenizers::Tokenizer,
+    (tokenizer, whole): (&tokenizers::Tokenizer, &[bool]),
     store: &TokenStore,
     probe: &str,
 ) -> anyhow::Result<()> {
@@ -277,7 +362,7 @@ fn show_probe(
     let answer = if answer.len() == 1 { answer[0] } else { IGNORE };
     println!(
         "    {before}[MASK]{after}  →  {}",
-        format_guesses(tokenizer, &guesses, answer)
+        format_guesses(tokenizer, whole, &guesses, answer)
     );
     Ok(())
 }
@@ -288,7 +373,7 @@ fn show_held_out(
     be: &Cpu,
     model: &Model,
     params: &<Cpu as Device>::Buf,
-    tokenizer: &tokenizers::Tokenizer,
+    (tokenizer, whole): (&tokenizers::Tokenizer, &[bool]),
     store: &TokenStore,
     count: usize,
 ) -> anyhow::Result<()> {
@@ -302,9 +387,9 @@ fn show_held_out(
             w.len() >= 4 && w.chars().all(|c| c.is_ascii_alphabetic())
         };
         // A whole word: the next token does not continue it.
-        let whole =
+        let whole_at =
             |p: usize| word(ids[p]) && ids.get(p + 1).is_none_or(|&t| starts_a_word(tokenizer, t));
-        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| whole(p)) else {
+        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| whole_at(p)) else {
             continue;
         };
         let answer = ids[at];
@@ -319,7 +404,7 @@ fn show_held_out(
             .replace(" ##", "");
         println!(
             "    … {context} …  →  {}",
-            format_guesses(tokenizer, &guesses, answer)
+            format_guesses(tokenizer, whole, &guesses, answer)
         );
     }
     Ok(())
@@ -327,7 +412,19 @@ fn show_held_out(
 
 #[cfg(test)]
 mod tests {
-    use super::starts_a_word;
+    use super::{stand_alone, starts_a_word};
+
+    /// Ids: 0 `the`, 1 `circum`, 2 `##stances`, 3 `under`. `circum` is always
+    /// continued, `under` once in three: only `circum` is a fragment.
+    #[test]
+    fn word_starts_the_data_always_continues_are_fragments() {
+        let continues = [false, false, true, false];
+        let seqs = vec![vec![0, 1, 2, 0, 3, 0], vec![3, 2, 1, 2, 3, 0]];
+        assert_eq!(
+            stand_alone(seqs.into_iter(), &continues),
+            [true, false, true, true]
+        );
+    }
 
     #[test]
     fn continuation_pieces_are_not_guesses() {
