@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod fsio;
 pub mod model;
+pub mod random;
 pub mod report;
 pub mod scaling;
 pub mod train;

@@ -13,7 +13,8 @@ mod validate;
 pub use budget::{Budget, BudgetSetting, Spent};
 pub use resume::{resume_changes, Change, RESUMABLE};
 
-use crate::data::{Normalization, TextSplit, TokenizerKind};
+mod data_kinds;
+pub use data_kinds::{Normalization, TextSplit, TokenizerKind};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -11,30 +11,8 @@
 //! become one blank line. Lowercasing and accent stripping are the BERT
 //! tokenizer's job, not this stage's: a BPE tokenizer wants the cased text.
 
-use serde::{Deserialize, Serialize};
+pub use crate::config::Normalization;
 use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalization {
-    /// Canonical composition only.
-    Nfc,
-    /// Compatibility composition (Cramming's and BERT's choice of spirit).
-    Nfkc,
-    /// Leave the characters alone; control characters and whitespace are
-    /// still cleaned.
-    None,
-}
-
-impl Normalization {
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalization::Nfc => "nfc",
-            Normalization::Nfkc => "nfkc",
-            Normalization::None => "none",
-        }
-    }
-}
 
 /// What normalizing one document did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

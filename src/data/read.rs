@@ -16,22 +16,11 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+
+pub use crate::config::TextSplit;
 
 use super::error::DataError;
 use super::input::{open_file, Compression, Format};
-
-/// How plain-text files are cut into documents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TextSplit {
-    /// Runs of blank lines separate documents.
-    BlankLine,
-    /// Every non-blank line is a document.
-    Line,
-    /// The whole file is one document.
-    File,
-}
 
 /// Reads the documents of one file.
 pub struct DocumentReader {

@@ -9,8 +9,8 @@ use crate::backend::Backend;
 use crate::backend::IGNORE;
 use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective};
 use crate::data::{Split, TokenStore};
+use crate::model::upload_batch;
 use crate::model::{Activations, Model};
-use crate::train::upload_batch;
 
 /// Held-out sequences a full evaluation reads at most: every split of the
 /// development and built-in corpora is smaller, so `cram eval` and the demo

@@ -10,9 +10,10 @@ pub use layout::{Init, Layout, ParamInfo};
 
 use crate::backend::{AttentionShape, Backend, Device};
 use crate::config::{Arch, ModelConfig, ObjectiveConfig, ObjectiveKind};
+use crate::data::batches::HostBatch;
+use crate::random::standard_normal;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr_normal::standard_normal;
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -51,6 +52,19 @@ pub struct DeviceBatch<B: Backend> {
     pub predicted: usize,
     /// Number of targets that are not ignored: the loss is their mean.
     pub counted: usize,
+}
+
+/// A host batch (ids, targets, predicted rows) copied to the device.
+pub fn upload_batch<B: Backend>(be: &B, hb: &HostBatch) -> DeviceBatch<B> {
+    DeviceBatch {
+        batch: hb.batch,
+        seq: hb.seq,
+        ids: be.upload_ids(&hb.ids),
+        targets: be.upload_ids(&hb.targets),
+        predict: hb.predict.as_ref().map(|p| be.upload_ids(p)),
+        predicted: hb.targets.len(),
+        counted: hb.counted,
+    }
 }
 
 impl Model {
@@ -109,18 +123,6 @@ impl Model {
         let transform = if self.cfg.head_transform { c * c } else { 0.0 };
         let head = 2.0 * (transform + c * self.cfg.vocab_size as f64) * predicted;
         3.0 * (self.cfg.layers as f64 * per_layer + head)
-    }
-}
-
-/// A standard normal sample by the Box–Muller transform, so that the
-/// initialisation depends only on ChaCha's stream (no extra crate).
-pub(crate) mod rand_distr_normal {
-    use rand::Rng;
-
-    pub fn standard_normal<R: Rng>(rng: &mut R) -> f32 {
-        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-        let u2: f64 = rng.random::<f64>();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     }
 }
 

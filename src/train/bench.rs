@@ -3,9 +3,7 @@
 //! FLOP accounting of `bench/torch_reference.py` and MFU against a matmul
 //! peak measured on the same GPU in the same run.
 
-use super::trainer::{
-    micro_step, micro_step_synced, optimizer_step, upload_batch, STATS, STAT_LOSS,
-};
+use super::trainer::{micro_step, micro_step_synced, optimizer_step, STATS, STAT_LOSS};
 use super::TrainState;
 use crate::backend::cuda::Cuda;
 use crate::backend::{AdamW, Device};
@@ -13,6 +11,7 @@ use crate::config::Config;
 use crate::data::batches::{HostBatch, MaskKey, Objective};
 use crate::data::SpecialTokens;
 use crate::dist::{CommError, DataParallel, StepReducer};
+use crate::model::upload_batch;
 use crate::model::{Activations, GradSync, Model, NoSync};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -6,17 +6,17 @@
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::guard::Guard;
 use super::metrics::MetricsWriter;
+use super::noise::{NoiseMeter, NormPair};
 use super::progress::{duration_text, eta, Progress, Reporter};
 use super::run_dir::{lock_run, prepare_run_dir, resume_from_start, resume_record};
 use super::schedule;
 use crate::backend::{AdamW, Backend};
 use crate::config::Config;
-use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective, Order};
+use crate::data::batches::{read_sequences, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
 use crate::eval::{evaluate, EvalResult};
-use crate::model::{Activations, DeviceBatch, GradSync, Model, NoSync};
-use crate::scaling::noise::{NoiseMeter, NormPair};
+use crate::model::{upload_batch, Activations, DeviceBatch, GradSync, Model, NoSync};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,7 +51,7 @@ pub struct RunOptions {
     /// Stop (with a checkpoint) after this many steps, as if preempted.
     pub stop_after_steps: Option<u64>,
     pub progress: Progress,
-    /// Log the gradient noise scale B_simple (see [`crate::scaling::noise`]):
+    /// Log the gradient noise scale B_simple (see [`super::noise`]):
     /// one extra gradient-norm pass and one read-back per step.
     pub measure_noise_scale: bool,
     /// Fault injection for tests of the divergence guard: the n-th step the
@@ -140,18 +140,6 @@ pub fn optimizer_step<B: Backend>(
         STAT_NORM_SQ,
         hp,
     );
-}
-
-pub fn upload_batch<B: Backend>(be: &B, hb: &HostBatch) -> DeviceBatch<B> {
-    DeviceBatch {
-        batch: hb.batch,
-        seq: hb.seq,
-        ids: be.upload_ids(&hb.ids),
-        targets: be.upload_ids(&hb.targets),
-        predict: hb.predict.as_ref().map(|p| be.upload_ids(p)),
-        predicted: hb.targets.len(),
-        counted: hb.counted,
-    }
 }
 
 pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {

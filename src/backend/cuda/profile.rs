@@ -118,6 +118,6 @@ fn normal_samples(n: usize, seed: u64) -> Vec<f32> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|_| crate::model::rand_distr_normal::standard_normal(&mut rng))
+        .map(|_| crate::random::standard_normal(&mut rng))
         .collect()
 }

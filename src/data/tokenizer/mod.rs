@@ -22,26 +22,9 @@ use tokenizers::{AddedToken, ModelWrapper, NormalizedString, Normalizer, Tokeniz
 pub use counts::WordCounter;
 pub use wordpiece::CONTINUATION_PREFIX;
 
+pub use crate::config::TokenizerKind;
+
 use super::error::DataError;
-
-/// Which tokenizer to train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenizerKind {
-    /// BERT's: lowercased, accents stripped, `##` continuations.
-    Wordpiece,
-    /// GPT-2's byte-level BPE: cased, every byte encodable.
-    Bpe,
-}
-
-impl TokenizerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            TokenizerKind::Wordpiece => "wordpiece",
-            TokenizerKind::Bpe => "bpe",
-        }
-    }
-}
 
 /// Trains a tokenizer of `kind` on counted words (see `WordCounter`).
 pub fn train(

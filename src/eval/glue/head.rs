@@ -10,7 +10,7 @@
 //! buffer (zero off the [CLS] rows) for `Model::backward_hidden`.
 
 use crate::backend::{Activation, Backend, Linear, MatmulShape, Span};
-use crate::model::rand_distr_normal::standard_normal;
+use crate::random::standard_normal;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
