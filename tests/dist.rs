@@ -8,7 +8,7 @@ use cram::config::Config;
 use cram::data::TokenStore;
 use cram::dist::{micro_range, CommError, Communicator, Shard, ThreadComm};
 use cram::model::Model;
-use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, Progress, RunOptions};
+use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, RunOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -173,12 +173,9 @@ fn config(store: &TokenStore, steps: u64, extra: &[&str]) -> Config {
 
 fn opts(out: &Path, resume: bool, stop: Option<u64>) -> RunOptions {
     RunOptions {
-        out: out.to_path_buf(),
         resume,
         stop_after_steps: stop,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
+        ..RunOptions::new(out)
     }
 }
 

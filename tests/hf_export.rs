@@ -18,7 +18,7 @@ use cram::export::{
     export_hf, import_hf, read_safetensors, write_safetensors, ExportOptions, ImportOptions,
 };
 use cram::train::checkpoint::{self, load_params};
-use cram::train::{fit_to_data, load_run, pretrain, Progress, RunOptions, RUN_TOKENIZER};
+use cram::train::{fit_to_data, load_run, pretrain, RunOptions, RUN_TOKENIZER};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -112,14 +112,7 @@ fn trained_run(preset: &str, extra: &[&str], out: &Path) {
     let sets: Vec<String> = SMALL.iter().chain(extra).map(|s| s.to_string()).collect();
     let mut cfg = Config::resolve(preset, &sets).unwrap();
     fit_to_data(&mut cfg, &store).unwrap();
-    let opts = RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        stop_after_steps: None,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
-    };
+    let opts = RunOptions::new(out);
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();
 }
 

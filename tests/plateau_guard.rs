@@ -12,7 +12,7 @@ use cram::backend::cpu::Cpu;
 use cram::config::Config;
 use cram::data::{prepare, InputSpec, PrepareOptions, TokenStore};
 use cram::eval::unigram_accuracy;
-use cram::train::{fit_to_data, pretrain, read_without_timing, Progress, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// Steps of 16 sequences of 32 tokens: about 22 epochs of the slice below.
@@ -59,14 +59,7 @@ fn tiny_preset_leaves_the_unigram_plateau_on_a_corpus_read_many_times() {
     let store = TokenStore::open(&data).unwrap();
     fit_to_data(&mut cfg, &store).unwrap();
     let out = tmp.path().join("run");
-    let opts = RunOptions {
-        out: out.clone(),
-        resume: false,
-        stop_after_steps: None,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
-    };
+    let opts = RunOptions::new(&out);
     pretrain(&Cpu::new(), &cfg, &store, &opts).unwrap();
     let evals: Vec<(u64, f64)> = read_without_timing(&out.join("metrics.jsonl"))
         .unwrap()

@@ -16,7 +16,7 @@ use cram::scaling::fit::{fit_all, FitOptions, FIT_FILE};
 use cram::scaling::points::distinct;
 use cram::scaling::spec::SweepSpec;
 use cram::scaling::sweep::{plan, run_dir, sweep, SweepOptions, RESULT_FILE};
-use cram::train::{pretrain, Progress, RunOptions};
+use cram::train::{pretrain, RunOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -121,12 +121,9 @@ fn sweep_resume_fit_plan_and_report() {
         &first.config,
         &store,
         &RunOptions {
-            out: run_dir(&out, &first.name),
-            resume: false,
             stop_after_steps: Some(20),
-            progress: Progress::Off,
             measure_noise_scale: true,
-            nan_gradient_at: Vec::new(),
+            ..RunOptions::new(run_dir(&out, &first.name))
         },
     )
     .unwrap();

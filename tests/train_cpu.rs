@@ -12,7 +12,7 @@ use cram::data::batches::Objective;
 use cram::data::TokenStore;
 use cram::eval::{evaluate, unigram_cross_entropy};
 use cram::model::{Activations, Model};
-use cram::train::{fit_to_data, pretrain, read_without_timing, Progress, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
 use std::path::Path;
 
 fn config(store: &TokenStore, sets: &[&str]) -> Config {
@@ -20,18 +20,6 @@ fn config(store: &TokenStore, sets: &[&str]) -> Config {
     let mut cfg = Config::resolve("tiny", &sets).unwrap();
     fit_to_data(&mut cfg, store).unwrap();
     cfg
-}
-
-/// Quiet options for a fresh run into `out`.
-fn options(out: &Path) -> RunOptions {
-    RunOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        stop_after_steps: None,
-        progress: Progress::Off,
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
-    }
 }
 
 fn run(
@@ -44,7 +32,7 @@ fn run(
     let opts = RunOptions {
         resume,
         stop_after_steps: stop,
-        ..options(out)
+        ..RunOptions::new(out)
     };
     pretrain(&Cpu::new(), cfg, store, &opts).unwrap()
 }
@@ -180,7 +168,7 @@ fn a_diverging_run_never_saves_a_non_finite_checkpoint() {
         ],
     );
     let tmp = tempfile::tempdir().unwrap();
-    let opts = options(&tmp.path().join("run"));
+    let opts = RunOptions::new(tmp.path().join("run"));
     let Err(err) = pretrain(&Cpu::new(), &cfg, &store, &opts) else {
         panic!("lr 1e6 did not diverge within 20 steps");
     };
@@ -266,7 +254,7 @@ fn guarded_run(
     let tmp = tempfile::tempdir().unwrap();
     let opts = RunOptions {
         nan_gradient_at: nan_at.to_vec(),
-        ..options(&tmp.path().join("run"))
+        ..RunOptions::new(tmp.path().join("run"))
     };
     let result = pretrain(&Cpu::new(), &cfg, &store, &opts).map_err(|e| e.to_string());
     let events = read_without_timing(&opts.out.join("metrics.jsonl"))

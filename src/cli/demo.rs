@@ -132,12 +132,8 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let be = Cpu::new();
     let opts = RunOptions {
-        out: run_dir.clone(),
-        resume: false,
-        stop_after_steps: None,
         progress: Progress::for_stderr(false),
-        measure_noise_scale: false,
-        nan_gradient_at: Vec::new(),
+        ..RunOptions::new(&run_dir)
     };
     let summary = pretrain(&be, &cfg, &store, &opts)?;
     println!(

@@ -105,13 +105,12 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     }
     let lead = launched.as_ref().is_none_or(|e| e.rank == 0);
     let opts = RunOptions {
-        out: args.out.clone(),
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
         // The trainer shows it on rank 0 only.
         progress: Progress::for_stderr(args.quiet),
         measure_noise_scale: args.measure_noise_scale,
-        nan_gradient_at: Vec::new(),
+        ..RunOptions::new(&args.out)
     };
     let timeout = Duration::from_secs(args.dist.dist_timeout);
     let summary: RunSummary = if let Some(env) = &launched {

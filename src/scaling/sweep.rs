@@ -193,16 +193,14 @@ fn train_one<B: Backend>(
     opts: &SweepOptions,
 ) -> Result<RunResult, ScalingError> {
     let run_opts = RunOptions {
-        out: dir.to_path_buf(),
         resume,
-        stop_after_steps: None,
         progress: if opts.progress {
             Progress::Bar
         } else {
             Progress::Off
         },
         measure_noise_scale: spec.measure_noise_scale,
-        nan_gradient_at: Vec::new(),
+        ..RunOptions::new(dir)
     };
     let s = pretrain(be, &run.config, store, &run_opts).map_err(|source| ScalingError::Train {
         run: run.name.clone(),

@@ -60,6 +60,21 @@ pub struct RunOptions {
     pub nan_gradient_at: Vec<u64>,
 }
 
+impl RunOptions {
+    /// A fresh run into `out`, quiet, with nothing injected: the start that
+    /// callers change field by field (`RunOptions { resume: true, ..RunOptions::new(out) }`).
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            out: out.into(),
+            resume: false,
+            stop_after_steps: None,
+            progress: Progress::Off,
+            measure_noise_scale: false,
+            nan_gradient_at: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     pub steps: u64,
