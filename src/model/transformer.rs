@@ -329,21 +329,15 @@ impl Model {
         let scratch = (&mut acts.tmp, &mut acts.tmp2);
 
         // Attention half.
-        let attn_in: &B::Buf = if pre {
-            let s = &mut a.attn_stats;
-            be.norm_forward(
-                &mut a.attn_norm_io,
-                &mut s.mean,
-                &mut s.rstd,
-                x,
-                params,
-                bp.attn_norm,
-                c,
-            );
-            &a.attn_norm_io
-        } else {
-            x
-        };
+        let norm = (bp.attn_norm, c);
+        let attn_in = sublayer_input(
+            be,
+            pre,
+            params,
+            x,
+            (&mut a.attn_norm_io, &mut a.attn_stats),
+            norm,
+        );
         be.matmul_forward(
             &mut a.qkv,
             attn_in,
@@ -360,58 +354,26 @@ impl Model {
         }
         be.attention_forward(&mut a.att, &mut a.att_saved, &a.qkv, shape);
         let cc = MatmulShape { m: n, k: c, n: c };
-        if pre {
-            self.project_add(
-                be,
-                params,
-                scratch,
-                mid,
-                x,
-                &a.att,
-                bp.attn_out,
-                cc,
-                drop_attn,
-            );
-        } else {
-            self.project_add(
-                be,
-                params,
-                scratch,
-                &mut a.attn_norm_io,
-                x,
-                &a.att,
-                bp.attn_out,
-                cc,
-                drop_attn,
-            );
-            let s = &mut a.attn_stats;
-            be.norm_forward(
-                mid,
-                &mut s.mean,
-                &mut s.rstd,
-                &a.attn_norm_io,
-                params,
-                bp.attn_norm,
-                c,
-            );
-        }
+        self.sublayer_output(
+            be,
+            params,
+            scratch,
+            (mid, x),
+            (&mut a.attn_norm_io, &mut a.attn_stats),
+            (&a.att, bp.attn_out, cc, drop_attn),
+            norm,
+        );
 
         // Feed-forward half.
-        let ffn_in: &B::Buf = if pre {
-            let s = &mut a.ffn_stats;
-            be.norm_forward(
-                &mut a.ffn_norm_io,
-                &mut s.mean,
-                &mut s.rstd,
-                mid,
-                params,
-                bp.ffn_norm,
-                c,
-            );
-            &a.ffn_norm_io
-        } else {
-            mid
-        };
+        let norm = (bp.ffn_norm, c);
+        let ffn_in = sublayer_input(
+            be,
+            pre,
+            params,
+            mid,
+            (&mut a.ffn_norm_io, &mut a.ffn_stats),
+            norm,
+        );
         let f = self.cfg.ffn;
         let inner = self.cfg.ffn_inner();
         be.matmul_forward(
@@ -431,31 +393,45 @@ impl Model {
             n: c,
         };
         let scratch = (&mut acts.tmp, &mut acts.tmp2);
-        if pre {
-            self.project_add(
-                be, params, scratch, out, mid, &a.ffn_g, bp.ffn_out, down, drop_ffn,
-            );
+        self.sublayer_output(
+            be,
+            params,
+            scratch,
+            (out, mid),
+            (&mut a.ffn_norm_io, &mut a.ffn_stats),
+            (&a.ffn_g, bp.ffn_out, down, drop_ffn),
+            norm,
+        );
+    }
+
+    /// The end of a block half: `out = x + proj(branch)` (pre-LN), or
+    /// `out = norm(x + proj(branch))` with the sum kept in `norm_io` for the
+    /// backward (post-LN); dropout on the projection when given.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn sublayer_output<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        scratch: (&mut B::Buf, &mut B::Buf),
+        (out, x): (&mut B::Buf, &B::Buf),
+        (norm_io, stats): (&mut B::Buf, &mut NormStats<B>),
+        (branch, proj, shape, dropout): (&B::Buf, Linear, MatmulShape, Option<(f32, u64)>),
+        (norm, width): (Norm, usize),
+    ) {
+        if is_pre_norm(&self.cfg) {
+            self.project_add(be, params, scratch, out, x, branch, proj, shape, dropout);
         } else {
             self.project_add(
-                be,
-                params,
-                scratch,
-                &mut a.ffn_norm_io,
-                mid,
-                &a.ffn_g,
-                bp.ffn_out,
-                down,
-                drop_ffn,
+                be, params, scratch, norm_io, x, branch, proj, shape, dropout,
             );
-            let s = &mut a.ffn_stats;
             be.norm_forward(
                 out,
-                &mut s.mean,
-                &mut s.rstd,
-                &a.ffn_norm_io,
+                &mut stats.mean,
+                &mut stats.rstd,
+                norm_io,
                 params,
-                bp.ffn_norm,
-                c,
+                norm,
+                width,
             );
         }
     }
@@ -517,41 +493,15 @@ impl Model {
             ),
         }
         let up = MatmulShape { m: n, k: c, n: f };
-        if pre {
-            be.matmul_backward(
-                Some(&mut acts.d_norm),
-                false,
-                grads,
-                &acts.d_ffn_h,
-                &a.ffn_norm_io,
-                params,
-                bp.ffn_in,
-                up,
-            );
-            let s = &a.ffn_stats;
-            be.norm_backward(
-                d,
-                grads,
-                &acts.d_norm,
-                mid,
-                params,
-                &s.mean,
-                &s.rstd,
-                bp.ffn_norm,
-                c,
-            );
-        } else {
-            be.matmul_backward(
-                Some(d),
-                true,
-                grads,
-                &acts.d_ffn_h,
-                mid,
-                params,
-                bp.ffn_in,
-                up,
-            );
-        }
+        sublayer_input_backward(
+            be,
+            pre,
+            (params, grads),
+            (d, &mut acts.d_norm),
+            (&acts.d_ffn_h, bp.ffn_in, up),
+            (mid, &a.ffn_norm_io, &a.ffn_stats),
+            (bp.ffn_norm, c),
+        );
 
         // Attention half: `d` holds the gradient of `mid`.
         let scratch = (&mut *d_sum, &mut *d_tmp);
@@ -578,32 +528,15 @@ impl Model {
             k: c,
             n: 3 * c,
         };
-        if pre {
-            be.matmul_backward(
-                Some(&mut acts.d_norm),
-                false,
-                grads,
-                &acts.d_qkv,
-                &a.attn_norm_io,
-                params,
-                bp.qkv,
-                qkv,
-            );
-            let s = &a.attn_stats;
-            be.norm_backward(
-                d,
-                grads,
-                &acts.d_norm,
-                x,
-                params,
-                &s.mean,
-                &s.rstd,
-                bp.attn_norm,
-                c,
-            );
-        } else {
-            be.matmul_backward(Some(d), true, grads, &acts.d_qkv, x, params, bp.qkv, qkv);
-        }
+        sublayer_input_backward(
+            be,
+            pre,
+            (params, grads),
+            (d, &mut acts.d_norm),
+            (&acts.d_qkv, bp.qkv, qkv),
+            (x, &a.attn_norm_io, &a.attn_stats),
+            (bp.attn_norm, c),
+        );
     }
 
     /// Applies the final norm, when the model has one, to the last residual.
@@ -815,6 +748,73 @@ impl Model {
             &acts.final_stats,
         );
     }
+}
+
+/// The backward of [`sublayer_input`] and the half's first projection,
+/// given `d_branch`, the gradient of that projection's output. Pre-LN: the
+/// projection's input gradient goes through the norm into `d`, the
+/// residual-stream gradient (`d_norm` is scratch). Post-LN: it is added to
+/// `d` directly.
+#[allow(clippy::type_complexity)]
+fn sublayer_input_backward<B: Backend>(
+    be: &B,
+    pre: bool,
+    (params, grads): (&B::Buf, &mut B::Buf),
+    (d, d_norm): (&mut B::Buf, &mut B::Buf),
+    (d_branch, proj, shape): (&B::Buf, Linear, MatmulShape),
+    (x, norm_io, stats): (&B::Buf, &B::Buf, &NormStats<B>),
+    (norm, width): (Norm, usize),
+) {
+    if !pre {
+        be.matmul_backward(Some(d), true, grads, d_branch, x, params, proj, shape);
+        return;
+    }
+    be.matmul_backward(
+        Some(d_norm),
+        false,
+        grads,
+        d_branch,
+        norm_io,
+        params,
+        proj,
+        shape,
+    );
+    be.norm_backward(
+        d,
+        grads,
+        d_norm,
+        x,
+        params,
+        &stats.mean,
+        &stats.rstd,
+        norm,
+        width,
+    );
+}
+
+/// The input of a block half: `norm(x)`, written to `norm_io` with its
+/// statistics (pre-LN), or `x` itself (post-LN normalises after the sum).
+fn sublayer_input<'a, B: Backend>(
+    be: &B,
+    pre: bool,
+    params: &B::Buf,
+    x: &'a B::Buf,
+    (norm_io, stats): (&'a mut B::Buf, &mut NormStats<B>),
+    (norm, width): (Norm, usize),
+) -> &'a B::Buf {
+    if !pre {
+        return x;
+    }
+    be.norm_forward(
+        norm_io,
+        &mut stats.mean,
+        &mut stats.rstd,
+        x,
+        params,
+        norm,
+        width,
+    );
+    norm_io
 }
 
 /// The gradient reaching a sub-layer's output projection from `d`, the
