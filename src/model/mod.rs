@@ -2,6 +2,8 @@
 //! the forward and backward passes written once over [`Backend`] ops.
 
 mod activations;
+mod embed;
+mod head;
 mod layout;
 mod transformer;
 
