@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod guard;
 mod metrics;
 pub mod noise;
+mod options;
 mod progress;
 mod run_dir;
 mod run_files;

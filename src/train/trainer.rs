@@ -7,6 +7,7 @@ use super::checkpoint::{self, CheckpointError, TrainState};
 use super::guard::Guard;
 use super::metrics::MetricsWriter;
 use super::noise::{NoiseMeter, NormPair};
+pub use super::options::{RunOptions, RunSummary};
 use super::progress::{duration_text, eta, Progress, Reporter};
 use super::run_dir::{lock_run, prepare_run_dir, resume_from_start, resume_record};
 use super::schedule;
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::data::batches::{read_sequences, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
 use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
-use crate::eval::{evaluate, EvalResult};
+use crate::eval::evaluate;
 use crate::model::{upload_batch, Activations, DeviceBatch, GradSync, Model, NoSync};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -41,50 +42,6 @@ pub enum TrainError {
         what: &'static str,
         value: f64,
     },
-}
-
-/// How to run, beyond the config.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub out: PathBuf,
-    pub resume: bool,
-    /// Stop (with a checkpoint) after this many steps, as if preempted.
-    pub stop_after_steps: Option<u64>,
-    pub progress: Progress,
-    /// Log the gradient noise scale B_simple (see [`super::noise`]):
-    /// one extra gradient-norm pass and one read-back per step.
-    pub measure_noise_scale: bool,
-    /// Fault injection for tests of the divergence guard: the n-th step the
-    /// run takes (1-based, counting steps later lost to rollbacks) gets a NaN
-    /// in its gradient. Empty in normal use.
-    pub nan_gradient_at: Vec<u64>,
-}
-
-impl RunOptions {
-    /// A fresh run into `out`, quiet, with nothing injected: the start that
-    /// callers change field by field (`RunOptions { resume: true, ..RunOptions::new(out) }`).
-    pub fn new(out: impl Into<PathBuf>) -> Self {
-        RunOptions {
-            out: out.into(),
-            resume: false,
-            stop_after_steps: None,
-            progress: Progress::Off,
-            measure_noise_scale: false,
-            nan_gradient_at: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub steps: u64,
-    pub tokens: u64,
-    pub seconds: f64,
-    pub final_loss: f64,
-    pub eval: Option<EvalResult>,
-    pub checkpoint: PathBuf,
-    /// False when the run stopped early (`stop_after_steps`).
-    pub finished: bool,
 }
 
 /// Slots of the device-side statistics buffer (`be.alloc(STATS)`).
