@@ -159,6 +159,21 @@ fn pretrain(
     cram(&args)
 }
 
+/// `cram pretrain --resume --data DATA --out RUN` plus `extra` (the saved
+/// config decides the rest): (exit code, stdout, stderr).
+fn resume(data: &Path, run: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "pretrain",
+        "--resume",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cram(&args)
+}
+
 /// The flags of generated text's preparation: a small vocabulary, and no
 /// compression filter (invented words compress badly).
 const SMALL_VOCAB: &[&str] = &[
@@ -556,16 +571,7 @@ fn a_second_run_on_the_same_folder_is_refused() {
     // The lock goes with its process: the folder can be resumed afterwards
     // (the killed run may not have written a checkpoint yet, so a fresh start
     // or a resume is what the folder's state allows; neither says "in use").
-    let (_, _, stderr) = cram(&[
-        "pretrain",
-        "--resume",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--budget",
-        "1 steps",
-    ]);
+    let (_, _, stderr) = resume(&data, &run, &["--budget", "1 steps"]);
     assert!(!stderr.contains("is in use"), "{stderr}");
 }
 
@@ -606,9 +612,7 @@ fn a_damaged_checkpoint_is_detected_and_skipped_on_resume() {
         stderr.contains("step-20/model.safetensors is corrupt: its sha256 is"),
         "{stderr}"
     );
-    let (code, stdout, stderr) = cram(&[
-        "pretrain", "--resume", "--data", d, "--out", r, "--budget", "30 steps",
-    ]);
+    let (code, stdout, stderr) = resume(&data, &run, &["--budget", "30 steps"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("warning: checkpoint step-20 is damaged and was skipped"),
@@ -703,15 +707,7 @@ fn a_run_without_a_checkpoint_can_be_resumed_and_restarted() {
     let (code, _, stderr) = pretrain("tiny", &data, &run, "4 steps", &[]);
     assert_eq!(code, 0, "{stderr}");
     std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
-    let (code, _, stderr) = cram(&[
-        "pretrain",
-        "--resume",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let (code, _, stderr) = resume(&data, &run, &["--quiet"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("resuming it from step 0"), "{stderr}");
     assert!(run.join("checkpoints/step-4").is_dir());

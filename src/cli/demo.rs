@@ -6,7 +6,7 @@
 use crate::backend::cpu::Cpu;
 use crate::backend::{Device, IGNORE};
 use crate::config::Config;
-use crate::data::batches::{HostBatch, Objective};
+use crate::data::batches::{read_sequences, HostBatch, Objective};
 use crate::data::{prepare, PrepareOptions, SpecialTokens, Split, TokenStore};
 use crate::eval::{evaluate, full_eval_batches, unigram_cross_entropy};
 use crate::model::{Activations, Model};
@@ -273,23 +273,15 @@ fn starts_a_word(tokenizer: &tokenizers::Tokenizer, id: u32) -> bool {
 fn whole_words(store: &TokenStore, tokenizer: &tokenizers::Tokenizer) -> Vec<bool> {
     let vocab = tokenizer.get_vocab_size(true);
     let continues: Vec<bool> = (0..vocab as u32)
-        .map(|t| {
-            tokenizer
-                .id_to_token(t)
-                .is_some_and(|s| s.starts_with("##"))
-        })
+        .map(|t| !starts_a_word(tokenizer, t))
         .collect();
-    let mut seq = vec![0u32; store.seq_len()];
-    let sequences = (0..store.len(Split::Train)).map(|i| {
-        store.read(Split::Train, i, &mut seq);
-        seq.clone()
-    });
-    stand_alone(sequences, &continues)
+    let tokens = read_sequences(store, Split::Train, 0..store.len(Split::Train));
+    stand_alone(tokens.chunks(store.seq_len()), &continues)
 }
 
 /// Per token id: does it stand alone (is not followed by a continuation) in
 /// at least half of its uses in `sequences`? Tokens never seen count as whole.
-fn stand_alone(sequences: impl Iterator<Item = Vec<u32>>, continues: &[bool]) -> Vec<bool> {
+fn stand_alone<'a>(sequences: impl Iterator<Item = &'a [u32]>, continues: &[bool]) -> Vec<bool> {
     let vocab = continues.len();
     let (mut alone, mut seen) = (vec![0u64; vocab], vec![0u64; vocab]);
     for seq in sequences {
@@ -415,9 +407,9 @@ mod tests {
     #[test]
     fn word_starts_the_data_always_continues_are_fragments() {
         let continues = [false, false, true, false];
-        let seqs = vec![vec![0, 1, 2, 0, 3, 0], vec![3, 2, 1, 2, 3, 0]];
+        let seqs = [0, 1, 2, 0, 3, 0, 3, 2, 1, 2, 3, 0];
         assert_eq!(
-            stand_alone(seqs.into_iter(), &continues),
+            stand_alone(seqs.chunks(6), &continues),
             [true, false, true, true]
         );
     }
