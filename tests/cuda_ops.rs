@@ -443,7 +443,9 @@ fn norm_sum_and_adamw() {
     check!("optim", EXACT * 10.0, |be| {
         let n = 100_003;
         let grads = be.upload(&rand_vals(24, n, 1.0));
-        let mut stats = be.alloc(3);
+        // Slots: 0 a non-finite norm, 1 the norm, 2 a sum, 3 the skip count.
+        let mut stats = be.alloc(4);
+        be.write(&mut stats, 0, &[f32::NAN]);
         be.grad_norm_squared(&mut stats, 1, &grads);
         be.sum_into(&mut stats, 2, &grads, 0.5);
         be.sum_into(&mut stats, 2, &grads, 0.5);
@@ -464,10 +466,14 @@ fn norm_sum_and_adamw() {
             step: 3,
             decay_len: n / 2,
             max_norm: 0.5,
-            skipped_slot: None,
+            skipped_slot: Some(3),
         };
         be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut stats, 1, hp);
+        // Two steps with a NaN norm: skipped (nothing changes), counted twice.
+        be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut stats, 0, hp);
+        be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut stats, 0, hp);
         vec![
+            ("skipped", be.read(&stats, 3, 1)),
             ("norm_sq", be.read(&stats, 1, 1)),
             ("params", be.download(&params)),
             ("m", be.download(&m)),

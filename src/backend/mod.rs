@@ -107,11 +107,6 @@ pub struct AdamW {
     /// and moments stay as they were); when `Some(slot)`, it also adds 1 to
     /// `norm_sq[slot]` on the device, so the trainer learns of skipped steps
     /// when it next reads its statistics, without a read-back per step.
-    /// The CPU backend does so. The CUDA kernel that does (branch
-    /// `guard-cuda-skip`) waits for its GPU test run; until it lands, the
-    /// CUDA backend applies such a step, and the trainer's checks (the loss
-    /// and gradient norm at logging, the parameters before each checkpoint)
-    /// stop the run with an error instead of skipping and rolling back.
     pub skipped_slot: Option<usize>,
 }
 

@@ -123,6 +123,7 @@ impl Cuda {
                     v.ptr,
                     norm_sq.ptr(),
                     norm_index as u64,
+                    hp.skipped_slot.map_or(u64::MAX, |s| s as u64),
                     f32_arg(hp.lr),
                     f32_arg(hp.beta1),
                     f32_arg(hp.beta2),

@@ -25,12 +25,20 @@ extern "C" __global__ void finish_sum(float* dst, u64 index, const float* partia
 
 // One AdamW step with decoupled weight decay on elements [0, decay_len) and
 // the clip factor min(1, max_norm/‖g‖) read from norm_sq on the device. Also
-// refreshes the bf16 copy of the weights that the matmuls read.
+// refreshes the bf16 copy of the weights that the matmuls read. A non-finite
+// norm skips the step: nothing is written but, once, norm_sq[skipped_slot] += 1
+// (skipped_slot = ~0: not counted), which the trainer reads at logging.
 extern "C" __global__ void adamw(float* params, bf16_t* shadow, const float* grads, float* m, float* v,
-                                 const float* norm_sq, u64 norm_index, float lr, float beta1, float beta2,
-                                 float eps, float weight_decay, float bias1, float bias2, float max_norm,
-                                 u64 decay_len, u64 n) {
-    float norm = sqrtf(norm_sq[norm_index]);
+                                 float* norm_sq, u64 norm_index, u64 skipped_slot, float lr, float beta1,
+                                 float beta2, float eps, float weight_decay, float bias1, float bias2,
+                                 float max_norm, u64 decay_len, u64 n) {
+    float norm_squared = norm_sq[norm_index];
+    // Uniform over the launch: every thread reads the same value. NaN fails the comparison.
+    if (!(norm_squared <= 3.402823466e38f)) {
+        if (skipped_slot != ~0ull && blockIdx.x == 0 && threadIdx.x == 0) norm_sq[skipped_slot] += 1.0f;
+        return;
+    }
+    float norm = sqrtf(norm_squared);
     float clip = (max_norm > 0.0f && norm > max_norm) ? max_norm / norm : 1.0f;
     FOR_EACH(i, n) {
         float g = grads[i] * clip;
