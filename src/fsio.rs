@@ -26,9 +26,14 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Syncs the folder holding `path`, which makes a rename into it durable.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        Some(dir) => sync_dir(dir),
         None => Ok(()),
     }
+}
+
+/// Makes a folder's entries (new files, renames) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// `name.ext` → `name.ext.tmp`, beside it (same file system, so the rename

@@ -23,11 +23,11 @@ use cram::backend::{
     IGNORE,
 };
 use cram::config::Config;
+use cram::model::upload_batch;
 use cram::model::{Activations, Model};
+use cram::optim::{STATS, STAT_LOSS, STAT_NORM_SQ};
 use cram::train::bench::synthetic_batch;
-use cram::train::{
-    micro_step, optimizer_step, upload_batch, TrainState, STATS, STAT_LOSS, STAT_NORM_SQ,
-};
+use cram::train::{micro_step, Step, TrainState};
 
 fn gpu() -> Cuda {
     Cuda::new(0).expect("these tests need a CUDA GPU")
@@ -496,20 +496,25 @@ fn step_case<B: Backend>(be: &B, preset: &str, batch: usize, seq: usize) -> Outp
     let scale = 1.0 / hb.counted.max(1) as f32;
     let mut losses = Vec::new();
     let mut norms = Vec::new();
+    let mut step_fn = Step::alone();
     for step in 0..2 {
-        be.zero(&mut state.grads);
         be.zero(&mut stats);
-        micro_step(
-            be,
-            &model,
-            (&state.params, &mut state.grads, &mut acts),
-            &db,
-            &mut stats,
-            scale,
-            1,
-        );
         let hp = common::test_adamw(step, model.layout.decay_len);
-        optimizer_step(be, &mut state, &mut stats, hp);
+        let groups = std::slice::from_mut(&mut state.weights);
+        step_fn
+            .run(
+                be,
+                groups,
+                &mut stats,
+                0..1,
+                hp,
+                |(_, groups, stats, sync)| {
+                    let w = &mut groups[0];
+                    let step_state = (&w.params, &mut w.grads, &mut acts);
+                    micro_step(be, &model, step_state, &db, stats, (scale, 1), sync);
+                },
+            )
+            .unwrap();
         losses.push(be.read(&stats, STAT_LOSS, 1)[0]);
         norms.push(be.read(&stats, STAT_NORM_SQ, 1)[0].sqrt());
     }

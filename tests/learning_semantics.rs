@@ -10,8 +10,8 @@ use cram::backend::{AdamW, Device, OptimOps, IGNORE};
 use cram::config::Config;
 use cram::data::batches::{MaskKey, Objective};
 use cram::data::SpecialTokens;
+use cram::model::upload_batch;
 use cram::model::{Activations, Model};
-use cram::train::upload_batch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -18,12 +18,13 @@ mod common;
 use cram::backend::cuda::Cuda;
 use cram::backend::Device;
 use cram::config::Config;
-use cram::dist::nccl::NcclComm;
-use cram::dist::nccl_device::NcclDevice;
-use cram::dist::{DataParallel, DistEnv, StepReducer};
-use cram::model::{Activations, GradSync, Model, NoSync};
+use cram::model::{upload_batch, Activations, Model};
+use cram::optim::STATS;
+use cram::parallel::nccl::NcclComm;
+use cram::parallel::nccl_device::NcclDevice;
+use cram::parallel::{DataParallel, DistEnv, StepReducer};
 use cram::train::bench::synthetic_batch;
-use cram::train::{micro_step_synced, optimizer_step, upload_batch, TrainState, STATS};
+use cram::train::{micro_step, Step, TrainState};
 use std::time::Duration;
 
 const STEPS: u64 = 3;
@@ -65,44 +66,39 @@ fn train(
     be: &Cuda,
     cfg: &Config,
     (batch, seq): (usize, usize),
-    mut group: Option<(&DataParallel, &mut NcclDevice)>,
+    group: Option<(&DataParallel, &mut NcclDevice)>,
 ) -> Vec<f32> {
     let model = Model::new(&cfg.model);
     let mut state = TrainState::fresh(be, &model, 5);
     if let Some((dp, _)) = group.as_ref() {
-        dp.adopt_state(be, &mut state);
+        dp.adopt_weights(be, &mut state.weights);
     }
     let mut acts = Activations::new(be, &model.cfg, batch, seq);
     let mut stats = be.alloc(STATS);
+    let mut step_fn = Step::new(group.map(|(dp, r)| (dp, r as &mut dyn StepReducer<Cuda>)));
     for step in 0..STEPS {
-        be.zero(&mut state.grads);
-        for micro in 0..MICRO_STEPS {
-            let hb = synthetic_batch(cfg, batch, seq, 9 + micro as u64 + 10 * step);
-            let db = upload_batch(be, &hb);
-            let scale = 1.0 / (hb.counted.max(1) * MICRO_STEPS) as f32;
-            let sync: &mut dyn GradSync<Cuda> = match group.as_mut() {
-                Some((_, r)) if micro + 1 == MICRO_STEPS => r.backward_sync(),
-                _ => &mut NoSync,
-            };
-            micro_step_synced(
-                be,
-                &model,
-                (&state.params, &mut state.grads, &mut acts),
-                &db,
-                &mut stats,
-                (scale, step),
-                sync,
-            );
-        }
         let hp = common::test_adamw(step, model.layout.decay_len);
-        match group.as_mut() {
-            Some((dp, r)) => r
-                .optimizer_step(be, dp, &mut state, &mut stats, hp)
-                .unwrap(),
-            None => optimizer_step(be, &mut state, &mut stats, hp),
-        }
+        let groups = std::slice::from_mut(&mut state.weights);
+        let micros = 0..MICRO_STEPS;
+        step_fn
+            .run(
+                be,
+                groups,
+                &mut stats,
+                micros,
+                hp,
+                |(micro, groups, stats, sync)| {
+                    let w = &mut groups[0];
+                    let hb = synthetic_batch(cfg, batch, seq, 9 + micro as u64 + 10 * step);
+                    let db = upload_batch(be, &hb);
+                    let scale = 1.0 / (hb.counted.max(1) * MICRO_STEPS) as f32;
+                    let step_state = (&w.params, &mut w.grads, &mut acts);
+                    micro_step(be, &model, step_state, &db, stats, (scale, step), sync);
+                },
+            )
+            .unwrap();
     }
-    be.download(&state.params)
+    be.download(&state.weights.params)
 }
 
 /// The device path (plain and ZeRO-1, buckets of `bucket_bytes`) against

@@ -1,20 +1,14 @@
 //! `cram bench`: training-step throughput on the GPU, one JSON line per
 //! configuration, in the format of `bench/torch_reference.py`.
 
-use super::launch::{bucket_bytes, launch_local_workers, DistArgs};
-use super::SetArgs;
+use super::{DistArgs, SetArgs};
 use crate::backend::cuda::{visible_gpus, Cuda};
 use crate::backend::Device;
 use crate::config::Config;
-use crate::dist::nccl::NcclComm;
-use crate::dist::nccl_device::NcclDevice;
-use crate::dist::{DataParallel, DistEnv};
-use crate::model::Model;
-use crate::train::bench::{
-    bench_cuda, bench_cuda_rank, combine_ranks, gather_ranks, scaling_result, GroupSetup,
-};
+use crate::launch::{self, launch_local_workers};
+use crate::parallel::DistEnv;
+use crate::train::bench::bench_cuda;
 use anyhow::{bail, Context};
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -85,7 +79,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     if let Some(env) = &launched {
-        return run_rank(&args, env);
+        let cfg = Config::resolve(&args.preset, &args.set.sets)?;
+        let configs = configurations(&cfg, &args);
+        let steps = (args.warmup, args.steps);
+        let group = args.dist.group()?;
+        for line in launch::bench_group(&configs, env, group, steps, &args.preset)? {
+            println!("{}", serde_json::to_string(&line)?);
+        }
+        return Ok(());
     }
     let cfg = Config::resolve(&args.preset, &args.set.sets)?;
     let gpu = Cuda::new(0).context("cram bench times the CUDA backend")?;
@@ -99,54 +100,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             for op in ops {
                 println!("{}", serde_json::to_string(&op)?);
             }
-        }
-    }
-    Ok(())
-}
-
-/// One rank of `cram bench --gpus N` (or of an external launch): rank 0
-/// times one GPU alone while the others wait at the rendezvous, then the
-/// group times every configuration and rank 0 prints one line for each.
-fn run_rank(args: &BenchArgs, env: &DistEnv) -> anyhow::Result<()> {
-    let cfg = Config::resolve(&args.preset, &args.set.sets)?;
-    let bucket_bytes = bucket_bytes(args.dist.bucket_mb)?;
-    let lead = env.rank == 0;
-    let gpu = Cuda::new(env.local_rank)
-        .with_context(|| format!("rank {} cannot use GPU {}", env.rank, env.local_rank))?;
-    let configs = configurations(&cfg, args);
-    let mut baselines = Vec::new();
-    if lead {
-        eprintln!("device: {} (rank 0 of {})", gpu.name(), env.world_size);
-        eprintln!(
-            "global batch: one micro-batch per GPU, {} × --micro-batch sequences per step; the one-GPU baseline steps one micro-batch",
-            env.world_size
-        );
-        let peak = gpu.peak_flops().expect("a GPU reports its matmul peak");
-        for (cfg, shape) in &configs {
-            let steps = (args.warmup, args.steps);
-            baselines.push(bench_cuda(&gpu, cfg, *shape, steps, peak, &args.preset).0);
-        }
-    }
-    let timeout = Duration::from_secs(args.dist.dist_timeout);
-    let comm = NcclComm::from_env(env, timeout)
-        .with_context(|| format!("rank {} cannot join the group", env.rank))?;
-    let dp = DataParallel::new(&comm, args.dist.zero1);
-    let setup = GroupSetup {
-        gpus: env.world_size,
-        zero1: args.dist.zero1,
-        bucket_mb: args.dist.bucket_mb,
-    };
-    for (i, (cfg, shape)) in configs.iter().enumerate() {
-        let model = Model::new(&cfg.model);
-        let mut reducer = NcclDevice::new(&comm, &model, args.dist.zero1, bucket_bytes);
-        let steps = (args.warmup, args.steps);
-        let (timing, loss) = bench_cuda_rank(&gpu, cfg, *shape, steps, &dp, &mut reducer)
-            .with_context(|| format!("rank {} stopped", env.rank))?;
-        let (ranks, loss) = gather_ranks(&dp, timing, loss)
-            .with_context(|| format!("rank {} stopped", env.rank))?;
-        if lead {
-            let line = scaling_result(&baselines[i], &combine_ranks(&ranks), setup, loss);
-            println!("{}", serde_json::to_string(&line)?);
         }
     }
     Ok(())

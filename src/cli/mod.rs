@@ -9,7 +9,6 @@ mod export;
 mod glue;
 mod import;
 mod infer;
-mod launch;
 mod pretrain;
 mod report;
 mod scale;
@@ -94,6 +93,38 @@ pub struct SetArgs {
     /// Override a config value, e.g. --set train.lr=5e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+}
+
+/// The data-parallel flags that `cram pretrain` and `cram bench` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DistArgs {
+    /// Data parallel on this many local GPUs: starts one worker process per
+    /// GPU (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set for
+    /// each). Under an external launcher that sets those variables, leave it out.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
+    /// Shard the optimizer state across ranks (ZeRO stage 1).
+    #[arg(long)]
+    pub zero1: bool,
+    /// Seconds a rank waits for the others (rendezvous, NCCL set-up, each
+    /// collective) before it stops with an error that names what it waited for.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub dist_timeout: u64,
+    /// Size of the gradient buckets that GPUs reduce while the backward pass
+    /// goes on (MB of f32 gradients).
+    #[arg(long, value_name = "MB", default_value_t = 25.0)]
+    pub bucket_mb: f64,
+}
+
+impl DistArgs {
+    /// The group these flags describe.
+    pub fn group(&self) -> anyhow::Result<crate::launch::Group> {
+        Ok(crate::launch::Group {
+            zero1: self.zero1,
+            timeout: std::time::Duration::from_secs(self.dist_timeout),
+            bucket_bytes: crate::launch::bucket_bytes(self.bucket_mb)?,
+        })
+    }
 }
 
 #[cfg(test)]

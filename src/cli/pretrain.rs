@@ -1,20 +1,15 @@
 //! `cram pretrain`: train a preset on prepared data under a budget.
 
-use super::launch::{bucket_bytes, launch_local_workers, DistArgs};
-use super::SetArgs;
+use super::{DistArgs, SetArgs};
 use crate::backend::cuda::visible_gpus;
-use crate::backend::{select_device, DeviceChoice};
+use crate::backend::DeviceChoice;
 use crate::config::Config;
 use crate::data::TokenStore;
-use crate::dist::nccl::NcclComm;
-use crate::dist::nccl_device::NcclDevice;
-use crate::dist::{pretrain_threads, DataParallel, DistEnv};
-use crate::model::Model;
-use crate::on_device;
-use crate::train::{fit_to_data, pretrain, pretrain_group, Progress, RunOptions, RunSummary};
+use crate::launch::{self, launch_local_workers, Mode};
+use crate::parallel::DistEnv;
+use crate::train::{fit_to_data, Progress, RunOptions};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct PretrainArgs {
@@ -75,9 +70,20 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             visible_gpus().context("--gpus trains one worker per GPU")
         });
     }
-    if args.ranks.is_some() && launched.is_some() {
-        bail!("--ranks runs the ranks as threads of one process; under a launcher, leave it out");
-    }
+    let mode = match (launched, args.ranks) {
+        (Some(_), Some(_)) => bail!(
+            "--ranks runs the ranks as threads of one process; under a launcher, leave it out"
+        ),
+        (Some(_), None) if args.device == DeviceChoice::Cpu => bail!(
+            "a launched rank trains on its GPU (LOCAL_RANK); --device cpu has no collectives between processes (use --ranks)"
+        ),
+        (Some(env), None) => Mode::Rank(env),
+        (None, Some(_)) if args.device != DeviceChoice::Cpu => {
+            bail!("--ranks runs on the CPU; pass --device cpu (for GPUs use --gpus)")
+        }
+        (None, Some(ranks)) => Mode::Threads(ranks),
+        (None, None) => Mode::Single(args.device),
+    };
     let mut sets = args.set.sets.clone();
     if let Some(b) = &args.budget {
         sets.push(format!("train.budget={b}"));
@@ -103,7 +109,6 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     for note in fit_to_data(&mut cfg, &store)? {
         eprintln!("note: {note}");
     }
-    let lead = launched.as_ref().is_none_or(|e| e.rank == 0);
     let opts = RunOptions {
         resume: args.resume,
         stop_after_steps: args.stop_after_steps,
@@ -112,50 +117,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         measure_noise_scale: args.measure_noise_scale,
         ..RunOptions::new(&args.out)
     };
-    let timeout = Duration::from_secs(args.dist.dist_timeout);
-    let summary: RunSummary = if let Some(env) = &launched {
-        if args.device == DeviceChoice::Cpu {
-            bail!("a launched rank trains on its GPU (LOCAL_RANK); --device cpu has no collectives between processes (use --ranks)");
-        }
-        let be = crate::backend::cuda::Cuda::new(env.local_rank)
-            .with_context(|| format!("rank {} cannot use GPU {}", env.rank, env.local_rank))?;
-        if lead {
-            eprintln!(
-                "device: {} (rank 0 of {})",
-                crate::backend::Device::name(&be),
-                env.world_size
-            );
-        }
-        let comm = NcclComm::from_env(env, timeout)
-            .with_context(|| format!("rank {} cannot join the group", env.rank))?;
-        let dp = DataParallel::new(&comm, args.dist.zero1);
-        let bucket_bytes = bucket_bytes(args.dist.bucket_mb)?;
-        let model = Model::new(&cfg.model);
-        let mut reducer = NcclDevice::new(&comm, &model, args.dist.zero1, bucket_bytes);
-        let summary = pretrain_group(&be, &cfg, &store, &opts, Some((&dp, &mut reducer)))
-            .with_context(|| format!("rank {} stopped", env.rank))?;
-        if !lead {
-            return Ok(());
-        }
-        summary
-    } else if let Some(ranks) = args.ranks {
-        if args.device != DeviceChoice::Cpu {
-            bail!("--ranks runs on the CPU; pass --device cpu (for GPUs use --gpus)");
-        }
-        eprintln!("device: CPU, {ranks} ranks as threads");
-        pretrain_threads(&cfg, &store, &opts, ranks, args.dist.zero1, timeout)?
-    } else {
-        if args.dist.zero1 {
-            bail!(
-                "--zero1 shards the optimizer across ranks; it needs --gpus, --ranks or a launcher"
-            );
-        }
-        let (device, note) = select_device(args.device)?;
-        if let Some(note) = note {
-            eprintln!("note: {note}");
-        }
-        eprintln!("device: {}", device.name());
-        on_device!(&device, |be| pretrain(be, &cfg, &store, &opts))?
+    let Some(summary) = launch::pretrain(&cfg, &store, &opts, &mode, args.dist.group()?)? else {
+        return Ok(());
     };
     println!(
         "{} after {} steps, {} tokens, {:.1}s; last training loss {:.4}",

@@ -12,7 +12,6 @@
 //! removes its work folder; one that fails later keeps it for the re-run.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -215,7 +214,6 @@ impl WorkDir {
         record: &T,
     ) -> Result<(), DataError> {
         let path = self.record_path(stage);
-        let temporary = path.with_extension("json.tmp");
         let file = StageFile {
             fingerprint: fingerprint.to_string(),
             record,
@@ -224,13 +222,7 @@ impl WorkDir {
             path: path.clone(),
             cause: e.into(),
         })?;
-        let mut handle = File::create(&temporary).map_err(DataError::write(&temporary))?;
-        handle
-            .write_all(&text)
-            .and_then(|()| handle.sync_all())
-            .map_err(DataError::write(&temporary))?;
-        std::fs::rename(&temporary, &path).map_err(DataError::write(&path))?;
-        sync_dir(&self.path)?;
+        crate::fsio::write_atomically(&path, &text).map_err(DataError::write(&path))?;
         self.keep = true;
         Ok(())
     }
@@ -281,9 +273,7 @@ impl Drop for WorkDir {
 
 /// Makes a folder's entries (new files, renames) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), DataError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(DataError::write(dir))
+    crate::fsio::sync_dir(dir).map_err(DataError::write(dir))
 }
 
 #[cfg(test)]

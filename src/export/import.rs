@@ -9,10 +9,10 @@ use super::mapping::{preset_model, HfMapping};
 use super::tensors::{read_hf_weights, WEIGHTS_FILE};
 use super::{bert, llama, ExportError};
 use crate::backend::cpu::Cpu;
-use crate::backend::Device;
 use crate::config::{Config, ModelConfig};
 use crate::data::{check_out_dir, StagingDir};
 use crate::model::Model;
+use crate::optim::Weights;
 use crate::train::checkpoint::{self, write_synced};
 use crate::train::{TrainProgress, TrainState, RUN_TOKENIZER};
 use std::path::{Path, PathBuf};
@@ -77,10 +77,7 @@ pub fn import_hf(opts: &ImportOptions) -> Result<ImportSummary, ExportError> {
     let be = Cpu::new();
     let n = model.num_params();
     let state = TrainState {
-        params: be.upload(&params),
-        grads: be.alloc(n),
-        m: be.alloc(n),
-        v: be.alloc(n),
+        weights: Weights::new(&be, &params, model.layout.decay_len),
         progress: TrainProgress::default(),
     };
     let staged = checkpoint::save(&be, run, &model, &state)?;

@@ -3,16 +3,16 @@
 //! FLOP accounting of `bench/torch_reference.py` and MFU against a matmul
 //! peak measured on the same GPU in the same run.
 
-use super::trainer::{micro_step, micro_step_synced, optimizer_step, STATS, STAT_LOSS};
+use super::step::{micro_step, Step};
 use super::TrainState;
-use crate::backend::cuda::Cuda;
-use crate::backend::{AdamW, Device};
+use crate::backend::cuda::{Cuda, CudaBuf};
+use crate::backend::Device;
 use crate::config::Config;
 use crate::data::batches::{HostBatch, MaskKey, Objective};
 use crate::data::SpecialTokens;
-use crate::dist::{CommError, DataParallel, StepReducer};
-use crate::model::upload_batch;
-use crate::model::{Activations, GradSync, Model, NoSync};
+use crate::model::{upload_batch, Activations, DeviceBatch, Model};
+use crate::optim::{adamw, STATS, STAT_LOSS};
+use crate::parallel::{CommError, DataParallel, StepReducer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -61,20 +61,104 @@ pub struct OpTime {
     pub calls_per_step: f64,
 }
 
-/// AdamW of bench step `i` (0-based): a tenth of the peak learning rate,
-/// so that timed steps stay finite without a warm-up schedule.
-fn bench_adamw(cfg: &Config, model: &Model, i: usize) -> AdamW {
-    let t = &cfg.train;
-    AdamW {
-        lr: t.lr as f32 * 0.1,
-        beta1: t.beta1,
-        beta2: t.beta2,
-        eps: t.eps,
-        weight_decay: t.weight_decay,
-        step: i as u64 + 1,
-        decay_len: model.layout.decay_len,
-        max_norm: t.grad_clip,
-        skipped_slot: None,
+/// The state of a timed bench: the model, its weights, the activations of
+/// one micro-batch, and four synthetic batches per global micro-batch index
+/// this rank computes, cycled step after step.
+struct Bench<'c> {
+    cfg: &'c Config,
+    model: Model,
+    state: TrainState<Cuda>,
+    acts: Activations<Cuda>,
+    stats: CudaBuf,
+    /// `batches[i % 4]`: this rank's micro-batches of step `i`.
+    batches: Vec<Vec<DeviceBatch<Cuda>>>,
+    world: usize,
+}
+
+impl<'c> Bench<'c> {
+    /// One micro-batch of `micro_batch` sequences per rank of `dist`'s group
+    /// (its global index seeds its batch, so one rank gets [`bench_cuda`]'s).
+    fn new(
+        be: &Cuda,
+        cfg: &'c Config,
+        (micro_batch, seq): (usize, usize),
+        dist: Option<&DataParallel>,
+    ) -> Self {
+        let model = Model::new(&cfg.model);
+        be.reset_peak_memory();
+        let mut state = TrainState::fresh(be, &model, cfg.train.seed);
+        if let Some(dp) = dist {
+            dp.adopt_weights(be, &mut state.weights);
+        }
+        let acts = Activations::new(be, &model.cfg, micro_batch, seq);
+        let world = dist.map_or(1, |dp| dp.world_size());
+        let micros = dist.map_or(0..1, |dp| dp.micros(world));
+        let batches = (0..4u64)
+            .map(|i| {
+                micros
+                    .clone()
+                    .map(|m| {
+                        let seed = i * world as u64 + m as u64;
+                        upload_batch(be, &synthetic_batch(cfg, micro_batch, seq, seed))
+                    })
+                    .collect()
+            })
+            .collect();
+        Bench {
+            cfg,
+            model,
+            state,
+            acts,
+            stats: be.alloc(STATS),
+            batches,
+            world,
+        }
+    }
+
+    /// Bench step `i` (0-based) through `step`: a tenth of the peak learning
+    /// rate, so that timed steps stay finite without a warm-up schedule.
+    fn step(&mut self, be: &Cuda, step: &mut Step<Cuda>, i: usize) -> Result<(), CommError> {
+        be.zero(&mut self.stats);
+        let local = &self.batches[i % self.batches.len()];
+        let hp = adamw(&self.cfg.train, self.cfg.train.lr * 0.1, i as u64 + 1, None);
+        let (model, acts, world) = (&self.model, &mut self.acts, self.world);
+        let groups = std::slice::from_mut(&mut self.state.weights);
+        let micros = 0..local.len();
+        step.run(
+            be,
+            groups,
+            &mut self.stats,
+            micros,
+            hp,
+            |(k, groups, stats, sync)| {
+                let (w, batch) = (&mut groups[0], &local[k]);
+                let scale = 1.0 / (batch.counted.max(1) * world) as f32;
+                let step_state = (&w.params, &mut w.grads, &mut *acts);
+                micro_step(be, model, step_state, batch, stats, (scale, i as u64), sync);
+            },
+        )
+    }
+
+    /// Seconds for `steps` steps after `warmup` untimed ones; `ready` runs
+    /// between them (a barrier of the group).
+    fn time(
+        &mut self,
+        be: &Cuda,
+        step: &mut Step<Cuda>,
+        (warmup, steps): (usize, usize),
+        ready: impl FnOnce() -> Result<(), CommError>,
+    ) -> Result<f64, CommError> {
+        for i in 0..warmup {
+            self.step(be, step, i)?;
+        }
+        be.synchronize();
+        ready()?;
+        let clock = Instant::now();
+        for i in 0..steps {
+            self.step(be, step, warmup + i)?;
+        }
+        be.synchronize();
+        Ok(clock.elapsed().as_secs_f64())
     }
 }
 
@@ -88,37 +172,17 @@ pub fn bench_cuda(
     peak: f64,
     name: &str,
 ) -> (BenchResult, Vec<OpTime>) {
-    let model = Model::new(&cfg.model);
-    be.reset_peak_memory();
-    let mut state = TrainState::fresh(be, &model, cfg.train.seed);
-    let mut acts = Activations::new(be, &model.cfg, micro_batch, seq);
-    let mut stats = be.alloc(STATS);
-    let batches: Vec<_> = (0..4)
-        .map(|i| upload_batch(be, &synthetic_batch(cfg, micro_batch, seq, i)))
-        .collect();
-    let mut step = |i: usize| {
-        let batch = &batches[i % batches.len()];
-        be.zero(&mut state.grads);
-        be.zero(&mut stats);
-        let scale = 1.0 / batch.counted.max(1) as f32;
-        let step_state = (&state.params, &mut state.grads, &mut acts);
-        micro_step(be, &model, step_state, batch, &mut stats, scale, i as u64);
-        optimizer_step(be, &mut state, &mut stats, bench_adamw(cfg, &model, i));
-    };
-    for i in 0..warmup {
-        step(i);
-    }
-    be.synchronize();
-    let clock = Instant::now();
-    for i in 0..steps {
-        step(warmup + i);
-    }
-    be.synchronize();
-    let seconds = clock.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let mut bench = Bench::new(be, cfg, (micro_batch, seq), None);
+    let mut step = Step::alone();
+    let alone = "a step alone has no collective to fail";
+    let seconds = bench
+        .time(be, &mut step, (warmup, steps), || Ok(()))
+        .expect(alone)
+        / steps.max(1) as f64;
     be.start_profile();
     let profiled = steps.clamp(1, 5);
     for i in 0..profiled {
-        step(warmup + steps + i);
+        bench.step(be, &mut step, warmup + steps + i).expect(alone);
     }
     let ops = be
         .finish_profile()
@@ -129,8 +193,8 @@ pub fn bench_cuda(
             calls_per_step: calls as f64 / profiled as f64,
         })
         .collect();
-    let loss = be.read(&stats, STAT_LOSS, 1)[0] as f64;
-    let flops_per_token = model.flops_per_token(seq, &cfg.objective);
+    let loss = be.read(&bench.stats, STAT_LOSS, 1)[0] as f64;
+    let flops_per_token = bench.model.flops_per_token(seq, &cfg.objective);
     let tokens_per_s = (micro_batch * seq) as f64 / seconds;
     let result = BenchResult {
         name: name.to_string(),
@@ -293,67 +357,13 @@ pub fn bench_cuda_rank(
     dp: &DataParallel,
     reducer: &mut dyn StepReducer<Cuda>,
 ) -> Result<(RankTiming, f64), CommError> {
-    let model = Model::new(&cfg.model);
-    be.reset_peak_memory();
-    let mut state = TrainState::fresh(be, &model, cfg.train.seed);
-    dp.adopt_state(be, &mut state);
-    let mut acts = Activations::new(be, &model.cfg, micro_batch, seq);
-    let mut stats = be.alloc(STATS);
-    let world = dp.world_size();
-    let micros = dp.micros(world);
-    // Four batches per global micro-batch index, cycled as bench_cuda does
-    // (with one rank these are bench_cuda's batches).
-    let batches: Vec<Vec<_>> = (0..4u64)
-        .map(|i| {
-            micros
-                .clone()
-                .map(|m| {
-                    let seed = i * world as u64 + m as u64;
-                    upload_batch(be, &synthetic_batch(cfg, micro_batch, seq, seed))
-                })
-                .collect()
-        })
-        .collect();
-    let mut step = |i: usize| -> Result<(), CommError> {
-        be.zero(&mut state.grads);
-        be.zero(&mut stats);
-        let local = &batches[i % batches.len()];
-        for (k, batch) in local.iter().enumerate() {
-            let scale = 1.0 / (batch.counted.max(1) * world) as f32;
-            // Only the last local micro-batch leaves final gradients to reduce.
-            let sync: &mut dyn GradSync<Cuda> = if k + 1 == local.len() {
-                reducer.backward_sync()
-            } else {
-                &mut NoSync
-            };
-            let step_state = (&state.params, &mut state.grads, &mut acts);
-            micro_step_synced(
-                be,
-                &model,
-                step_state,
-                batch,
-                &mut stats,
-                (scale, i as u64),
-                sync,
-            );
-        }
-        let hp = bench_adamw(cfg, &model, i);
-        reducer.optimizer_step(be, dp, &mut state, &mut stats, hp)
-    };
-    for i in 0..warmup {
-        step(i)?;
-    }
-    be.synchronize();
-    dp.comm.barrier()?;
-    let clock = Instant::now();
-    for i in 0..steps {
-        step(warmup + i)?;
-    }
-    be.synchronize();
-    let seconds = clock.elapsed().as_secs_f64();
-    let loss = be.read(&stats, STAT_LOSS, 1)[0] as f64;
+    let mut bench = Bench::new(be, cfg, (micro_batch, seq), Some(dp));
+    let mut step = Step::new(Some((dp, reducer)));
+    let seconds = bench.time(be, &mut step, (warmup, steps), || dp.comm.barrier())?;
+    let loss = be.read(&bench.stats, STAT_LOSS, 1)[0] as f64;
+    let local = bench.batches[0].len();
     let timing = RankTiming {
-        tokens: (micros.len() * micro_batch * seq * steps) as f64,
+        tokens: (local * micro_batch * seq * steps) as f64,
         seconds,
         mem_gb: be.peak_memory_bytes() as f64 / (1u64 << 30) as f64,
     };

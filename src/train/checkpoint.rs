@@ -10,6 +10,7 @@
 use crate::backend::Backend;
 use crate::config::Spent;
 use crate::model::Model;
+use crate::optim::Weights;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -98,23 +99,17 @@ struct StateFile {
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
-/// The optimizer state of a run, on the device.
+/// The state of a run on the device: the weights with their AdamW moments,
+/// and how far the run has come.
 pub struct TrainState<B: Backend> {
-    pub params: B::Buf,
-    pub grads: B::Buf,
-    pub m: B::Buf,
-    pub v: B::Buf,
+    pub weights: Weights<B>,
     pub progress: TrainProgress,
 }
 
 impl<B: Backend> TrainState<B> {
     pub fn fresh(be: &B, model: &Model, seed: u64) -> Self {
-        let n = model.num_params();
         TrainState {
-            params: be.upload(&model.init_params(seed)),
-            grads: be.alloc(n),
-            m: be.alloc(n),
-            v: be.alloc(n),
+            weights: Weights::new(be, &model.init_params(seed), model.layout.decay_len),
             progress: TrainProgress::default(),
         }
     }
@@ -257,8 +252,8 @@ pub fn save<B: Backend>(
     model: &Model,
     state: &TrainState<B>,
 ) -> Result<PathBuf, CheckpointError> {
-    let params = be.download(&state.params);
-    let (m, v) = (be.download(&state.m), be.download(&state.v));
+    let params = be.download(&state.weights.params);
+    let (m, v) = (be.download(&state.weights.m), be.download(&state.weights.v));
     save_host(run, model, (&params, &m, &v), &state.progress)
 }
 
@@ -401,13 +396,14 @@ pub fn load<B: Backend>(
         .try_into()
         .expect("one buffer per prefix");
     let progress = state.progress;
-    Ok(TrainState {
+    let weights = Weights {
         params: be.upload(&params),
         grads: be.alloc(model.num_params()),
         m: be.upload(&m),
         v: be.upload(&v),
-        progress,
-    })
+        decay_len: model.layout.decay_len,
+    };
+    Ok(TrainState { weights, progress })
 }
 
 /// The training state of the newest intact checkpoint of `run`, and a

@@ -11,8 +11,8 @@ use super::progress::Reporter;
 use super::trainer::{io_err, TrainError};
 use crate::backend::Backend;
 use crate::config::GuardConfig;
-use crate::dist::DataParallel;
 use crate::model::Model;
+use crate::parallel::DataParallel;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -176,7 +176,7 @@ pub fn roll_back<B: Backend>(
         (TrainState::fresh(be, model, seed), Vec::new())
     };
     if let Some(dp) = dist {
-        dp.adopt_state(be, &mut restored);
+        dp.adopt_weights(be, &mut restored.weights);
     }
     let to_step = restored.progress.step;
     restored.progress.position = state.progress.position;

@@ -12,15 +12,14 @@ mod progress;
 mod run_dir;
 mod run_files;
 pub mod schedule;
+pub mod step;
 mod trainer;
 
-/// Where the trainer's callers have found it; it belongs to the model's batch.
-pub use crate::model::upload_batch;
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
 pub use progress::Progress;
 pub use run_files::{fit_to_data, record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
+pub use step::{micro_step, Step};
 pub use trainer::{
-    micro_step, micro_step_synced, optimizer_step, pretrain, pretrain_group, pretrain_parallel,
-    RunOptions, RunSummary, TrainError, STATS, STAT_LOSS, STAT_NORM_SQ,
+    pretrain, pretrain_group, pretrain_parallel, RunOptions, RunSummary, TrainError,
 };

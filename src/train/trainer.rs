@@ -1,7 +1,8 @@
-//! The training loop. One optimizer step: the batch size and learning rate
-//! for the budget progress, gradient accumulation over micro-batches, the
-//! global gradient norm, one AdamW pass over the flat buffer. Statistics stay
-//! on the device and are read back only when logged.
+//! The pretraining loop: schedule → data → [`Step`] → hooks. Each step takes
+//! the batch size and learning rate for the budget's progress, reads its
+//! micro-batches and runs the one training step of [`super::step`]; the
+//! hooks log (reading the device statistics back only then), evaluate,
+//! checkpoint and guard against divergence.
 
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::guard::Guard;
@@ -11,13 +12,17 @@ pub use super::options::{RunOptions, RunSummary};
 use super::progress::{duration_text, eta, Progress, Reporter};
 use super::run_dir::{lock_run, prepare_run_dir, resume_from_start, resume_record};
 use super::schedule;
-use crate::backend::{AdamW, Backend};
+use super::step::{micro_step, Step};
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::batches::{read_sequences, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
-use crate::dist::{CommError, DataParallel, HostStaged, StepReducer};
 use crate::eval::evaluate;
-use crate::model::{upload_batch, Activations, DeviceBatch, GradSync, Model, NoSync};
+use crate::model::{upload_batch, Activations, Model};
+use crate::optim::{
+    adamw, STATS, STAT_LOSS, STAT_NORM_SQ, STAT_PARAM_NORM_SQ, STAT_SKIPPED, STAT_SMALL_NORM_SQ,
+};
+use crate::parallel::{CommError, DataParallel, HostStaged, StepReducer};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,76 +47,6 @@ pub enum TrainError {
         what: &'static str,
         value: f64,
     },
-}
-
-/// Slots of the device-side statistics buffer (`be.alloc(STATS)`).
-pub const STAT_LOSS: usize = 0;
-pub const STAT_NORM_SQ: usize = 1;
-/// The squared gradient norm after the first micro-batch (noise scale only).
-pub const STAT_SMALL_NORM_SQ: usize = 2;
-/// The parameters' squared norm, computed before each checkpoint.
-pub const STAT_PARAM_NORM_SQ: usize = 3;
-/// Steps skipped since the last read-back (non-finite gradient norm).
-pub const STAT_SKIPPED: usize = 4;
-pub const STATS: usize = 5;
-
-/// Forward and backward of one micro-batch: gradients accumulate into
-/// `grads` scaled by `scale` (1 / predictions of the whole step), and the
-/// scaled loss into `stats[STAT_LOSS]`, all on the device.
-pub fn micro_step<B: Backend>(
-    be: &B,
-    model: &Model,
-    (params, grads, acts): (&B::Buf, &mut B::Buf, &mut Activations<B>),
-    batch: &DeviceBatch<B>,
-    stats: &mut B::Buf,
-    scale: f32,
-    dropout_seed: u64,
-) {
-    micro_step_synced(
-        be,
-        model,
-        (params, grads, acts),
-        batch,
-        stats,
-        (scale, dropout_seed),
-        &mut NoSync,
-    );
-}
-
-/// [`micro_step`] whose backward tells `sync` which gradient stages are
-/// final (the last micro-batch of a data-parallel step).
-pub fn micro_step_synced<B: Backend>(
-    be: &B,
-    model: &Model,
-    (params, grads, acts): (&B::Buf, &mut B::Buf, &mut Activations<B>),
-    batch: &DeviceBatch<B>,
-    stats: &mut B::Buf,
-    (scale, dropout_seed): (f32, u64),
-    sync: &mut dyn GradSync<B>,
-) {
-    model.forward_loss(be, params, acts, batch, true, dropout_seed, Some(scale));
-    be.sum_into(stats, STAT_LOSS, &acts.head.losses, scale);
-    model.backward_synced(be, params, grads, acts, batch, true, sync);
-}
-
-/// The global gradient norm into `stats[STAT_NORM_SQ]`, then AdamW with
-/// clipping by it, without a host round-trip.
-pub fn optimizer_step<B: Backend>(
-    be: &B,
-    state: &mut TrainState<B>,
-    stats: &mut B::Buf,
-    hp: AdamW,
-) {
-    be.grad_norm_squared(stats, STAT_NORM_SQ, &state.grads);
-    be.adamw_step(
-        &mut state.params,
-        &state.grads,
-        &mut state.m,
-        &mut state.v,
-        stats,
-        STAT_NORM_SQ,
-        hp,
-    );
 }
 
 pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -151,7 +86,7 @@ fn ensure_finite<B: Backend>(
     state: &TrainState<B>,
     stats: &mut B::Buf,
 ) -> Result<u64, TrainError> {
-    be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.params);
+    be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.weights.params);
     // One read-back for both: the slots are adjacent.
     let host = be.read(
         stats,
@@ -176,9 +111,9 @@ fn save_checkpoint<B: Backend>(
         checkpoint::prune(run, keep)?;
         return Ok(dir);
     };
-    let (m, v) = dp.gather_moments(be, state)?;
+    let (m, v) = dp.gather_moments(be, &state.weights)?;
     if dp.rank() == 0 {
-        let params = be.download(&state.params);
+        let params = be.download(&state.weights.params);
         checkpoint::save_host(run, model, (&params, &m, &v), &state.progress)?;
         checkpoint::prune(run, keep)?;
     }
@@ -204,19 +139,17 @@ pub fn pretrain_parallel<B: Backend>(
 /// [`pretrain`] as one rank of a data-parallel group whose gradients
 /// `reducer` sums (on the host or on the device), or alone (`None`). Every
 /// rank computes its share of each global batch (see
-/// [`crate::dist::parallel`]); rank 0 alone writes the run folder, metrics,
+/// [`crate::parallel::data_parallel`]); rank 0 alone writes the run folder, metrics,
 /// evaluations and checkpoints, and the budget clock is rank 0's.
-pub fn pretrain_group<B: Backend>(
+pub fn pretrain_group<'g, B: Backend>(
     be: &B,
     cfg: &Config,
     store: &TokenStore,
     opts: &RunOptions,
-    group: Option<(&DataParallel, &mut dyn StepReducer<B>)>,
+    group: Option<(&'g DataParallel<'g>, &'g mut dyn StepReducer<B>)>,
 ) -> Result<RunSummary, TrainError> {
-    let (dist, mut reducer) = match group {
-        Some((dp, reducer)) => (Some(dp), Some(reducer)),
-        None => (None, None),
-    };
+    let mut step_fn = Step::new(group);
+    let dist = step_fn.dist();
     let lead = dist.is_none_or(|d| d.rank() == 0);
     let budget = cfg.train.budget.get();
     let t = &cfg.train;
@@ -280,7 +213,7 @@ pub fn pretrain_group<B: Backend>(
         TrainState::fresh(be, &model, t.seed)
     };
     if let Some(dp) = dist {
-        dp.adopt_state(be, &mut state);
+        dp.adopt_weights(be, &mut state.weights);
     }
     let resumed_at = opts.resume.then_some(state.progress.step);
     let mut metrics = if lead {
@@ -341,64 +274,55 @@ pub fn pretrain_group<B: Backend>(
         let batch_size = schedule::batch_size(t, p);
         let lr = schedule::learning_rate(t, p) * state.progress.lr_scale;
         let micro_steps = batch_size / t.micro_batch;
-        be.zero(&mut state.grads);
         let start = state.progress.position;
-        let micros = dist.map_or(0..micro_steps, |d| d.micros(micro_steps));
+        let micros = step_fn.micros(micro_steps);
         let last_micro = micros.end.checked_sub(1);
-        for micro in micros {
-            // Global micro-batch `micro` reads the same sequences, masks and
-            // dropout on any number of ranks.
-            let pos = start + (micro * t.micro_batch) as u64;
-            let indices: Vec<usize> = (0..t.micro_batch as u64)
-                .map(|i| order.at(pos + i))
-                .collect();
-            let tokens = read_sequences(store, Split::Train, indices.into_iter());
-            let hb = objective.make_batch(tokens, seq, MaskKey::train(t.seed), pos);
-            let batch = upload_batch(be, &hb);
-            // Each micro-batch's mean loss, averaged over the accumulation.
-            let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
-            let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
-            let step_state = (&state.params, &mut state.grads, &mut acts);
-            // Only the last micro-batch leaves final gradients to reduce.
-            let sync: &mut dyn GradSync<B> = match reducer.as_mut() {
-                Some(r) if Some(micro) == last_micro => r.backward_sync(),
-                _ => &mut NoSync,
-            };
-            micro_step_synced(
-                be,
-                &model,
-                step_state,
-                &batch,
-                &mut stats,
-                (scale, dropout_seed),
-                sync,
-            );
-            if micro == 0 && micro_steps > 1 && noise.is_some() {
-                be.grad_norm_squared(&mut stats, STAT_SMALL_NORM_SQ, &state.grads);
-            }
-        }
-        state.progress.position = start + (micro_steps * t.micro_batch) as u64;
-        if opts
+        let poison = opts
             .nan_gradient_at
-            .contains(&(state.progress.spent.steps + 1))
-        {
-            be.write(&mut state.grads, 0, &[f32::NAN]);
-        }
-        let hp = AdamW {
-            lr: lr as f32,
-            beta1: t.beta1,
-            beta2: t.beta2,
-            eps: t.eps,
-            weight_decay: t.weight_decay,
-            step: step + 1,
-            decay_len: model.layout.decay_len,
-            max_norm: t.grad_clip,
-            skipped_slot: Some(STAT_SKIPPED),
-        };
-        match (dist, reducer.as_mut()) {
-            (Some(dp), Some(r)) => r.optimizer_step(be, dp, &mut state, &mut stats, hp)?,
-            _ => optimizer_step(be, &mut state, &mut stats, hp),
-        }
+            .contains(&(state.progress.spent.steps + 1));
+        let measure_small = micro_steps > 1 && noise.is_some();
+        let hp = adamw(t, lr, step + 1, Some(STAT_SKIPPED));
+        let groups = std::slice::from_mut(&mut state.weights);
+        step_fn.run(
+            be,
+            groups,
+            &mut stats,
+            micros,
+            hp,
+            |(micro, groups, stats, sync)| {
+                let w = &mut groups[0];
+                // Global micro-batch `micro` reads the same sequences, masks and
+                // dropout on any number of ranks.
+                let pos = start + (micro * t.micro_batch) as u64;
+                let indices: Vec<usize> = (0..t.micro_batch as u64)
+                    .map(|i| order.at(pos + i))
+                    .collect();
+                let tokens = read_sequences(store, Split::Train, indices.into_iter());
+                let hb = objective.make_batch(tokens, seq, MaskKey::train(t.seed), pos);
+                let batch = upload_batch(be, &hb);
+                // Each micro-batch's mean loss, averaged over the accumulation.
+                let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
+                let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
+                let step_state = (&w.params, &mut w.grads, &mut acts);
+                micro_step(
+                    be,
+                    &model,
+                    step_state,
+                    &batch,
+                    stats,
+                    (scale, dropout_seed),
+                    sync,
+                );
+                if micro == 0 && measure_small {
+                    be.grad_norm_squared(stats, STAT_SMALL_NORM_SQ, &w.grads);
+                }
+                if poison && Some(micro) == last_micro {
+                    // The test hook of the divergence guard: a NaN gradient.
+                    be.write(&mut w.grads, 0, &[f32::NAN]);
+                }
+            },
+        )?;
+        state.progress.position = start + (micro_steps * t.micro_batch) as u64;
         if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
             // The first micro-batch's gradient was scaled by 1/micro_steps.
             let norms = be.read(&stats, STAT_NORM_SQ, 2);
@@ -418,7 +342,7 @@ pub fn pretrain_group<B: Backend>(
         spent.seconds = seconds_before + clock.elapsed().as_secs_f64();
         if let Some(dp) = dist {
             // One clock for the group, so that every rank stops at the same step.
-            spent.seconds = crate::dist::comm::broadcast_f64(dp.comm, spent.seconds, 0)?;
+            spent.seconds = crate::parallel::comm::broadcast_f64(dp.comm, spent.seconds, 0)?;
         }
         state.progress.step += 1;
         interval_steps += 1;
@@ -501,7 +425,7 @@ pub fn pretrain_group<B: Backend>(
             let r = evaluate(
                 be,
                 &model,
-                &state.params,
+                &state.weights.params,
                 &mut acts,
                 store,
                 &objective,

@@ -12,7 +12,8 @@ use crate::backend::argmax;
 use crate::backend::{AdamW, Backend};
 use crate::config::{ScheduleKind, TrainConfig};
 use crate::model::{Activations, Model};
-use crate::train::schedule;
+use crate::optim::{Weights, STAT_LOSS};
+use crate::train::{schedule, Step};
 use indicatif::ProgressBar;
 use std::collections::HashMap;
 
@@ -126,7 +127,8 @@ impl Recipe {
         schedule::learning_rate(&cfg, p)
     }
 
-    fn adamw(&self, lr: f64, step: u64, decay_len: usize) -> AdamW {
+    /// AdamW at `lr` for the 1-based `step`; each parameter group applies its own `decay_len`.
+    fn adamw(&self, lr: f64, step: u64) -> AdamW {
         AdamW {
             lr: lr as f32,
             beta1: self.beta1,
@@ -134,7 +136,7 @@ impl Recipe {
             eps: self.eps,
             weight_decay: self.weight_decay,
             step,
-            decay_len,
+            decay_len: 0,
             max_norm: self.max_norm,
             // A non-finite step is skipped; the epoch's loss check then stops the run.
             skipped_slot: None,
@@ -222,11 +224,6 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 29)
 }
 
-/// Slots of the device-side statistics.
-const STAT_LOSS: usize = 0;
-const NORM_BACKBONE: usize = 0;
-const NORM_HEAD: usize = 1;
-
 /// Fine-tunes on `train` with `seed` (head initialisation, data order,
 /// dropout), advancing `bar` by one per step. `task` names the task in errors.
 pub fn finetune<B: Backend>(
@@ -239,18 +236,28 @@ pub fn finetune<B: Backend>(
 ) -> Result<Finetuned<B>, GlueError> {
     let (be, model, recipe) = (s.be, s.model, s.recipe);
     let n = model.num_params();
-    let mut params = be.alloc(n);
-    be.copy(&mut params, s.pretrained);
-    let (mut grads, mut m, mut v) = (be.alloc(n), be.alloc(n), be.alloc(n));
+    let mut backbone = Weights {
+        params: be.alloc(n),
+        grads: be.alloc(n),
+        m: be.alloc(n),
+        v: be.alloc(n),
+        decay_len: model.layout.decay_len,
+    };
+    be.copy(&mut backbone.params, s.pretrained);
     let head = Head::new(model.cfg.hidden, labels.outputs(), recipe.dropout);
-    let mut head_params = be.upload(&head.init_params(model.cfg.init_std, seed));
-    let (mut head_grads, mut hm, mut hv) =
-        (be.alloc(head.len), be.alloc(head.len), be.alloc(head.len));
+    let head_weights = Weights::new(
+        be,
+        &head.init_params(model.cfg.init_std, seed),
+        head.decay_len,
+    );
+    // One step over both groups, clipped by their joint gradient norm.
+    let mut groups = [backbone, head_weights];
     let mut buffers = Buffers {
         acts: HashMap::new(),
         head: HashMap::new(),
     };
-    let (mut stats, mut norms, mut norm_sq) = (be.alloc(1), be.alloc(2), be.alloc(1));
+    let mut stats = be.alloc(1);
+    let mut step_fn = Step::alone();
     let total = total_steps(train, recipe, s.max_len).max(1);
     let mut step = 0u64;
     let mut last_epoch_loss = f64::NAN;
@@ -267,40 +274,51 @@ pub fn finetune<B: Backend>(
             let (acts, hacts) = buffers.get(be, model, &head, rows, batch.seq);
             let dropout_seed = step_seed(seed, step);
             let scale = 1.0 / rows as f32;
-            be.zero(&mut grads);
-            be.zero(&mut head_grads);
-            let hidden = model.forward_hidden(be, &params, acts, &ids, true, dropout_seed);
-            head.forward(be, &head_params, hacts, hidden, &cls, true, dropout_seed);
-            head.loss(be, hacts, &targets, Some(scale));
-            be.sum_into(&mut stats, STAT_LOSS, &hacts.losses, scale);
-            head.backward(
-                be,
-                &head_params,
-                &mut head_grads,
-                hacts,
-                &cls,
-                &mut acts.d_hidden,
-                true,
-                dropout_seed,
-            );
-            model.backward_hidden(be, &params, &mut grads, acts, &ids, true);
-            be.grad_norm_squared(&mut norms, NORM_BACKBONE, &grads);
-            be.grad_norm_squared(&mut norms, NORM_HEAD, &head_grads);
-            be.zero(&mut norm_sq);
-            be.sum_into(&mut norm_sq, 0, &norms, 1.0);
             step += 1;
-            let hp = recipe.adamw(lr, step, model.layout.decay_len);
-            be.adamw_step(&mut params, &grads, &mut m, &mut v, &mut norm_sq, 0, hp);
-            let hp = recipe.adamw(lr, step, head.decay_len);
-            be.adamw_step(
-                &mut head_params,
-                &head_grads,
-                &mut hm,
-                &mut hv,
-                &mut norm_sq,
-                0,
-                hp,
-            );
+            let hp = recipe.adamw(lr, step);
+            step_fn
+                .run(
+                    be,
+                    &mut groups,
+                    &mut stats,
+                    0..1,
+                    hp,
+                    |(_, groups, stats, _)| {
+                        let [backbone, head_w] = groups else {
+                            unreachable!("two parameter groups")
+                        };
+                        let hidden = model.forward_hidden(
+                            be,
+                            &backbone.params,
+                            acts,
+                            &ids,
+                            true,
+                            dropout_seed,
+                        );
+                        head.forward(be, &head_w.params, hacts, hidden, &cls, true, dropout_seed);
+                        head.loss(be, hacts, &targets, Some(scale));
+                        be.sum_into(stats, STAT_LOSS, &hacts.losses, scale);
+                        head.backward(
+                            be,
+                            &head_w.params,
+                            &mut head_w.grads,
+                            hacts,
+                            &cls,
+                            &mut acts.d_hidden,
+                            true,
+                            dropout_seed,
+                        );
+                        model.backward_hidden(
+                            be,
+                            &backbone.params,
+                            &mut backbone.grads,
+                            acts,
+                            &ids,
+                            true,
+                        );
+                    },
+                )
+                .expect("a step alone has no collective to fail");
             bar.inc(1);
         }
         last_epoch_loss = be.read(&stats, STAT_LOSS, 1)[0] as f64 / batches.len().max(1) as f64;
@@ -317,10 +335,11 @@ pub fn finetune<B: Backend>(
             recipe.epochs
         ));
     }
+    let [backbone, head_weights] = groups;
     Ok(Finetuned {
-        params,
+        params: backbone.params,
         head,
-        head_params,
+        head_params: head_weights.params,
         labels,
         last_epoch_loss,
     })

@@ -29,12 +29,12 @@
 
 use super::buckets::{BucketPlan, BucketSchedule};
 use super::comm::CommError;
+use super::data_parallel::{DataParallel, StepReducer};
 use super::nccl::NcclComm;
-use super::parallel::{DataParallel, StepReducer};
 use crate::backend::cuda::{Cuda, CudaBuf};
 use crate::backend::AdamW;
 use crate::model::{GradSync, Model};
-use crate::train::{optimizer_step, TrainState, STAT_NORM_SQ};
+use crate::optim::{optimizer_step, Weights, STAT_NORM_SQ};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaStream;
 use std::ops::Range;
@@ -81,7 +81,7 @@ impl<'c> NcclDevice<'c> {
         let owners = zero1.then(|| {
             (0..world)
                 .map(|r| {
-                    let s = super::parallel::Shard::of(model.layout.len, r, world);
+                    let s = super::data_parallel::Shard::of(model.layout.len, r, world);
                     s.start..s.start + s.valid
                 })
                 .collect()
@@ -132,14 +132,14 @@ impl<'c> NcclDevice<'c> {
         &self,
         be: &Cuda,
         owners: &[Range<usize>],
-        state: &mut TrainState<Cuda>,
+        w: &mut Weights<Cuda>,
         stats: &mut CudaBuf,
         hp: AdamW,
     ) -> Result<(), CommError> {
         let rank = super::comm::Communicator::rank(self.comm);
         let own = owners[rank].clone();
         let (comm_stream, compute) = (self.comm.stream(), be.stream());
-        be.grad_norm_squared_range(stats, STAT_NORM_SQ, &state.grads, own.clone());
+        be.grad_norm_squared_range(stats, STAT_NORM_SQ, &w.grads, own.clone());
         wait_for(comm_stream, compute)?;
         let norm = STAT_NORM_SQ..STAT_NORM_SQ + 1;
         // SAFETY: one value of the statistics buffer, which the compute
@@ -147,15 +147,15 @@ impl<'c> NcclDevice<'c> {
         unsafe { self.comm.all_reduce_ranges(stats.ptr(), &[norm])? };
         wait_for(compute, comm_stream)?;
         let hp_shard = AdamW {
-            decay_len: hp.decay_len.saturating_sub(own.start),
+            decay_len: w.decay_len.saturating_sub(own.start),
             ..hp
         };
         be.adamw_step_range(
-            &mut state.params,
-            &state.grads,
+            &mut w.params,
+            &w.grads,
             own,
-            &mut state.m,
-            &mut state.v,
+            &mut w.m,
+            &mut w.v,
             stats,
             STAT_NORM_SQ,
             hp_shard,
@@ -163,11 +163,11 @@ impl<'c> NcclDevice<'c> {
         wait_for(comm_stream, compute)?;
         // SAFETY: the shards lie in the parameter buffer; the compute stream
         // reads them again only after it waits below.
-        unsafe { self.comm.broadcast_ranges(state.params.ptr(), owners)? };
+        unsafe { self.comm.broadcast_ranges(w.params.ptr(), owners)? };
         wait_for(compute, comm_stream)?;
         for (r, range) in owners.iter().enumerate() {
             if r != rank && !range.is_empty() {
-                be.refresh_weight_copy(&state.params, range.clone());
+                be.refresh_weight_copy(&w.params, range.clone());
             }
         }
         Ok(())
@@ -196,7 +196,7 @@ impl StepReducer<Cuda> for NcclDevice<'_> {
         &mut self,
         be: &Cuda,
         _dp: &DataParallel,
-        state: &mut TrainState<Cuda>,
+        w: &mut Weights<Cuda>,
         stats: &mut CudaBuf,
         hp: AdamW,
     ) -> Result<(), CommError> {
@@ -205,13 +205,13 @@ impl StepReducer<Cuda> for NcclDevice<'_> {
         }
         let rest = self.schedule.rest();
         self.counts.after_backward += rest.len() as u64;
-        self.launch(be, &state.grads, rest)?;
+        self.launch(be, &w.grads, rest)?;
         self.schedule.start_step();
         self.counts.steps += 1;
         wait_for(be.stream(), self.comm.stream())?;
         match self.owners.clone() {
-            None => optimizer_step(be, state, stats, hp),
-            Some(owners) => self.zero1_step(be, &owners, state, stats, hp)?,
+            None => optimizer_step(be, w, stats, hp),
+            Some(owners) => self.zero1_step(be, &owners, w, stats, hp)?,
         }
         self.comm.wait_done("gradient reduction")
     }

@@ -6,8 +6,8 @@ mod common;
 
 use cram::config::Config;
 use cram::data::TokenStore;
-use cram::dist::{micro_range, CommError, Communicator, Shard, ThreadComm};
 use cram::model::Model;
+use cram::parallel::{micro_range, CommError, Communicator, Shard, ThreadComm};
 use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, RunOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -186,7 +186,7 @@ fn final_state(run: &Path, cfg: &Config) -> (u64, Vec<f32>, Vec<f32>) {
     let params = checkpoint::load_params(&dir, &model).unwrap();
     let be = cram::backend::cpu::Cpu::new();
     let state = checkpoint::load(&be, &dir, &model).unwrap();
-    (step, params, [state.m, state.v].concat())
+    (step, params, [state.weights.m, state.weights.v].concat())
 }
 
 /// The logged training losses and gradient norms, in order.
@@ -203,7 +203,8 @@ fn run_ranks(cfg: &Config, store: &TokenStore, o: &RunOptions, ranks: usize, zer
     if ranks == 1 && !zero1 {
         pretrain(&cram::backend::cpu::Cpu::new(), cfg, store, o).unwrap();
     } else {
-        cram::dist::pretrain_threads(cfg, store, o, ranks, zero1, Duration::from_secs(60)).unwrap();
+        cram::launch::pretrain_threads(cfg, store, o, ranks, zero1, Duration::from_secs(60))
+            .unwrap();
     }
 }
 
@@ -337,7 +338,7 @@ fn data_parallel_over_one_rank_is_the_plain_step() {
 
 // ----------------------------------------------------------------- rendezvous
 
-use cram::dist::rendezvous::{fetch, DistEnv, RendezvousError, RendezvousServer};
+use cram::parallel::rendezvous::{fetch, DistEnv, RendezvousError, RendezvousServer};
 
 fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let owned: Vec<(String, String)> = pairs
@@ -690,14 +691,14 @@ fn backward_reports_each_stage_when_its_gradient_is_final() {
         let params = be.upload(&model.init_params(3));
         let mut grads = be.alloc(model.num_params());
         let mut acts = cram::model::Activations::new(&be, &model.cfg, batch, seq);
-        let mut stats = be.alloc(cram::train::STATS);
+        let mut stats = be.alloc(cram::optim::STATS);
         let hb = cram::train::bench::synthetic_batch(&cfg, batch, seq, 4);
-        let db = cram::train::upload_batch(&be, &hb);
+        let db = cram::model::upload_batch(&be, &hb);
         let mut rec = StageRecorder {
             stages: model.layout.grad_stages(),
             seen: Vec::new(),
         };
-        cram::train::micro_step_synced(
+        cram::train::micro_step(
             &be,
             &model,
             (&params, &mut grads, &mut acts),

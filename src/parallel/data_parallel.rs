@@ -22,13 +22,13 @@
 //! the collectives below on host copies (`Device::read`/`write` around a
 //! [`Communicator`] over host slices) once the backward is over, which keeps
 //! the `Backend` trait unchanged. On CUDA, `NcclDevice`
-//! (`crate::dist::nccl_device`) calls NCCL on the device buffers instead, in
+//! (`crate::parallel::nccl_device`) calls NCCL on the device buffers instead, in
 //! buckets launched during the backward of the step's last micro-batch.
 
 use super::comm::{CommError, Communicator};
 use crate::backend::{AdamW, Backend};
 use crate::model::GradSync;
-use crate::train::{optimizer_step, TrainState, STAT_NORM_SQ};
+use crate::optim::{optimizer_step, Weights, STAT_NORM_SQ};
 use std::ops::Range;
 
 /// How a rank's gradients become the group's and its optimizer steps.
@@ -43,7 +43,7 @@ pub trait StepReducer<B: Backend> {
         &mut self,
         be: &B,
         dp: &DataParallel,
-        state: &mut TrainState<B>,
+        w: &mut Weights<B>,
         stats: &mut B::Buf,
         hp: AdamW,
     ) -> Result<(), CommError>;
@@ -66,11 +66,11 @@ impl<B: Backend> StepReducer<B> for HostStaged {
         &mut self,
         be: &B,
         dp: &DataParallel,
-        state: &mut TrainState<B>,
+        w: &mut Weights<B>,
         stats: &mut B::Buf,
         hp: AdamW,
     ) -> Result<(), CommError> {
-        dp.optimizer_step(be, state, stats, hp)
+        dp.optimizer_step(be, w, stats, hp)
     }
 }
 
@@ -142,13 +142,13 @@ impl<'c> DataParallel<'c> {
 
     /// Makes a full training state (fresh or loaded from any checkpoint)
     /// this rank's: under ZeRO-1, `m` and `v` are cut down to the shard.
-    pub fn adopt_state<B: Backend>(&self, be: &B, state: &mut TrainState<B>) {
+    pub fn adopt_weights<B: Backend>(&self, be: &B, w: &mut Weights<B>) {
         if !self.zero1 {
             return;
         }
-        let n = be.len(&state.params);
+        let n = be.len(&w.params);
         let shard = self.shard(n);
-        for buf in [&mut state.m, &mut state.v] {
+        for buf in [&mut w.m, &mut w.v] {
             let mut host = be.read(buf, shard.start.min(n), shard.valid);
             host.resize(shard.len, 0.0);
             *buf = be.upload(&host);
@@ -161,21 +161,21 @@ impl<'c> DataParallel<'c> {
     pub fn optimizer_step<B: Backend>(
         &self,
         be: &B,
-        state: &mut TrainState<B>,
+        w: &mut Weights<B>,
         stats: &mut B::Buf,
         hp: AdamW,
     ) -> Result<(), CommError> {
         if !self.zero1 {
-            let mut grads = be.download(&state.grads);
+            let mut grads = be.download(&w.grads);
             self.comm.all_reduce_sum(&mut grads)?;
-            be.write(&mut state.grads, 0, &grads);
-            optimizer_step(be, state, stats, hp);
+            be.write(&mut w.grads, 0, &grads);
+            optimizer_step(be, w, stats, hp);
             return Ok(());
         }
         let world = self.world_size();
-        let n = be.len(&state.params);
+        let n = be.len(&w.params);
         let shard = self.shard(n);
-        let mut grads = be.download(&state.grads);
+        let mut grads = be.download(&w.grads);
         grads.resize(shard.padded_total(world), 0.0);
         let mut grad_shard = vec![0f32; shard.len];
         self.comm.reduce_scatter_sum(&grads, &mut grad_shard)?;
@@ -185,19 +185,19 @@ impl<'c> DataParallel<'c> {
         self.comm.all_reduce_sum(&mut norm_sq)?;
         be.write(stats, STAT_NORM_SQ, &norm_sq);
 
-        let mut params = be.read(&state.params, shard.start.min(n), shard.valid);
+        let mut params = be.read(&w.params, shard.start.min(n), shard.valid);
         params.resize(shard.len, 0.0);
         let mut params_dev = be.upload(&params);
         let grads_dev = be.upload(&grad_shard);
         let hp_shard = AdamW {
-            decay_len: hp.decay_len.saturating_sub(shard.start).min(shard.len),
+            decay_len: w.decay_len.saturating_sub(shard.start).min(shard.len),
             ..hp
         };
         be.adamw_step(
             &mut params_dev,
             &grads_dev,
-            &mut state.m,
-            &mut state.v,
+            &mut w.m,
+            &mut w.v,
             stats,
             STAT_NORM_SQ,
             hp_shard,
@@ -205,7 +205,7 @@ impl<'c> DataParallel<'c> {
         let updated = be.download(&params_dev);
         let mut all = vec![0f32; shard.padded_total(world)];
         self.comm.all_gather(&updated, &mut all)?;
-        be.write(&mut state.params, 0, &all[..n]);
+        be.write(&mut w.params, 0, &all[..n]);
         Ok(())
     }
 
@@ -214,15 +214,15 @@ impl<'c> DataParallel<'c> {
     pub fn gather_moments<B: Backend>(
         &self,
         be: &B,
-        state: &TrainState<B>,
+        w: &Weights<B>,
     ) -> Result<(Vec<f32>, Vec<f32>), CommError> {
-        let n = be.len(&state.params);
+        let n = be.len(&w.params);
         if !self.zero1 {
-            return Ok((be.download(&state.m), be.download(&state.v)));
+            return Ok((be.download(&w.m), be.download(&w.v)));
         }
         let world = self.world_size();
         let mut out = Vec::with_capacity(2);
-        for buf in [&state.m, &state.v] {
+        for buf in [&w.m, &w.v] {
             let mut all = vec![0f32; self.shard(n).padded_total(world)];
             self.comm.all_gather(&be.download(buf), &mut all)?;
             all.truncate(n);

@@ -5,27 +5,6 @@
 
 use anyhow::{bail, Context};
 
-/// The data-parallel flags that `cram pretrain` and `cram bench` share.
-#[derive(clap::Args, Debug, Clone)]
-pub struct DistArgs {
-    /// Data parallel on this many local GPUs: starts one worker process per
-    /// GPU (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT set for
-    /// each). Under an external launcher that sets those variables, leave it out.
-    #[arg(long, value_name = "N")]
-    pub gpus: Option<usize>,
-    /// Shard the optimizer state across ranks (ZeRO stage 1).
-    #[arg(long)]
-    pub zero1: bool,
-    /// Seconds a rank waits for the others (rendezvous, NCCL set-up, each
-    /// collective) before it stops with an error that names what it waited for.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub dist_timeout: u64,
-    /// Size of the gradient buckets that GPUs reduce while the backward pass
-    /// goes on (MB of f32 gradients).
-    #[arg(long, value_name = "MB", default_value_t = 25.0)]
-    pub bucket_mb: f64,
-}
-
 /// The rank's view of the launch: what a launcher exports for each process.
 pub fn worker_env(rank: usize, world: usize, port: u16) -> [(&'static str, String); 5] {
     [
@@ -145,7 +124,7 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.clone())
         };
-        let env = crate::dist::DistEnv::from_vars(get)
+        let env = crate::parallel::DistEnv::from_vars(get)
             .unwrap()
             .expect("every variable is set");
         assert_eq!((env.rank, env.world_size, env.local_rank), (2, 4, 2));

@@ -3,11 +3,11 @@
 //! use to check that N ranks equal one process, and it exercises the whole
 //! data-parallel path (sharding, collectives, checkpoints) without GPUs.
 
-use super::comm::{CommError, ThreadComm};
-use super::parallel::DataParallel;
 use crate::backend::cpu::Cpu;
 use crate::config::Config;
 use crate::data::TokenStore;
+use crate::parallel::DataParallel;
+use crate::parallel::{CommError, ThreadComm};
 use crate::train::{pretrain_parallel, RunOptions, RunSummary, TrainError};
 use std::time::Duration;
 
