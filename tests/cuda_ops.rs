@@ -554,3 +554,51 @@ fn kernel_cache_is_reused() {
     println!("start with compile {cold:?}, from cache {warm:?}");
     assert!(warm < cold, "the second start must not compile");
 }
+
+/// Out of GPU memory is an error, not a panic (issue 17): an allocation
+/// larger than the GPU is recorded, every later op skips its work, a read
+/// gives NaN, and `check` names the bytes asked for; the step reports it.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn out_of_memory_is_an_error() {
+    use cram::backend::DeviceError;
+    let be = gpu();
+    let mut small = be.upload(&[1.0, 2.0, 3.0]);
+    assert_eq!(be.read(&small, 0, 3), vec![1.0, 2.0, 3.0]);
+    assert!(be.check().is_ok());
+    // 2^38 f32 values: 1 TiB, more than any GPU holds.
+    let huge = be.alloc(1 << 38);
+    let e = be.check().expect_err("a 1 TiB allocation fails");
+    match &e {
+        DeviceError::OutOfMemory { bytes, total, .. } => {
+            assert_eq!(*bytes, 4 << 38);
+            assert!(*total > 0 && *total < *bytes, "{e}");
+        }
+        other => panic!("expected out of memory, got {other}"),
+    }
+    println!("{e}");
+    be.zero(&mut small);
+    be.sum_into(&mut small, 0, &huge, 1.0);
+    assert!(
+        be.read(&small, 0, 3).iter().all(|x| x.is_nan()),
+        "after a failure reads are NaN, not stale values"
+    );
+    assert_eq!(be.check(), Err(e), "the first failure stays");
+    // The training step reports it rather than stepping.
+    let cfg = Config::resolve("tiny", &[]).unwrap();
+    let model = Model::new(&cfg.model);
+    let mut state = TrainState::fresh(&be, &model, 1);
+    let mut stats = be.alloc(STATS);
+    let hp = common::test_adamw(0, model.layout.decay_len);
+    let groups = std::slice::from_mut(&mut state.weights);
+    let r = Step::alone().run(&be, groups, &mut stats, 0..1, hp, |_| {});
+    assert!(
+        matches!(
+            r,
+            Err(cram::train::StepError::Device(
+                DeviceError::OutOfMemory { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+}

@@ -110,6 +110,34 @@ pub struct AdamW {
     pub skipped_slot: Option<usize>,
 }
 
+/// A failure of the device itself (not of the computation): what the GPU
+/// could not do. The CPU backend has none; see `cuda/fault.rs` for how the
+/// GPU backend records one and carries on without doing work until asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "out of GPU memory: {asked} more were asked for with {in_use} already held by this run \
+         ({free} free of {total})",
+        asked = gib(*bytes),
+        in_use = gib(*in_use),
+        free = gib(*free),
+        total = gib(*total)
+    )]
+    OutOfMemory {
+        bytes: usize,
+        in_use: usize,
+        free: usize,
+        total: usize,
+    },
+    #[error("{what} failed on the GPU: {detail}")]
+    Failed { what: String, detail: String },
+}
+
+/// Bytes as GiB with two decimals, for messages.
+fn gib(bytes: usize) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 /// Buffers on a device. `Buf` holds f32 values as the backend stores them
 /// (a GPU backend may keep lower precision copies); `Ids` holds u32 indices.
 pub trait Device: Send + Sync {
@@ -118,6 +146,13 @@ pub trait Device: Send + Sync {
 
     /// A human-readable name of the device, printed at start-up.
     fn name(&self) -> String;
+    /// Whether every op so far was carried out: the first device failure
+    /// since the device was opened (allocation, launch, copy, wait), which
+    /// leaves later ops undone. Callers ask after a read (which waits for
+    /// the queued work) or a step, where they can stop with a message.
+    fn check(&self) -> Result<(), DeviceError> {
+        Ok(())
+    }
     /// The dense matmul rate this device reaches in FLOP/s, measured on it,
     /// for MFU; `None` where no such number is meaningful (the CPU).
     fn peak_flops(&self) -> Option<f64> {

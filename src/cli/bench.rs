@@ -7,7 +7,7 @@ use crate::backend::Device;
 use crate::config::Config;
 use crate::launch::{self, launch_local_workers};
 use crate::parallel::DistEnv;
-use crate::train::bench::bench_cuda;
+use crate::train::bench::{bench_cuda, bench_failed};
 use anyhow::{bail, Context};
 
 #[derive(clap::Args, Debug)]
@@ -94,7 +94,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let peak = gpu.peak_flops().expect("a GPU reports its matmul peak");
     for (cfg, shape) in configurations(&cfg, &args) {
         let steps = (args.warmup, args.steps);
-        let (result, ops) = bench_cuda(&gpu, &cfg, shape, steps, peak, &args.preset);
+        let (result, ops) = bench_cuda(&gpu, &cfg, shape, steps, peak, &args.preset)
+            .map_err(|e| anyhow::anyhow!(bench_failed(e, shape)))?;
         println!("{}", serde_json::to_string(&result)?);
         if args.profile {
             for op in ops {

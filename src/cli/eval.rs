@@ -1,6 +1,6 @@
 //! `cram eval`: held-out loss and accuracy of a run's checkpoint.
 
-use crate::backend::{select_device, DeviceChoice};
+use crate::backend::{select_device, Device, DeviceChoice};
 use crate::data::batches::Objective;
 use crate::data::{Split, TokenStore};
 use crate::eval::{check_data_fits, evaluate, full_eval_batches, unigram_cross_entropy};
@@ -56,6 +56,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             batches,
             cfg.train.seed,
         );
+        // A failed device reads as NaN: say why instead of printing it.
+        be.check().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (the evaluation runs micro-batches of the run's train.micro_batch, {})",
+                cfg.train.micro_batch
+            )
+        })?;
         (run.checkpoint, r)
     });
     // Said after the evaluation, so that an error is the first line a failed run prints.

@@ -22,8 +22,8 @@ use crate::parallel::nccl::NcclComm;
 use crate::parallel::nccl_device::NcclDevice;
 use crate::parallel::{DataParallel, DistEnv};
 use crate::train::bench::{
-    bench_cuda, bench_cuda_rank, combine_ranks, gather_ranks, scaling_result, BenchResult,
-    GroupSetup, ScalingResult,
+    bench_cuda, bench_cuda_rank, bench_failed, combine_ranks, gather_ranks, scaling_result,
+    BenchResult, GroupSetup, ScalingResult,
 };
 use crate::train::{pretrain_group, RunOptions, RunSummary};
 use anyhow::{bail, Context};
@@ -122,7 +122,9 @@ pub fn bench_group(
         );
         let peak = gpu.peak_flops().expect("a GPU reports its matmul peak");
         for (cfg, shape) in configs {
-            baselines.push(bench_cuda(&gpu, cfg, *shape, steps, peak, name).0);
+            let (baseline, _) = bench_cuda(&gpu, cfg, *shape, steps, peak, name)
+                .map_err(|e| anyhow::anyhow!(bench_failed(e, *shape)))?;
+            baselines.push(baseline);
         }
     }
     let comm = NcclComm::from_env(env, group.timeout)
@@ -138,6 +140,7 @@ pub fn bench_group(
         let model = Model::new(&cfg.model);
         let mut reducer = NcclDevice::new(&comm, &model, group.zero1, group.bucket_bytes);
         let (timing, loss) = bench_cuda_rank(&gpu, cfg, *shape, steps, &dp, &mut reducer)
+            .map_err(|e| anyhow::anyhow!(bench_failed(e, *shape)))
             .with_context(|| format!("rank {} stopped", env.rank))?;
         let (ranks, loss) = gather_ranks(&dp, timing, loss)
             .with_context(|| format!("rank {} stopped", env.rank))?;

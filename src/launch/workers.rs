@@ -4,6 +4,8 @@
 //! other launcher.
 
 use anyhow::{bail, Context};
+use std::process::Child;
+use std::time::Duration;
 
 /// The rank's view of the launch: what a launcher exports for each process.
 pub fn worker_env(rank: usize, world: usize, port: u16) -> [(&'static str, String); 5] {
@@ -78,17 +80,46 @@ pub fn launch_local_workers(
             .with_context(|| format!("cannot start the worker of rank {rank}"))?;
         children.push(child);
     }
-    let mut failed = Vec::new();
-    for (rank, mut child) in children.into_iter().enumerate() {
-        let status = child
-            .wait()
-            .with_context(|| format!("cannot wait for the worker of rank {rank}"))?;
-        if !status.success() {
-            failed.push(format!("rank {rank} ({status})"));
+    wait_for_workers(children, Duration::from_millis(100))
+}
+
+/// Waits for every worker; when one fails, stops the others at once (they
+/// would otherwise wait in a collective for the failed rank until
+/// `--dist-timeout`) and fails naming the rank that failed first.
+pub fn wait_for_workers(mut children: Vec<Child>, poll: Duration) -> anyhow::Result<()> {
+    let mut running: Vec<usize> = (0..children.len()).collect();
+    let mut first_failure: Option<String> = None;
+    while !running.is_empty() {
+        let mut still = Vec::new();
+        for &rank in &running {
+            match children[rank]
+                .try_wait()
+                .with_context(|| format!("cannot wait for the worker of rank {rank}"))?
+            {
+                Some(status) if !status.success() => {
+                    first_failure.get_or_insert_with(|| format!("rank {rank} ({status})"));
+                }
+                Some(_) => {}
+                None => still.push(rank),
+            }
         }
-    }
-    if !failed.is_empty() {
-        bail!("workers failed: {}", failed.join(", "));
+        running = still;
+        if first_failure.is_some() {
+            for &rank in &running {
+                // Best effort: a worker that has just exited cannot be killed.
+                let _ = children[rank].kill();
+                let _ = children[rank].wait();
+            }
+            let stopped = running.len();
+            let cause = first_failure.unwrap_or_default();
+            if stopped > 0 {
+                bail!("worker {cause} failed; stopped the other {stopped} worker(s)");
+            }
+            bail!("worker {cause} failed");
+        }
+        if !running.is_empty() {
+            std::thread::sleep(poll);
+        }
     }
     Ok(())
 }
@@ -144,6 +175,40 @@ mod tests {
             "{err}"
         );
         assert!(check_gpu_count(0, 2).is_err());
+    }
+
+    fn spawn(script: &str) -> Child {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .expect("sh runs")
+    }
+
+    #[test]
+    fn a_failed_worker_stops_the_others_at_once() {
+        let clock = std::time::Instant::now();
+        let children = vec![
+            spawn("sleep 30"),
+            spawn("sleep 0.2; exit 3"),
+            spawn("sleep 30"),
+        ];
+        let err = wait_for_workers(children, Duration::from_millis(20)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("rank 1") && text.contains("stopped the other 2 worker(s)"),
+            "{text}"
+        );
+        assert!(
+            clock.elapsed() < Duration::from_secs(10),
+            "the sleeping workers were stopped, not waited for: {:?}",
+            clock.elapsed()
+        );
+    }
+
+    #[test]
+    fn workers_that_all_succeed_are_waited_for() {
+        let children = vec![spawn("sleep 0.1"), spawn("true")];
+        wait_for_workers(children, Duration::from_millis(20)).unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! FLOP accounting of `bench/torch_reference.py` and MFU against a matmul
 //! peak measured on the same GPU in the same run.
 
-use super::step::{micro_step, Step};
+use super::step::{micro_step, Step, StepError};
 use super::TrainState;
 use crate::backend::cuda::{Cuda, CudaBuf};
 use crate::backend::Device;
@@ -117,7 +117,7 @@ impl<'c> Bench<'c> {
 
     /// Bench step `i` (0-based) through `step`: a tenth of the peak learning
     /// rate, so that timed steps stay finite without a warm-up schedule.
-    fn step(&mut self, be: &Cuda, step: &mut Step<Cuda>, i: usize) -> Result<(), CommError> {
+    fn step(&mut self, be: &Cuda, step: &mut Step<Cuda>, i: usize) -> Result<(), StepError> {
         be.zero(&mut self.stats);
         let local = &self.batches[i % self.batches.len()];
         let hp = adamw(&self.cfg.train, self.cfg.train.lr * 0.1, i as u64 + 1, None);
@@ -147,18 +147,31 @@ impl<'c> Bench<'c> {
         step: &mut Step<Cuda>,
         (warmup, steps): (usize, usize),
         ready: impl FnOnce() -> Result<(), CommError>,
-    ) -> Result<f64, CommError> {
+    ) -> Result<f64, StepError> {
         for i in 0..warmup {
             self.step(be, step, i)?;
         }
         be.synchronize();
+        be.check()?;
         ready()?;
         let clock = Instant::now();
         for i in 0..steps {
             self.step(be, step, warmup + i)?;
         }
         be.synchronize();
+        be.check()?;
         Ok(clock.elapsed().as_secs_f64())
+    }
+}
+
+/// A bench that could not run, in one sentence: out of memory names the
+/// flags that set the step's memory.
+pub fn bench_failed(e: StepError, (micro_batch, seq): (usize, usize)) -> String {
+    match e {
+        StepError::Device(d @ crate::backend::DeviceError::OutOfMemory { .. }) => {
+            format!("{d}; lower --micro-batch (now {micro_batch}) or --seq-len (now {seq})")
+        }
+        e => e.to_string(),
     }
 }
 
@@ -171,18 +184,14 @@ pub fn bench_cuda(
     (warmup, steps): (usize, usize),
     peak: f64,
     name: &str,
-) -> (BenchResult, Vec<OpTime>) {
+) -> Result<(BenchResult, Vec<OpTime>), StepError> {
     let mut bench = Bench::new(be, cfg, (micro_batch, seq), None);
     let mut step = Step::alone();
-    let alone = "a step alone has no collective to fail";
-    let seconds = bench
-        .time(be, &mut step, (warmup, steps), || Ok(()))
-        .expect(alone)
-        / steps.max(1) as f64;
+    let seconds = bench.time(be, &mut step, (warmup, steps), || Ok(()))? / steps.max(1) as f64;
     be.start_profile();
     let profiled = steps.clamp(1, 5);
     for i in 0..profiled {
-        bench.step(be, &mut step, warmup + steps + i).expect(alone);
+        bench.step(be, &mut step, warmup + steps + i)?;
     }
     let ops = be
         .finish_profile()
@@ -210,7 +219,8 @@ pub fn bench_cuda(
         mem_gb: be.peak_memory_bytes() as f64 / (1u64 << 30) as f64,
         loss,
     };
-    (result, ops)
+    be.check()?;
+    Ok((result, ops))
 }
 
 /// One rank's share of a data-parallel bench: the tokens it trained in the
@@ -356,7 +366,7 @@ pub fn bench_cuda_rank(
     (warmup, steps): (usize, usize),
     dp: &DataParallel,
     reducer: &mut dyn StepReducer<Cuda>,
-) -> Result<(RankTiming, f64), CommError> {
+) -> Result<(RankTiming, f64), StepError> {
     let mut bench = Bench::new(be, cfg, (micro_batch, seq), Some(dp));
     let mut step = Step::new(Some((dp, reducer)));
     let seconds = bench.time(be, &mut step, (warmup, steps), || dp.comm.barrier())?;

@@ -19,7 +19,7 @@ pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainS
 pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
 pub use progress::Progress;
 pub use run_files::{fit_to_data, record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
-pub use step::{micro_step, Step};
+pub use step::{micro_step, Step, StepError};
 pub use trainer::{
     pretrain, pretrain_group, pretrain_parallel, RunOptions, RunSummary, TrainError,
 };

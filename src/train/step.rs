@@ -8,11 +8,21 @@
 //! The step's statistics stay on the device (`stats`, slots `STAT_*` of
 //! [`crate::optim`]) and are read back only when the caller logs them.
 
-use crate::backend::{AdamW, Backend};
+use crate::backend::{AdamW, Backend, DeviceError};
 use crate::model::{Activations, DeviceBatch, GradSync, Model, NoSync};
 use crate::optim::{optimizer_step, optimizer_step_groups, Weights, STAT_LOSS};
 use crate::parallel::{CommError, DataParallel, StepReducer};
 use std::ops::Range;
+
+/// Why a step did not complete: a collective of the group failed, or the
+/// device did (see [`crate::backend::Device::check`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Comm(#[from] CommError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}
 
 /// What a step's micro-batch closure receives: the micro-batch's index
 /// (global, so that every rank reads the same data for it), the parameter
@@ -67,7 +77,9 @@ impl<'g, B: Backend> Step<'g, B> {
     /// with the reducer's backward sync), then reduces over the group and
     /// updates every group with AdamW `hp`, clipped by the global norm (in
     /// `stats[STAT_NORM_SQ]` for one group). A data-parallel group trains
-    /// one parameter group.
+    /// one parameter group. A device failure during the step is returned
+    /// here (allocations and launches are host-side; a failed kernel shows
+    /// at the next read, which its caller checks).
     pub fn run(
         &mut self,
         be: &B,
@@ -76,7 +88,7 @@ impl<'g, B: Backend> Step<'g, B> {
         micros: Range<usize>,
         hp: AdamW,
         mut micro: impl FnMut(MicroBatch<'_, B>),
-    ) -> Result<(), CommError> {
+    ) -> Result<(), StepError> {
         for w in groups.iter_mut() {
             be.zero(&mut w.grads);
         }
@@ -102,6 +114,7 @@ impl<'g, B: Backend> Step<'g, B> {
                 optimizer_step_groups(be, groups, (norms, total), hp);
             }
         }
+        be.check()?;
         Ok(())
     }
 }

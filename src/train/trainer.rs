@@ -12,8 +12,8 @@ pub use super::options::{RunOptions, RunSummary};
 use super::progress::{duration_text, eta, Progress, Reporter};
 use super::run_dir::{lock_run, prepare_run_dir, resume_from_start, resume_record};
 use super::schedule;
-use super::step::{micro_step, Step};
-use crate::backend::Backend;
+use super::step::{micro_step, Step, StepError};
+use crate::backend::{Backend, DeviceError};
 use crate::config::Config;
 use crate::data::batches::{read_sequences, MaskKey, Objective, Order};
 use crate::data::{Split, TokenStore};
@@ -41,12 +41,46 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Run(String),
+    /// The device failed (out of memory, a failed launch or kernel): what
+    /// happened and, for memory, which settings to lower.
+    #[error("{0}")]
+    Device(String),
     #[error("the {what} became {value} at step {step}, so no checkpoint was written for it; resume from the last checkpoint with a lower learning rate (cram pretrain --resume --out RUN --set train.lr=...)")]
     Diverged {
         step: u64,
         what: &'static str,
         value: f64,
     },
+}
+
+/// A device failure as the user's error. Out of memory names the settings
+/// that set a step's activation memory: the micro-batch (the batch stays
+/// `train.batch_size` through gradient accumulation) and the sequence length.
+fn device_error(e: DeviceError, cfg: &Config, seq: usize) -> TrainError {
+    match e {
+        DeviceError::OutOfMemory { .. } => TrainError::Device(format!(
+            "{e}; lower train.micro_batch (now {}: the batch stays train.batch_size = {} \
+             through gradient accumulation) or the sequence length (now {seq}; \
+             `cram data prepare --seq-len`), or train a smaller model",
+            cfg.train.micro_batch, cfg.train.batch_size
+        )),
+        DeviceError::Failed { .. } => TrainError::Device(format!(
+            "{e}; the run stops here (its newest checkpoint is intact: resume it with \
+             --resume once the cause is fixed; CRAM_CUDA_DEBUG=1 names the failing kernel)"
+        )),
+    }
+}
+
+/// Whether the device carried out everything so far, as a [`TrainError`].
+fn device_ok<B: Backend>(be: &B, cfg: &Config, seq: usize) -> Result<(), TrainError> {
+    be.check().map_err(|e| device_error(e, cfg, seq))
+}
+
+fn step_failed(e: StepError, cfg: &Config, seq: usize) -> TrainError {
+    match e {
+        StepError::Comm(c) => TrainError::Comm(c),
+        StepError::Device(d) => device_error(d, cfg, seq),
+    }
 }
 
 pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
@@ -85,6 +119,7 @@ fn ensure_finite<B: Backend>(
     be: &B,
     state: &TrainState<B>,
     stats: &mut B::Buf,
+    (cfg, seq): (&Config, usize),
 ) -> Result<u64, TrainError> {
     be.grad_norm_squared(stats, STAT_PARAM_NORM_SQ, &state.weights.params);
     // One read-back for both: the slots are adjacent.
@@ -93,6 +128,8 @@ fn ensure_finite<B: Backend>(
         STAT_PARAM_NORM_SQ,
         STAT_SKIPPED - STAT_PARAM_NORM_SQ + 1,
     );
+    // A failed device reads as NaN: say that, not "diverged".
+    device_ok(be, cfg, seq)?;
     finite(state.progress.step, "parameters' norm", host[0] as f64)?;
     Ok(host[STAT_SKIPPED - STAT_PARAM_NORM_SQ] as u64)
 }
@@ -243,6 +280,8 @@ pub fn pretrain_group<'g, B: Backend>(
         Objective::for_store(&cfg.objective, store).map_err(|e| TrainError::Run(e.to_string()))?;
     let mut acts = Activations::new(be, &model.cfg, t.micro_batch, seq);
     let mut stats = be.alloc(STATS);
+    // The weights, moments and activations are the bulk of the memory.
+    device_ok(be, cfg, seq)?;
     let mut noise = opts.measure_noise_scale.then(NoiseMeter::default);
     let mut order = Order::for_training(t.seed, store.len(Split::Train), cfg.data.keep_order);
     let flops_per_token = model.flops_per_token(seq, &cfg.objective);
@@ -283,45 +322,47 @@ pub fn pretrain_group<'g, B: Backend>(
         let measure_small = micro_steps > 1 && noise.is_some();
         let hp = adamw(t, lr, step + 1, Some(STAT_SKIPPED));
         let groups = std::slice::from_mut(&mut state.weights);
-        step_fn.run(
-            be,
-            groups,
-            &mut stats,
-            micros,
-            hp,
-            |(micro, groups, stats, sync)| {
-                let w = &mut groups[0];
-                // Global micro-batch `micro` reads the same sequences, masks and
-                // dropout on any number of ranks.
-                let pos = start + (micro * t.micro_batch) as u64;
-                let indices: Vec<usize> = (0..t.micro_batch as u64)
-                    .map(|i| order.at(pos + i))
-                    .collect();
-                let tokens = read_sequences(store, Split::Train, indices.into_iter());
-                let hb = objective.make_batch(tokens, seq, MaskKey::train(t.seed), pos);
-                let batch = upload_batch(be, &hb);
-                // Each micro-batch's mean loss, averaged over the accumulation.
-                let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
-                let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
-                let step_state = (&w.params, &mut w.grads, &mut acts);
-                micro_step(
-                    be,
-                    &model,
-                    step_state,
-                    &batch,
-                    stats,
-                    (scale, dropout_seed),
-                    sync,
-                );
-                if micro == 0 && measure_small {
-                    be.grad_norm_squared(stats, STAT_SMALL_NORM_SQ, &w.grads);
-                }
-                if poison && Some(micro) == last_micro {
-                    // The test hook of the divergence guard: a NaN gradient.
-                    be.write(&mut w.grads, 0, &[f32::NAN]);
-                }
-            },
-        )?;
+        step_fn
+            .run(
+                be,
+                groups,
+                &mut stats,
+                micros,
+                hp,
+                |(micro, groups, stats, sync)| {
+                    let w = &mut groups[0];
+                    // Global micro-batch `micro` reads the same sequences, masks and
+                    // dropout on any number of ranks.
+                    let pos = start + (micro * t.micro_batch) as u64;
+                    let indices: Vec<usize> = (0..t.micro_batch as u64)
+                        .map(|i| order.at(pos + i))
+                        .collect();
+                    let tokens = read_sequences(store, Split::Train, indices.into_iter());
+                    let hb = objective.make_batch(tokens, seq, MaskKey::train(t.seed), pos);
+                    let batch = upload_batch(be, &hb);
+                    // Each micro-batch's mean loss, averaged over the accumulation.
+                    let scale = 1.0 / (hb.counted.max(1) * micro_steps) as f32;
+                    let dropout_seed = t.seed ^ (step << 20) ^ micro as u64;
+                    let step_state = (&w.params, &mut w.grads, &mut acts);
+                    micro_step(
+                        be,
+                        &model,
+                        step_state,
+                        &batch,
+                        stats,
+                        (scale, dropout_seed),
+                        sync,
+                    );
+                    if micro == 0 && measure_small {
+                        be.grad_norm_squared(stats, STAT_SMALL_NORM_SQ, &w.grads);
+                    }
+                    if poison && Some(micro) == last_micro {
+                        // The test hook of the divergence guard: a NaN gradient.
+                        be.write(&mut w.grads, 0, &[f32::NAN]);
+                    }
+                },
+            )
+            .map_err(|e| step_failed(e, cfg, seq))?;
         state.progress.position = start + (micro_steps * t.micro_batch) as u64;
         if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
             // The first micro-batch's gradient was scaled by 1/micro_steps.
@@ -353,6 +394,7 @@ pub fn pretrain_group<'g, B: Backend>(
 
         if step % t.log_every as u64 == 0 || done {
             let mut host = be.read(&stats, 0, STATS);
+            device_ok(be, cfg, seq)?;
             if let Some(dp) = dist {
                 dp.sum(&mut host[STAT_LOSS..STAT_LOSS + 1])?;
             }
@@ -432,6 +474,7 @@ pub fn pretrain_group<'g, B: Backend>(
                 t.eval_batches,
                 t.seed,
             );
+            device_ok(be, cfg, seq)?;
             let mut rec = Map::new();
             rec.insert("event".into(), json!("eval"));
             rec.insert("step".into(), json!(step));
@@ -454,7 +497,7 @@ pub fn pretrain_group<'g, B: Backend>(
             last_eval = Some(r);
         }
         if step % t.checkpoint_every as u64 == 0 && !done {
-            let skipped = ensure_finite(be, &state, &mut stats)?;
+            let skipped = ensure_finite(be, &state, &mut stats, (cfg, seq))?;
             if skipped > 0 {
                 // Counted here, so not again at the next logging read-back.
                 be.write(&mut stats, STAT_SKIPPED, &[0.0]);
@@ -470,7 +513,7 @@ pub fn pretrain_group<'g, B: Backend>(
         }
     }
     reporter.finish();
-    ensure_finite(be, &state, &mut stats)?;
+    ensure_finite(be, &state, &mut stats, (cfg, seq))?;
     let dir = save_checkpoint(be, (&opts.out, t.keep_checkpoints), &model, &state, dist)?;
     let spent = state.progress.spent;
     Ok(RunSummary {

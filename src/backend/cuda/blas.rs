@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::cublaslt::{result as lt, sys};
 use cudarc::driver::{result as drv, sys as dsys, CudaStream};
 
+use super::fault::{failed, Fault};
 use super::{CudaError, Memory, MemoryCounter};
 
 /// The row-major product computed, with `C[m, n]` the output.
@@ -71,6 +72,8 @@ pub struct Blas {
     workspace: Memory,
     stream: dsys::CUstream,
     plans: Mutex<HashMap<Key, Plan>>,
+    /// The backend's record of the first device failure (see `fault.rs`).
+    fault: Arc<Fault>,
     debug: bool,
 }
 
@@ -89,6 +92,7 @@ impl Blas {
     pub fn new(
         stream: Arc<CudaStream>,
         counter: Arc<MemoryCounter>,
+        fault: Arc<Fault>,
         debug: bool,
     ) -> Result<Blas, CudaError> {
         let handle = lt::create_handle().map_err(blas_err)?;
@@ -106,6 +110,7 @@ impl Blas {
             },
             stream: stream.cu_stream(),
             plans: Mutex::default(),
+            fault,
             debug,
         })
     }
@@ -125,11 +130,21 @@ impl Blas {
         if self.debug {
             eprintln!("cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} alpha {alpha} beta {beta}");
         }
+        if self.fault.is_set() {
+            return;
+        }
         let mut plans = self.plans.lock().expect("plan lock");
-        let plan = plans.entry(key).or_insert_with(|| {
-            self.plan(key)
-                .unwrap_or_else(|e| panic!("no cuBLASLt algorithm for {key:?}: {e}"))
-        });
+        let plan = match plans.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match self.plan(key) {
+                Ok(plan) => e.insert(plan),
+                Err(err) => {
+                    let what = format!("finding a cuBLASLt algorithm for {key:?}");
+                    self.fault.record(failed(what, err));
+                    return;
+                }
+            },
+        };
         // Column-major operands: the row-major A and B swap places.
         let (first, second) = (b, a);
         // SAFETY: pointers and plan describe the same shapes; the workspace
@@ -154,11 +169,16 @@ impl Blas {
                 self.stream as _,
             )
         }
-        .unwrap_or_else(|e| panic!("cuBLASLt matmul {key:?}: {e:?}"));
+        .unwrap_or_else(|e| {
+            self.fault
+                .record(failed(format!("cuBLASLt matmul {key:?}"), e))
+        });
         if self.debug {
             // SAFETY: waits on our own stream.
-            unsafe { drv::stream::synchronize(self.stream) }
-                .unwrap_or_else(|e| panic!("cuBLASLt matmul {key:?} failed: {e:?}"));
+            if let Err(e) = unsafe { drv::stream::synchronize(self.stream) } {
+                self.fault
+                    .record(failed(format!("cuBLASLt matmul {key:?}"), e));
+            }
         }
     }
 

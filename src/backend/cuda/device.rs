@@ -4,8 +4,9 @@
 
 use cudarc::driver::result as drv;
 
+use super::fault::failed;
 use super::{Cuda, CudaBuf, CudaIds, View};
-use crate::backend::Device;
+use crate::backend::{Device, DeviceError};
 
 impl Device for Cuda {
     type Buf = CudaBuf;
@@ -13,6 +14,10 @@ impl Device for Cuda {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        self.fault.get().map_or(Ok(()), Err)
     }
 
     /// 8192³ products of random normal bf16 matrices (the reference's measure).
@@ -45,7 +50,9 @@ impl Device for Cuda {
             "write past the buffer's end"
         );
         buf.invalidate_shadow();
-        self.bind();
+        if !self.ready() {
+            return;
+        }
         // SAFETY: the range lies inside the allocation (asserted above); a
         // copy from pageable memory is staged before the call returns, so
         // `data` may go away afterwards.
@@ -57,46 +64,57 @@ impl Device for Cuda {
                 drv::memcpy_htod_async(buf.at(offset), data, self.raw_stream())
             }
         }
-        .expect("host to device copy");
+        .unwrap_or_else(|e| self.fault.record(failed("a host to GPU copy", e)));
     }
 
     fn write_ids(&self, ids: &mut CudaIds, data: &[u32]) {
         assert!(data.len() <= ids.len, "write past the id buffer's end");
-        self.bind();
+        if !self.ready() {
+            return;
+        }
         // SAFETY: as in `write`.
         unsafe { drv::memcpy_htod_async(ids.ptr(), data, self.raw_stream()) }
-            .expect("host to device copy");
+            .unwrap_or_else(|e| self.fault.record(failed("a host to GPU copy", e)));
     }
 
     fn read(&self, buf: &CudaBuf, offset: usize, len: usize) -> Vec<f32> {
         assert!(offset + len <= buf.len, "read past the buffer's end");
         self.synchronize();
-        // SAFETY: the range lies inside the allocation; the stream is idle.
-        unsafe {
-            if buf.bf16 {
-                let mut host = vec![half::bf16::ZERO; len];
-                drv::memcpy_dtoh_async(&mut host, buf.at(offset), self.raw_stream())
-                    .expect("device to host copy");
-                self.synchronize();
-                host.iter().map(|x| x.to_f32()).collect()
-            } else {
-                let mut host = vec![0f32; len];
-                drv::memcpy_dtoh_async(&mut host, buf.at(offset), self.raw_stream())
-                    .expect("device to host copy");
-                self.synchronize();
-                host
-            }
+        // After a failure the values are not there: NaN, and `check` says why.
+        let undone = || vec![f32::NAN; len];
+        if !self.ready() {
+            return undone();
         }
+        // SAFETY: the range lies inside the allocation; the stream is idle,
+        // and the host vectors live until the wait below.
+        let (copied, mut wide, mut narrow) = unsafe {
+            if buf.bf16 {
+                let mut narrow = vec![half::bf16::ZERO; len];
+                let r = drv::memcpy_dtoh_async(&mut narrow, buf.at(offset), self.raw_stream());
+                (r, Vec::new(), narrow)
+            } else {
+                let mut wide = vec![0f32; len];
+                let r = drv::memcpy_dtoh_async(&mut wide, buf.at(offset), self.raw_stream());
+                (r, wide, Vec::new())
+            }
+        };
+        if let Err(e) = copied {
+            self.fault.record(failed("a GPU to host copy", e));
+            return undone();
+        }
+        self.synchronize();
+        if self.fault.is_set() {
+            return undone();
+        }
+        if buf.bf16 {
+            wide = narrow.drain(..).map(|x| x.to_f32()).collect();
+        }
+        wide
     }
 
     fn zero(&self, buf: &mut CudaBuf) {
         buf.invalidate_shadow();
-        self.bind();
-        // SAFETY: the whole allocation is ours.
-        unsafe {
-            drv::memset_d8_async(buf.ptr(), 0, buf.len * buf.elem_bytes(), self.raw_stream())
-        }
-        .expect("memset");
+        self.zero_raw(buf.ptr(), buf.len * buf.elem_bytes());
     }
 
     fn copy(&self, dst: &mut CudaBuf, src: &CudaBuf) {

@@ -67,7 +67,9 @@ impl Cuda {
         shared: u32,
         args: &[u64],
     ) {
-        self.bind();
+        if !self.ready() {
+            return;
+        }
         let mut slots: Vec<u64> = args.to_vec();
         let mut params: Vec<*mut std::ffi::c_void> = slots
             .iter_mut()
@@ -91,11 +93,17 @@ impl Cuda {
                 &mut params,
             )
         }
-        .unwrap_or_else(|e| panic!("launching kernel {name}: {e:?}"));
+        .unwrap_or_else(|e| {
+            let what = format!(
+                "launching kernel {name} (grid {grid}, block {block}, shared {shared} bytes)"
+            );
+            self.fault.record(super::fault::failed(what, e));
+        });
         if self.debug {
-            self.stream
-                .synchronize()
-                .unwrap_or_else(|e| panic!("kernel {name} failed: {e:?}"));
+            if let Err(e) = self.stream.synchronize() {
+                self.fault
+                    .record(super::fault::failed(format!("kernel {name}"), e));
+            }
         }
     }
 }

@@ -28,6 +28,10 @@ impl MemoryCounter {
     fn sub(&self, bytes: usize) {
         self.live.fetch_sub(bytes, Ordering::Relaxed);
     }
+    /// Bytes held now.
+    pub(super) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
 }
 
 /// One device allocation, freed in stream order when dropped. It holds the
@@ -42,6 +46,10 @@ pub(super) struct Memory {
 
 impl Drop for Memory {
     fn drop(&mut self) {
+        if self.ptr == 0 {
+            // The stand-in of an allocation that failed: nothing to free.
+            return;
+        }
         // SAFETY: ptr came from malloc_async on this stream and is freed once.
         unsafe {
             let _ = drv::free_async(self.ptr, self.stream.cu_stream());
@@ -129,19 +137,38 @@ impl View {
 }
 
 impl Cuda {
+    /// A zeroed allocation of `bytes`; after a device failure (or when this
+    /// one fails, recorded as out of memory) a null stand-in that no op
+    /// touches, since every op skips its work from then on.
     pub(super) fn allocate(&self, bytes: usize) -> Memory {
-        self.bind();
         // Zero-length buffers still get a distinct small allocation so every
         // pointer is valid.
         let bytes = bytes.max(16);
+        let null = || Memory {
+            ptr: 0,
+            bytes: 0,
+            stream: self.stream.clone(),
+            counter: self.memory.clone(),
+        };
+        if !self.ready() {
+            return null();
+        }
         // SAFETY: a fresh stream-ordered allocation, zeroed before use.
-        let ptr = unsafe {
-            let ptr = drv::malloc_async(self.raw_stream(), bytes)
-                .unwrap_or_else(|e| panic!("out of GPU memory allocating {bytes} bytes: {e:?}"));
-            drv::memset_d8_async(ptr, 0, bytes, self.raw_stream()).expect("memset");
-            ptr
+        let ptr = match unsafe { drv::malloc_async(self.raw_stream(), bytes) } {
+            Ok(ptr) => ptr,
+            Err(_) => {
+                let (free, total) = drv::mem_get_info().unwrap_or((0, 0));
+                self.fault.record(crate::backend::DeviceError::OutOfMemory {
+                    bytes,
+                    in_use: self.memory.live(),
+                    free,
+                    total,
+                });
+                return null();
+            }
         };
         self.memory.add(bytes);
+        self.zero_raw(ptr, bytes);
         Memory {
             ptr,
             bytes,
@@ -165,9 +192,14 @@ impl Cuda {
     /// Zeroes `bytes` at `ptr` (scratch that kernels accumulate into), in
     /// stream order.
     pub(super) fn zero_raw(&self, ptr: u64, bytes: usize) {
-        self.bind();
+        if !self.ready() {
+            return;
+        }
         // SAFETY: `ptr` is one of this backend's allocations of at least `bytes`.
-        unsafe { drv::memset_d8_async(ptr, 0, bytes, self.raw_stream()) }.expect("memset");
+        if let Err(e) = unsafe { drv::memset_d8_async(ptr, 0, bytes, self.raw_stream()) } {
+            self.fault
+                .record(super::fault::failed("zeroing GPU memory", e));
+        }
     }
 
     pub(super) fn scratch(&self, purpose: &'static str, bytes: usize) -> u64 {

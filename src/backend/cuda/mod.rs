@@ -26,6 +26,7 @@
 
 mod blas;
 mod device;
+mod fault;
 mod kernels;
 pub use kernels::sources as kernel_sources;
 mod launch;
@@ -43,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{sys, CudaContext, CudaStream};
 
 use blas::Blas;
+use fault::Fault;
 use kernels::Kernels;
 use launch::{assert_vector_aligned, vector_aligned};
 use memory::{Memory, MemoryCounter, Scratch};
@@ -104,6 +106,8 @@ pub struct Cuda {
     scratch: Mutex<Scratch>,
     memory: Arc<MemoryCounter>,
     profile: Mutex<Option<Profile>>,
+    /// The first device failure; ops skip their work once it is set.
+    fault: Arc<Fault>,
     name: String,
     sm_count: u32,
     /// Indices into `ops::FUSED_ATTENTION` of the fused attention kernels
@@ -143,7 +147,8 @@ impl Cuda {
         let debug = std::env::var_os("CRAM_CUDA_DEBUG").is_some_and(|v| v != "0");
         let kernels = Kernels::load(major, minor)?;
         let memory = Arc::new(MemoryCounter::default());
-        let blas = Blas::new(stream.clone(), memory.clone(), debug)?;
+        let fault = Arc::new(Fault::default());
+        let blas = Blas::new(stream.clone(), memory.clone(), fault.clone(), debug)?;
         let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
         if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
             return Err(CudaError::Driver(format!(
@@ -176,6 +181,7 @@ impl Cuda {
             scratch: Mutex::default(),
             memory,
             profile: Mutex::new(None),
+            fault,
             name,
             sm_count,
             fused_attention,
@@ -215,15 +221,31 @@ impl Cuda {
         self.stream.cu_stream()
     }
 
-    fn bind(&self) {
-        self.ctx
-            .bind_to_thread()
-            .expect("binding the CUDA context to this thread");
+    /// Makes the context current on this thread; false (with the failure
+    /// recorded) when the device cannot take work, after this or an earlier
+    /// failure: the caller then skips its work.
+    fn ready(&self) -> bool {
+        if self.fault.is_set() {
+            return false;
+        }
+        match self.ctx.bind_to_thread() {
+            Ok(()) => true,
+            Err(e) => {
+                self.fault
+                    .record(fault::failed("binding the CUDA context to this thread", e));
+                false
+            }
+        }
     }
 
-    /// Waits for all queued work.
+    /// Waits for all queued work; a kernel that failed is reported here
+    /// (recorded, see [`Device::check`](super::Device::check)).
     pub fn synchronize(&self) {
-        self.bind();
-        self.stream.synchronize().expect("stream synchronize");
+        if !self.ready() {
+            return;
+        }
+        if let Err(e) = self.stream.synchronize() {
+            self.fault.record(fault::failed("the queued GPU work", e));
+        }
     }
 }

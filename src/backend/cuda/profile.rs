@@ -51,18 +51,31 @@ impl Cuda {
         let p = guard.as_mut().expect("profile on");
         p.events.push((op, start, end));
         if p.events.len() >= 4096 {
-            self.stream.synchronize().expect("stream synchronize");
-            collect_events(p);
+            drop(guard);
+            self.synchronize();
+            let mut guard = self.profile.lock().expect("profile lock");
+            if let Some(p) = guard.as_mut() {
+                collect_events(p);
+            }
         }
         r
     }
 
+    /// An event recorded on the stream; null (the failure recorded) when
+    /// the device cannot take work, which `collect_events` then skips.
     fn record_event(&self) -> sys::CUevent {
-        self.bind();
-        let ev = drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).expect("event");
-        // SAFETY: a fresh event recorded on our stream.
-        unsafe { drv::event::record(ev, self.raw_stream()) }.expect("event record");
-        ev
+        if !self.ready() {
+            return std::ptr::null_mut();
+        }
+        let recorded = drv::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).and_then(|ev| {
+            // SAFETY: a fresh event recorded on our stream.
+            unsafe { drv::event::record(ev, self.raw_stream()) }.map(|()| ev)
+        });
+        recorded.unwrap_or_else(|e| {
+            self.fault
+                .record(super::fault::failed("recording a timing event", e));
+            std::ptr::null_mut()
+        })
     }
 
     /// The dense bf16 matmul rate of this GPU in FLOP/s: `reps` products of
@@ -101,6 +114,9 @@ impl Cuda {
 
 fn collect_events(p: &mut Profile) {
     for (name, start, end) in p.events.drain(..) {
+        if start.is_null() || end.is_null() {
+            continue;
+        }
         // SAFETY: both events were recorded and the stream synchronised.
         let ms = unsafe { drv::event::elapsed(start, end) }.unwrap_or(0.0) as f64;
         unsafe {

@@ -13,7 +13,7 @@ use crate::backend::{AdamW, Backend};
 use crate::config::{ScheduleKind, TrainConfig};
 use crate::model::{Activations, Model};
 use crate::optim::{Weights, STAT_LOSS};
-use crate::train::{schedule, Step};
+use crate::train::{schedule, Step, StepError};
 use indicatif::ProgressBar;
 use std::collections::HashMap;
 
@@ -318,7 +318,10 @@ pub fn finetune<B: Backend>(
                         );
                     },
                 )
-                .expect("a step alone has no collective to fail");
+                .map_err(|e| match e {
+                    StepError::Device(error) => GlueError::Device { task, error },
+                    StepError::Comm(_) => unreachable!("a step alone has no collective"),
+                })?;
             bar.inc(1);
         }
         last_epoch_loss = be.read(&stats, STAT_LOSS, 1)[0] as f64 / batches.len().max(1) as f64;

@@ -85,6 +85,11 @@ pub enum GlueError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error("{task}: {error}; lower --batch-size or --max-len for out of memory")]
+    Device {
+        task: &'static str,
+        error: crate::backend::DeviceError,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -290,6 +295,11 @@ fn run_task<B: Backend>(
         losses.push(tuned.last_epoch_loss);
         for (split, examples) in &dev {
             let predictions = finetune::predict(s, &tuned, examples);
+            // A failed device reads as NaN: say why instead of scoring it.
+            s.be.check().map_err(|error| GlueError::Device {
+                task: task.title(),
+                error,
+            })?;
             for score in scores.iter_mut().filter(|r| r.split == *split) {
                 score.per_seed.push(predictions.score(score.metric()));
             }
