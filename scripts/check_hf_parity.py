@@ -84,7 +84,8 @@ def train_runs(cram, corpus, work, steps):
 
 
 def cram_infer(cram, run_dir, flag, path):
-    out = json.loads(run([cram, "infer", "--run", run_dir, flag, path], capture=True))
+    # fp32 on the CPU: `--device auto` would take a GPU, whose activations are bf16.
+    out = json.loads(run([cram, "infer", "--run", run_dir, "--device", "cpu", flag, path], capture=True))
     return out["ids"], [np.asarray(l, dtype=np.float32) for l in out["logits"]]
 
 

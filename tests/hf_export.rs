@@ -559,6 +559,8 @@ fn infer_prints_fp32_logits_for_every_position() {
         run.to_str().unwrap(),
         "--ids-file",
         ids.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();

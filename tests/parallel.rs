@@ -8,7 +8,7 @@ use cram::config::Config;
 use cram::data::TokenStore;
 use cram::model::Model;
 use cram::parallel::{micro_range, CommError, Communicator, Shard, ThreadComm};
-use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, RunOptions};
+use cram::train::{checkpoint, fit_to_data, pretrain, read_without_timing, Record, RunOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -194,8 +194,8 @@ fn losses(run: &Path) -> Vec<f64> {
     read_without_timing(&run.join("metrics.jsonl"))
         .unwrap()
         .iter()
-        .flat_map(|m| ["loss", "grad_norm"].map(|k| m.get(k).and_then(|v| v.as_f64())))
-        .flatten()
+        .filter_map(Record::as_train)
+        .flat_map(|r| [r.loss, r.grad_norm])
         .collect()
 }
 

@@ -12,7 +12,7 @@ use cram::backend::cpu::Cpu;
 use cram::config::Config;
 use cram::data::{prepare, InputSpec, PrepareOptions, TokenStore};
 use cram::eval::unigram_accuracy;
-use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, Record, RunOptions};
 use std::path::{Path, PathBuf};
 
 /// Steps of 16 sequences of 32 tokens: about 22 epochs of the slice below.
@@ -64,7 +64,8 @@ fn tiny_preset_leaves_the_unigram_plateau_on_a_corpus_read_many_times() {
     let evals: Vec<(u64, f64)> = read_without_timing(&out.join("metrics.jsonl"))
         .unwrap()
         .iter()
-        .filter_map(|m| Some((m.get("step")?.as_u64()?, m.get("val_accuracy")?.as_f64()?)))
+        .filter_map(Record::as_eval)
+        .map(|e| (e.step, e.val_accuracy))
         .collect();
     let mode = unigram_accuracy(&store);
     eprintln!("held-out accuracy by step {evals:?}; always the most frequent token: {mode:.3}");

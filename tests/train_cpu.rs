@@ -12,7 +12,7 @@ use cram::data::batches::Objective;
 use cram::data::TokenStore;
 use cram::eval::{evaluate, unigram_cross_entropy};
 use cram::model::{Activations, Model};
-use cram::train::{fit_to_data, pretrain, read_without_timing, RunOptions};
+use cram::train::{fit_to_data, pretrain, read_without_timing, Record, RunOptions};
 use std::path::Path;
 
 fn config(store: &TokenStore, sets: &[&str]) -> Config {
@@ -41,7 +41,8 @@ fn eval_losses(run: &Path) -> Vec<f64> {
     read_without_timing(&run.join("metrics.jsonl"))
         .unwrap()
         .iter()
-        .filter_map(|m| m.get("val_loss").and_then(|v| v.as_f64()))
+        .filter_map(Record::as_eval)
+        .map(|e| e.val_loss)
         .collect()
 }
 
@@ -235,7 +236,7 @@ fn guarded_run(
     nan_at: &[u64],
 ) -> (
     Result<cram::train::RunSummary, String>,
-    Vec<serde_json::Value>,
+    Vec<Record>,
     tempfile::TempDir,
 ) {
     let data = common::prepared_english();
@@ -260,22 +261,25 @@ fn guarded_run(
     let events = read_without_timing(&opts.out.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
-        .filter(|m| matches!(m["event"].as_str(), Some("skip" | "rollback")))
-        .map(serde_json::Value::Object)
+        .filter(|r| matches!(r, Record::Skip { .. } | Record::Rollback { .. }))
         .collect();
     (result, events, tmp)
 }
 
-fn event_line(e: &serde_json::Value) -> String {
-    match e["event"].as_str().unwrap() {
-        "skip" => format!(
-            "skip@{} n={} since={}",
-            e["step"], e["skipped"], e["since_checkpoint"]
-        ),
-        _ => format!(
-            "rollback@{} to={} lr_scale={} n={}",
-            e["step"], e["to_step"], e["lr_scale"], e["rollbacks"]
-        ),
+fn event_line(e: &Record) -> String {
+    match e {
+        Record::Skip {
+            step,
+            skipped,
+            since_checkpoint,
+        } => format!("skip@{step} n={skipped} since={since_checkpoint}"),
+        Record::Rollback {
+            step,
+            to_step,
+            lr_scale,
+            rollbacks,
+        } => format!("rollback@{step} to={to_step} lr_scale={lr_scale} n={rollbacks}"),
+        other => panic!("not a guard event: {other:?}"),
     }
 }
 

@@ -1,15 +1,17 @@
 //! `cram demo`: the whole day in a minute on the CPU. Prepares the built-in
 //! corpus (US State of the Union addresses, installed by `scripts/setup`),
 //! pretrains `tiny`, evaluates it against a unigram baseline, and shows the
-//! model's guesses for masked words.
+//! model's guesses for masked words. It runs on the CPU on purpose, a GPU or
+//! not: it shows what the reference backend learns in minutes on any machine
+//! (`cram pretrain`, `eval`, `infer` and `glue` take `--device`).
 
 use crate::backend::cpu::Cpu;
-use crate::backend::{Device, IGNORE};
+use crate::backend::Device;
 use crate::config::Config;
-use crate::data::batches::{read_sequences, HostBatch, Objective};
-use crate::data::{prepare, PrepareOptions, SpecialTokens, Split, TokenStore};
+use crate::data::batches::Objective;
+use crate::data::{prepare, PrepareOptions, Split, TokenStore};
+use crate::eval::guess::Guesser;
 use crate::eval::{evaluate, full_eval_batches, unigram_cross_entropy};
-use crate::model::upload_batch;
 use crate::model::{Activations, Model};
 use crate::train::{fit_to_data, load_run, pretrain, Progress, RunOptions};
 use anyhow::{bail, Context};
@@ -199,236 +201,23 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
 
     println!("4/4 guessing masked words");
     let tokenizer = store.tokenizer()?;
-    let whole = whole_words(&store, &tokenizer);
+    let guesser = Guesser::new((&be, &run.model, &run.params), &tokenizer, &store);
     println!(
         "  in sentences written for the demo (the right word marked *so*; a word start that needs more pieces, such as circum-, marked -):"
     );
     for probe in PROBES {
-        show_probe(
-            &be,
-            &run.model,
-            &run.params,
-            (&tokenizer, &whole),
-            &store,
-            probe,
-        )?;
+        let masked = guesser.mask_probe(probe)?;
+        let guesses = guesser.describe(&guesser.top(&masked), masked.answer);
+        println!("    {}  →  {guesses}", masked.context);
     }
     println!("  in held-out text:");
-    show_held_out(
-        &be,
-        &run.model,
-        &run.params,
-        (&tokenizer, &whole),
-        &store,
-        5,
-    )?;
+    for masked in guesser.mask_held_out(&store, 5)? {
+        let guesses = guesser.describe(&guesser.top(&masked), masked.answer);
+        println!("    … {} …  →  {guesses}", masked.context);
+    }
     println!(
         "\nrun folder: {} (metrics.jsonl, checkpoints/)",
         run_dir.display()
     );
     Ok(())
-}
-
-/// The model's five most likely ordinary tokens at position `at` of `ids`.
-fn top_guesses(
-    be: &Cpu,
-    (model, tokenizer): (&Model, &tokenizers::Tokenizer),
-    params: &<Cpu as Device>::Buf,
-    ids: Vec<u32>,
-    at: usize,
-    special: SpecialTokens,
-) -> Vec<u32> {
-    let hb = HostBatch {
-        batch: 1,
-        seq: ids.len(),
-        targets: vec![IGNORE],
-        predict: Some(vec![at as u32]),
-        counted: 0,
-        ids,
-    };
-    let mut acts = Activations::new(be, &model.cfg, 1, hb.seq);
-    let batch = upload_batch(be, &hb);
-    model.forward_logits(be, params, &mut acts, &batch, false, 0);
-    let logits = be.download(&acts.head.logits);
-    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    order
-        .into_iter()
-        .filter(|&t| t > special.mask && starts_a_word(tokenizer, t))
-        .take(5)
-        .collect()
-}
-
-/// A masked word's guesses are word starts: a WordPiece continuation
-/// (`##ould`) cannot begin the word at the masked position.
-fn starts_a_word(tokenizer: &tokenizers::Tokenizer, id: u32) -> bool {
-    tokenizer
-        .id_to_token(id)
-        .is_some_and(|t| !t.starts_with("##"))
-}
-
-/// Which word-start tokens are whole words: those that stand alone (the
-/// next token is no `##` continuation) in at least half of their uses in
-/// the training data. `circum` is a word start the data always continues
-/// (`circum ##stances`); the demo marks such guesses as fragments.
-fn whole_words(store: &TokenStore, tokenizer: &tokenizers::Tokenizer) -> Vec<bool> {
-    let vocab = tokenizer.get_vocab_size(true);
-    let continues: Vec<bool> = (0..vocab as u32)
-        .map(|t| !starts_a_word(tokenizer, t))
-        .collect();
-    let tokens = read_sequences(store, Split::Train, 0..store.len(Split::Train));
-    stand_alone(tokens.chunks(store.seq_len()), &continues)
-}
-
-/// Per token id: does it stand alone (is not followed by a continuation) in
-/// at least half of its uses in `sequences`? Tokens never seen count as whole.
-fn stand_alone<'a>(sequences: impl Iterator<Item = &'a [u32]>, continues: &[bool]) -> Vec<bool> {
-    let vocab = continues.len();
-    let (mut alone, mut seen) = (vec![0u64; vocab], vec![0u64; vocab]);
-    for seq in sequences {
-        for pair in seq.windows(2) {
-            let (t, next) = (pair[0] as usize, pair[1] as usize);
-            if t < vocab {
-                seen[t] += 1;
-                alone[t] += u64::from(!continues.get(next).copied().unwrap_or(false));
-            }
-        }
-    }
-    (0..vocab).map(|t| 2 * alone[t] >= seen[t]).collect()
-}
-
-/// Guesses in order, the right one marked `*so*`, fragments `circum-`.
-fn format_guesses(
-    tokenizer: &tokenizers::Tokenizer,
-    whole: &[bool],
-    guesses: &[u32],
-    answer: u32,
-) -> String {
-    let words: Vec<String> = guesses
-        .iter()
-        .map(|&t| {
-            let mut w = tokenizer.id_to_token(t).unwrap_or_default();
-            if !whole.get(t as usize).copied().unwrap_or(true) {
-                w.push('-');
-            }
-            if t == answer {
-                format!("*{w}*")
-            } else {
-                w
-            }
-        })
-        .collect();
-    words.join(", ")
-}
-
-/// Masks the bracketed word of `probe` and prints the model's five best guesses.
-fn show_probe(
-    be: &Cpu,
-    model: &Model,
-    params: &<Cpu as Device>::Buf,
-    (tokenizer, whole): (&tokenizers::Tokenizer, &[bool]),
-    store: &TokenStore,
-    probe: &str,
-) -> anyhow::Result<()> {
-    let (before, rest) = probe.split_once('[').context("probe without [word]")?;
-    let (word, after) = rest.split_once(']').context("probe without [word]")?;
-    let encode = |text: &str| -> anyhow::Result<Vec<u32>> {
-        let enc = tokenizer
-            .encode(text, false)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(enc.get_ids().to_vec())
-    };
-    let special = store.special();
-    let answer = encode(word)?;
-    let mut ids = vec![special.cls];
-    ids.extend(encode(before)?);
-    let at = ids.len();
-    ids.push(special.mask);
-    ids.extend(encode(after)?);
-    ids.push(special.sep);
-    ids.truncate(store.seq_len());
-    let guesses = top_guesses(be, (model, tokenizer), params, ids, at, special);
-    let answer = if answer.len() == 1 { answer[0] } else { IGNORE };
-    println!(
-        "    {before}[MASK]{after}  →  {}",
-        format_guesses(tokenizer, whole, &guesses, answer)
-    );
-    Ok(())
-}
-
-/// Masks one whole word in each of a few held-out sequences and prints the
-/// guesses with the words around it.
-fn show_held_out(
-    be: &Cpu,
-    model: &Model,
-    params: &<Cpu as Device>::Buf,
-    (tokenizer, whole): (&tokenizers::Tokenizer, &[bool]),
-    store: &TokenStore,
-    count: usize,
-) -> anyhow::Result<()> {
-    let special = store.special();
-    let n = store.len(Split::Val);
-    let mut ids = vec![0u32; store.seq_len()];
-    for i in 0..count.min(n) {
-        store.read(Split::Val, i * n / count, &mut ids);
-        let word = |t: u32| {
-            let w = tokenizer.id_to_token(t).unwrap_or_default();
-            w.len() >= 4 && w.chars().all(|c| c.is_ascii_alphabetic())
-        };
-        // A whole word: the next token does not continue it.
-        let whole_at =
-            |p: usize| word(ids[p]) && ids.get(p + 1).is_none_or(|&t| starts_a_word(tokenizer, t));
-        let Some(at) = (ids.len() / 2..ids.len()).find(|&p| whole_at(p)) else {
-            continue;
-        };
-        let answer = ids[at];
-        let mut masked = ids.clone();
-        masked[at] = special.mask;
-        let guesses = top_guesses(be, (model, tokenizer), params, masked.clone(), at, special);
-        let lo = at.saturating_sub(10);
-        let hi = (at + 6).min(masked.len());
-        let context = tokenizer
-            .decode(&masked[lo..hi], false)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .replace(" ##", "");
-        println!(
-            "    … {context} …  →  {}",
-            format_guesses(tokenizer, whole, &guesses, answer)
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{stand_alone, starts_a_word};
-
-    /// Ids: 0 `the`, 1 `circum`, 2 `##stances`, 3 `under`. `circum` is always
-    /// continued, `under` once in three: only `circum` is a fragment.
-    #[test]
-    fn word_starts_the_data_always_continues_are_fragments() {
-        let continues = [false, false, true, false];
-        let seqs = [0, 1, 2, 0, 3, 0, 3, 2, 1, 2, 3, 0];
-        assert_eq!(
-            stand_alone(seqs.chunks(6), &continues),
-            [true, false, true, true]
-        );
-    }
-
-    #[test]
-    fn continuation_pieces_are_not_guesses() {
-        let vocab: ahash::AHashMap<String, u32> =
-            [("[UNK]", 0), ("would", 1), ("##ould", 2), ("circum", 3)]
-                .into_iter()
-                .map(|(t, i)| (t.to_string(), i))
-                .collect();
-        let wp = tokenizers::models::wordpiece::WordPiece::builder()
-            .vocab(vocab)
-            .build()
-            .unwrap();
-        let tokenizer = tokenizers::Tokenizer::new(wp);
-        assert!(starts_a_word(&tokenizer, 1));
-        assert!(!starts_a_word(&tokenizer, 2));
-        assert!(starts_a_word(&tokenizer, 3));
-    }
 }

@@ -47,7 +47,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show resolved configurations.
     Config(config::ConfigArgs),
-    /// Prepare the built-in corpus, pretrain `tiny` on 4M tokens (minutes on a laptop), evaluate, and show guesses.
+    /// Prepare the built-in corpus, pretrain `tiny` on 4M tokens on the CPU (minutes on a laptop; a GPU is not used), evaluate, and show guesses.
     Demo(demo::DemoArgs),
     /// Scaling laws: sweep runs, fit Kaplan and Chinchilla laws, plan a budget.
     Scale(scale::ScaleArgs),

@@ -143,17 +143,59 @@ pub fn logits_at_every_position<B: Backend>(
     params: &B::Buf,
     ids: &[u32],
 ) -> Vec<f32> {
-    let rows = ids.len();
+    forward_one(be, model, params, ids, None)
+}
+
+/// The logits of each sequence, one row of `vocab` values per position:
+/// what `cram infer` prints.
+pub fn logits_by_position<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    sequences: &[Vec<u32>],
+) -> Vec<Vec<Vec<f32>>> {
+    let vocab = model.cfg.vocab_size;
+    sequences
+        .iter()
+        .map(|ids| {
+            logits_at_every_position(be, model, params, ids)
+                .chunks_exact(vocab)
+                .map(<[f32]>::to_vec)
+                .collect()
+        })
+        .collect()
+}
+
+/// The logits `[positions.len(), vocab]` of one sequence at the given
+/// positions only (the sparse head a masked-LM trains with), without dropout.
+pub fn logits_at<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    ids: &[u32],
+    positions: &[u32],
+) -> Vec<f32> {
+    forward_one(be, model, params, ids, Some(positions))
+}
+
+fn forward_one<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    ids: &[u32],
+    predict: Option<&[u32]>,
+) -> Vec<f32> {
+    let rows = predict.map_or(ids.len(), <[u32]>::len);
     let batch = DeviceBatch {
         batch: 1,
-        seq: rows,
+        seq: ids.len(),
         ids: be.upload_ids(ids),
         targets: be.upload_ids(&vec![IGNORE; rows]),
-        predict: None,
+        predict: predict.map(|p| be.upload_ids(p)),
         predicted: rows,
         counted: 0,
     };
-    let mut acts = Activations::new(be, &model.cfg, 1, rows);
+    let mut acts = Activations::new(be, &model.cfg, 1, ids.len());
     model.forward_logits(be, params, &mut acts, &batch, false, 0);
     be.download(&acts.head.logits)
 }
@@ -217,18 +259,7 @@ mod tests {
         let all = logits_at_every_position(&be, &model, &params, &ids);
         assert_eq!(all.len(), ids.len() * cfg.vocab_size);
         for at in 0..ids.len() {
-            let batch = DeviceBatch {
-                batch: 1,
-                seq: ids.len(),
-                ids: be.upload_ids(&ids),
-                targets: be.upload_ids(&[IGNORE]),
-                predict: Some(be.upload_ids(&[at as u32])),
-                predicted: 1,
-                counted: 0,
-            };
-            let mut acts = Activations::new(&be, &cfg, 1, ids.len());
-            model.forward_logits(&be, &params, &mut acts, &batch, false, 0);
-            let one = be.download(&acts.head.logits);
+            let one = logits_at(&be, &model, &params, &ids, &[at as u32]);
             let row = &all[at * cfg.vocab_size..(at + 1) * cfg.vocab_size];
             let diff = one
                 .iter()

@@ -3,6 +3,7 @@
 //! at different steps, and of different runs, see the same predictions.
 
 pub mod glue;
+pub mod guess;
 pub mod infer;
 
 use crate::backend::Backend;

@@ -5,7 +5,7 @@
 
 use super::mapping::HfMapping;
 use crate::config::Config;
-use crate::train::TrainProgress;
+use crate::train::{read_records, Record, TrainProgress};
 use serde_json::Value;
 use std::fmt::Write;
 use std::path::Path;
@@ -56,21 +56,16 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// The last evaluation up to `through_step` with a known loss (an accuracy
+/// written as null reads as NaN).
 fn last_eval(metrics: &Path, through_step: u64) -> Option<(u64, f64, f64)> {
-    let text = std::fs::read_to_string(metrics).ok()?;
-    text.lines()
+    let records = read_records(metrics).ok()?;
+    records
+        .iter()
         .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("event").and_then(Value::as_str) == Some("eval"))
-        .find_map(|v| {
-            let step = v.get("step")?.as_u64()?;
-            let loss = v.get("val_loss")?.as_f64()?;
-            let acc = v
-                .get("val_accuracy")
-                .and_then(Value::as_f64)
-                .unwrap_or(f64::NAN);
-            (step <= through_step).then_some((step, loss, acc))
-        })
+        .filter_map(Record::as_eval)
+        .find(|e| e.step <= through_step && e.val_loss.is_finite())
+        .map(|e| (e.step, e.val_loss, e.val_accuracy))
 }
 
 /// One line about the prepared data, from its manifest (read loosely, so

@@ -7,32 +7,23 @@ use super::plot::{Chart, Mark, Series, PALETTE};
 use super::{write_report, ReportError, ReportOptions, Written};
 use crate::config::Config;
 use crate::model::Model;
-use crate::scaling::sweep::read_metrics;
 use crate::scaling::Counts;
-use serde_json::Value;
+use crate::train::{read_records, EvalRecord, Record, TrainRecord};
 use std::path::Path;
 
-fn field(m: &Value, k: &str) -> Option<f64> {
-    m.get(k).and_then(Value::as_f64)
-}
-
-fn event<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+/// The (x, y) pairs of `records` where both are known: a number that was
+/// not finite was written as null and reads back as NaN.
+fn series<R>(records: &[&R], xy: impl Fn(&R) -> (f64, f64)) -> Vec<(f64, f64)> {
     records
         .iter()
-        .filter(|m| m.get("event").and_then(Value::as_str) == Some(name))
-        .collect()
-}
-
-fn series(records: &[&Value], x: &str, y: &str) -> Vec<(f64, f64)> {
-    records
-        .iter()
-        .filter_map(|m| Some((field(m, x)?, field(m, y)?)))
+        .map(|r| xy(r))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
         .collect()
 }
 
 /// MFU per logged interval: the FLOPs of the interval over its seconds and the peak.
-fn mfu_from_flops(train: &[&Value], peak: f64) -> Vec<(f64, f64)> {
-    let pts = series(train, "elapsed", "flops");
+fn mfu_from_flops(train: &[&TrainRecord], peak: f64) -> Vec<(f64, f64)> {
+    let pts = series(train, |r| (r.elapsed, r.flops));
     pts.windows(2)
         .filter(|w| w[1].0 > w[0].0)
         .map(|w| (w[1].0, (w[1].1 - w[0].1) / (w[1].0 - w[0].0) / peak))
@@ -40,40 +31,52 @@ fn mfu_from_flops(train: &[&Value], peak: f64) -> Vec<(f64, f64)> {
 }
 
 pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> {
-    let records = read_metrics(&dir.join("metrics.jsonl"))?;
-    let train = event(&records, "train");
-    let eval = event(&records, "eval");
+    let path = dir.join("metrics.jsonl");
+    let records = read_records(&path).map_err(|source| ReportError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let train: Vec<&TrainRecord> = records.iter().filter_map(Record::as_train).collect();
+    let eval: Vec<&EvalRecord> = records.iter().filter_map(Record::as_eval).collect();
     if train.is_empty() {
-        return Err(ReportError::Empty {
-            path: dir.join("metrics.jsonl"),
-        });
+        return Err(ReportError::Empty { path });
     }
     let mut notes: Vec<String> = Vec::new();
-    let loss = |x: &str, xl: &str, title: &str| {
+    let loss = |train_loss: Vec<(f64, f64)>, eval_loss: Vec<(f64, f64)>, xl: &str, title: &str| {
         Chart::new(title, xl, "loss (nats)")
             .with(Series::new(
                 "training loss",
                 PALETTE[0],
                 Mark::Line,
-                series(&train, x, "loss"),
+                train_loss,
             ))
             .with(Series::new(
                 "held-out loss",
                 PALETTE[1],
                 Mark::Line,
-                series(&eval, x, "val_loss"),
+                eval_loss,
             ))
     };
     let mut charts = vec![
         (
             "loss_tokens.svg",
             "Loss against training tokens.".to_string(),
-            loss("tokens", "tokens", "loss vs tokens"),
+            loss(
+                series(&train, |r| (r.tokens as f64, r.loss)),
+                series(&eval, |r| (r.tokens as f64, r.val_loss)),
+                "tokens",
+                "loss vs tokens",
+            ),
         ),
         (
             "loss_time.svg",
             "Loss against wall-clock time.".to_string(),
-            loss("elapsed", "seconds", "loss vs time"),
+            loss(
+                series(&train, |r| (r.elapsed, r.loss)),
+                series(&eval, |r| (r.elapsed, r.val_loss)),
+                "seconds",
+                "loss vs time",
+            ),
         ),
         (
             "lr.svg",
@@ -83,7 +86,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> 
                 "lr",
                 PALETTE[2],
                 Mark::Line,
-                series(&train, "tokens", "lr"),
+                series(&train, |r| (r.tokens as f64, r.lr)),
             )),
         ),
         (
@@ -93,7 +96,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> 
                 "batch size",
                 PALETTE[3],
                 Mark::Line,
-                series(&train, "tokens", "batch_size"),
+                series(&train, |r| (r.tokens as f64, r.batch_size as f64)),
             )),
         ),
         (
@@ -103,11 +106,11 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> 
                 "tokens/s",
                 PALETTE[4],
                 Mark::Line,
-                series(&train, "elapsed", "tokens_per_s"),
+                series(&train, |r| (r.elapsed, r.tokens_per_s)),
             )),
         ),
     ];
-    let logged_mfu = series(&train, "elapsed", "mfu");
+    let logged_mfu = series(&train, |r| (r.elapsed, r.mfu.unwrap_or(f64::NAN)));
     let mfu = if !logged_mfu.is_empty() {
         Some(("MFU as logged by the trainer.".to_string(), logged_mfu))
     } else {
@@ -148,7 +151,10 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> 
             );
         }
     }
-    let noise = series(&train, "tokens", "noise_scale");
+    let noise = series(&train, |r| {
+        let b = r.noise.as_ref().and_then(|n| n.noise_scale);
+        (r.tokens as f64, b.unwrap_or(f64::NAN))
+    });
     if !noise.is_empty() {
         charts.push((
             "noise_scale.svg",
@@ -179,7 +185,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> 
     write_report(dir, page, &figures, notes)
 }
 
-fn summary_rows(dir: &Path, train: &[&Value], eval: &[&Value]) -> Vec<Vec<String>> {
+fn summary_rows(dir: &Path, train: &[&TrainRecord], eval: &[&EvalRecord]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     if let Ok(cfg) = Config::load(&dir.join("config.toml")) {
         let model = Model::new(&cfg.model);
@@ -203,17 +209,20 @@ fn summary_rows(dir: &Path, train: &[&Value], eval: &[&Value]) -> Vec<Vec<String
         rows.push(vec!["budget".into(), cfg.train.budget.to_string()]);
     }
     let last = train.last().expect("checked non-empty");
-    let get = |m: &Value, k: &str| field(m, k).map(table_number).unwrap_or("-".into());
-    rows.push(vec!["steps".into(), get(last, "step")]);
-    rows.push(vec!["tokens".into(), get(last, "tokens")]);
-    rows.push(vec!["seconds".into(), get(last, "elapsed")]);
-    rows.push(vec!["last training loss".into(), get(last, "loss")]);
+    let num = |v: f64| {
+        if v.is_finite() {
+            table_number(v)
+        } else {
+            "-".into()
+        }
+    };
+    rows.push(vec!["steps".into(), num(last.step as f64)]);
+    rows.push(vec!["tokens".into(), num(last.tokens as f64)]);
+    rows.push(vec!["seconds".into(), num(last.elapsed)]);
+    rows.push(vec!["last training loss".into(), num(last.loss)]);
     if let Some(e) = eval.last() {
-        rows.push(vec!["last held-out loss".into(), get(e, "val_loss")]);
-        rows.push(vec![
-            "last held-out accuracy".into(),
-            get(e, "val_accuracy"),
-        ]);
+        rows.push(vec!["last held-out loss".into(), num(e.val_loss)]);
+        rows.push(vec!["last held-out accuracy".into(), num(e.val_accuracy)]);
     }
     rows
 }

@@ -22,6 +22,7 @@
 
 use super::points::{write_atomically, Point, PointSet};
 use super::ScalingError;
+use crate::train::Record;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -98,12 +99,13 @@ pub fn mode_predictors_note(
     let mut named = Vec::new();
     let mut lowest = f64::INFINITY;
     for p in kept {
-        let metrics =
-            super::sweep::read_metrics(&super::sweep::run_dir(dir, &p.run).join("metrics.jsonl"))?;
-        let accuracy = metrics
+        let records = super::sweep::read_metrics(&super::sweep::run_dir(dir, &p.run))?;
+        let accuracy = records
             .iter()
             .rev()
-            .find_map(|m| m.get("val_accuracy").and_then(serde_json::Value::as_f64));
+            .filter_map(Record::as_eval)
+            .map(|e| e.val_accuracy)
+            .find(|a| a.is_finite());
         if let Some(a) = accuracy.filter(|&a| data.predicts_the_mode(a)) {
             named.push(format!("{} (loss {:.3}, accuracy {a:.3})", p.run, p.loss));
             lowest = lowest.min(p.loss);
@@ -180,7 +182,9 @@ mod tests {
         for (run, accuracy) in [("a", 0.069), ("b", 0.31), ("c", 0.08)] {
             let run_dir = super::super::sweep::run_dir(dir.path(), run);
             std::fs::create_dir_all(&run_dir).unwrap();
-            let line = format!(r#"{{"event":"eval","val_loss":6.0,"val_accuracy":{accuracy}}}"#);
+            let line = format!(
+                r#"{{"elapsed":9.0,"event":"eval","step":100,"tokens":51200,"val_accuracy":{accuracy},"val_loss":6.0}}"#
+            );
             std::fs::write(run_dir.join("metrics.jsonl"), line + "\n").unwrap();
         }
         let kept = [point("a", 6.3519), point("b", 3.5), point("c", 6.47)];

@@ -12,9 +12,8 @@ use super::ScalingError;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::TokenStore;
-use crate::train::{checkpoint, pretrain, Progress, RunOptions};
+use crate::train::{checkpoint, pretrain, read_records, Progress, Record, RunOptions, TrainRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Written into a run folder when its budget is spent.
@@ -251,29 +250,27 @@ pub fn read_run(dir: &Path, name: &str) -> Result<(Point, Curve), ScalingError> 
     };
     let config = Config::load(&dir.join("config.toml")).map_err(|e| bad(e.to_string()))?;
     let counts = Counts::of(&config);
-    let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
-    let field = |m: &Value, k: &str| m.get(k).and_then(Value::as_f64);
-    let evals: Vec<(f64, f64)> = metrics
+    let records = read_metrics(dir)?;
+    let evals: Vec<(f64, f64)> = records
         .iter()
-        .filter(|m| m.get("event").and_then(Value::as_str) == Some("eval"))
-        .filter_map(|m| Some((field(m, "tokens")?, field(m, "val_loss")?)))
+        .filter_map(Record::as_eval)
+        .map(|e| (e.tokens as f64, e.val_loss))
+        .filter(|(_, loss)| loss.is_finite())
         .collect();
-    let trains: Vec<&Value> = metrics
-        .iter()
-        .filter(|m| m.get("event").and_then(Value::as_str) == Some("train"))
-        .collect();
-    let (Some(&(_, loss)), Some(tokens)) =
-        (evals.last(), trains.last().and_then(|m| field(m, "tokens")))
-    else {
+    let trains: Vec<&TrainRecord> = records.iter().filter_map(Record::as_train).collect();
+    let (Some(&(_, loss)), Some(last)) = (evals.last(), trains.last()) else {
         return Err(bad(
             "metrics.jsonl holds no training step or no evaluation".into()
         ));
     };
+    let tokens = last.tokens as f64;
     // B_simple over the second half of the run, from the averaged estimates.
     let late: Vec<(f64, f64)> = trains
         .iter()
-        .filter(|m| field(m, "tokens").is_some_and(|t| t >= tokens / 2.0))
-        .filter_map(|m| Some((field(m, "noise_grad_sq")?, field(m, "noise_trace")?)))
+        .filter(|t| t.tokens as f64 >= tokens / 2.0)
+        .filter_map(|t| t.noise.as_ref())
+        .map(|n| (n.noise_grad_sq, n.noise_trace))
+        .filter(|(g2, trace)| g2.is_finite() && trace.is_finite())
         .collect();
     let g2: f64 = late.iter().map(|p| p.0).sum();
     let trace: f64 = late.iter().map(|p| p.1).sum();
@@ -297,14 +294,8 @@ pub fn read_run(dir: &Path, name: &str) -> Result<(Point, Curve), ScalingError> 
     Ok((point, curve))
 }
 
-/// Every JSON line of a metrics file.
-pub fn read_metrics(path: &Path) -> Result<Vec<Value>, ScalingError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScalingError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+/// The records of a run folder's `metrics.jsonl`.
+pub fn read_metrics(run: &Path) -> Result<Vec<Record>, ScalingError> {
+    let path = run.join("metrics.jsonl");
+    read_records(&path).map_err(|source| ScalingError::Read { path, source })
 }

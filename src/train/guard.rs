@@ -6,14 +6,13 @@
 //! rollback it may decide on.
 
 use super::checkpoint::{self, TrainState};
-use super::metrics::MetricsWriter;
+use super::metrics::{MetricsWriter, Record};
 use super::progress::Reporter;
-use super::trainer::{io_err, TrainError};
+use super::trainer::{log_record, TrainError};
 use crate::backend::Backend;
 use crate::config::GuardConfig;
 use crate::model::Model;
 use crate::parallel::DataParallel;
-use serde_json::{json, Map, Value};
 use std::path::Path;
 
 /// What the run does after a read-back that found skipped steps.
@@ -80,15 +79,12 @@ impl Guard {
         (mut metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
     ) -> Result<bool, TrainError> {
         let verdict = self.after_read(skipped, state.progress.rollbacks);
-        write(
-            metrics.as_deref_mut(),
-            &[
-                ("event", json!("skip")),
-                ("step", json!(step)),
-                ("skipped", json!(skipped)),
-                ("since_checkpoint", json!(self.since_checkpoint)),
-            ],
-        )?;
+        let record = Record::Skip {
+            step,
+            skipped,
+            since_checkpoint: self.since_checkpoint,
+        };
+        log_record(metrics.as_deref_mut(), &record)?;
         reporter.event(&format!(
             "step {step}: {skipped} step(s) with a non-finite gradient norm skipped (no update), {} since the newest checkpoint",
             self.since_checkpoint
@@ -105,16 +101,13 @@ impl Guard {
                 }
                 self.reset();
                 let p = &state.progress;
-                write(
-                    metrics,
-                    &[
-                        ("event", json!("rollback")),
-                        ("step", json!(step)),
-                        ("to_step", json!(back.to_step)),
-                        ("lr_scale", json!(p.lr_scale)),
-                        ("rollbacks", json!(p.rollbacks)),
-                    ],
-                )?;
+                let record = Record::Rollback {
+                    step,
+                    to_step: back.to_step,
+                    lr_scale: p.lr_scale,
+                    rollbacks: p.rollbacks,
+                };
+                log_record(metrics, &record)?;
                 reporter.event(&format!(
                     "step {step}: rolled back to step {} with the learning rate at {} of its schedule \
                      (rollback {} of at most {}); the batches read since are not read again",
@@ -135,19 +128,6 @@ impl Guard {
             self.since_checkpoint, self.cfg.max_rollbacks
         )
     }
-}
-
-/// One metrics.jsonl record from its fields, in order (rank 0 only: the
-/// other ranks have no writer).
-fn write(metrics: Option<&mut MetricsWriter>, fields: &[(&str, Value)]) -> Result<(), TrainError> {
-    let Some(metrics) = metrics else {
-        return Ok(());
-    };
-    let rec: Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    metrics.write(&rec).map_err(io_err(metrics.path()))
 }
 
 /// Where a rollback went: the step it restarted from, and warnings about

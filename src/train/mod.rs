@@ -16,7 +16,10 @@ pub mod step;
 mod trainer;
 
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
-pub use metrics::{read_without_timing, MetricsWriter, TIMING_FIELDS};
+pub use metrics::{
+    read_records, read_without_timing, EvalRecord, MetricsWriter, NoiseRecord, Record,
+    ResumeChange, TrainRecord,
+};
 pub use progress::Progress;
 pub use run_files::{fit_to_data, record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
 pub use step::{micro_step, Step, StepError};

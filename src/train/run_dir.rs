@@ -3,9 +3,9 @@
 //! reported), and held by one process at a time.
 
 use super::checkpoint;
+use super::metrics::{Record, ResumeChange};
 use super::trainer::{io_err, RunOptions, TrainError};
 use crate::config::{resume_changes, Change, Config};
-use serde_json::{json, Map, Value};
 use std::path::Path;
 
 /// Sets up the run folder: a fresh one gets `config.toml`; a resumed one must
@@ -111,20 +111,19 @@ fn write_config(path: &Path, cfg: &Config) -> Result<(), TrainError> {
 
 /// The `resume` event of `metrics.jsonl` and the line the user sees: what
 /// changed, and for the budget what that means for the schedules.
-pub(super) fn resume_record(
-    step: u64,
-    progress: f64,
-    changes: &[Change],
-) -> (Map<String, Value>, String) {
-    let mut rec = Map::new();
-    rec.insert("event".into(), json!("resume"));
-    rec.insert("step".into(), json!(step));
-    let mut changed = Map::new();
-    for c in changes {
-        changed.insert(c.key.clone(), json!({"saved": c.saved, "asked": c.asked}));
-    }
-    rec.insert("changes".into(), Value::Object(changed));
-    rec.insert("progress".into(), json!(progress));
+pub(super) fn resume_record(step: u64, progress: f64, changes: &[Change]) -> (Record, String) {
+    let changed = changes.iter().map(|c| {
+        let change = ResumeChange {
+            saved: c.saved.clone(),
+            asked: c.asked.clone(),
+        };
+        (c.key.clone(), change)
+    });
+    let record = Record::Resume {
+        step,
+        progress,
+        changes: changed.collect(),
+    };
     let list: Vec<String> = changes.iter().map(Change::to_string).collect();
     let mut text = format!("resumed at step {step} with {}", list.join(", "));
     if changes.iter().any(|c| c.key == "train.budget") {
@@ -133,5 +132,5 @@ pub(super) fn resume_record(
             100.0 * progress.min(1.0)
         ));
     }
-    (rec, text)
+    (record, text)
 }

@@ -6,7 +6,7 @@
 
 use super::checkpoint::{self, CheckpointError, TrainState};
 use super::guard::Guard;
-use super::metrics::MetricsWriter;
+use super::metrics::{EvalRecord, MetricsWriter, NoiseRecord, Record, TrainRecord};
 use super::noise::{NoiseMeter, NormPair};
 pub use super::options::{RunOptions, RunSummary};
 use super::progress::{duration_text, eta, Progress, Reporter};
@@ -23,7 +23,6 @@ use crate::optim::{
     adamw, STATS, STAT_LOSS, STAT_NORM_SQ, STAT_PARAM_NORM_SQ, STAT_SKIPPED, STAT_SMALL_NORM_SQ,
 };
 use crate::parallel::{CommError, DataParallel, HostStaged, StepReducer};
-use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use thiserror::Error;
@@ -87,6 +86,18 @@ pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ 
     move |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// Appends `record` to the run's metrics (rank 0 only: the other ranks have
+/// no writer).
+pub(super) fn log_record(
+    metrics: Option<&mut MetricsWriter>,
+    record: &Record,
+) -> Result<(), TrainError> {
+    match metrics {
+        Some(m) => m.write(record).map_err(io_err(m.path())),
+        None => Ok(()),
     }
 }
 
@@ -270,10 +281,8 @@ pub fn pretrain_group<'g, B: Backend>(
     }
     let mut reporter = Reporter::new(if lead { opts.progress } else { Progress::Off });
     if !changes.is_empty() {
-        let (rec, text) = resume_record(state.progress.step, start_progress, &changes);
-        if let Some(metrics) = metrics.as_mut() {
-            metrics.write(&rec).map_err(io_err(metrics.path()))?;
-        }
+        let (record, text) = resume_record(state.progress.step, start_progress, &changes);
+        log_record(metrics.as_mut(), &record)?;
         reporter.event(&text);
     }
     let objective =
@@ -406,31 +415,28 @@ pub fn pretrain_group<'g, B: Backend>(
             }
             let spent = state.progress.spent;
             let tokens_per_s = interval_tokens as f64 / (spent.seconds - interval_start).max(1e-9);
-            let mut rec = Map::new();
-            rec.insert("event".into(), json!("train"));
-            rec.insert("step".into(), json!(step));
-            rec.insert("tokens".into(), json!(spent.tokens));
-            rec.insert("flops".into(), json!(spent.flops));
-            rec.insert("progress".into(), json!(p));
-            rec.insert("loss".into(), json!(last_loss));
-            rec.insert("lr".into(), json!(lr));
-            rec.insert("batch_size".into(), json!(batch_size));
-            rec.insert(
-                "grad_norm".into(),
-                json!((host[STAT_NORM_SQ] as f64).sqrt()),
-            );
-            rec.insert("tokens_per_s".into(), json!(tokens_per_s));
-            let mfu = peak_flops.map(|peak| tokens_per_s * flops_per_token / peak);
-            rec.insert("mfu".into(), mfu.map_or(Value::Null, |m| json!(m)));
-            if let Some(ns) = noise.as_mut().and_then(NoiseMeter::take) {
-                rec.insert("noise_grad_sq".into(), json!(ns.grad_sq));
-                rec.insert("noise_trace".into(), json!(ns.trace));
-                rec.insert("noise_scale".into(), json!(ns.b_simple()));
-            }
-            rec.insert("elapsed".into(), json!(spent.seconds));
-            if let Some(metrics) = metrics.as_mut() {
-                metrics.write(&rec).map_err(io_err(metrics.path()))?;
-            }
+            let record = TrainRecord {
+                step,
+                tokens: spent.tokens,
+                flops: spent.flops,
+                progress: p,
+                loss: last_loss,
+                lr,
+                batch_size: batch_size as u64,
+                grad_norm: (host[STAT_NORM_SQ] as f64).sqrt(),
+                tokens_per_s,
+                mfu: peak_flops.map(|peak| tokens_per_s * flops_per_token / peak),
+                noise: noise
+                    .as_mut()
+                    .and_then(NoiseMeter::take)
+                    .map(|ns| NoiseRecord {
+                        noise_grad_sq: ns.grad_sq,
+                        noise_trace: ns.trace,
+                        noise_scale: ns.b_simple(),
+                    }),
+                elapsed: spent.seconds,
+            };
+            log_record(metrics.as_mut(), &Record::Train(record))?;
             reporter.step(
                 p,
                 &format!(
@@ -475,21 +481,16 @@ pub fn pretrain_group<'g, B: Backend>(
                 t.seed,
             );
             device_ok(be, cfg, seq)?;
-            let mut rec = Map::new();
-            rec.insert("event".into(), json!("eval"));
-            rec.insert("step".into(), json!(step));
-            rec.insert("tokens".into(), json!(state.progress.spent.tokens));
-            rec.insert("val_loss".into(), json!(r.loss));
-            rec.insert("val_accuracy".into(), json!(r.accuracy));
-            rec.insert("elapsed".into(), json!(state.progress.spent.seconds));
-            // Outside the budget's clock, but a sweep pays it every run.
-            rec.insert(
-                "eval_seconds".into(),
-                json!(eval_clock.elapsed().as_secs_f64()),
-            );
-            if let Some(metrics) = metrics.as_mut() {
-                metrics.write(&rec).map_err(io_err(metrics.path()))?;
-            }
+            let record = EvalRecord {
+                step,
+                tokens: state.progress.spent.tokens,
+                val_loss: r.loss,
+                val_accuracy: r.accuracy,
+                elapsed: state.progress.spent.seconds,
+                // Outside the budget's clock, but a sweep pays it every run.
+                eval_seconds: Some(eval_clock.elapsed().as_secs_f64()),
+            };
+            log_record(metrics.as_mut(), &Record::Eval(record))?;
             reporter.event(&format!(
                 "step {step:>6}  held-out loss {:.4}  accuracy {:.3}",
                 r.loss, r.accuracy
