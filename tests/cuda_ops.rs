@@ -602,3 +602,26 @@ fn out_of_memory_is_an_error() {
         "{r:?}"
     );
 }
+
+/// An input past the GLU kernels' 32-bit indexing is an error that names
+/// its size (it was an assertion that panicked `cram bench --micro-batch
+/// 65536`), and no kernel runs on it.
+#[test]
+#[ignore = "needs a CUDA GPU (12 GiB of memory)"]
+fn glu_past_32_bits_is_an_error() {
+    use cram::backend::{Activation, ActivationOps, DeviceError};
+    let be = gpu();
+    let len = (1usize << 32) + 8;
+    let inp = be.alloc_activation(len);
+    let mut out = be.alloc_activation(len / 2);
+    assert!(be.check().is_ok(), "12 GiB fit");
+    be.glu_forward(&mut out, &inp, Activation::Gelu, 4);
+    match be.check() {
+        Err(DeviceError::TooLarge {
+            elements, limit, ..
+        }) => {
+            assert_eq!((elements, limit), (len, (1 << 32) - 1));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}

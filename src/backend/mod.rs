@@ -131,6 +131,12 @@ pub enum DeviceError {
     },
     #[error("{what} failed on the GPU: {detail}")]
     Failed { what: String, detail: String },
+    #[error("{what} over {elements} elements is more than its kernel indexes ({limit} at most)")]
+    TooLarge {
+        what: &'static str,
+        elements: usize,
+        limit: usize,
+    },
 }
 
 /// Bytes as GiB with two decimals, for messages.

@@ -57,12 +57,14 @@ pub enum TrainError {
 /// `train.batch_size` through gradient accumulation) and the sequence length.
 fn device_error(e: DeviceError, cfg: &Config, seq: usize) -> TrainError {
     match e {
-        DeviceError::OutOfMemory { .. } => TrainError::Device(format!(
-            "{e}; lower train.micro_batch (now {}: the batch stays train.batch_size = {} \
+        DeviceError::OutOfMemory { .. } | DeviceError::TooLarge { .. } => {
+            TrainError::Device(format!(
+                "{e}; lower train.micro_batch (now {}: the batch stays train.batch_size = {} \
              through gradient accumulation) or the sequence length (now {seq}; \
              `cram data prepare --seq-len`), or train a smaller model",
-            cfg.train.micro_batch, cfg.train.batch_size
-        )),
+                cfg.train.micro_batch, cfg.train.batch_size
+            ))
+        }
         DeviceError::Failed { .. } => TrainError::Device(format!(
             "{e}; the run stops here (its newest checkpoint is intact: resume it with \
              --resume once the cause is fixed; CRAM_CUDA_DEBUG=1 names the failing kernel)"

@@ -241,7 +241,7 @@ impl PlateauReport {
             .collect();
         match names.len() {
             0 => format!(
-                "every run ended below {:.3} (off the masked-LM plateau); none left out",
+                "every run ended below {:.3} (off the unigram plateau); none left out",
                 self.max_loss
             ),
             n => format!(

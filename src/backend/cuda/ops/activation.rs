@@ -58,7 +58,9 @@ impl ActivationOps for Cuda {
 
     fn glu_forward(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Activation, half: usize) {
         let n = inp.len / 2;
-        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        if !self.glu_fits(inp.len) {
+            return;
+        }
         let (name, vec4) = Self::glu_kernel("glu_forward", half, &[out.ptr(), inp.ptr()]);
         self.timed("glu_forward", || {
             self.launch_vec(
@@ -87,7 +89,9 @@ impl ActivationOps for Cuda {
         half: usize,
     ) {
         let n = inp.len / 2;
-        assert!(inp.len < 1 << 32, "glu indexes with 32 bits");
+        if !self.glu_fits(inp.len) {
+            return;
+        }
         let (name, vec4) =
             Self::glu_kernel("glu_backward", half, &[dinp.ptr(), dout.ptr(), inp.ptr()]);
         self.timed("glu_backward", || {
@@ -141,6 +145,24 @@ impl ActivationOps for Cuda {
 }
 
 impl Cuda {
+    /// Whether the GLU kernels can index an input of `len` values: they
+    /// divide by the row width in 32 bits (the fast division), so the input
+    /// must stay below 2³². A larger one (a micro-batch of about 10k
+    /// crammed-bert sequences) is recorded as a device failure that names
+    /// the size, not a panic: the caller then says which setting to lower.
+    fn glu_fits(&self, len: usize) -> bool {
+        const LIMIT: usize = (1 << 32) - 1;
+        if len <= LIMIT {
+            return true;
+        }
+        self.fault.record(crate::backend::DeviceError::TooLarge {
+            what: "the GLU feed-forward's input",
+            elements: len,
+            limit: LIMIT,
+        });
+        false
+    }
+
     /// The GLU kernel for `half` columns: four values per thread when a
     /// group of four never straddles a row and the buffers allow 16-byte
     /// accesses, else one (`<name>_scalar`).
