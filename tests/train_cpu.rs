@@ -239,6 +239,19 @@ fn guarded_run(
     Vec<Record>,
     tempfile::TempDir,
 ) {
+    guarded_run_with(sets, nan_at, &[])
+}
+
+/// [`guarded_run`] with weights scaled ×25 after the steps of `perturb_at`.
+fn guarded_run_with(
+    sets: &[&str],
+    nan_at: &[u64],
+    perturb_at: &[u64],
+) -> (
+    Result<cram::train::RunSummary, String>,
+    Vec<Record>,
+    tempfile::TempDir,
+) {
     let data = common::prepared_english();
     let store = TokenStore::open(data).unwrap();
     let mut all = vec![
@@ -255,13 +268,19 @@ fn guarded_run(
     let tmp = tempfile::tempdir().unwrap();
     let opts = RunOptions {
         nan_gradient_at: nan_at.to_vec(),
+        perturb_weights_at: perturb_at.to_vec(),
         ..RunOptions::new(tmp.path().join("run"))
     };
     let result = pretrain(&Cpu::new(), &cfg, &store, &opts).map_err(|e| e.to_string());
     let events = read_without_timing(&opts.out.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
-        .filter(|r| matches!(r, Record::Skip { .. } | Record::Rollback { .. }))
+        .filter(|r| {
+            matches!(
+                r,
+                Record::Skip { .. } | Record::Spike { .. } | Record::Rollback { .. }
+            )
+        })
         .collect();
     (result, events, tmp)
 }
@@ -279,6 +298,11 @@ fn event_line(e: &Record) -> String {
             lr_scale,
             rollbacks,
         } => format!("rollback@{step} to={to_step} lr_scale={lr_scale} n={rollbacks}"),
+        Record::Spike {
+            step,
+            loss,
+            running_mean,
+        } => format!("spike@{step} above_2x={}", *loss > 2.0 * running_mean),
         other => panic!("not a guard event: {other:?}"),
     }
 }
@@ -346,5 +370,63 @@ fn guard_rolls_back_to_the_initialisation_without_a_checkpoint_and_stops_when_ro
     assert!(
         !checkpoints.exists() || std::fs::read_dir(&checkpoints).unwrap().next().is_none(),
         "no checkpoint was due, so none may exist"
+    );
+}
+
+#[test]
+fn guard_rolls_back_after_a_loss_spike_and_the_run_recovers() {
+    // Weights scaled ×25 after the 27th step: the loss logged at step 30
+    // (the 6th log, the first judged) is far above twice the mean of the
+    // five before it; the run goes back to the checkpoint of step 20 at half
+    // the learning rate, writes no checkpoint of the spiked weights, and
+    // finishes its 40 steps with a loss back at its earlier level.
+    let (result, events, tmp) = guarded_run_with(&[], &[], &[27]);
+    let summary = result.expect("the run recovers and finishes");
+    let lines: Vec<String> = events.iter().map(event_line).collect();
+    assert_eq!(
+        lines,
+        [
+            "spike@30 above_2x=true",
+            "rollback@30 to=20 lr_scale=0.5 n=1"
+        ]
+    );
+    assert_eq!(summary.steps, 40);
+    let run = tmp.path().join("run");
+    let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.trim_start_matches("step-").parse().unwrap()
+        })
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        [10, 20, 30],
+        "30 is the restored run's, written after the rollback"
+    );
+    let records = read_without_timing(&run.join("metrics.jsonl")).unwrap();
+    let last = records
+        .iter()
+        .filter_map(Record::as_train)
+        .next_back()
+        .unwrap();
+    let (spike, mean) = records
+        .iter()
+        .find_map(|r| match r {
+            Record::Spike {
+                loss, running_mean, ..
+            } => Some((*loss, *running_mean)),
+            _ => None,
+        })
+        .unwrap();
+    println!(
+        "spike loss {spike} against a running mean of {mean}, last training loss {}",
+        last.loss
+    );
+    assert!(
+        last.loss.is_finite() && last.loss < spike / 2.0,
+        "{} vs {spike}",
+        last.loss
     );
 }

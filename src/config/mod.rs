@@ -238,13 +238,28 @@ pub struct Config {
 /// multiplies the learning rate by `lr_factor`, and goes on past the data it
 /// diverged on (the batches between the checkpoint and the failure are not
 /// read again, as PaLM skipped the batches around a spike); after
-/// `max_rollbacks` it stops with an error.
+/// `max_rollbacks` it stops with an error. A loss spike (a logged loss above
+/// `spike_factor` times the mean of the last `spike_window` logged losses)
+/// rolls back the same way: OPT-175B's logbook did this by hand.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
     pub skip_limit: u32,
     pub max_rollbacks: u32,
     pub lr_factor: f64,
+    /// 0 turns the spike check off. (Run folders from before it get the default.)
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: f64,
+    #[serde(default = "default_spike_window")]
+    pub spike_window: u32,
+}
+
+fn default_spike_factor() -> f64 {
+    2.0
+}
+
+fn default_spike_window() -> u32 {
+    20
 }
 
 impl Default for GuardConfig {
@@ -253,6 +268,8 @@ impl Default for GuardConfig {
             skip_limit: 3,
             max_rollbacks: 3,
             lr_factor: 0.5,
+            spike_factor: default_spike_factor(),
+            spike_window: default_spike_window(),
         }
     }
 }

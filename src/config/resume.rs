@@ -20,6 +20,8 @@ pub const RESUMABLE: &[&str] = &[
     "guard.skip_limit",
     "guard.max_rollbacks",
     "guard.lr_factor",
+    "guard.spike_factor",
+    "guard.spike_window",
 ];
 
 /// One setting that differs between a run's saved config and the one asked for.

@@ -117,6 +117,18 @@ impl Config {
                 "guard.skip_limit must be at least 1 (skipped steps before a rollback)".into(),
             );
         }
+        if !(g.spike_factor == 0.0 || g.spike_factor > 1.0) || !g.spike_factor.is_finite() {
+            return bad(format!(
+                "guard.spike_factor ({}) must be above 1 (a logged loss above that multiple of the recent mean \
+                 is a spike), or 0 to turn the check off",
+                g.spike_factor
+            ));
+        }
+        if g.spike_window < 2 {
+            return bad(
+                "guard.spike_window must be at least 2 (logged losses in the running mean)".into(),
+            );
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::config::GuardConfig;
 use crate::model::Model;
 use crate::parallel::DataParallel;
+use std::collections::VecDeque;
 use std::path::Path;
 
 /// What the run does after a read-back that found skipped steps.
@@ -26,11 +27,17 @@ pub enum Verdict {
     Stop,
 }
 
-/// Skipped steps since the newest checkpoint, against the limits.
+/// Logged losses a spike is judged against at the least: the first few
+/// logs of a run fall fast and say little about its level.
+const SPIKE_MIN_HISTORY: usize = 5;
+
+/// Skipped steps since the newest checkpoint, against the limits, and the
+/// recent logged losses a spike is measured against.
 #[derive(Debug, Clone)]
 pub struct Guard {
     cfg: GuardConfig,
     since_checkpoint: u64,
+    recent: VecDeque<f64>,
 }
 
 impl Guard {
@@ -38,6 +45,7 @@ impl Guard {
         Guard {
             cfg: cfg.clone(),
             since_checkpoint: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -47,11 +55,35 @@ impl Guard {
         self.since_checkpoint += skipped;
         if self.since_checkpoint < self.cfg.skip_limit as u64 {
             Verdict::Continue
-        } else if rollbacks >= self.cfg.max_rollbacks {
+        } else {
+            self.rollback_or_stop(rollbacks)
+        }
+    }
+
+    fn rollback_or_stop(&self, rollbacks: u32) -> Verdict {
+        if rollbacks >= self.cfg.max_rollbacks {
             Verdict::Stop
         } else {
             Verdict::RollBack
         }
+    }
+
+    /// Takes a finite logged loss: `Some(mean)` when it is a spike, above
+    /// `spike_factor` times the mean of the last `spike_window` logged
+    /// losses (a spike does not join them); `None` otherwise.
+    pub fn spike(&mut self, loss: f64) -> Option<f64> {
+        let window = self.cfg.spike_window as usize;
+        if self.cfg.spike_factor > 0.0 && self.recent.len() >= SPIKE_MIN_HISTORY.min(window) {
+            let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+            if loss > self.cfg.spike_factor * mean {
+                return Some(mean);
+            }
+        }
+        self.recent.push_back(loss);
+        while self.recent.len() > window {
+            self.recent.pop_front();
+        }
+        None
     }
 
     /// A checkpoint was written or restored: the count starts again.
@@ -89,17 +121,86 @@ impl Guard {
             "step {step}: {skipped} step(s) with a non-finite gradient norm skipped (no update), {} since the newest checkpoint",
             self.since_checkpoint
         ));
+        let cause = format!(
+            "the gradient norm had not been finite in {} steps since the newest checkpoint",
+            self.since_checkpoint
+        );
+        self.act(
+            verdict,
+            (step, &cause),
+            be,
+            run,
+            state,
+            dist,
+            (metrics, reporter),
+        )
+    }
+
+    /// Takes a spike found at logging step `step` (the interval's mean loss
+    /// `loss` against the recent `mean`): records it, then rolls `state`
+    /// back, or stops the run when the rollbacks are used up. `Ok(true)`
+    /// when it rolled back.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn handle_spike<B: Backend>(
+        &mut self,
+        be: &B,
+        (loss, mean, step): (f64, f64, u64),
+        run: (&Path, &Model, u64),
+        state: &mut TrainState<B>,
+        dist: Option<&DataParallel>,
+        (mut metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+    ) -> Result<bool, TrainError> {
+        let record = Record::Spike {
+            step,
+            loss,
+            running_mean: mean,
+        };
+        log_record(metrics.as_deref_mut(), &record)?;
+        let cause = format!(
+            "the loss spiked to {loss:.4}, above {} times the mean of the last {} logged losses ({mean:.4})",
+            self.cfg.spike_factor,
+            self.recent.len()
+        );
+        reporter.event(&format!("step {step}: {cause}"));
+        let verdict = self.rollback_or_stop(state.progress.rollbacks);
+        self.act(
+            verdict,
+            (step, &cause),
+            be,
+            run,
+            state,
+            dist,
+            (metrics, reporter),
+        )
+    }
+
+    /// Carries out `verdict` for a failure at `step` described by `cause`.
+    #[allow(clippy::too_many_arguments)]
+    fn act<B: Backend>(
+        &mut self,
+        verdict: Verdict,
+        (step, cause): (u64, &str),
+        be: &B,
+        run: (&Path, &Model, u64),
+        state: &mut TrainState<B>,
+        dist: Option<&DataParallel>,
+        (metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+    ) -> Result<bool, TrainError> {
         match verdict {
             Verdict::Continue => Ok(false),
-            Verdict::Stop => Err(TrainError::Run(
-                self.stop_message(step, state.progress.lr_scale),
-            )),
+            Verdict::Stop => Err(TrainError::Run(self.stop_message(
+                step,
+                cause,
+                state.progress.lr_scale,
+            ))),
             Verdict::RollBack => {
                 let back = roll_back(be, run, state, self.cfg.lr_factor, dist)?;
                 for w in back.warnings.iter().filter(|_| metrics.is_some()) {
                     eprintln!("warning: {w}");
                 }
                 self.reset();
+                // The restored weights are older: their losses start a new history.
+                self.recent.clear();
                 let p = &state.progress;
                 let record = Record::Rollback {
                     step,
@@ -119,13 +220,12 @@ impl Guard {
     }
 
     /// Why the run stops, in one sentence that names the settings to change.
-    pub fn stop_message(&self, step: u64, lr_scale: f64) -> String {
+    pub fn stop_message(&self, step: u64, cause: &str, lr_scale: f64) -> String {
         format!(
-            "at step {step} the gradient norm had not been finite in {} steps since the newest checkpoint, after {} \
-             rollback(s) that left the learning rate at {lr_scale} of its schedule; the run stops here. Resume \
-             with a lower train.lr (cram pretrain --resume --out RUN --set train.lr=...) or allow more with \
-             guard.max_rollbacks",
-            self.since_checkpoint, self.cfg.max_rollbacks
+            "at step {step} {cause}, after {} rollback(s) that left the learning rate at {lr_scale} of \
+             its schedule; the run stops here. Resume with a lower train.lr (cram pretrain --resume --out \
+             RUN --set train.lr=...) or allow more with guard.max_rollbacks",
+            self.cfg.max_rollbacks
         )
     }
 }
@@ -176,6 +276,7 @@ mod tests {
             skip_limit,
             max_rollbacks,
             lr_factor: 0.5,
+            ..GuardConfig::default()
         })
     }
 
@@ -203,6 +304,46 @@ mod tests {
     fn no_rollbacks_allowed_stops_at_the_limit() {
         let mut g = guard(1, 0);
         assert_eq!(g.after_read(1, 0), Verdict::Stop);
-        assert!(g.stop_message(7, 1.0).contains("guard.max_rollbacks"));
+        assert!(g
+            .stop_message(7, "it failed", 1.0)
+            .contains("guard.max_rollbacks"));
+    }
+
+    #[test]
+    fn a_loss_above_twice_the_recent_mean_is_a_spike() {
+        let mut g = guard(3, 3);
+        // The first logs only fill the history, however they move.
+        for loss in [10.0, 8.0, 30.0, 7.0, 6.0] {
+            assert_eq!(g.spike(loss), None);
+        }
+        // The mean of 10, 8, 30, 7, 6 is 12.2: 20 is not twice it, 25 is.
+        assert_eq!(g.spike(20.0), None);
+        let mean = (10.0 + 8.0 + 30.0 + 7.0 + 6.0 + 20.0) / 6.0;
+        assert_eq!(g.spike(2.0 * mean + 0.1), Some(mean));
+        // A spike does not join the history.
+        assert_eq!(g.spike(2.0 * mean + 0.1), Some(mean));
+    }
+
+    #[test]
+    fn the_spike_window_keeps_the_last_losses_and_zero_turns_it_off() {
+        let mut g = Guard::new(&GuardConfig {
+            spike_window: 5,
+            ..GuardConfig::default()
+        });
+        for _ in 0..10 {
+            assert_eq!(g.spike(100.0), None);
+        }
+        for _ in 0..5 {
+            assert_eq!(g.spike(4.0), None);
+        }
+        // Only the last five (all 4.0) count now.
+        assert_eq!(g.spike(9.0), Some(4.0));
+        let mut off = Guard::new(&GuardConfig {
+            spike_factor: 0.0,
+            ..GuardConfig::default()
+        });
+        for loss in [1.0, 1.0, 1.0, 1.0, 1.0, 1e6] {
+            assert_eq!(off.spike(loss), None);
+        }
     }
 }

@@ -30,6 +30,15 @@ pub enum Record {
         skipped: u64,
         since_checkpoint: u64,
     },
+    /// The logged loss of step `step` was above `guard.spike_factor` times
+    /// the mean of the recent logged losses (`running_mean`).
+    Spike {
+        step: u64,
+        #[serde(deserialize_with = "nan_if_null")]
+        loss: f64,
+        #[serde(deserialize_with = "nan_if_null")]
+        running_mean: f64,
+    },
     /// The guard went back to the checkpoint of `to_step`.
     Rollback {
         step: u64,
@@ -124,6 +133,7 @@ impl Record {
             Record::Train(r) => r.step,
             Record::Eval(r) => r.step,
             Record::Skip { step, .. }
+            | Record::Spike { step, .. }
             | Record::Rollback { step, .. }
             | Record::Resume { step, .. } => *step,
         }
@@ -157,7 +167,10 @@ impl Record {
                 r.elapsed = 0.0;
                 r.eval_seconds = None;
             }
-            Record::Skip { .. } | Record::Rollback { .. } | Record::Resume { .. } => {}
+            Record::Skip { .. }
+            | Record::Spike { .. }
+            | Record::Rollback { .. }
+            | Record::Resume { .. } => {}
         }
         self
     }

@@ -20,6 +20,9 @@ pub struct RunOptions {
     /// run takes (1-based, counting steps later lost to rollbacks) gets a NaN
     /// in its gradient. Empty in normal use.
     pub nan_gradient_at: Vec<u64>,
+    /// Fault injection for tests of the spike check: after the n-th step the
+    /// run takes (1-based, as above), every weight is multiplied by 25.
+    pub perturb_weights_at: Vec<u64>,
 }
 
 impl RunOptions {
@@ -33,6 +36,7 @@ impl RunOptions {
             progress: Progress::Off,
             measure_noise_scale: false,
             nan_gradient_at: Vec::new(),
+            perturb_weights_at: Vec::new(),
         }
     }
 }

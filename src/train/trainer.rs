@@ -375,6 +375,16 @@ pub fn pretrain_group<'g, B: Backend>(
             )
             .map_err(|e| step_failed(e, cfg, seq))?;
         state.progress.position = start + (micro_steps * t.micro_batch) as u64;
+        if opts
+            .perturb_weights_at
+            .contains(&(state.progress.spent.steps + 1))
+        {
+            // The test hook of the spike check: weights scaled far from the
+            // trained ones, the loss jumps but stays finite.
+            let mut w = be.download(&state.weights.params);
+            w.iter_mut().for_each(|x| *x *= 25.0);
+            be.write(&mut state.weights.params, 0, &w);
+        }
         if let (Some(meter), true) = (noise.as_mut(), micro_steps > 1) {
             // The first micro-batch's gradient was scaled by 1/micro_steps.
             let norms = be.read(&stats, STAT_NORM_SQ, 2);
@@ -468,6 +478,15 @@ pub fn pretrain_group<'g, B: Backend>(
             let sinks = (metrics.as_mut(), &mut reporter);
             if skipped > 0 && guard.handle(be, (skipped, step), run, &mut state, dist, sinks)? {
                 continue;
+            }
+            // Every rank has the same summed loss, so every rank decides alike.
+            if let Some(mean) = (skipped == 0).then(|| guard.spike(last_loss)).flatten() {
+                let run = (opts.out.as_path(), &model, t.seed);
+                let sinks = (metrics.as_mut(), &mut reporter);
+                let spike = (last_loss, mean, step);
+                if guard.handle_spike(be, spike, run, &mut state, dist, sinks)? {
+                    continue;
+                }
             }
         }
         if lead && (step % t.eval_every as u64 == 0 || done) {
