@@ -27,6 +27,18 @@ pub enum Verdict {
     Stop,
 }
 
+/// What the guard acts on: the backend, the run (folder, model, seed), its
+/// state, its data-parallel group, and where events go (rank 0's metrics
+/// writer, `None` on the other ranks; the progress output).
+pub(super) struct Scene<'a, 'g, B: Backend> {
+    pub be: &'a B,
+    pub run: (&'a Path, &'a Model, u64),
+    pub state: &'a mut TrainState<B>,
+    pub dist: Option<&'a DataParallel<'g>>,
+    pub metrics: Option<&'a mut MetricsWriter>,
+    pub reporter: &'a mut Reporter,
+}
+
 /// Logged losses a spike is judged against at the least: the first few
 /// logs of a run fall fast and say little about its level.
 const SPIKE_MIN_HISTORY: usize = 5;
@@ -100,24 +112,19 @@ impl Guard {
     /// `state` back or stops the run as [`Guard::after_read`] decides.
     /// `Ok(true)` when it rolled back (the step's evaluation and checkpoint
     /// are then left out).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle<B: Backend>(
         &mut self,
-        be: &B,
         (skipped, step): (u64, u64),
-        run: (&Path, &Model, u64),
-        state: &mut TrainState<B>,
-        dist: Option<&DataParallel>,
-        (mut metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+        mut scene: Scene<'_, '_, B>,
     ) -> Result<bool, TrainError> {
-        let verdict = self.after_read(skipped, state.progress.rollbacks);
+        let verdict = self.after_read(skipped, scene.state.progress.rollbacks);
         let record = Record::Skip {
             step,
             skipped,
             since_checkpoint: self.since_checkpoint,
         };
-        log_record(metrics.as_deref_mut(), &record)?;
-        reporter.event(&format!(
+        log_record(scene.metrics.as_deref_mut(), &record)?;
+        scene.reporter.event(&format!(
             "step {step}: {skipped} step(s) with a non-finite gradient norm skipped (no update), {} since the newest checkpoint",
             self.since_checkpoint
         ));
@@ -125,67 +132,49 @@ impl Guard {
             "the gradient norm had not been finite in {} steps since the newest checkpoint",
             self.since_checkpoint
         );
-        self.act(
-            verdict,
-            (step, &cause),
-            be,
-            run,
-            state,
-            dist,
-            (metrics, reporter),
-        )
+        self.act(verdict, (step, &cause), scene)
     }
 
     /// Takes a spike found at logging step `step` (the interval's mean loss
     /// `loss` against the recent `mean`): records it, then rolls `state`
     /// back, or stops the run when the rollbacks are used up. `Ok(true)`
     /// when it rolled back.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_spike<B: Backend>(
         &mut self,
-        be: &B,
         (loss, mean, step): (f64, f64, u64),
-        run: (&Path, &Model, u64),
-        state: &mut TrainState<B>,
-        dist: Option<&DataParallel>,
-        (mut metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+        mut scene: Scene<'_, '_, B>,
     ) -> Result<bool, TrainError> {
         let record = Record::Spike {
             step,
             loss,
             running_mean: mean,
         };
-        log_record(metrics.as_deref_mut(), &record)?;
+        log_record(scene.metrics.as_deref_mut(), &record)?;
         let cause = format!(
             "the loss spiked to {loss:.4}, above {} times the mean of the last {} logged losses ({mean:.4})",
             self.cfg.spike_factor,
             self.recent.len()
         );
-        reporter.event(&format!("step {step}: {cause}"));
-        let verdict = self.rollback_or_stop(state.progress.rollbacks);
-        self.act(
-            verdict,
-            (step, &cause),
-            be,
-            run,
-            state,
-            dist,
-            (metrics, reporter),
-        )
+        scene.reporter.event(&format!("step {step}: {cause}"));
+        let verdict = self.rollback_or_stop(scene.state.progress.rollbacks);
+        self.act(verdict, (step, &cause), scene)
     }
 
     /// Carries out `verdict` for a failure at `step` described by `cause`.
-    #[allow(clippy::too_many_arguments)]
     fn act<B: Backend>(
         &mut self,
         verdict: Verdict,
         (step, cause): (u64, &str),
-        be: &B,
-        run: (&Path, &Model, u64),
-        state: &mut TrainState<B>,
-        dist: Option<&DataParallel>,
-        (metrics, reporter): (Option<&mut MetricsWriter>, &mut Reporter),
+        scene: Scene<'_, '_, B>,
     ) -> Result<bool, TrainError> {
+        let Scene {
+            be,
+            run,
+            state,
+            dist,
+            metrics,
+            reporter,
+        } = scene;
         match verdict {
             Verdict::Continue => Ok(false),
             Verdict::Stop => Err(TrainError::Run(self.stop_message(

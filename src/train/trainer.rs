@@ -5,7 +5,7 @@
 //! checkpoint and guard against divergence.
 
 use super::checkpoint::{self, CheckpointError, TrainState};
-use super::guard::Guard;
+use super::guard::{Guard, Scene};
 use super::metrics::{EvalRecord, MetricsWriter, NoiseRecord, Record, TrainRecord};
 use super::noise::{NoiseMeter, NormPair};
 pub use super::options::{RunOptions, RunSummary};
@@ -307,6 +307,19 @@ pub fn pretrain_group<'g, B: Backend>(
     let mut finished = true;
     let mut estimated = false;
     let mut guard = Guard::new(&cfg.guard);
+    // What the guard acts on, built where it acts: it borrows the state.
+    macro_rules! scene {
+        () => {
+            Scene {
+                be,
+                run: (opts.out.as_path(), &model, t.seed),
+                state: &mut state,
+                dist,
+                metrics: metrics.as_mut(),
+                reporter: &mut reporter,
+            }
+        };
+    }
 
     loop {
         let p = budget.progress(&state.progress.spent);
@@ -474,17 +487,14 @@ pub fn pretrain_group<'g, B: Backend>(
             }
             be.zero(&mut stats);
             (interval_steps, interval_tokens, interval_start) = (0, 0, spent.seconds);
-            let run = (opts.out.as_path(), &model, t.seed);
-            let sinks = (metrics.as_mut(), &mut reporter);
-            if skipped > 0 && guard.handle(be, (skipped, step), run, &mut state, dist, sinks)? {
+            let scene = scene!();
+            if skipped > 0 && guard.handle((skipped, step), scene)? {
                 continue;
             }
             // Every rank has the same summed loss, so every rank decides alike.
             if let Some(mean) = (skipped == 0).then(|| guard.spike(last_loss)).flatten() {
-                let run = (opts.out.as_path(), &model, t.seed);
-                let sinks = (metrics.as_mut(), &mut reporter);
-                let spike = (last_loss, mean, step);
-                if guard.handle_spike(be, spike, run, &mut state, dist, sinks)? {
+                let scene = scene!();
+                if guard.handle_spike((last_loss, mean, step), scene)? {
                     continue;
                 }
             }
@@ -523,9 +533,8 @@ pub fn pretrain_group<'g, B: Backend>(
             if skipped > 0 {
                 // Counted here, so not again at the next logging read-back.
                 be.write(&mut stats, STAT_SKIPPED, &[0.0]);
-                let run = (opts.out.as_path(), &model, t.seed);
-                let sinks = (metrics.as_mut(), &mut reporter);
-                guard.handle(be, (skipped, step), run, &mut state, dist, sinks)?;
+                let scene = scene!();
+                guard.handle((skipped, step), scene)?;
                 // No checkpoint of a state that has just failed: the newest one
                 // stays the last good one, which a rollback returns to.
                 continue;
