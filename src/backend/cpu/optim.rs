@@ -43,21 +43,49 @@ impl OptimOps for Cpu {
             .zip(v.par_chunks_mut(ELEMENT_CHUNK))
             .enumerate()
             .for_each(|(chunk, (((p, g), m), v))| {
-                let base = chunk * ELEMENT_CHUNK;
-                for i in 0..p.len() {
-                    let g = g[i] * clip;
-                    m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
-                    v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
-                    let m_hat = m[i] / bias1;
-                    let v_hat = v[i] / bias2;
-                    let decay = if base + i < hp.decay_len {
-                        hp.weight_decay
-                    } else {
-                        0.0
-                    };
-                    p[i] -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + decay * p[i]);
-                }
+                // The decayed prefix and the rest as two plain loops with a
+                // constant decay each: no per-element branch or bounds check,
+                // so the compiler vectorises them (the arithmetic per element
+                // is unchanged, so the results are too).
+                let split = hp
+                    .decay_len
+                    .saturating_sub(chunk * ELEMENT_CHUNK)
+                    .min(p.len());
+                let (p0, p1) = p.split_at_mut(split);
+                let (m0, m1) = m.split_at_mut(split);
+                let (v0, v1) = v.split_at_mut(split);
+                let (g0, g1) = g.split_at(split);
+                let k = Constants {
+                    clip,
+                    bias1,
+                    bias2,
+                    hp,
+                };
+                update(p0, g0, m0, v0, hp.weight_decay, &k);
+                update(p1, g1, m1, v1, 0.0, &k);
             });
+    }
+}
+
+/// What one AdamW step applies to every element.
+struct Constants {
+    clip: f32,
+    bias1: f32,
+    bias2: f32,
+    hp: AdamW,
+}
+
+/// AdamW on equal-length slices with one weight decay.
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], decay: f32, k: &Constants) {
+    let hp = &k.hp;
+    let elements = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+    for (((p, &g), m), v) in elements {
+        let g = g * k.clip;
+        *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+        *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+        let m_hat = *m / k.bias1;
+        let v_hat = *v / k.bias2;
+        *p -= hp.lr * (m_hat / (v_hat.sqrt() + hp.eps) + decay * *p);
     }
 }
 
