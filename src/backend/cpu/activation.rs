@@ -4,21 +4,21 @@
 
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{exp, normal_cdf};
 use super::{Cpu, ELEMENT_CHUNK};
 use crate::backend::{dropout_keep, Activation, ActivationOps};
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 /// Writes `factor[i]`, the quantity an activation's value `x·factor` and its
-/// slope are both built from: Φ(x) for GELU, σ(x) for SiLU. GELU's needs one
-/// call to libm's erf per element, which no loop can vectorise, so it gets a
-/// pass of its own and the arithmetic around it vectorises in the next one.
+/// slope are both built from: Φ(x) for GELU, σ(x) for SiLU. Both are
+/// branch-free arithmetic on [`exp`] ([`normal_cdf`] replaced a call to
+/// libm's erf per element, which no loop could vectorise).
 fn factors(act: Activation, x: &[f32], factor: &mut [f32]) {
     match act {
         Activation::Gelu => {
             for (f, &x) in factor.iter_mut().zip(x) {
-                *f = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+                *f = normal_cdf(x);
             }
         }
         Activation::Silu => {
