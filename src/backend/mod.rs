@@ -139,6 +139,18 @@ pub enum DeviceError {
     },
 }
 
+impl DeviceError {
+    /// Whether asking for less would avoid it (out of memory, or a buffer
+    /// past a kernel's indexing): the failures whose message names the
+    /// settings that size a step (micro-batch, sequence length).
+    pub fn is_size_limit(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::OutOfMemory { .. } | DeviceError::TooLarge { .. }
+        )
+    }
+}
+
 /// Bytes as GiB with two decimals, for messages.
 fn gib(bytes: usize) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)

@@ -6,7 +6,7 @@
 use super::step::{micro_step, Step, StepError};
 use super::TrainState;
 use crate::backend::cuda::{Cuda, CudaBuf};
-use crate::backend::{Device, DeviceError};
+use crate::backend::Device;
 use crate::config::Config;
 use crate::data::batches::{HostBatch, MaskKey, Objective};
 use crate::data::SpecialTokens;
@@ -168,7 +168,7 @@ impl<'c> Bench<'c> {
 /// flags that set the step's memory.
 pub fn bench_failed(e: StepError, (micro_batch, seq): (usize, usize)) -> String {
     match e {
-        StepError::Device(d @ (DeviceError::OutOfMemory { .. } | DeviceError::TooLarge { .. })) => {
+        StepError::Device(d) if d.is_size_limit() => {
             format!("{d}; lower --micro-batch (now {micro_batch}) or --seq-len (now {seq})")
         }
         e => e.to_string(),

@@ -56,20 +56,18 @@ pub enum TrainError {
 /// that set a step's activation memory: the micro-batch (the batch stays
 /// `train.batch_size` through gradient accumulation) and the sequence length.
 fn device_error(e: DeviceError, cfg: &Config, seq: usize) -> TrainError {
-    match e {
-        DeviceError::OutOfMemory { .. } | DeviceError::TooLarge { .. } => {
-            TrainError::Device(format!(
-                "{e}; lower train.micro_batch (now {}: the batch stays train.batch_size = {} \
+    if e.is_size_limit() {
+        return TrainError::Device(format!(
+            "{e}; lower train.micro_batch (now {}: the batch stays train.batch_size = {} \
              through gradient accumulation) or the sequence length (now {seq}; \
              `cram data prepare --seq-len`), or train a smaller model",
-                cfg.train.micro_batch, cfg.train.batch_size
-            ))
-        }
-        DeviceError::Failed { .. } => TrainError::Device(format!(
-            "{e}; the run stops here (its newest checkpoint is intact: resume it with \
-             --resume once the cause is fixed; CRAM_CUDA_DEBUG=1 names the failing kernel)"
-        )),
+            cfg.train.micro_batch, cfg.train.batch_size
+        ));
     }
+    TrainError::Device(format!(
+        "{e}; the run stops here (its newest checkpoint is intact: resume it with \
+         --resume once the cause is fixed; CRAM_CUDA_DEBUG=1 names the failing kernel)"
+    ))
 }
 
 /// Whether the device carried out everything so far, as a [`TrainError`].

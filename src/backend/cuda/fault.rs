@@ -76,6 +76,8 @@ mod tests {
             text.contains("1024.00 GiB more") && text.contains("1.00 GiB already held"),
             "{text}"
         );
+        assert!(e.is_size_limit(), "asking for less avoids it");
+        assert!(!failed("launching kernel gelu", "INVALID_VALUE").is_size_limit());
         assert_eq!(fault.get(), Some(e), "it stays");
     }
 }

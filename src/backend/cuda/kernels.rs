@@ -182,7 +182,11 @@ fn cached_cubin(src: &str, arch: &str) -> Result<Vec<u8>, CudaError> {
     Ok(cubin)
 }
 
-/// Writes under a temporary name and renames, so a reader never sees half a file.
+/// Writes under a temporary name and renames, so a reader never sees half a
+/// file. Not `fsio::write_atomically`: the temporary name carries the PID
+/// (several ranks may compile the same kernels at once, and one fixed name
+/// would let their writes interleave), and nothing is synced (a cache file
+/// lost in a crash is compiled again).
 fn store(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

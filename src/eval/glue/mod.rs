@@ -85,7 +85,7 @@ pub enum GlueError {
     },
     #[error("{0}")]
     Setup(String),
-    #[error("{task}: {error}; lower --batch-size or --max-len for out of memory")]
+    #[error("{task}: {error}{}", if error.is_size_limit() { "; lower --batch-size or --max-len" } else { "" })]
     Device {
         task: &'static str,
         error: crate::backend::DeviceError,
