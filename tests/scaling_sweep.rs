@@ -503,7 +503,13 @@ fn a_fit_without_approach_3_reports_the_rest() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join(FIT_FILE)).unwrap()).unwrap();
     assert!(fit["chinchilla"]["e"].is_null(), "{}", fit["chinchilla"]);
     assert!(fit["kaplan"]["alpha_d"]["value"].as_f64().unwrap() > 0.0);
-    assert!(fit["holdout"]["predictions"][0]["relative_error"].is_number());
+    // Held out: the 3e16 level, which leaves four runs, too few for a law in N and D.
+    assert!(fit["holdout"].is_null(), "{}", fit["holdout"]);
+    assert!(
+        stdout.contains("note: hold-out check skipped")
+            && stdout.contains("without the largest compute level (h768-l8-3e16flops)"),
+        "{stdout}"
+    );
 
     let (code, stdout, stderr) = plan_24h_h100(&tmp.path().join(FIT_FILE));
     assert_eq!(code, 0, "{stderr}");

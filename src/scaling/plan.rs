@@ -400,7 +400,7 @@ pub fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> Bat
 const DEGENERATE_E: f64 = 1e-3;
 
 /// How far the laws that predict a single run's loss missed the sweep's
-/// largest run when it was held out: the accuracy a plan can claim at best.
+/// best run of its largest compute level when that level was held out: the accuracy a plan can claim at best.
 fn holdout_note(h: &crate::scaling::fit::HoldoutReport) -> Option<String> {
     let misses: Vec<String> = h
         .predictions
@@ -412,7 +412,7 @@ fn holdout_note(h: &crate::scaling::fit::HoldoutReport) -> Option<String> {
         return None;
     }
     Some(format!(
-        "checked on a run the laws had not seen: fitted without the largest run ({}, C = {:.3e}), \
+        "checked on a run the laws had not seen: fitted without the largest compute level, at its best run ({}, C = {:.3e}), \
          they missed its loss of {:.3} by {}; expect at least that much error here",
         if h.run.is_empty() { "unnamed" } else { &h.run },
         h.compute,

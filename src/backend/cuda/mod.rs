@@ -112,7 +112,9 @@ pub struct Cuda {
     sm_count: u32,
     /// Indices into `ops::FUSED_ATTENTION` of the fused attention kernels
     /// this GPU can run (they need more than the default shared memory);
-    /// `CRAM_FUSED_ATTENTION=0` turns them off, for comparison.
+    /// `CRAM_FUSED_ATTENTION=0` turns them off, for comparison, and
+    /// `CRAM_FUSED_ATTENTION=flash` leaves whole-tile sequences to the
+    /// flash kernels.
     fused_attention: Vec<usize>,
     /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
     /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
@@ -156,11 +158,13 @@ impl Cuda {
                 ops::NORM_BACKWARD_SHARED
             )));
         }
-        let fused_off = std::env::var_os("CRAM_FUSED_ATTENTION").is_some_and(|v| v == "0");
+        let choice = std::env::var_os("CRAM_FUSED_ATTENTION");
+        let fused_off = choice.as_ref().is_some_and(|v| v == "0");
+        let short_off = fused_off || choice.as_ref().is_some_and(|v| v == "flash");
         let fused_attention = (0..ops::FUSED_ATTENTION.len())
             .filter(|&i| {
                 let f = &ops::FUSED_ATTENTION[i];
-                !fused_off
+                !short_off
                     && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
                     && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
             })

@@ -3,9 +3,13 @@
 //!
 //! Approach 2: final points are grouped into IsoFLOP levels (compute within
 //! 10% of each other); at each level with at least three sizes a parabola in
-//! log N is fitted to the loss and its vertex, when inside the sampled sizes,
-//! is that level's N_opt (D_opt by interpolating log D over log N among the
-//! level's runs). Power laws through the vertices give the exponents.
+//! log N is fitted to the loss near its measured minimum (the best size and
+//! up to two sizes on each side of it: far from the optimum a profile is not
+//! a parabola, and gpt-gpu-1's models 10× past it, trained for a few hundred
+//! steps, pulled the vertex of a fit over all sizes out of the range) and
+//! its vertex, when inside those sizes, is that level's N_opt (D_opt by
+//! interpolating log D over log N among the same runs). Power laws through
+//! the vertices give the exponents.
 //!
 //! Approach 3: L(N, D) = E + A/N^α + B/D^β, written as
 //! log L = LSE(a − α log N, b − β log D, e) with A = e^a, B = e^b, E = e^e,
@@ -66,6 +70,21 @@ pub fn isoflop_levels(points: &[Point]) -> Vec<Vec<&Point>> {
     levels
 }
 
+/// The sizes a level's parabola is fitted to: from two sizes below the one
+/// with the lowest loss to two above it (`sizes` sorted and distinct, `runs`
+/// the level's (N, loss)). Three sizes or more whenever the level has three.
+fn window_around_minimum(sizes: &[f64], runs: &[(f64, f64)]) -> (f64, f64) {
+    let best = runs
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(sizes[0], |r| r.0);
+    let at = sizes.iter().position(|&s| s == best).unwrap_or(0);
+    // Keep three sizes at an end of the range: the best and the next two.
+    let first = at.saturating_sub(2).min(sizes.len().saturating_sub(3));
+    let last = (at + 2).max(first + 2).min(sizes.len() - 1);
+    (sizes[first], sizes[last])
+}
+
 pub fn isoflop(points: &[Point], count: ParamCount) -> Result<IsoFlop, FitError> {
     let mut levels = Vec::new();
     let mut skipped = Vec::new();
@@ -83,21 +102,24 @@ pub fn isoflop(points: &[Point], count: ParamCount) -> Result<IsoFlop, FitError>
             continue;
         }
         let runs: Vec<(f64, f64)> = level.iter().map(|p| (p.n(count), p.loss)).collect();
-        let logs: Vec<(f64, f64)> = runs.iter().map(|(n, l)| (n.ln(), *l)).collect();
+        let (lo, hi) = window_around_minimum(&sizes, &runs);
+        let near: Vec<&&Point> = level
+            .iter()
+            .filter(|p| (lo..=hi).contains(&p.n(count)))
+            .collect();
+        let logs: Vec<(f64, f64)> = near.iter().map(|p| (p.n(count).ln(), p.loss)).collect();
         let Some(c) = fit_parabola(&logs) else {
             continue;
         };
-        let (lo, hi) = (sizes[0].ln(), sizes[sizes.len() - 1].ln());
         let vertex = -c[1] / (2.0 * c[2]);
-        if !(c[2] > 0.0 && vertex > lo && vertex < hi) {
+        if !(c[2] > 0.0 && vertex > lo.ln() && vertex < hi.ln()) {
             skipped.push(format!(
-                "C = {compute:.3e}: the parabola's minimum lies outside the sizes run ({:.3e}..{:.3e})",
-                sizes[0],
-                sizes[sizes.len() - 1]
+                "C = {compute:.3e}: the parabola's minimum lies outside the sizes around the best \
+                 one ({lo:.3e}..{hi:.3e})"
             ));
             continue;
         }
-        let d_of_n: Vec<(f64, f64)> = level
+        let d_of_n: Vec<(f64, f64)> = near
             .iter()
             .map(|p| (p.n(count).ln(), p.tokens.ln()))
             .collect();

@@ -1,9 +1,12 @@
-//! Validation by a held-out run: every law is fitted again without the
-//! sweep's largest run (the largest N, and of its runs the one with the most
-//! compute: the point a plan extrapolates towards), and each law that can
-//! predict a single run's loss says what it expects there. The relative error
-//! of those predictions is how far the fits can be trusted one step beyond
-//! the data (Hoffmann et al. 2022 check their laws the same way).
+//! Validation by a held-out run: every law is fitted again to the runs below
+//! the sweep's largest compute level, and each law that can predict a single
+//! run's loss says what it expects for that level's best run (the
+//! compute-optimal point a plan extrapolates towards). The relative error of
+//! those predictions is how far the fits can be trusted one step beyond the
+//! data (Hoffmann et al. 2022 check their laws the same way). Before, the
+//! largest model was held out with its level still fitted: in gpt-gpu-1 that
+//! was a run far past its level's optimum, on the steep start of its curve,
+//! and the other runs of its level told the fits most of the answer.
 
 use super::{fit_points, Fits};
 use crate::scaling::points::{ParamCount, Point, PointSet};
@@ -37,25 +40,37 @@ pub struct HoldoutPrediction {
     pub note: Option<String>,
 }
 
-/// The run held out: the largest N, then the largest compute among its runs.
-pub fn largest_run(points: &[Point]) -> Option<&Point> {
-    points.iter().max_by(|a, b| {
-        (a.n_params, a.compute)
-            .partial_cmp(&(b.n_params, b.compute))
-            .expect("points are validated finite")
-    })
+/// Whether a run of `compute` is at the level of `top`: within 10% of it,
+/// as approach 2 groups IsoFLOP levels.
+fn at_level(compute: f64, top: f64) -> bool {
+    (top / compute).ln() < 1.1f64.ln()
 }
 
-/// Fits every law without the largest run and predicts its loss.
+fn top_compute(points: &[Point]) -> f64 {
+    points.iter().map(|p| p.compute).fold(f64::MIN, f64::max)
+}
+
+/// The run held out: of the runs at the largest compute level, the one with
+/// the lowest loss.
+pub fn largest_run(points: &[Point]) -> Option<&Point> {
+    let top = top_compute(points);
+    points
+        .iter()
+        .filter(|p| at_level(p.compute, top))
+        .min_by(|a, b| a.loss.total_cmp(&b.loss))
+}
+
+/// Fits every law to the runs below the largest compute level (so that the
+/// held-out run's level says nothing about it) and predicts the held run.
 pub fn hold_out_largest(set: &PointSet) -> Result<HoldoutReport, ScalingError> {
     set.validate()?;
     let held = largest_run(&set.points)
         .expect("a validated set has points")
         .clone();
-    let rest = without(set, &held);
+    let rest = below_top_level(set);
     let fits = fit_points(&rest).map_err(|e| {
         ScalingError::Degenerate(format!(
-            "without the largest run ({}) the rest cannot be fitted: {e}",
+            "without the largest compute level ({}) the rest cannot be fitted: {e}",
             describe(&held)
         ))
     })?;
@@ -79,24 +94,18 @@ fn describe(p: &Point) -> String {
     }
 }
 
-/// `set` without `held`'s row and its curve. A table without run names
-/// drops only the matching row.
-fn without(set: &PointSet, held: &Point) -> PointSet {
-    let mut dropped = false;
-    let points = set
+/// The set without its largest compute level, points and curves.
+fn below_top_level(set: &PointSet) -> PointSet {
+    let top = top_compute(&set.points);
+    let (held, points): (Vec<Point>, Vec<Point>) = set
         .points
         .iter()
-        .filter(|p| {
-            let same = !dropped && *p == held;
-            dropped |= same;
-            !same
-        })
         .cloned()
-        .collect();
+        .partition(|p| at_level(p.compute, top));
     let curves = set
         .curves
         .iter()
-        .filter(|c| held.run.is_empty() || c.run != held.run)
+        .filter(|c| !held.iter().any(|p| !p.run.is_empty() && p.run == c.run))
         .cloned()
         .collect();
     PointSet { points, curves }
@@ -142,7 +151,7 @@ impl HoldoutReport {
         let _ = writeln!(
             out,
             "\nheld out: {} (N = {:.3e}, D = {:.3e}, C = {:.3e}), measured loss {:.4}; \
-             laws fitted to the other {} runs",
+             laws fitted to the {} runs below its compute level",
             if self.run.is_empty() {
                 "the largest run"
             } else {
@@ -192,10 +201,23 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_run_is_the_largest_model_at_its_largest_compute() {
+    fn the_held_run_is_the_best_at_the_largest_compute() {
         let set = law_points();
         let held = largest_run(&set.points).unwrap();
         assert_eq!((held.n_params, held.tokens), (1e8, 3e9));
+    }
+
+    #[test]
+    fn of_the_top_compute_level_the_lowest_loss_is_held_out() {
+        let mut set = law_points();
+        let best = largest_run(&set.points).unwrap().loss;
+        set.points
+            .push(Point::simple("worse", 3e8, 1e9, best + 0.1));
+        assert_eq!(largest_run(&set.points).unwrap().run, "n1e8-d3e9");
+        // 5% more compute than the grid's top run: the same level.
+        set.points
+            .push(Point::simple("better", 3e8, 1.05e9, best - 0.1));
+        assert_eq!(largest_run(&set.points).unwrap().run, "better");
     }
 
     #[test]
@@ -232,6 +254,6 @@ mod tests {
         set.points
             .retain(|p| p.n_params >= 1e8 || p.n_params == 1e6 && p.tokens == 1e8);
         let e = hold_out_largest(&set).unwrap_err().to_string();
-        assert!(e.contains("without the largest run"), "{e}");
+        assert!(e.contains("without the largest compute level"), "{e}");
     }
 }

@@ -7,8 +7,8 @@
 //! - Hoffmann et al. 2022 (N with embeddings): approach 1 (the lower
 //!   envelope), approach 2 (IsoFLOP parabolas), approach 3 (E + A/N^α + B/D^β).
 //!
-//! Every fit is checked by holding out the largest run ([`holdout`]): the laws
-//! fitted to the other runs predict its loss.
+//! Every fit is checked by holding out the largest compute level ([`holdout`]):
+//! the laws fitted to the runs below it predict the loss of its best run.
 //!
 //! The Kaplan joint law is required: points that cannot support it (NaN, one
 //! model size, one token count) are an error. The others are reported as

@@ -268,7 +268,7 @@ pub struct FitReport {
     /// Runs left out as still on the masked-LM plateau (absent when no cut was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plateau: Option<PlateauReport>,
-    /// The largest run predicted by the laws fitted without it (absent when
+    /// The best run of the largest compute level, predicted by the laws fitted to the levels below it (absent when
     /// the other runs cannot be fitted; `notes` says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout: Option<super::HoldoutReport>,
