@@ -1,7 +1,7 @@
 //! Row gathers and the losses: cross-entropy (with top-1 hits) and mean
 //! squared error (kernels in `kernels/loss.cu`).
 
-use crate::backend::cuda::{f32_arg, Cuda, CudaBuf, CudaIds};
+use crate::backend::cuda::{f32_arg, vector_aligned, Cuda, CudaBuf, CudaIds};
 use crate::backend::{Device, LossOps};
 
 impl LossOps for Cuda {
@@ -57,6 +57,7 @@ impl LossOps for Cuda {
         if rows == 0 {
             return;
         }
+        let vec4 = vocab.is_multiple_of(4) && vector_aligned(&[logits.ptr()]);
         self.timed("cross_entropy", || {
             self.launch(
                 "cross_entropy",
@@ -71,6 +72,7 @@ impl LossOps for Cuda {
                     vocab as u64,
                     dscale.is_some() as u64,
                     f32_arg(dscale.unwrap_or(0.0)),
+                    vec4 as u64,
                 ],
             )
         });
