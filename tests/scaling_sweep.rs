@@ -278,9 +278,31 @@ fn sweep_resume_fit_plan_and_report() {
         "gradient noise scale",
         "--set model.hidden=",
         "checked on a run the laws had not seen",
+        "loss [interval]",
     ] {
         assert!(stdout.contains(needle), "plan lacks '{needle}':\n{stdout}");
     }
+    // The joint law's expected loss lies inside its interval, which is at
+    // least as wide as the law's held-out error.
+    let fit = out.to_str().unwrap();
+    let (code, json, stderr) = cram(&[
+        "scale", "plan", "--fit", fit, "--budget", "24h", "--device", "h100", "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let joint = &plan["allocations"][0];
+    let loss = joint["loss"].as_f64().unwrap();
+    let [lo, hi] = [0, 1].map(|i| joint["loss_interval"][i].as_f64().unwrap());
+    let fitted: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(FIT_FILE)).unwrap()).unwrap();
+    let held = fitted["holdout"]["predictions"][0]["relative_error"]
+        .as_f64()
+        .unwrap()
+        .abs();
+    assert!(
+        lo <= loss * (1.0 - held) + 1e-9 && hi >= loss * (1.0 + held) - 1e-9,
+        "{joint} against a held-out error of {held}"
+    );
 
     let run = run_dir(&out, &runs[8].name);
     let (code, stdout, stderr) = cram(&["report", run.to_str().unwrap(), "--device", "cpu"]);

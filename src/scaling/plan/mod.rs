@@ -4,7 +4,12 @@
 //! quantity over the fit's bootstrap replicates. Each N_opt is turned into a
 //! shape of the sweep's base preset (same head width and feed-forward ratio,
 //! the depth whose width/depth ratio is nearest the preset's), and the batch
-//! size comes from the gradient noise scale measured in the sweep.
+//! size comes from the gradient noise scale measured in the sweep. Each
+//! law's expected loss carries an interval ([`loss`]): the bootstrap's,
+//! widened to the law's error on the held-out compute level.
+
+mod loss;
+mod table;
 
 use super::counts::Counts;
 use super::fit::stats::{fit_line, quantile};
@@ -13,7 +18,6 @@ use super::points::{ParamCount, PointSet};
 use super::ScalingError;
 use crate::config::{Budget, Config};
 use serde::Serialize;
-use std::fmt::Write as _;
 
 /// Peak dense throughput of an accelerator, in FLOP/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +118,9 @@ pub struct Allocation {
     pub n: Ranged,
     pub tokens: Ranged,
     pub loss: Option<f64>,
+    /// The loss's 95% bootstrap interval widened to the law's held-out error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_interval: Option<[f64; 2]>,
     pub shape: Option<ShapeChoice>,
 }
 
@@ -157,15 +164,27 @@ fn ranged(value: f64, mut reps: Vec<f64>) -> Ranged {
     }
 }
 
-/// N_opt = e^(ln k + a·ln C) from [a, ln k, b, ln k_D, ...] replicates.
+/// N_opt = e^(ln k + a·ln C) from [a, ln k, b, ln k_D, ...] replicates;
+/// with `loss_term` (a frontier's [.., −α_C, α_C·ln C_c]) also the loss
+/// (C_c/C)^α_C and its interval.
 fn line_allocation(
     name: &str,
     counts: ParamCount,
     compute: f64,
     params: [f64; 4],
     reps: &[Vec<f64>],
+    loss_term: Option<[f64; 2]>,
 ) -> Allocation {
     let at = |a: f64, k: f64| (k + a * compute.ln()).exp();
+    let loss = loss_term.map(|[slope, k]| {
+        ranged(
+            at(slope, k),
+            reps.iter()
+                .filter(|r| r.len() >= 6)
+                .map(|r| at(r[4], r[5]))
+                .collect(),
+        )
+    });
     Allocation {
         fit: name.into(),
         counts: count_name(counts),
@@ -177,7 +196,8 @@ fn line_allocation(
             at(params[2], params[3]),
             reps.iter().map(|r| at(r[2], r[3])).collect(),
         ),
-        loss: None,
+        loss: loss.map(|l| l.value),
+        loss_interval: loss.and_then(|l| l.interval),
         shape: None,
     }
 }
@@ -215,12 +235,19 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         .iter()
         .map(|r| joint_optimum(&Joint::from_params(r), compute))
         .collect();
+    let joint_losses = reps
+        .kaplan_joint
+        .iter()
+        .zip(&joint_reps)
+        .map(|(r, &(n, d))| Joint::from_params(r).loss(n, d))
+        .collect();
     out.push(Allocation {
-        fit: "Kaplan joint L(N,D)".into(),
+        fit: JOINT.into(),
         counts: count_name(ParamCount::NonEmbedding),
         n: ranged(n, joint_reps.iter().map(|r| r.0).collect()),
         tokens: ranged(d, joint_reps.iter().map(|r| r.1).collect()),
         loss: Some(joint.loss(n, d)),
+        loss_interval: ranged(joint.loss(n, d), joint_losses).interval,
         shape: None,
     });
     if let Some(f) = &k.frontier {
@@ -230,15 +257,14 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
             f.optimal_d_exponent.value,
             f.d_log_coefficient,
         ];
-        let mut a = line_allocation(
-            "Kaplan compute frontier",
+        out.push(line_allocation(
+            FRONTIER,
             ParamCount::NonEmbedding,
             compute,
             p,
             &reps.kaplan_frontier,
-        );
-        a.loss = Some((f.c_c.value / compute).powf(f.alpha_c.value));
-        out.push(a);
+            Some(frontier_loss_term(f.alpha_c.value, f.c_c.value)),
+        ));
     }
     let c = &fit.chinchilla;
     if let Some(f) = &c.approach1 {
@@ -248,15 +274,14 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
             f.optimal_d_exponent.value,
             f.d_log_coefficient,
         ];
-        let mut a = line_allocation(
-            "Chinchilla approach 1 (envelope)",
+        out.push(line_allocation(
+            APPROACH1,
             ParamCount::Total,
             compute,
             p,
             &reps.approach1,
-        );
-        a.loss = Some((f.c_c.value / compute).powf(f.alpha_c.value));
-        out.push(a);
+            Some(frontier_loss_term(f.alpha_c.value, f.c_c.value)),
+        ));
     }
     if let Some(f) = &c.approach2 {
         let p = [
@@ -266,11 +291,12 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
             f.d_log_coefficient,
         ];
         out.push(line_allocation(
-            "Chinchilla approach 2 (IsoFLOP)",
+            APPROACH2,
             ParamCount::Total,
             compute,
             p,
             &reps.approach2,
+            None,
         ));
     }
     let Some(law) = c.parametric() else {
@@ -282,17 +308,35 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         .iter()
         .map(|r| Parametric::from_params(r).optimum(compute))
         .collect();
+    let p3_losses = reps
+        .approach3
+        .iter()
+        .zip(&p3)
+        .map(|(r, &(n, d))| Parametric::from_params(r).loss(n, d))
+        .collect();
     out.push(Allocation {
         fit: APPROACH3.into(),
         counts: count_name(ParamCount::Total),
         n: ranged(n, p3.iter().map(|r| r.0).collect()),
         tokens: ranged(d, p3.iter().map(|r| r.1).collect()),
         loss: Some(law.loss(n, d)),
+        loss_interval: ranged(law.loss(n, d), p3_losses).interval,
         shape: None,
     });
     out
 }
 
+/// A frontier's (C_c/C)^α_C as [slope, intercept] of its log against ln C,
+/// the layout of its bootstrap replicates' last two values.
+fn frontier_loss_term(alpha_c: f64, c_c: f64) -> [f64; 2] {
+    [-alpha_c, alpha_c * c_c.ln()]
+}
+
+/// The rows of the plan, one per law.
+const JOINT: &str = "Kaplan joint L(N,D)";
+const FRONTIER: &str = "Kaplan compute frontier";
+const APPROACH1: &str = "Chinchilla approach 1 (envelope)";
+const APPROACH2: &str = "Chinchilla approach 2 (IsoFLOP)";
 /// The row of approach 3, the law the batch size is taken from.
 const APPROACH3: &str = "Chinchilla approach 3 (parametric)";
 /// The shape of `base` whose parameter count (of kind `counts`) is nearest
@@ -442,8 +486,11 @@ pub fn plan(
             (compute / largest).log10()
         ));
     }
-    if let Some(note) = fit.holdout.as_ref().and_then(holdout_note) {
-        notes.push(note);
+    if let Some(h) = &fit.holdout {
+        notes.extend(holdout_note(h));
+        for a in &mut allocations {
+            loss::widen_to_holdout(a, h);
+        }
     }
     if let Some(e) = fit.chinchilla.e.as_ref().filter(|e| e.value < DEGENERATE_E) {
         notes.push(format!(
@@ -475,66 +522,6 @@ pub fn plan(
         allocations,
         batch,
         notes,
-    }
-}
-
-fn fmt_ranged(r: &Ranged) -> String {
-    match r.interval {
-        Some([lo, hi]) => format!("{:.3e} [{lo:.2e}, {hi:.2e}]", r.value),
-        None => format!("{:.3e}", r.value),
-    }
-}
-
-impl Plan {
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "compute C = {:.3e} FLOPs ({})\n",
-            self.compute, self.assumption
-        );
-        let _ = writeln!(
-            out,
-            "{:<36} {:<14} {:<34} {:<34} {:>6}",
-            "fit", "N counts", "N_opt [95% interval]", "D_opt tokens [95% interval]", "loss"
-        );
-        for a in &self.allocations {
-            let _ = writeln!(
-                out,
-                "{:<36} {:<14} {:<34} {:<34} {:>6}",
-                a.fit,
-                a.counts,
-                fmt_ranged(&a.n),
-                fmt_ranged(&a.tokens),
-                a.loss.map(|l| format!("{l:.3}")).unwrap_or("-".into())
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\nshapes of preset {} (width/depth as near the preset's as 10% of N allows):",
-            self.preset
-        );
-        for a in &self.allocations {
-            if let Some(s) = &a.shape {
-                let _ = writeln!(
-                    out,
-                    "  {:<36} --set model.hidden={} --set model.layers={} --set model.heads={} --set model.ffn={}  \
-                     (N {:.3e}, total {:.3e}; {:.3e} tokens at its C per token)",
-                    a.fit, s.hidden, s.layers, s.heads, s.ffn, s.n_params, s.n_total, s.tokens
-                );
-            }
-        }
-        if let Some(b) = &self.batch {
-            let _ = writeln!(
-                out,
-                "\nbatch size: {:.0} sequences ({:.3e} tokens) per step, from {}",
-                b.sequences, b.tokens, b.source
-            );
-        }
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
-        }
-        out
     }
 }
 
