@@ -584,3 +584,108 @@ fn width_scaling_sets_lr_and_init_per_width() {
     }
     assert_eq!(runs[0].config.train.lr, 4.0 * base.train.lr);
 }
+
+/// A batch sweep written as the trainer writes it: model 1e6 at five batch
+/// sizes whose steps to loss 4.5 follow S = 100 + 1600/B exactly (so B_crit
+/// is 16 sequences), with B_simple 20 logged throughout; model 4e6 at one
+/// batch size, which the measurement passes over.
+fn synthetic_batch_sweep(dir: &Path) {
+    let mut points = String::from("n_params,tokens,compute,loss,n_total,run\n");
+    let mut write_run = |name: &str, n: f64, batch: u64, steps_to_target: f64| {
+        let run = dir.join("runs").join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        // loss = 4 + 2·e^(−k·step), at 4.5 when step = steps_to_target.
+        let k = 4f64.ln() / steps_to_target;
+        let mut lines = String::new();
+        let last = (2.0 * steps_to_target) as u64;
+        for step in (5..=last).step_by(5) {
+            let loss = 4.0 + 2.0 * (-k * step as f64).exp();
+            lines.push_str(&format!(
+                "{{\"event\":\"train\",\"step\":{step},\"tokens\":{},\"flops\":0.0,\"progress\":0.5,\
+                 \"loss\":{loss},\"lr\":0.001,\"batch_size\":{batch},\"grad_norm\":1.0,\"tokens_per_s\":1.0,\
+                 \"mfu\":null,\"noise_grad_sq\":1.0,\"noise_trace\":20.0,\"noise_scale\":20.0,\"elapsed\":1.0}}\n",
+                step * batch * 32
+            ));
+        }
+        lines.push_str(&format!(
+            "{{\"event\":\"eval\",\"step\":{last},\"tokens\":{},\"val_loss\":4.1,\"val_accuracy\":0.3,\"elapsed\":1.0}}\n",
+            last * batch * 32
+        ));
+        std::fs::write(run.join("metrics.jsonl"), lines).unwrap();
+        let tokens = (last * batch * 32) as f64;
+        points.push_str(&format!(
+            "{n},{tokens},{},4.1,{},{name}\n",
+            6.0 * n * tokens,
+            2.0 * n
+        ));
+    };
+    for batch in [8u64, 16, 32, 64, 128] {
+        write_run(
+            &format!("h64-l2-b{batch}"),
+            1e6,
+            batch,
+            100.0 + 1600.0 / batch as f64,
+        );
+    }
+    write_run("h128-l2-b16", 4e6, 16, 300.0);
+    std::fs::write(dir.join("points.csv"), points).unwrap();
+}
+
+#[test]
+fn the_critical_batch_comes_from_steps_to_a_target_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    synthetic_batch_sweep(tmp.path());
+    let dir = tmp.path().to_str().unwrap();
+    let (code, stdout, stderr) = cram(&[
+        "scale",
+        "batch",
+        dir,
+        "--target-loss",
+        "4.5",
+        "--window",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("reached by 5 of 5 runs"), "{stdout}");
+    assert!(
+        !stdout.contains("4.000e6"),
+        "the one-batch model is left out: {stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("critical_batch.json")).unwrap(),
+    )
+    .unwrap();
+    let model = &report["models"][0];
+    let b_crit = model["b_crit"].as_f64().unwrap();
+    assert!((b_crit / 16.0 - 1.0).abs() < 0.02, "{model}");
+    assert!(
+        (model["s_min"].as_f64().unwrap() / 100.0 - 1.0).abs() < 0.02,
+        "{model}"
+    );
+    assert_eq!(model["b_simple"].as_f64(), Some(20.0), "{model}");
+    assert!((model["b_crit_tokens"].as_f64().unwrap() / (32.0 * b_crit) - 1.0).abs() < 1e-9);
+
+    // The default target is the loss every run reaches; smoothing keeps the line.
+    let (code, stdout, stderr) = cram(&["scale", "batch", dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("B_crit"), "{stdout}");
+
+    // A target no run reaches: the runs are listed, the critical batch is not.
+    let (code, stdout, stderr) = cram(&["scale", "batch", dir, "--target-loss", "3.5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("no critical batch: 0 run(s) reached the target"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("h64-l2-b8 never reached 3.5000"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = cram(&["scale", "batch", dir, "--target-loss", "-1"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--target-loss must be a positive loss"),
+        "{stderr}"
+    );
+}

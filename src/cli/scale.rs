@@ -85,6 +85,20 @@ enum ScaleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The critical batch size measured from runs of one model at several batch sizes
+    /// (steps to a target loss against batch size), beside the noise scale they logged;
+    /// writes critical_batch.json.
+    Batch {
+        /// Sweep folder whose spec has batch_sizes (points.csv and runs/).
+        dir: PathBuf,
+        /// The loss each run is timed to (default, per model: the highest loss every run
+        /// of the model reaches).
+        #[arg(long, allow_hyphen_values = true)]
+        target_loss: Option<f64>,
+        /// Logged training losses averaged (centred) before the crossing is found.
+        #[arg(long, default_value_t = 5)]
+        window: usize,
+    },
 }
 
 pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
@@ -120,7 +134,31 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             preset,
             json,
         } => run_plan(&fit, &budget, &device, mfu, preset, json),
+        ScaleCommand::Batch {
+            dir,
+            target_loss,
+            window,
+        } => run_batch(&dir, target_loss, window),
     }
+}
+
+fn run_batch(dir: &Path, target_loss: Option<f64>, window: usize) -> anyhow::Result<()> {
+    if target_loss.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+        bail!(
+            "--target-loss must be a positive loss, not {}",
+            target_loss.unwrap_or_default()
+        );
+    }
+    if window == 0 {
+        bail!("--window must be at least 1 log");
+    }
+    let report = crate::scaling::batch::measure(dir, target_loss, window)?;
+    print!("{}", report.table());
+    let path = dir.join(crate::scaling::batch::BATCH_FILE);
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    crate::scaling::points::write_atomically(&path, &json)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 fn run_sweep(

@@ -2,9 +2,11 @@
 //! compute (`sweep`), the table of their results (`points`), the Kaplan and
 //! Chinchilla fits with bootstrap intervals (`fit`), the compute-optimal plan
 //! for a budget (`plan`), and the gradient noise scale that estimates the
-//! critical batch size (`noise`), and the masked-LM plateau that the fits
-//! leave out (`plateau`). Counting conventions are in `counts`.
+//! critical batch size (`noise`) with the critical batch measured directly
+//! from runs at several batch sizes (`batch`), and the masked-LM plateau
+//! that the fits leave out (`plateau`). Counting conventions are in `counts`.
 
+pub mod batch;
 pub mod counts;
 mod error;
 pub mod fit;

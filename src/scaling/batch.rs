@@ -1,0 +1,354 @@
+//! The critical batch size measured directly (McCandlish et al. 2018, §2.2
+//! and figure 3), beside the gradient noise scale that estimates it.
+//!
+//! Runs of one model at several batch sizes (a sweep spec's `batch_sizes`)
+//! are each trained past a target loss. S(B), the optimizer steps a run
+//! needs to reach it, and E(B) = B·S(B), the sequences it sees, trade off as
+//! (S/S_min − 1)(E/E_min − 1) = 1, that is S = S_min + E_min/B: a line in
+//! 1/B whose intercept is S_min (the fewest steps, at an infinite batch) and
+//! whose slope is E_min (the fewest sequences, at a batch of one). The
+//! critical batch B_crit = E_min/S_min is where both are within a factor of
+//! two of their minimum. The paper predicts B_crit ≈ B_simple, the noise
+//! scale `--measure-noise-scale` logs; both are reported per model.
+//!
+//! The loss is the logged training loss (the mean over each logging
+//! interval), smoothed by a centred mean over `window` logs, and the step
+//! of the first smoothed log at or below the target is interpolated between
+//! it and the log before. Each run keeps its own schedule: with a schedule
+//! tied to the budget, S(B) also measures how the schedule spends the steps,
+//! so the runs of one model should share a budget in tokens.
+
+use crate::scaling::points::{distinct, read_points};
+use crate::scaling::ScalingError;
+use crate::train::{read_records, TrainRecord};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A batch run and where it reached the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRun {
+    pub run: String,
+    /// Sequences per optimizer step.
+    pub batch: f64,
+    /// Steps to the target loss; `None` when the run never reached it.
+    pub steps: Option<f64>,
+    /// Tokens seen by then.
+    pub tokens: Option<f64>,
+}
+
+/// One model's batch sweep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelBatches {
+    /// Non-embedding parameters.
+    pub n_params: f64,
+    pub target_loss: f64,
+    pub runs: Vec<BatchRun>,
+    /// S_min (steps), E_min (sequences) and B_crit = E_min/S_min (sequences),
+    /// when at least three runs reached the target and the line is positive.
+    pub s_min: Option<f64>,
+    pub e_min: Option<f64>,
+    pub b_crit: Option<f64>,
+    /// B_crit in tokens (sequences × the runs' tokens per sequence).
+    pub b_crit_tokens: Option<f64>,
+    /// Mean B_simple (sequences) over the logs whose smoothed loss is within
+    /// 3% of the target, and how many logs that is.
+    pub b_simple: Option<f64>,
+    pub b_simple_logs: usize,
+    /// Why a quantity is missing.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CriticalBatchReport {
+    pub window: usize,
+    pub models: Vec<ModelBatches>,
+}
+
+pub const BATCH_FILE: &str = "critical_batch.json";
+
+/// Centred mean over `window` values (fewer at the ends).
+pub fn smoothed(values: &[f64], window: usize) -> Vec<f64> {
+    let half = window.max(1) / 2;
+    (0..values.len())
+        .map(|i| {
+            let part = &values[i.saturating_sub(half)..(i + half + 1).min(values.len())];
+            part.iter().sum::<f64>() / part.len() as f64
+        })
+        .collect()
+}
+
+/// (steps, tokens) where the smoothed training loss first reaches `target`,
+/// interpolated linearly between the two logs around the crossing.
+pub fn steps_to_target(records: &[TrainRecord], target: f64, window: usize) -> Option<(f64, f64)> {
+    let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
+    let smooth = smoothed(&losses, window);
+    let i = smooth.iter().position(|&l| l <= target)?;
+    let at = &records[i];
+    if i == 0 {
+        return Some((at.step as f64, at.tokens as f64));
+    }
+    let before = &records[i - 1];
+    let f = (smooth[i - 1] - target) / (smooth[i - 1] - smooth[i]);
+    let lerp = |a: u64, b: u64| a as f64 + f * (b as f64 - a as f64);
+    Some((lerp(before.step, at.step), lerp(before.tokens, at.tokens)))
+}
+
+/// Least squares of S = S_min + E_min·(1/B) over (batch, steps) pairs:
+/// (S_min, E_min), or why the line says nothing.
+pub fn fit_steps(pairs: &[(f64, f64)]) -> Result<(f64, f64), String> {
+    if pairs.len() < 3 {
+        return Err(format!(
+            "{} run(s) reached the target; the line S = S_min + E_min/B needs three",
+            pairs.len()
+        ));
+    }
+    let n = pairs.len() as f64;
+    let (mx, my) = pairs
+        .iter()
+        .fold((0.0, 0.0), |(x, y), &(b, s)| (x + 1.0 / b / n, y + s / n));
+    let (sxy, sxx) = pairs.iter().fold((0.0, 0.0), |(xy, xx), &(b, s)| {
+        let dx = 1.0 / b - mx;
+        (xy + dx * (s - my), xx + dx * dx)
+    });
+    if sxx <= 0.0 {
+        return Err("every run has the same batch size".into());
+    }
+    let e_min = sxy / sxx;
+    let s_min = my - e_min * mx;
+    if e_min <= 0.0 || s_min <= 0.0 {
+        return Err(format!(
+            "the steps do not fall towards a floor as the batch grows (S_min {s_min:.1}, E_min {e_min:.1}): \
+             try a target loss all runs pass well before their end, or batch sizes around the noise scale"
+        ));
+    }
+    Ok((s_min, e_min))
+}
+
+/// The training records of a run folder, in order.
+fn train_records(run: &Path) -> Result<Vec<TrainRecord>, ScalingError> {
+    let path = run.join("metrics.jsonl");
+    let records = read_records(&path).map_err(|source| ScalingError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(records
+        .iter()
+        .filter_map(|r| r.as_train().cloned())
+        .filter(|r| r.loss.is_finite())
+        .collect())
+}
+
+/// Measures the critical batch of every model of a sweep folder whose runs
+/// (finished, in points.csv) come at two or more batch sizes.
+pub fn measure(
+    dir: &Path,
+    target: Option<f64>,
+    window: usize,
+) -> Result<CriticalBatchReport, ScalingError> {
+    let points = read_points(&dir.join("points.csv"))?;
+    let mut models = Vec::new();
+    for n in distinct(points.iter().map(|p| p.n_params)) {
+        let mut runs = Vec::new();
+        for p in points.iter().filter(|p| p.n_params == n) {
+            let records = train_records(&dir.join("runs").join(&p.run))?;
+            if let Some(last) = records.last() {
+                runs.push((p.run.clone(), last.batch_size as f64, records));
+            }
+        }
+        if distinct(runs.iter().map(|r| r.1)).len() >= 2 {
+            models.push(model_batches(n, runs, target, window));
+        }
+    }
+    if models.is_empty() {
+        return Err(ScalingError::Plan(format!(
+            "no model in {} was run at two or more batch sizes (a sweep spec's batch_sizes)",
+            dir.display()
+        )));
+    }
+    Ok(CriticalBatchReport { window, models })
+}
+
+fn model_batches(
+    n_params: f64,
+    mut runs: Vec<(String, f64, Vec<TrainRecord>)>,
+    target: Option<f64>,
+    window: usize,
+) -> ModelBatches {
+    runs.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let lowest = |records: &[TrainRecord]| {
+        let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
+        smoothed(&losses, window)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min)
+    };
+    // By default the loss every run reaches: the highest of their lowest.
+    let target =
+        target.unwrap_or_else(|| runs.iter().map(|r| lowest(&r.2)).fold(f64::MIN, f64::max));
+    let mut notes = Vec::new();
+    let mut batch_runs = Vec::new();
+    let mut pairs = Vec::new();
+    let mut tokens_per_sequence = Vec::new();
+    let (mut noise_sum, mut noise_logs) = (0.0, 0usize);
+    for (run, batch, records) in &runs {
+        if records.iter().any(|r| r.batch_size as f64 != *batch) {
+            notes.push(format!(
+                "{run}: the batch size changed during the run (a batch ramp); its last, {batch}, is used"
+            ));
+        }
+        let reached = steps_to_target(records, target, window);
+        if let Some((steps, tokens)) = reached {
+            pairs.push((*batch, steps));
+            tokens_per_sequence.push(tokens / (steps * batch));
+        } else {
+            notes.push(format!(
+                "{run} never reached {target:.4} (lowest smoothed loss {:.4})",
+                lowest(records)
+            ));
+        }
+        batch_runs.push(BatchRun {
+            run: run.clone(),
+            batch: *batch,
+            steps: reached.map(|r| r.0),
+            tokens: reached.map(|r| r.1),
+        });
+        let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
+        for (r, l) in records.iter().zip(smoothed(&losses, window)) {
+            let b = r.noise.as_ref().and_then(|n| n.noise_scale);
+            if let Some(b) = b.filter(|_| (l / target - 1.0).abs() <= 0.03) {
+                noise_sum += b;
+                noise_logs += 1;
+            }
+        }
+    }
+    let fit = fit_steps(&pairs);
+    if let Err(why) = &fit {
+        notes.push(format!("no critical batch: {why}"));
+    }
+    if noise_logs == 0 {
+        notes.push(
+            "no noise scale near the target: run the sweep with measure_noise_scale = true".into(),
+        );
+    }
+    let fit = fit.ok();
+    let b_crit = fit.map(|(s, e)| e / s);
+    let per_sequence = (!tokens_per_sequence.is_empty())
+        .then(|| tokens_per_sequence.iter().sum::<f64>() / tokens_per_sequence.len() as f64);
+    ModelBatches {
+        n_params,
+        target_loss: target,
+        runs: batch_runs,
+        s_min: fit.map(|f| f.0),
+        e_min: fit.map(|f| f.1),
+        b_crit,
+        b_crit_tokens: b_crit.zip(per_sequence).map(|(b, t)| b * t),
+        b_simple: (noise_logs > 0).then(|| noise_sum / noise_logs as f64),
+        b_simple_logs: noise_logs,
+        notes,
+    }
+}
+
+impl CriticalBatchReport {
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        for m in &self.models {
+            let reached = m.runs.iter().filter(|r| r.steps.is_some()).count();
+            let _ = writeln!(
+                out,
+                "model N = {:.3e}: target loss {:.4} (smoothed over {} logs), reached by {reached} of {} runs",
+                m.n_params,
+                m.target_loss,
+                self.window,
+                m.runs.len()
+            );
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>8} {:>14} {:>14}",
+                "run", "batch", "steps", "tokens"
+            );
+            for r in &m.runs {
+                let _ = writeln!(
+                    out,
+                    "  {:<34} {:>8} {:>14} {:>14}",
+                    r.run,
+                    r.batch,
+                    r.steps.map_or("-".into(), |s| format!("{s:.0}")),
+                    r.tokens.map_or("-".into(), |t| format!("{t:.4e}"))
+                );
+            }
+            if let (Some(s), Some(e), Some(b)) = (m.s_min, m.e_min, m.b_crit) {
+                let _ = writeln!(
+                    out,
+                    "  S = S_min + E_min/B: S_min {s:.0} steps, E_min {e:.0} sequences -> B_crit {b:.1} sequences{}",
+                    m.b_crit_tokens
+                        .map_or(String::new(), |t| format!(" ({t:.3e} tokens)"))
+                );
+            }
+            if let Some(b) = m.b_simple {
+                let _ = writeln!(
+                    out,
+                    "  gradient noise scale B_simple near the target: {b:.1} sequences (mean of {} logs)",
+                    m.b_simple_logs
+                );
+            }
+            for n in &m.notes {
+                let _ = writeln!(out, "  note: {n}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: u64, batch: u64, loss: f64) -> TrainRecord {
+        TrainRecord {
+            step,
+            tokens: step * batch * 32,
+            flops: 0.0,
+            progress: 0.0,
+            loss,
+            lr: 1e-3,
+            batch_size: batch,
+            grad_norm: 1.0,
+            tokens_per_s: 1.0,
+            mfu: None,
+            noise: None,
+            elapsed: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_crossing_is_interpolated_between_logs() {
+        let records: Vec<TrainRecord> = [6.0, 5.0, 4.0, 3.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| record(10 * (i as u64 + 1), 8, l))
+            .collect();
+        let (steps, tokens) = steps_to_target(&records, 4.5, 1).unwrap();
+        assert!((steps - 25.0).abs() < 1e-9, "{steps}");
+        assert!((tokens - 25.0 * 8.0 * 32.0).abs() < 1e-6, "{tokens}");
+        assert_eq!(steps_to_target(&records, 2.0, 1), None);
+        assert_eq!(smoothed(&[1.0, 2.0, 3.0, 10.0], 3), [1.5, 2.0, 5.0, 6.5]);
+    }
+
+    #[test]
+    fn the_line_gives_s_min_and_e_min() {
+        let pairs: Vec<(f64, f64)> = [8.0, 16.0, 32.0, 64.0]
+            .iter()
+            .map(|&b| (b, 100.0 + 1600.0 / b))
+            .collect();
+        let (s, e) = fit_steps(&pairs).unwrap();
+        assert!(
+            (s - 100.0).abs() < 1e-9 && (e - 1600.0).abs() < 1e-6,
+            "{s} {e}"
+        );
+        assert!(fit_steps(&pairs[..2]).unwrap_err().contains("needs three"));
+        // More steps at a larger batch: no floor.
+        let rising = [(8.0, 100.0), (16.0, 120.0), (32.0, 140.0)];
+        assert!(fit_steps(&rising).unwrap_err().contains("do not fall"));
+    }
+}
