@@ -39,9 +39,9 @@ pub struct DemoArgs {
     /// Where to write the prepared data and the run.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
-    /// Training budget.
-    #[arg(long, default_value = "4M tokens")]
-    budget: String,
+    /// Training budget (default: the `tiny` preset's, 1.6M tokens).
+    #[arg(long)]
+    budget: Option<String>,
     #[command(flatten)]
     set: super::SetArgs,
 }
@@ -94,7 +94,9 @@ fn missing_folders(dir: &Path) -> Vec<PathBuf> {
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let corpus = find_corpus(args.corpus)?;
     let mut sets = args.set.sets.clone();
-    sets.push(format!("train.budget={}", args.budget));
+    if let Some(budget) = &args.budget {
+        sets.push(format!("train.budget={budget}"));
+    }
     let mut cfg = Config::resolve("tiny", &sets)?;
     let data_dir = args.out.join("data");
     let run_dir = args.out.join("run");
@@ -122,7 +124,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
 
     println!(
         "2/4 pretraining `tiny` for {} on the CPU → {}",
-        args.budget,
+        cfg.train.budget,
         run_dir.display()
     );
     if run_dir.exists() {

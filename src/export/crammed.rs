@@ -1,6 +1,7 @@
-//! cram's `crammed-bert` architecture (and `tiny`, the same at demo size):
-//! no stock transformers class computes it (scaled sinusoidal positions,
-//! pre-LN without biases, GELU-gated feed-forward), so the export ships a
+//! cram's `crammed-bert` architecture (and `tiny`, the same at demo size with
+//! rotary positions): no stock transformers class computes it (scaled
+//! sinusoidal or rotary positions, pre-LN without biases, GELU-gated
+//! feed-forward), so the export ships a
 //! short modeling file of our own, `hf/modeling_crammed.py`, and names it in
 //! `auto_map`; `trust_remote_code=True` loads it.
 //!
@@ -11,7 +12,7 @@
 use super::hf_json::decimal;
 use super::mapping::SpecialIds;
 use super::names::NameMap;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Positions};
 use serde_json::{json, Value};
 
 pub const CLASS: &str = "CrammedForMaskedLM";
@@ -21,7 +22,9 @@ pub const MODELING_SOURCE: &str = include_str!("hf/modeling_crammed.py");
 pub fn name_map(cfg: &ModelConfig) -> NameMap {
     let mut m = NameMap::default();
     m.whole("embeddings.word.weight", "embeddings.word.weight");
-    m.whole("embeddings.position.scale", "embeddings.position.scale");
+    if cfg.positions == Positions::ScaledSinusoidal {
+        m.whole("embeddings.position.scale", "embeddings.position.scale");
+    }
     m.layer("embeddings.norm", "embeddings.norm", false);
     for i in 0..cfg.layers {
         let c = format!("layers.{i}");
@@ -56,6 +59,11 @@ pub fn config_json(cfg: &ModelConfig, special: &SpecialIds) -> Value {
         "intermediate_size": cfg.ffn,
         "layer_norm_eps": decimal(cfg.norm_eps),
         "max_position_embeddings": cfg.max_positions,
+        "position_embedding_type": match cfg.positions {
+            Positions::Rotary => "rotary",
+            _ => "scaled-sinusoidal",
+        },
+        "rope_theta": decimal(cfg.rope_theta),
         "initializer_range": decimal(cfg.init_std),
         "pad_token_id": special.pad.unwrap_or(0),
         "tie_word_embeddings": true,

@@ -9,7 +9,7 @@ use super::mapping::{preset_model, HfMapping};
 use super::tensors::{read_hf_weights, WEIGHTS_FILE};
 use super::{bert, llama, ExportError};
 use crate::backend::cpu::Cpu;
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, Positions};
 use crate::data::{check_out_dir, StagingDir};
 use crate::model::Model;
 use crate::optim::Weights;
@@ -119,6 +119,20 @@ fn crammed_config(hf: &HfConfig) -> Result<ModelConfig, ExportError> {
     cfg.max_positions = hf.usize("max_position_embeddings")?;
     cfg.norm_eps = hf.f32_or("layer_norm_eps", cfg.norm_eps)?;
     cfg.init_std = hf.f32_or("initializer_range", cfg.init_std)?;
+    cfg.positions = match hf.str("position_embedding_type") {
+        None | Some("scaled-sinusoidal") => Positions::ScaledSinusoidal,
+        Some("rotary") => Positions::Rotary,
+        Some(other) => {
+            return Err(ExportError::config(
+                &hf.path,
+                format!(
+                    "\"position_embedding_type\" is \"{other}\"; cram's own export writes \
+                     \"scaled-sinusoidal\" or \"rotary\""
+                ),
+            ))
+        }
+    };
+    cfg.rope_theta = hf.f32_or("rope_theta", cfg.rope_theta)?;
     Ok(cfg)
 }
 

@@ -4,7 +4,7 @@
 //! preset; sizes, epsilons, dropout and the vocabulary are free.
 
 use super::{bert, crammed, llama, names::NameMap};
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, ModelConfig, Positions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HfMapping {
@@ -51,9 +51,11 @@ impl HfMapping {
     fn fixed_keys(self) -> Vec<&'static str> {
         let mut keys = STRUCTURE.to_vec();
         // The custom modeling file always ties the decoder to the embeddings;
-        // BERT and Llama have a switch for it.
+        // BERT and Llama have a switch for it. It takes either fixed kind of
+        // positions (checked in `mismatches`).
         if self == HfMapping::Crammed {
             keys.push("tie_embeddings");
+            keys.retain(|k| *k != "positions");
         }
         keys
     }
@@ -62,18 +64,27 @@ impl HfMapping {
     pub fn mismatches(self, cfg: &ModelConfig) -> Vec<String> {
         let preset = preset_model(self.presets()[0]);
         let (want, have) = (model_table(&preset), model_table(cfg));
-        self.fixed_keys()
+        let show = |t: &toml::Table, k: &str| t.get(k).map_or("?".into(), |v| v.to_string());
+        let mut out: Vec<String> = self
+            .fixed_keys()
             .into_iter()
             .filter(|k| want.get(*k) != have.get(*k))
             .map(|k| {
-                let show = |t: &toml::Table| t.get(k).map_or("?".into(), |v| v.to_string());
                 format!(
                     "model.{k} = {} (this model has {})",
-                    show(&want),
-                    show(&have)
+                    show(&want, k),
+                    show(&have, k)
                 )
             })
-            .collect()
+            .collect();
+        // The crammed modeling file computes both of cram's fixed position kinds.
+        if self == HfMapping::Crammed && cfg.positions == Positions::Learned {
+            out.push(format!(
+                "model.positions = \"scaled-sinusoidal\" or \"rotary\" (this model has {})",
+                show(&have, "positions")
+            ));
+        }
+        out
     }
 
     /// The mapping of `cfg`, or the reason none fits: for each mapping, the
@@ -197,6 +208,35 @@ mod tests {
         );
         assert!(err.contains("bert-base → BertForMaskedLM"), "{err}");
         assert!(err.contains("crammed-bert / tiny"), "{err}");
+    }
+
+    #[test]
+    fn crammed_takes_either_fixed_position_kind_but_not_learned_ones() {
+        let mut cfg = preset_model("crammed-bert");
+        for kind in [Positions::ScaledSinusoidal, Positions::Rotary] {
+            cfg.positions = kind;
+            assert_eq!(HfMapping::for_model(&cfg), Ok(HfMapping::Crammed));
+        }
+        cfg.positions = Positions::Learned;
+        let err = HfMapping::for_model(&cfg).unwrap_err();
+        assert!(
+            err.contains(
+                "CrammedForMaskedLM needs model.positions = \"scaled-sinusoidal\" or \"rotary\" \
+                 (this model has \"learned\")"
+            ),
+            "{err}"
+        );
+        // Only the sinusoidal kind has a tensor of its own.
+        cfg.positions = Positions::Rotary;
+        let rotary = HfMapping::Crammed.name_map(&cfg);
+        cfg.positions = Positions::ScaledSinusoidal;
+        let sinusoidal = HfMapping::Crammed.name_map(&cfg);
+        let has_scale = |m: &NameMap| {
+            m.entries
+                .iter()
+                .any(|(hf, _)| hf.contains("position.scale"))
+        };
+        assert!(!has_scale(&rotary) && has_scale(&sinusoidal));
     }
 
     #[test]

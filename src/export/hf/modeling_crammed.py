@@ -3,7 +3,10 @@
 The architecture of the Cramming paper (Geiping & Goldstein 2022) as cram
 trains it: word embeddings plus scaled sinusoidal positions, a LayerNorm,
 pre-LN blocks without biases (attention, then a GELU-gated feed-forward), a
-final LayerNorm and a decoder tied to the word embeddings. Parameter names are
+final LayerNorm and a decoder tied to the word embeddings. With
+position_embedding_type "rotary" (cram's `tiny`) the embeddings carry no
+positions and attention rotates q and k instead, in the rotate-half
+convention (dimension i pairs with i + head_dim/2). Parameter names are
 cram's, except ffn.in/ffn.out, which are ffn.up/ffn.down here.
 
     AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
@@ -31,6 +34,8 @@ class CrammedConfig(PretrainedConfig):
         layer_norm_eps=1e-12,
         max_position_embeddings=128,
         initializer_range=0.02,
+        position_embedding_type="scaled-sinusoidal",
+        rope_theta=10000.0,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -41,6 +46,8 @@ class CrammedConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.max_position_embeddings = max_position_embeddings
         self.initializer_range = initializer_range
+        self.position_embedding_type = position_embedding_type
+        self.rope_theta = rope_theta
         super().__init__(**kwargs)
 
 
@@ -76,16 +83,33 @@ class ScaledSinusoid(nn.Module):
         return self.scale * pe.to(self.scale.dtype)
 
 
+def rotate(x, theta, sign=1.0):
+    """x (…, t, d) rotated by t * theta^(-2i/d), dimension i paired with i + d/2.
+
+    The angles are computed in float64 and rounded to x's type, as cram does.
+    """
+    t, d = x.shape[-2], x.shape[-1]
+    half = d // 2
+    i = torch.arange(half, dtype=torch.float64, device=x.device)
+    angle = sign * torch.arange(t, dtype=torch.float64, device=x.device)[:, None] * theta ** (-2.0 * i / d)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    lo, hi = x[..., :half], x[..., half:]
+    return torch.cat((lo * cos - hi * sin, hi * cos + lo * sin), dim=-1)
+
+
 class Embeddings(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.word = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position = ScaledSinusoid()
+        self.sinusoidal = config.position_embedding_type == "scaled-sinusoidal"
+        if self.sinusoidal:
+            self.position = ScaledSinusoid()
         self.norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
 
     def forward(self, input_ids):
         x = self.word(input_ids)
-        x = x + self.position(input_ids.shape[1], x.shape[-1])
+        if self.sinusoidal:
+            x = x + self.position(input_ids.shape[1], x.shape[-1])
         return self.norm(x)
 
 
@@ -95,6 +119,7 @@ class Attention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.heads = config.num_attention_heads
+        self.rope_theta = config.rope_theta if config.position_embedding_type == "rotary" else None
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.out = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
@@ -102,6 +127,8 @@ class Attention(nn.Module):
         b, t, c = x.shape
         d = c // self.heads
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        if self.rope_theta is not None:
+            q, k = rotate(q, self.rope_theta), rotate(k, self.rope_theta)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d)
         if mask is not None:
             scores = scores + mask
