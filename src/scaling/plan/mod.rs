@@ -230,26 +230,21 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         d_c: k.d_c.value,
     };
     let (n, d) = joint_optimum(&joint, compute);
-    let joint_reps: Vec<(f64, f64)> = reps
+    let joint_reps = reps
         .kaplan_joint
         .iter()
-        .map(|r| joint_optimum(&Joint::from_params(r), compute))
+        .map(|r| {
+            let j = Joint::from_params(r);
+            let (n, d) = joint_optimum(&j, compute);
+            (n, d, j.loss(n, d))
+        })
         .collect();
-    let joint_losses = reps
-        .kaplan_joint
-        .iter()
-        .zip(&joint_reps)
-        .map(|(r, &(n, d))| Joint::from_params(r).loss(n, d))
-        .collect();
-    out.push(Allocation {
-        fit: JOINT.into(),
-        counts: count_name(ParamCount::NonEmbedding),
-        n: ranged(n, joint_reps.iter().map(|r| r.0).collect()),
-        tokens: ranged(d, joint_reps.iter().map(|r| r.1).collect()),
-        loss: Some(joint.loss(n, d)),
-        loss_interval: ranged(joint.loss(n, d), joint_losses).interval,
-        shape: None,
-    });
+    out.push(optimum_allocation(
+        JOINT,
+        ParamCount::NonEmbedding,
+        (n, d, joint.loss(n, d)),
+        joint_reps,
+    ));
     if let Some(f) = &k.frontier {
         let p = [
             f.optimal_n_exponent.value,
@@ -303,27 +298,41 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         return out;
     };
     let (n, d) = law.optimum(compute);
-    let p3: Vec<(f64, f64)> = reps
+    let p3_reps = reps
         .approach3
         .iter()
-        .map(|r| Parametric::from_params(r).optimum(compute))
+        .map(|r| {
+            let p = Parametric::from_params(r);
+            let (n, d) = p.optimum(compute);
+            (n, d, p.loss(n, d))
+        })
         .collect();
-    let p3_losses = reps
-        .approach3
-        .iter()
-        .zip(&p3)
-        .map(|(r, &(n, d))| Parametric::from_params(r).loss(n, d))
-        .collect();
-    out.push(Allocation {
-        fit: APPROACH3.into(),
-        counts: count_name(ParamCount::Total),
-        n: ranged(n, p3.iter().map(|r| r.0).collect()),
-        tokens: ranged(d, p3.iter().map(|r| r.1).collect()),
-        loss: Some(law.loss(n, d)),
-        loss_interval: ranged(law.loss(n, d), p3_losses).interval,
-        shape: None,
-    });
+    out.push(optimum_allocation(
+        APPROACH3,
+        ParamCount::Total,
+        (n, d, law.loss(n, d)),
+        p3_reps,
+    ));
     out
+}
+
+/// The row of a law with a closed-form optimum: its (N, D, loss) there, and
+/// the same of each bootstrap replicate for the intervals.
+fn optimum_allocation(
+    name: &str,
+    counts: ParamCount,
+    (n, d, loss): (f64, f64, f64),
+    reps: Vec<(f64, f64, f64)>,
+) -> Allocation {
+    Allocation {
+        fit: name.into(),
+        counts: count_name(counts),
+        n: ranged(n, reps.iter().map(|r| r.0).collect()),
+        tokens: ranged(d, reps.iter().map(|r| r.1).collect()),
+        loss: Some(loss),
+        loss_interval: ranged(loss, reps.iter().map(|r| r.2).collect()).interval,
+        shape: None,
+    }
 }
 
 /// A frontier's (C_c/C)^α_C as [slope, intercept] of its log against ln C,
