@@ -13,7 +13,7 @@ mod table;
 
 use super::counts::Counts;
 use super::fit::stats::{fit_line, quantile};
-use super::fit::{FitReport, Joint, Parametric};
+use super::fit::{FitReport, FrontierReport, Joint, Parametric};
 use super::points::{ParamCount, PointSet};
 use super::ScalingError;
 use crate::config::{Budget, Config};
@@ -245,38 +245,28 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         (n, d, joint.loss(n, d)),
         joint_reps,
     ));
-    if let Some(f) = &k.frontier {
+    // The two compute frontiers: N_opt and D_opt lines in C, and the loss (C_c/C)^α_C.
+    let frontier = |name, counts, f: &FrontierReport, reps| {
         let p = [
             f.optimal_n_exponent.value,
             f.n_log_coefficient,
             f.optimal_d_exponent.value,
             f.d_log_coefficient,
         ];
-        out.push(line_allocation(
+        let loss = frontier_loss_term(f.alpha_c.value, f.c_c.value);
+        line_allocation(name, counts, compute, p, reps, Some(loss))
+    };
+    if let Some(f) = &k.frontier {
+        out.push(frontier(
             FRONTIER,
             ParamCount::NonEmbedding,
-            compute,
-            p,
+            f,
             &reps.kaplan_frontier,
-            Some(frontier_loss_term(f.alpha_c.value, f.c_c.value)),
         ));
     }
     let c = &fit.chinchilla;
     if let Some(f) = &c.approach1 {
-        let p = [
-            f.optimal_n_exponent.value,
-            f.n_log_coefficient,
-            f.optimal_d_exponent.value,
-            f.d_log_coefficient,
-        ];
-        out.push(line_allocation(
-            APPROACH1,
-            ParamCount::Total,
-            compute,
-            p,
-            &reps.approach1,
-            Some(frontier_loss_term(f.alpha_c.value, f.c_c.value)),
-        ));
+        out.push(frontier(APPROACH1, ParamCount::Total, f, &reps.approach1));
     }
     if let Some(f) = &c.approach2 {
         let p = [
