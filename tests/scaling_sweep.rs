@@ -688,4 +688,13 @@ fn the_critical_batch_comes_from_steps_to_a_target_loss() {
         stderr.contains("--target-loss must be a positive loss"),
         "{stderr}"
     );
+
+    // The sweep's report draws steps against sequences with the fitted curve.
+    let (code, stdout, stderr) = cram(&["report", dir]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("report.html"), "{stdout}");
+    let svg = std::fs::read_to_string(tmp.path().join("plots/critical_batch.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("N = 1.00e6"), "{svg}");
+    let html = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
+    assert!(html.contains("plots/critical_batch.svg"));
 }

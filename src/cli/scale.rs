@@ -96,7 +96,7 @@ enum ScaleCommand {
         #[arg(long, allow_hyphen_values = true)]
         target_loss: Option<f64>,
         /// Logged training losses averaged (centred) before the crossing is found.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = crate::scaling::batch::DEFAULT_WINDOW)]
         window: usize,
     },
 }

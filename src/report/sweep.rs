@@ -7,6 +7,7 @@
 use super::html::{Figure, Page};
 use super::plot::{scale_color, Chart, Mark, Series, PALETTE};
 use super::{write_report, ReportError, Written};
+use crate::scaling::batch::{measure as measure_batches, CriticalBatchReport, DEFAULT_WINDOW};
 use crate::scaling::fit::{fit_all, isoflop_levels, FitOptions, FitReport, Parametric, FIT_FILE};
 use crate::scaling::points::{distinct, PointSet};
 use std::path::Path;
@@ -183,12 +184,18 @@ fn isoflop_chart(set: &PointSet, fit: Option<&FitReport>) -> Chart {
             let k = a2.levels.len().max(2) as f64 - 1.0;
             for (i, level) in a2.levels.iter().enumerate() {
                 let color = scale_color(i as f64 / k);
-                let (lo, hi) = level
-                    .runs
-                    .iter()
-                    .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
-                        (lo.min(r.0), hi.max(r.0))
-                    });
+                // The parabola only where it was fitted: near the level's best run.
+                let (lo, hi) = level.window.map_or_else(
+                    || {
+                        level
+                            .runs
+                            .iter()
+                            .fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+                                (lo.min(r.0), hi.max(r.0))
+                            })
+                    },
+                    |[lo, hi]| (lo, hi),
+                );
                 let [c0, c1, c2] = level.parabola;
                 let curve = log_grid(lo, hi, 40)
                     .into_iter()
@@ -224,6 +231,42 @@ fn isoflop_chart(set: &PointSet, fit: Option<&FitReport>) -> Chart {
                     pts,
                 ));
             }
+        }
+    }
+    chart
+}
+
+/// McCandlish et al.'s figure: steps against sequences to the target loss,
+/// one dot per run, and each model's fitted S = S_min + E_min/B traced over
+/// B (E = B·S), which bends between the two floors at B_crit.
+fn batch_chart(report: &CriticalBatchReport) -> Chart {
+    let mut chart = Chart::new(
+        "Steps and sequences to the target loss, by batch size",
+        "sequences E to the target",
+        "optimizer steps S to the target",
+    )
+    .log_log();
+    let k = report.models.len().max(2) as f64 - 1.0;
+    for (i, m) in report.models.iter().enumerate() {
+        let color = scale_color(i as f64 / k);
+        let runs: Vec<(f64, f64)> = m
+            .runs
+            .iter()
+            .filter_map(|r| Some((r.steps? * r.batch, r.steps?)))
+            .collect();
+        let label = format!("N = {:.2e}, loss {:.3}", m.n_params, m.target_loss);
+        chart = chart.with(Series::new(label, color, Mark::Dots, runs));
+        if let (Some(s_min), Some(e_min)) = (m.s_min, m.e_min) {
+            let lo = m.runs.iter().map(|r| r.batch).fold(f64::INFINITY, f64::min);
+            let hi = m.runs.iter().map(|r| r.batch).fold(0.0, f64::max);
+            let curve = log_grid(lo / 4.0, hi * 4.0, 40)
+                .into_iter()
+                .map(|b| {
+                    let s = s_min + e_min / b;
+                    (b * s, s)
+                })
+                .collect();
+            chart = chart.with(Series::unnamed(color, Mark::Dashed, curve));
         }
     }
     chart
@@ -414,6 +457,14 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
             "residuals.svg",
             "Residuals of the two laws in N and D, one dot per run.",
             residual_chart(f),
+        ));
+    }
+    // Sweeps with batch_sizes also get the critical batch (`cram scale batch`).
+    if let Ok(batches) = measure_batches(dir, None, DEFAULT_WINDOW) {
+        charts.push((
+            "critical_batch.svg",
+            "Steps against sequences to a target loss, one dot per batch size, and S = S_min + E_min/B through them (McCandlish et al. 2018; B_crit = E_min/S_min is where the curve bends).",
+            batch_chart(&batches),
         ));
     }
     let figures: Vec<Figure> = charts

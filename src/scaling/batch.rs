@@ -66,6 +66,8 @@ pub struct CriticalBatchReport {
 }
 
 pub const BATCH_FILE: &str = "critical_batch.json";
+/// Logged losses in the centred mean that finds the crossing, by default.
+pub const DEFAULT_WINDOW: usize = 5;
 
 /// Centred mean over `window` values (fewer at the ends).
 pub fn smoothed(values: &[f64], window: usize) -> Vec<f64> {

@@ -31,6 +31,10 @@ pub struct IsoFlopLevel {
     pub runs: Vec<(f64, f64)>,
     /// Loss = c0 + c1·ln N + c2·(ln N)².
     pub parabola: [f64; 3],
+    /// The sizes the parabola was fitted to (around the level's best run);
+    /// absent in fit.json files from before the window, which fitted all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<[f64; 2]>,
     pub n_opt: f64,
     pub d_opt: f64,
     pub loss_opt: f64,
@@ -128,6 +132,7 @@ pub fn isoflop(points: &[Point], count: ParamCount) -> Result<IsoFlop, FitError>
             compute,
             runs,
             parabola: c,
+            window: Some([lo, hi]),
             n_opt: vertex.exp(),
             d_opt: d_line.at(vertex).exp(),
             loss_opt: c[0] + c[1] * vertex + c[2] * vertex * vertex,
