@@ -152,7 +152,12 @@ fn run_batch(dir: &Path, target_loss: Option<f64>, window: usize) -> anyhow::Res
     if window == 0 {
         bail!("--window must be at least 1 log");
     }
-    let report = crate::scaling::batch::measure(dir, target_loss, window)?;
+    let Some(report) = crate::scaling::batch::measure(dir, target_loss, window)? else {
+        bail!(
+            "no model in {} was run at two or more batch sizes (give its sweep spec batch_sizes)",
+            dir.display()
+        );
+    };
     print!("{}", report.table());
     let path = dir.join(crate::scaling::batch::BATCH_FILE);
     let json = serde_json::to_string_pretty(&report)? + "\n";

@@ -460,12 +460,14 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
         ));
     }
     // Sweeps with batch_sizes also get the critical batch (`cram scale batch`).
-    if let Ok(batches) = measure_batches(dir, None, DEFAULT_WINDOW) {
-        charts.push((
+    match measure_batches(dir, None, DEFAULT_WINDOW) {
+        Ok(Some(batches)) => charts.push((
             "critical_batch.svg",
             "Steps against sequences to a target loss, one dot per batch size, and S = S_min + E_min/B through them (McCandlish et al. 2018; B_crit = E_min/S_min is where the curve bends).",
             batch_chart(&batches),
-        ));
+        )),
+        Ok(None) => {}
+        Err(e) => notes.push(format!("no critical-batch plot: {e}")),
     }
     let figures: Vec<Figure> = charts
         .into_iter()

@@ -83,8 +83,16 @@ pub fn smoothed(values: &[f64], window: usize) -> Vec<f64> {
 /// (steps, tokens) where the smoothed training loss first reaches `target`,
 /// interpolated linearly between the two logs around the crossing.
 pub fn steps_to_target(records: &[TrainRecord], target: f64, window: usize) -> Option<(f64, f64)> {
+    crossing(records, &smoothed_losses(records, window), target)
+}
+
+fn smoothed_losses(records: &[TrainRecord], window: usize) -> Vec<f64> {
     let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
-    let smooth = smoothed(&losses, window);
+    smoothed(&losses, window)
+}
+
+/// [`steps_to_target`] given the records' smoothed losses.
+fn crossing(records: &[TrainRecord], smooth: &[f64], target: f64) -> Option<(f64, f64)> {
     let i = smooth.iter().position(|&l| l <= target)?;
     let at = &records[i];
     if i == 0 {
@@ -141,13 +149,29 @@ fn train_records(run: &Path) -> Result<Vec<TrainRecord>, ScalingError> {
         .collect())
 }
 
+/// A run's training records with their smoothed losses, computed once.
+struct RunCurve {
+    run: String,
+    /// The last logged batch size (sequences).
+    batch: f64,
+    records: Vec<TrainRecord>,
+    smooth: Vec<f64>,
+}
+
+impl RunCurve {
+    fn lowest(&self) -> f64 {
+        self.smooth.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
 /// Measures the critical batch of every model of a sweep folder whose runs
-/// (finished, in points.csv) come at two or more batch sizes.
+/// (finished, in points.csv) come at two or more batch sizes; `None` when no
+/// model does (a sweep without `batch_sizes`).
 pub fn measure(
     dir: &Path,
     target: Option<f64>,
     window: usize,
-) -> Result<CriticalBatchReport, ScalingError> {
+) -> Result<Option<CriticalBatchReport>, ScalingError> {
     let points = read_points(&dir.join("points.csv"))?;
     let mut models = Vec::new();
     for n in distinct(points.iter().map(|p| p.n_params)) {
@@ -155,57 +179,51 @@ pub fn measure(
         for p in points.iter().filter(|p| p.n_params == n) {
             let records = train_records(&dir.join("runs").join(&p.run))?;
             if let Some(last) = records.last() {
-                runs.push((p.run.clone(), last.batch_size as f64, records));
+                runs.push(RunCurve {
+                    run: p.run.clone(),
+                    batch: last.batch_size as f64,
+                    smooth: smoothed_losses(&records, window),
+                    records,
+                });
             }
         }
-        if distinct(runs.iter().map(|r| r.1)).len() >= 2 {
-            models.push(model_batches(n, runs, target, window));
+        if distinct(runs.iter().map(|r| r.batch)).len() >= 2 {
+            models.push(model_batches(n, runs, target));
         }
     }
-    if models.is_empty() {
-        return Err(ScalingError::Plan(format!(
-            "no model in {} was run at two or more batch sizes (a sweep spec's batch_sizes)",
-            dir.display()
-        )));
-    }
-    Ok(CriticalBatchReport { window, models })
+    Ok((!models.is_empty()).then_some(CriticalBatchReport { window, models }))
 }
 
-fn model_batches(
-    n_params: f64,
-    mut runs: Vec<(String, f64, Vec<TrainRecord>)>,
-    target: Option<f64>,
-    window: usize,
-) -> ModelBatches {
-    runs.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let lowest = |records: &[TrainRecord]| {
-        let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
-        smoothed(&losses, window)
-            .into_iter()
-            .fold(f64::INFINITY, f64::min)
-    };
+fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) -> ModelBatches {
+    runs.sort_by(|a, b| a.batch.total_cmp(&b.batch));
     // By default the loss every run reaches: the highest of their lowest.
     let target =
-        target.unwrap_or_else(|| runs.iter().map(|r| lowest(&r.2)).fold(f64::MIN, f64::max));
+        target.unwrap_or_else(|| runs.iter().map(RunCurve::lowest).fold(f64::MIN, f64::max));
     let mut notes = Vec::new();
     let mut batch_runs = Vec::new();
     let mut pairs = Vec::new();
     let mut tokens_per_sequence = Vec::new();
     let (mut noise_sum, mut noise_logs) = (0.0, 0usize);
-    for (run, batch, records) in &runs {
+    for curve in &runs {
+        let RunCurve {
+            run,
+            batch,
+            records,
+            smooth,
+        } = curve;
         if records.iter().any(|r| r.batch_size as f64 != *batch) {
             notes.push(format!(
                 "{run}: the batch size changed during the run (a batch ramp); its last, {batch}, is used"
             ));
         }
-        let reached = steps_to_target(records, target, window);
+        let reached = crossing(records, smooth, target);
         if let Some((steps, tokens)) = reached {
             pairs.push((*batch, steps));
             tokens_per_sequence.push(tokens / (steps * batch));
         } else {
             notes.push(format!(
                 "{run} never reached {target:.4} (lowest smoothed loss {:.4})",
-                lowest(records)
+                curve.lowest()
             ));
         }
         batch_runs.push(BatchRun {
@@ -214,8 +232,7 @@ fn model_batches(
             steps: reached.map(|r| r.0),
             tokens: reached.map(|r| r.1),
         });
-        let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();
-        for (r, l) in records.iter().zip(smoothed(&losses, window)) {
+        for (r, &l) in records.iter().zip(smooth) {
             let b = r.noise.as_ref().and_then(|n| n.noise_scale);
             if let Some(b) = b.filter(|_| (l / target - 1.0).abs() <= 0.03) {
                 noise_sum += b;

@@ -60,6 +60,12 @@ impl IsoFlop {
     }
 }
 
+/// Whether compute `higher` (≥ `lower`) is within 10% of `lower`: one
+/// IsoFLOP level, as approach 2 and the held-out check group runs.
+pub fn same_level(lower: f64, higher: f64) -> bool {
+    (higher / lower).ln() < 1.1f64.ln()
+}
+
 /// Groups points whose compute is within 10% of the level's first point.
 pub fn isoflop_levels(points: &[Point]) -> Vec<Vec<&Point>> {
     let mut sorted: Vec<&Point> = points.iter().collect();
@@ -67,7 +73,7 @@ pub fn isoflop_levels(points: &[Point]) -> Vec<Vec<&Point>> {
     let mut levels: Vec<Vec<&Point>> = Vec::new();
     for p in sorted {
         match levels.last_mut() {
-            Some(level) if (p.compute / level[0].compute).ln() < 1.1f64.ln() => level.push(p),
+            Some(level) if same_level(level[0].compute, p.compute) => level.push(p),
             _ => levels.push(vec![p]),
         }
     }

@@ -8,6 +8,7 @@
 //! was a run far past its level's optimum, on the steep start of its curve,
 //! and the other runs of its level told the fits most of the answer.
 
+use super::chinchilla::same_level;
 use super::{fit_points, Fits};
 use crate::scaling::points::{ParamCount, Point, PointSet};
 use crate::scaling::ScalingError;
@@ -40,12 +41,6 @@ pub struct HoldoutPrediction {
     pub note: Option<String>,
 }
 
-/// Whether a run of `compute` is at the level of `top`: within 10% of it,
-/// as approach 2 groups IsoFLOP levels.
-fn at_level(compute: f64, top: f64) -> bool {
-    (top / compute).ln() < 1.1f64.ln()
-}
-
 fn top_compute(points: &[Point]) -> f64 {
     points.iter().map(|p| p.compute).fold(f64::MIN, f64::max)
 }
@@ -56,7 +51,7 @@ pub fn largest_run(points: &[Point]) -> Option<&Point> {
     let top = top_compute(points);
     points
         .iter()
-        .filter(|p| at_level(p.compute, top))
+        .filter(|p| same_level(p.compute, top))
         .min_by(|a, b| a.loss.total_cmp(&b.loss))
 }
 
@@ -101,7 +96,7 @@ fn below_top_level(set: &PointSet) -> PointSet {
         .points
         .iter()
         .cloned()
-        .partition(|p| at_level(p.compute, top));
+        .partition(|p| same_level(p.compute, top));
     let curves = set
         .curves
         .iter()
