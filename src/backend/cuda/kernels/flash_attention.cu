@@ -107,6 +107,7 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     zero_rows<D>(o);
     // Row maxima (all four lanes of a row agree) and this lane's part of the row sums.
     float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
+    const float sl2 = scale * LOG2E;
     int last = causal ? qt : tiles - 1;
     for (int kt = 0; kt <= last; kt++) {
         bf16_t* sk = skv + (kt & 1) * 2 * TILE_ELEMS;
@@ -124,7 +125,8 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
         __syncthreads();  // tile kt (and Q) are in shared for every warp
         float s[FA_TILE / 8][4];
         // Only the diagonal tile needs the mask; its local indices are the global ones shifted alike.
-        scores<FA_TILE, D>(s, sq, sk, r0, scale, causal && kt == qt);
+        scores<FA_TILE, D>(s, sq, sk, r0);
+        if (causal && kt == qt) mask_after_diagonal<FA_TILE>(s, r0);
         float new_lo = m_lo, new_hi = m_hi;
 #pragma unroll
         for (int nt = 0; nt < FA_TILE / 8; nt++) {
@@ -134,17 +136,19 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
         // Finite: every row has at least one unmasked key in every tile it visits.
         new_lo = quad_max(new_lo);
         new_hi = quad_max(new_hi);
-        float keep_lo = __expf(m_lo - new_lo), keep_hi = __expf(m_hi - new_hi);
+        // Scores are unscaled: exp(scale·x) = 2^(x·sl2), one fma per score.
+        float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
         m_lo = new_lo;
         m_hi = new_hi;
+        const float off_lo = m_lo * sl2, off_hi = m_hi * sl2;
         l_lo *= keep_lo;
         l_hi *= keep_hi;
 #pragma unroll
         for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            s[nt][0] = __expf(s[nt][0] - m_lo);
-            s[nt][1] = __expf(s[nt][1] - m_lo);
-            s[nt][2] = __expf(s[nt][2] - m_hi);
-            s[nt][3] = __expf(s[nt][3] - m_hi);
+            s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
+            s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
+            s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
+            s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
             l_lo += s[nt][0] + s[nt][1];
             l_hi += s[nt][2] + s[nt][3];
         }
@@ -170,8 +174,8 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     }
     int q_lo = qt * FA_TILE + r0 + g;
     if (c == 0) {
-        lse[bh * seq + q_lo] = m_lo + logf(l_lo);
-        lse[bh * seq + q_lo + 8] = m_hi + logf(l_hi);
+        lse[bh * seq + q_lo] = m_lo * scale + logf(l_lo);
+        lse[bh * seq + q_lo + 8] = m_hi * scale + logf(l_hi);
     }
     u64 row_lo = b * seq + q_lo;
     store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
@@ -229,6 +233,7 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
                                hidden);
     cp_async_commit();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
+    const float sl2 = scale * LOG2E;
     float dk[D / 8][4], dv[D / 8][4];
     zero_rows<D>(dk);
     zero_rows<D>(dv);
@@ -249,19 +254,20 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
         __syncthreads();  // query tile qt (and K, V) are in shared for every warp
         int q_lo = qt * FA_TILE + r0 + g;
         float p[FA_TILE / 8][4];
-        scores<FA_TILE, D>(p, sq, sk, r0, scale, causal && qt == kt);
-        float lse_lo = lse[bh * seq + q_lo], lse_hi = lse[bh * seq + q_lo + 8];
+        scores<FA_TILE, D>(p, sq, sk, r0);
+        if (causal && qt == kt) mask_after_diagonal<FA_TILE>(p, r0);
+        float off_lo = lse[bh * seq + q_lo] * LOG2E, off_hi = lse[bh * seq + q_lo + 8] * LOG2E;
         float d_lo = delta[bh * seq + q_lo], d_hi = delta[bh * seq + q_lo + 8];
 #pragma unroll
         for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            p[nt][0] = __expf(p[nt][0] - lse_lo);
-            p[nt][1] = __expf(p[nt][1] - lse_lo);
-            p[nt][2] = __expf(p[nt][2] - lse_hi);
-            p[nt][3] = __expf(p[nt][3] - lse_hi);
+            p[nt][0] = ex2(fmaf(p[nt][0], sl2, -off_lo));
+            p[nt][1] = ex2(fmaf(p[nt][1], sl2, -off_lo));
+            p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
+            p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
         }
         // dP = dO·Vᵀ, then dS = P ∘ (dP − Δ) · scale.
         float ds[FA_TILE / 8][4];
-        scores<FA_TILE, D>(ds, sdo, sv, r0, 1.0f, 0);
+        scores<FA_TILE, D>(ds, sdo, sv, r0);
 #pragma unroll
         for (int nt = 0; nt < FA_TILE / 8; nt++) {
             ds[nt][0] = p[nt][0] * (ds[nt][0] - d_lo) * scale;

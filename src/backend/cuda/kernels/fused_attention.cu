@@ -19,8 +19,27 @@ __device__ __forceinline__ void mma_bf16(float* c, const u32* a, u32 b0, u32 b1)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Two floats as bf16 in one word, lo in the low half; round to nearest
+// even. Ampere and later have one instruction for it, where the portable
+// rounding costs about six per value (the attention kernels pack every
+// probability and score gradient, so it showed in their issue rate).
 __device__ __forceinline__ u32 pack2(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+    u32 r;
+    asm volatile("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
     return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+#endif
+}
+
+// 2^x on the special-function unit (what __expf runs after multiplying by
+// log2 e): the softmax folds the score scale and log2 e into one fma.
+#define LOG2E 1.4426950408889634f
+__device__ __forceinline__ float ex2(float x) {
+    float r;
+    asm volatile("ex2.approx.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
 }
 
 // The shared-memory address of a generic pointer into shared memory.
@@ -83,10 +102,11 @@ __device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base
 }
 
 // S = Q_w·Kᵀ for the warp's 16 rows (Q rows from shared `sq`, keys from `sk`),
-// scaled and masked: s[nt][.] covers keys nt·8 .. nt·8+7.
+// unscaled: s[nt][.] covers keys nt·8 .. nt·8+7. The softmax applies the
+// scale inside its exponent, and only diagonal tiles are masked.
 template <int T, int D>
-__device__ void scores(float (*s)[4], const bf16_t* sq, const bf16_t* sk, int r0, float scale, int causal) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, tile = lane >> 3, row = lane & 7;
+__device__ void scores(float (*s)[4], const bf16_t* sq, const bf16_t* sk, int r0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
     const int LD = D + ATT_PAD;
     // A tiles: rows r0 / r0+8 (tile bit 0), columns +0 / +8 (tile bit 1).
     u32 a[D / 16][4];
@@ -105,10 +125,20 @@ __device__ void scores(float (*s)[4], const bf16_t* sq, const bf16_t* sk, int r0
             mma_bf16(s[nt], a[kk], b[0], b[1]);
             mma_bf16(s[nt], a[kk + 1], b[2], b[3]);
         }
+    }
+}
+
+// Causal mask of a tile on the diagonal: scores of keys after their query
+// row (indices local to the tile) become −inf.
+template <int T>
+__device__ __forceinline__ void mask_after_diagonal(float (*s)[4], int r0) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < T / 8; nt++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             int i = r0 + g + (e >= 2 ? 8 : 0), j = nt * 8 + 2 * c + (e & 1);
-            s[nt][e] = (causal && j > i) ? NEG_INF : s[nt][e] * scale;
+            if (j > i) s[nt][e] = NEG_INF;
         }
     }
 }
@@ -194,7 +224,8 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     __syncthreads();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
     float s[T / 8][4];
-    scores<T, D>(s, sq, sk, r0, scale, causal);
+    scores<T, D>(s, sq, sk, r0);
+    if (causal) mask_after_diagonal<T>(s, r0);
     float m_lo = NEG_INF, m_hi = NEG_INF;
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
@@ -203,13 +234,15 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     }
     m_lo = quad_max(m_lo);
     m_hi = quad_max(m_hi);
+    // exp(scale·(s − m)) = 2^(s·scale·log2 e − m·scale·log2 e): one fma per score.
+    const float sl2 = scale * LOG2E, off_lo = m_lo * sl2, off_hi = m_hi * sl2;
     float l_lo = 0.0f, l_hi = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
-        s[nt][0] = __expf(s[nt][0] - m_lo);
-        s[nt][1] = __expf(s[nt][1] - m_lo);
-        s[nt][2] = __expf(s[nt][2] - m_hi);
-        s[nt][3] = __expf(s[nt][3] - m_hi);
+        s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
+        s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
+        s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
+        s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
         l_lo += s[nt][0] + s[nt][1];
         l_hi += s[nt][2] + s[nt][3];
     }
@@ -225,8 +258,8 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     }
     u64 row_lo = b * T + r0 + g;
     if (c == 0) {
-        lse[blockIdx.x * T + r0 + g] = m_lo + logf(l_lo);
-        lse[blockIdx.x * T + r0 + g + 8] = m_hi + logf(l_hi);
+        lse[blockIdx.x * T + r0 + g] = m_lo * scale + logf(l_lo);
+        lse[blockIdx.x * T + r0 + g + 8] = m_hi * scale + logf(l_hi);
     }
     float o[D / 8][4];
     zero_rows<D>(o);
@@ -270,18 +303,20 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     __syncthreads();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
     float p[T / 8][4];
-    scores<T, D>(p, sq, sk, r0, scale, causal);
-    float lse_lo = lse[blockIdx.x * T + r0 + g], lse_hi = lse[blockIdx.x * T + r0 + g + 8];
+    scores<T, D>(p, sq, sk, r0);
+    if (causal) mask_after_diagonal<T>(p, r0);
+    const float sl2 = scale * LOG2E;
+    float off_lo = lse[blockIdx.x * T + r0 + g] * LOG2E, off_hi = lse[blockIdx.x * T + r0 + g + 8] * LOG2E;
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
-        p[nt][0] = __expf(p[nt][0] - lse_lo);
-        p[nt][1] = __expf(p[nt][1] - lse_lo);
-        p[nt][2] = __expf(p[nt][2] - lse_hi);
-        p[nt][3] = __expf(p[nt][3] - lse_hi);
+        p[nt][0] = ex2(fmaf(p[nt][0], sl2, -off_lo));
+        p[nt][1] = ex2(fmaf(p[nt][1], sl2, -off_lo));
+        p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
+        p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
     }
     // dP = dO_w·Vᵀ: the same product as the scores, with dO for Q and V for K.
     float dp[T / 8][4];
-    scores<T, D>(dp, sdo, sv, r0, 1.0f, 0);
+    scores<T, D>(dp, sdo, sv, r0);
     float d_lo = 0.0f, d_hi = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
