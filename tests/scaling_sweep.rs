@@ -585,6 +585,55 @@ fn width_scaling_sets_lr_and_init_per_width() {
     assert_eq!(runs[0].config.train.lr, 4.0 * base.train.lr);
 }
 
+#[test]
+fn batch_lr_scaling_follows_the_batch_on_top_of_the_width_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    prepared(tmp.path());
+    let spec_path = tmp.path().join("sweep.toml");
+    let spec_text = |rule: &str| {
+        format!(
+            "preset = \"tiny\"\ndata = \"data\"\nbudgets = [\"9 steps\"]\nwidth_scaling = true\n\
+             set = [\"train.batch_size=16\", \"train.micro_batch=4\"]\nbatch_sizes = [4, 16, 64]\n{rule}\n\
+             [[models]]\nhidden = 64\nlayers = 1\n"
+        )
+    };
+    std::fs::write(&spec_path, spec_text("batch_lr_scaling = \"sqrt\"")).unwrap();
+    let (_, runs) = plan(&SweepSpec::load(&spec_path).unwrap()).unwrap();
+    let base = cram::config::Config::resolve("tiny", &[]).unwrap();
+    // Width 64 against tiny's 128 doubles the rate; batch B against 16 scales it by √(B/16).
+    for (run, factor) in runs.iter().zip([0.5, 1.0, 2.0]) {
+        let want = base.train.lr * 2.0 * factor;
+        let lr = run.config.train.lr;
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "{}: lr {lr}, want {want}",
+            run.name
+        );
+    }
+    std::fs::write(&spec_path, spec_text("batch_lr_scaling = \"linear\"")).unwrap();
+    let (_, runs) = plan(&SweepSpec::load(&spec_path).unwrap()).unwrap();
+    assert!((runs[2].config.train.lr - base.train.lr * 2.0 * 4.0).abs() < 1e-12);
+
+    // The rule without batch sizes, or a rule it does not know, is refused by name.
+    std::fs::write(
+        &spec_path,
+        "preset = \"tiny\"\ndata = \"data\"\nbudgets = [\"9 steps\"]\nbatch_lr_scaling = \"sqrt\"\n\
+         [[models]]\nhidden = 64\nlayers = 1\n",
+    )
+    .unwrap();
+    let err = SweepSpec::load(&spec_path).unwrap_err().to_string();
+    assert!(
+        err.contains("'batch_lr_scaling'") && err.contains("'batch_sizes'"),
+        "{err}"
+    );
+    std::fs::write(&spec_path, spec_text("batch_lr_scaling = \"cubic\"")).unwrap();
+    let err = SweepSpec::load(&spec_path).unwrap_err().to_string();
+    assert!(
+        err.contains("cubic") || err.contains("unknown variant"),
+        "{err}"
+    );
+}
+
 /// A batch sweep written as the trainer writes it: model 1e6 at five batch
 /// sizes whose steps to loss 4.5 follow S = 100 + 1600/B exactly (so B_crit
 /// is 16 sequences), with B_simple 20 logged throughout; model 4e6 at one
@@ -648,6 +697,10 @@ fn the_critical_batch_comes_from_steps_to_a_target_loss() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("reached by 5 of 5 runs"), "{stdout}");
     assert!(
+        !stdout.contains("last tenth"),
+        "halfway is not late: {stdout}"
+    );
+    assert!(
         !stdout.contains("4.000e6"),
         "the one-batch model is left out: {stdout}"
     );
@@ -665,10 +718,20 @@ fn the_critical_batch_comes_from_steps_to_a_target_loss() {
     assert_eq!(model["b_simple"].as_f64(), Some(20.0), "{model}");
     assert!((model["b_crit_tokens"].as_f64().unwrap() / (32.0 * b_crit) - 1.0).abs() < 1e-9);
 
-    // The default target is the loss every run reaches; smoothing keeps the line.
+    // The default target is the loss every run reaches before the last tenth
+    // of its steps; smoothing keeps the line.
     let (code, stdout, stderr) = cram(&["scale", "batch", dir]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("B_crit"), "{stdout}");
+    assert!(!stdout.contains("last tenth"), "{stdout}");
+
+    // A target reached only as the schedule ends is measured and flagged.
+    let (code, stdout, stderr) = cram(&["scale", "batch", dir, "--target-loss", "4.14"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("h64-l2-b8 reaches 4.1400 only at step") && stdout.contains("last tenth"),
+        "{stdout}"
+    );
 
     // A target no run reaches: the runs are listed, the critical batch is not.
     let (code, stdout, stderr) = cram(&["scale", "batch", dir, "--target-loss", "3.5"]);

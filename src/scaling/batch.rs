@@ -158,9 +158,27 @@ struct RunCurve {
     smooth: Vec<f64>,
 }
 
+/// The share of a run's steps after which a crossing says more about the
+/// learning-rate decay than about the batch: the schedules anneal to zero,
+/// and the end of every run drops its loss whatever its batch.
+const LATE: f64 = 0.9;
+
 impl RunCurve {
     fn lowest(&self) -> f64 {
         self.smooth.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    fn last_step(&self) -> f64 {
+        self.records.last().map_or(0.0, |r| r.step as f64)
+    }
+
+    /// The lowest smoothed loss of the run's first [`LATE`] of steps.
+    fn lowest_before_the_end(&self) -> f64 {
+        let end = LATE * self.last_step();
+        (self.records.iter().zip(&self.smooth))
+            .filter(|(r, _)| r.step as f64 <= end)
+            .map(|(_, &l)| l)
+            .fold(f64::INFINITY, f64::min)
     }
 }
 
@@ -196,9 +214,13 @@ pub fn measure(
 
 fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) -> ModelBatches {
     runs.sort_by(|a, b| a.batch.total_cmp(&b.batch));
-    // By default the loss every run reaches: the highest of their lowest.
-    let target =
-        target.unwrap_or_else(|| runs.iter().map(RunCurve::lowest).fold(f64::MIN, f64::max));
+    // By default the loss every run reaches before the last tenth of its
+    // steps: the highest of their lowest there.
+    let target = target.unwrap_or_else(|| {
+        (runs.iter())
+            .map(RunCurve::lowest_before_the_end)
+            .fold(f64::MIN, f64::max)
+    });
     let mut notes = Vec::new();
     let mut batch_runs = Vec::new();
     let mut pairs = Vec::new();
@@ -220,6 +242,14 @@ fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) ->
         if let Some((steps, tokens)) = reached {
             pairs.push((*batch, steps));
             tokens_per_sequence.push(tokens / (steps * batch));
+            let last = curve.last_step();
+            if steps > LATE * last {
+                notes.push(format!(
+                    "{run} reaches {target:.4} only at step {steps:.0} of {last:.0}, in the last tenth of its \
+                     schedule, where the decaying learning rate more than the batch sets its pace: \
+                     a higher --target-loss or longer runs measure the batch"
+                ));
+            }
         } else {
             notes.push(format!(
                 "{run} never reached {target:.4} (lowest smoothed loss {:.4})",

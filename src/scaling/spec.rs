@@ -16,6 +16,7 @@
 //! head_dim = 32                    # heads = hidden / head_dim (default: the preset's)
 //! ffn_ratio = 4.0                  # ffn = ffn_ratio·hidden (default: the preset's)
 //! width_scaling = true             # lr ∝ 1/hidden, init std ∝ 1/√hidden (optional)
+//! batch_lr_scaling = "sqrt"         # lr ∝ √batch ("sqrt") or ∝ batch ("linear") (optional)
 //!
 //! [[models]]                       # shapes listed one by one (optional)
 //! hidden = 256
@@ -41,6 +42,15 @@
 //! held-out 6.74 (accuracy 0.067, the most frequent token's rate), at
 //! 3e-3 and 0.04 (what the rule gives, rounded) at 4.95 (0.244); either
 //! change alone stays on the plateau (bench/RESULTS.md, plateau probe).
+//!
+//! `batch_lr_scaling` scales each run's learning rate with its batch size
+//! against the base config's (B/B₀ to the power ½ for "sqrt", 1 for
+//! "linear"), on top of the width rule and of `lrs`. A batch-size sweep that
+//! measures the critical batch (`cram scale batch`) compares the steps each
+//! batch needs at a well-chosen rate (McCandlish et al. 2018 tuned it per
+//! batch); one rate for every batch leaves the small batches too noisy: on
+//! tiny (CPU, bench/RESULTS.md) batch 8 then needed more examples than batch
+//! 16 to reach the same loss. √B is the rule for Adam of Malladi et al. 2022.
 //!
 //! `evals_per_run = K` sets each run's `train.eval_every` to a K-th of its
 //! steps (counted at its full batch; a batch ramp adds a few), so that a run
@@ -114,6 +124,38 @@ pub struct SweepSpec {
     pub ffn_ratio: Option<f64>,
     #[serde(default)]
     pub width_scaling: bool,
+    pub batch_lr_scaling: Option<BatchLrScaling>,
+}
+
+/// How a sweep's learning rate follows its batch size (`batch_lr_scaling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchLrScaling {
+    /// lr ∝ √B
+    Sqrt,
+    /// lr ∝ B
+    Linear,
+}
+
+impl BatchLrScaling {
+    /// The factor on the rate of batch `batch` against the base batch.
+    pub fn factor(self, batch: usize, base: usize) -> f64 {
+        let ratio = batch as f64 / base as f64;
+        match self {
+            BatchLrScaling::Sqrt => ratio.sqrt(),
+            BatchLrScaling::Linear => ratio,
+        }
+    }
+}
+
+/// The rules that set each run's rate and initialisation from its shape and
+/// batch against the base config's.
+#[derive(Debug, Clone, Copy)]
+struct RateRules {
+    /// `width_scaling`: the base width.
+    base_width: Option<usize>,
+    /// `batch_lr_scaling` and the base batch size.
+    batch: Option<(BatchLrScaling, usize)>,
 }
 
 /// One run of the sweep, fully resolved.
@@ -182,6 +224,9 @@ impl SweepSpec {
         if self.ffn_ratio.is_some_and(|r| r.is_nan() || r <= 0.0) || self.head_dim == Some(0) {
             return bad("'ffn_ratio' and 'head_dim' must be positive".into());
         }
+        if self.batch_lr_scaling.is_some() && self.batch_sizes.is_empty() {
+            return bad("'batch_lr_scaling' scales the rate with 'batch_sizes', which is empty; list the batch sizes or leave the rule out".into());
+        }
         if self.evals_per_run == Some(0) {
             return bad("'evals_per_run' must be at least 1 (the final evaluation)".into());
         }
@@ -223,8 +268,13 @@ impl SweepSpec {
         let ffn_ratio = self
             .ffn_ratio
             .unwrap_or(base.model.ffn as f64 / base.model.hidden as f64);
-        // `width_scaling` measures every width against the base config's.
-        let base_width = self.width_scaling.then_some(base.model.hidden);
+        // The rate rules measure every width and batch against the base config's.
+        let rules = RateRules {
+            base_width: self.width_scaling.then_some(base.model.hidden),
+            batch: self
+                .batch_lr_scaling
+                .map(|rule| (rule, base.train.batch_size)),
+        };
         let batches: Vec<Option<usize>> = option_list(&self.batch_sizes);
         let lrs: Vec<Option<f64>> = option_list(&self.lrs);
         let shapes = self.shapes();
@@ -237,7 +287,7 @@ impl SweepSpec {
                 for &batch in &batches {
                     for &lr in &lrs {
                         runs.push(self.plan_one(
-                            store, shape, &label, batch, lr, head_dim, ffn_ratio, base_width,
+                            store, shape, &label, batch, lr, head_dim, ffn_ratio, rules,
                         )?);
                     }
                 }
@@ -289,7 +339,7 @@ impl SweepSpec {
         lr: Option<f64>,
         head_dim: usize,
         ffn_ratio: f64,
-        base_width: Option<usize>,
+        rules: RateRules,
     ) -> Result<PlannedRun, ScalingError> {
         // Heads and FFN width join the name when the spec gives them, so
         // that shapes differing only there get folders of their own.
@@ -326,10 +376,13 @@ impl SweepSpec {
             source,
         };
         let mut config = Config::resolve(&self.preset, &sets).map_err(config_err)?;
-        if let Some(base_width) = base_width {
+        if let Some(base_width) = rules.base_width {
             let ratio = base_width as f64 / shape.hidden as f64;
             config.train.lr *= ratio;
             config.model.init_std *= ratio.sqrt() as f32;
+        }
+        if let (Some((rule, base_batch)), Some(b)) = (rules.batch, batch) {
+            config.train.lr *= rule.factor(b, base_batch);
         }
         crate::train::fit_to_data(&mut config, store).map_err(|source| ScalingError::Train {
             run: name.clone(),
