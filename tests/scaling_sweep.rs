@@ -304,6 +304,30 @@ fn sweep_resume_fit_plan_and_report() {
         "{joint} against a held-out error of {held}"
     );
 
+    // With a batch sweep's measurement the batch follows the critical batch
+    // measured there; a folder without one is refused with what to run.
+    let batches = tempfile::tempdir().unwrap();
+    synthetic_batch_sweep(batches.path());
+    let batch_dir = batches.path().to_str().unwrap();
+    let (code, _, stderr) = cram(&["scale", "batch", batch_dir]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, json, stderr) = cram(&[
+        "scale", "plan", "--fit", fit, "--budget", "24h", "--json", "--batch", batch_dir,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let source = plan["batch"]["source"].as_str().unwrap_or_default();
+    assert!(
+        source.contains("critical batch measured"),
+        "{}",
+        plan["batch"]
+    );
+    let (code, _, stderr) = cram(&[
+        "scale", "plan", "--fit", fit, "--budget", "24h", "--batch", fit,
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cram scale batch"), "{stderr}");
+
     let run = run_dir(&out, &runs[8].name);
     let (code, stdout, stderr) = cram(&["report", run.to_str().unwrap(), "--device", "cpu"]);
     assert_eq!(code, 0, "{stderr}");

@@ -5,7 +5,7 @@ use crate::backend::{select_device, DeviceChoice};
 use crate::config::{Budget, Config};
 use crate::on_device;
 use crate::scaling::fit::{fit_all, FitOptions, FitReport, FIT_FILE};
-use crate::scaling::plan::{budget_compute, device, plan, DEFAULT_MFU};
+use crate::scaling::plan::{budget_compute, device, plan, MeasuredCritical, DEFAULT_MFU};
 use crate::scaling::spec::SweepSpec;
 use crate::scaling::sweep::{sweep, SweepOptions, SPEC_COPY};
 use crate::scaling::PointSet;
@@ -81,6 +81,10 @@ enum ScaleCommand {
         /// Preset whose shapes the plan picks from (default: the sweep's, else crammed-bert).
         #[arg(long)]
         preset: Option<String>,
+        /// A batch sweep's folder (or its critical_batch.json from `cram scale batch`):
+        /// the batch size then follows the critical batch measured there, not the noise scale.
+        #[arg(long)]
+        batch: Option<PathBuf>,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
@@ -132,8 +136,9 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             device,
             mfu,
             preset,
+            batch,
             json,
-        } => run_plan(&fit, &budget, &device, mfu, preset, json),
+        } => run_plan(&fit, &budget, &device, mfu, preset, batch.as_deref(), json),
         ScaleCommand::Batch {
             dir,
             target_loss,
@@ -274,12 +279,51 @@ fn plan_base(fit_dir: &Path, preset: Option<String>) -> anyhow::Result<(String, 
     Ok(("crammed-bert".into(), Config::resolve("crammed-bert", &[])?))
 }
 
+/// The critical batches of a `cram scale batch` result (its folder or file),
+/// at the loss each was measured at; an error when it has none.
+fn measured_critical(path: &Path) -> anyhow::Result<Vec<MeasuredCritical>> {
+    use crate::scaling::batch::{CriticalBatchReport, BATCH_FILE};
+    let file = if path.is_dir() {
+        path.join(BATCH_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read {}; run `cram scale batch` on the batch sweep first",
+            file.display()
+        )
+    })?;
+    let report: CriticalBatchReport = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a critical_batch.json of `cram scale batch`",
+            file.display()
+        )
+    })?;
+    let measured: Vec<MeasuredCritical> = (report.models.iter())
+        .filter_map(|m| {
+            Some(MeasuredCritical {
+                loss: m.target_loss,
+                tokens: m.b_crit_tokens?,
+            })
+        })
+        .collect();
+    if measured.is_empty() {
+        bail!(
+            "{} holds no critical batch (its notes say why); plan without --batch or measure again",
+            file.display()
+        );
+    }
+    Ok(measured)
+}
+
 fn run_plan(
     fit: &Path,
     budget: &str,
     device_name: &str,
     mfu: f64,
     preset: Option<String>,
+    batch: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<()> {
     let (dir, file) = if fit.is_dir() {
@@ -311,9 +355,14 @@ fn run_plan(
     };
     let (preset, base) = plan_base(&dir, preset)?;
     let points = PointSet::read_dir(&dir).ok();
+    let critical = match batch {
+        Some(path) => measured_critical(path)?,
+        None => Vec::new(),
+    };
     let p = plan(
         &report,
         points.as_ref(),
+        &critical,
         &base,
         &preset,
         compute,

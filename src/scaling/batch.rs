@@ -21,12 +21,12 @@
 use crate::scaling::points::{distinct, read_points};
 use crate::scaling::ScalingError;
 use crate::train::{read_records, TrainRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// A batch run and where it reached the target.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRun {
     pub run: String,
     /// Sequences per optimizer step.
@@ -38,7 +38,7 @@ pub struct BatchRun {
 }
 
 /// One model's batch sweep.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelBatches {
     /// Non-embedding parameters.
     pub n_params: f64,
@@ -59,7 +59,7 @@ pub struct ModelBatches {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CriticalBatchReport {
     pub window: usize,
     pub models: Vec<ModelBatches>,

@@ -394,6 +394,65 @@ pub fn choose_shape(base: &Config, target: f64, counts: &str, compute: f64) -> O
     })
 }
 
+/// A critical batch measured by `cram scale batch`: `tokens` per step at `loss`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasuredCritical {
+    pub loss: f64,
+    pub tokens: f64,
+}
+
+/// Kaplan et al.'s exponent of B_crit(L) ∝ L^(−1/α_B), α_B = 0.21.
+const KAPLAN_BATCH_SLOPE: f64 = -1.0 / 0.21;
+
+/// B_crit against loss through measured critical batches, at `loss`: a power
+/// law through two or more at different losses, Kaplan's slope through one
+/// (or through their mean when all sit at one loss); `None` without any.
+pub fn critical_batch_advice(
+    measured: &[MeasuredCritical],
+    loss: f64,
+    seq_len: usize,
+) -> Option<BatchAdvice> {
+    let logs: Vec<(f64, f64)> = (measured.iter())
+        .filter(|m| m.loss > 0.0 && m.tokens > 0.0)
+        .map(|m| (m.loss.ln(), m.tokens.ln()))
+        .collect();
+    if logs.is_empty() {
+        return None;
+    }
+    let range = logs
+        .iter()
+        .map(|p| p.0.exp())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), l| (lo.min(l), hi.max(l)));
+    let (ln_b, how) = match fit_line(&logs) {
+        Some(line) => (
+            line.at(loss.ln()),
+            format!("a power law through them (B ∝ L^{:.2})", line.slope),
+        ),
+        None => {
+            let n = logs.len() as f64;
+            let (mx, my) = logs
+                .iter()
+                .fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+            (
+                my + KAPLAN_BATCH_SLOPE * (loss.ln() - mx),
+                "Kaplan et al.'s slope B ∝ L^(−1/0.21) through them".into(),
+            )
+        }
+    };
+    let tokens = ln_b.exp();
+    Some(BatchAdvice {
+        sequences: tokens / seq_len as f64,
+        tokens,
+        source: format!(
+            "the critical batch measured at {} loss(es) ({:.3}–{:.3}, `cram scale batch`), with {how}, \
+             at the predicted loss {loss:.3}",
+            logs.len(),
+            range.0,
+            range.1
+        ),
+    })
+}
+
 /// B_noise against loss as a power law through the sweep's measurements,
 /// evaluated at `loss`; Kaplan et al.'s B_crit(L) = 2·10⁸ tokens / L^(1/0.21)
 /// when the sweep measured none.
@@ -467,6 +526,7 @@ fn holdout_note(h: &crate::scaling::fit::HoldoutReport) -> Option<String> {
 pub fn plan(
     fit: &FitReport,
     points: Option<&PointSet>,
+    critical: &[MeasuredCritical],
     base: &Config,
     preset: &str,
     compute: f64,
@@ -513,7 +573,12 @@ pub fn plan(
                 .into(),
         );
     }
-    let batch = loss.map(|l| batch_advice(points, l, base.data.seq_len));
+    // A measured critical batch outranks the noise scale, its estimate.
+    let seq_len = base.data.seq_len;
+    let batch = loss.map(|l| {
+        critical_batch_advice(critical, l, seq_len)
+            .unwrap_or_else(|| batch_advice(points, l, seq_len))
+    });
     Plan {
         compute,
         assumption,
@@ -527,6 +592,23 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_measured_critical_batch_follows_the_loss() {
+        let at = |loss, tokens| MeasuredCritical { loss, tokens };
+        // Two measurements on B = 1e6 · L^−4: the law comes back at any loss.
+        let two = [at(4.0, 1e6 / 256.0), at(2.0, 1e6 / 16.0)];
+        let b = critical_batch_advice(&two, 3.0, 1000).unwrap();
+        assert!((b.tokens / (1e6 / 81.0) - 1.0).abs() < 1e-9, "{b:?}");
+        assert!((b.sequences - b.tokens / 1000.0).abs() < 1e-9);
+        assert!(b.source.contains("L^-4.00"), "{}", b.source);
+        // One measurement: Kaplan's slope through it.
+        let one = critical_batch_advice(&[at(4.0, 1e5)], 3.0, 1000).unwrap();
+        let want = 1e5 * (3.0f64 / 4.0).powf(-1.0 / 0.21);
+        assert!((one.tokens / want - 1.0).abs() < 1e-9, "{one:?}");
+        assert!(one.source.contains("Kaplan"), "{}", one.source);
+        assert!(critical_batch_advice(&[], 3.0, 1000).is_none());
+    }
 
     #[test]
     fn budgets_become_compute() {
