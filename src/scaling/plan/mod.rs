@@ -394,36 +394,42 @@ pub fn choose_shape(base: &Config, target: f64, counts: &str, compute: f64) -> O
     })
 }
 
-/// A critical batch measured by `cram scale batch`: `tokens` per step at `loss`.
+/// A critical batch measured by `cram scale batch`: `tokens` per step at
+/// `loss`, and whether it lies within a factor 2 of the batch sizes run
+/// (beyond that the line S = S_min + E_min/B extrapolates it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MeasuredCritical {
     pub loss: f64,
     pub tokens: f64,
+    pub bracketed: bool,
 }
 
 /// Kaplan et al.'s exponent of B_crit(L) ∝ L^(−1/α_B), α_B = 0.21.
 const KAPLAN_BATCH_SLOPE: f64 = -1.0 / 0.21;
 
-/// B_crit against loss through measured critical batches, at `loss`: a power
-/// law through two or more at different losses, Kaplan's slope through one
-/// (or through their mean when all sit at one loss); `None` without any.
+/// B_crit against loss through the bracketed measured critical batches, at
+/// `loss`: a power law through them when they span losses a fifth apart and
+/// its slope is plausible (between −10 and −1; Kaplan et al. measured
+/// −4.8), else Kaplan's slope through their mean; `None` without any.
 pub fn critical_batch_advice(
     measured: &[MeasuredCritical],
     loss: f64,
     seq_len: usize,
 ) -> Option<BatchAdvice> {
     let logs: Vec<(f64, f64)> = (measured.iter())
-        .filter(|m| m.loss > 0.0 && m.tokens > 0.0)
+        .filter(|m| m.bracketed && m.loss > 0.0 && m.tokens > 0.0)
         .map(|m| (m.loss.ln(), m.tokens.ln()))
         .collect();
     if logs.is_empty() {
         return None;
     }
-    let range = logs
-        .iter()
-        .map(|p| p.0.exp())
-        .fold((f64::MAX, f64::MIN), |(lo, hi), l| (lo.min(l), hi.max(l)));
-    let (ln_b, how) = match fit_line(&logs) {
+    let left_out = measured.len() - logs.len();
+    let (lo, hi) = logs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.0), hi.max(p.0))
+    });
+    let line =
+        fit_line(&logs).filter(|l| hi - lo >= 1.2f64.ln() && (-10.0..=-1.0).contains(&l.slope));
+    let (ln_b, how) = match line {
         Some(line) => (
             line.at(loss.ln()),
             format!("a power law through them (B ∝ L^{:.2})", line.slope),
@@ -439,16 +445,23 @@ pub fn critical_batch_advice(
             )
         }
     };
+    let skipped = if left_out > 0 {
+        format!(
+            " ({left_out} more left out: outside the batch sizes their sweep ran, so extrapolated)"
+        )
+    } else {
+        String::new()
+    };
     let tokens = ln_b.exp();
     Some(BatchAdvice {
         sequences: tokens / seq_len as f64,
         tokens,
         source: format!(
-            "the critical batch measured at {} loss(es) ({:.3}–{:.3}, `cram scale batch`), with {how}, \
-             at the predicted loss {loss:.3}",
+            "the critical batch measured at {} loss(es) ({:.3}–{:.3}, `cram scale batch`){skipped}, \
+             with {how}, at the predicted loss {loss:.3}",
             logs.len(),
-            range.0,
-            range.1
+            lo.exp(),
+            hi.exp()
         ),
     })
 }
@@ -595,7 +608,11 @@ mod tests {
 
     #[test]
     fn a_measured_critical_batch_follows_the_loss() {
-        let at = |loss, tokens| MeasuredCritical { loss, tokens };
+        let at = |loss, tokens| MeasuredCritical {
+            loss,
+            tokens,
+            bracketed: true,
+        };
         // Two measurements on B = 1e6 · L^−4: the law comes back at any loss.
         let two = [at(4.0, 1e6 / 256.0), at(2.0, 1e6 / 16.0)];
         let b = critical_batch_advice(&two, 3.0, 1000).unwrap();
@@ -603,10 +620,28 @@ mod tests {
         assert!((b.sequences - b.tokens / 1000.0).abs() < 1e-9);
         assert!(b.source.contains("L^-4.00"), "{}", b.source);
         // One measurement: Kaplan's slope through it.
+        let kaplan = |l: f64, b: f64, at_l: f64| b * (at_l / l).powf(-1.0 / 0.21);
         let one = critical_batch_advice(&[at(4.0, 1e5)], 3.0, 1000).unwrap();
-        let want = 1e5 * (3.0f64 / 4.0).powf(-1.0 / 0.21);
-        assert!((one.tokens / want - 1.0).abs() < 1e-9, "{one:?}");
+        assert!(
+            (one.tokens / kaplan(4.0, 1e5, 3.0) - 1.0).abs() < 1e-9,
+            "{one:?}"
+        );
         assert!(one.source.contains("Kaplan"), "{}", one.source);
+        // Losses 9% apart with a slope of −42 (what an extrapolated B_crit gave
+        // on the CPU probe) say nothing about the slope: Kaplan's through them.
+        let steep = [at(5.067, 3.4e3), at(4.662, 1.1e5)];
+        let b = critical_batch_advice(&steep, 2.3, 32).unwrap();
+        assert!(b.source.contains("Kaplan"), "{}", b.source);
+        // A batch beyond the sweep's range is left out, and said to be.
+        let mut beyond = at(4.662, 1.1e5);
+        beyond.bracketed = false;
+        let b = critical_batch_advice(&[at(5.067, 3.4e3), beyond], 3.0, 32).unwrap();
+        assert!(
+            (b.tokens / kaplan(5.067, 3.4e3, 3.0) - 1.0).abs() < 1e-9,
+            "{b:?}"
+        );
+        assert!(b.source.contains("1 more left out"), "{}", b.source);
+        assert!(critical_batch_advice(&[beyond], 3.0, 32).is_none());
         assert!(critical_batch_advice(&[], 3.0, 1000).is_none());
     }
 
