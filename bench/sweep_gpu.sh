@@ -4,7 +4,7 @@
 #   bench/sweep_gpu.sh SECONDS
 #
 # Run from the repository root on the GPU machine, with carry/ holding the stripped
-# cram binary, the pretrain-en parts (*.jsonl.zst), the sweep spec NAME.toml ($SPEC,
+# cram binary (or it gzipped, cram.gz: unpacked here), the pretrain-en parts (*.jsonl.zst), the sweep spec NAME.toml ($SPEC,
 # default carry/crammed-gpu-2.toml) and, from an earlier command, NAME.tgz. It
 # prepares the parts into the spec's data folder (once per machine: a second spec on
 # the same data reuses it), restores the runs already finished (those kept in the
@@ -19,6 +19,10 @@ spec=${SPEC:-$carry/crammed-gpu-2.toml}
 data=$(sed -n 's/^data = "\(.*\)"/\1/p' "$spec")
 name=$(basename "$spec" .toml)
 out=/tmp/sweeps/$name
+if [ ! -x "$carry/cram" ] && [ -f "$carry/cram.gz" ]; then
+    gzip -dc "$carry/cram.gz" > "$carry/cram" && chmod +x "$carry/cram"
+fi
+nvidia-smi --query-gpu=name --format=csv,noheader
 
 if [ ! -f "$data/manifest.json" ]; then
     mkdir -p /tmp/raw
