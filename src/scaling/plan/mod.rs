@@ -11,6 +11,7 @@
 mod loss;
 mod table;
 
+use super::batch::CriticalBatchReport;
 use super::counts::Counts;
 use super::fit::stats::{fit_line, quantile};
 use super::fit::{FitReport, FrontierReport, Joint, Parametric};
@@ -404,7 +405,29 @@ pub struct MeasuredCritical {
     pub bracketed: bool,
 }
 
-/// Kaplan et al.'s exponent of B_crit(L) ∝ L^(−1/α_B), α_B = 0.21.
+impl MeasuredCritical {
+    /// The critical batches of a `cram scale batch` report, one per model
+    /// that has one.
+    pub fn of(report: &CriticalBatchReport) -> Vec<MeasuredCritical> {
+        (report.models.iter())
+            .filter_map(|m| {
+                let b_crit = m.b_crit?;
+                let batches = m.runs.iter().map(|r| r.batch);
+                let (lo, hi) =
+                    batches.fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
+                Some(MeasuredCritical {
+                    loss: m.target_loss,
+                    tokens: m.b_crit_tokens?,
+                    bracketed: (lo / 2.0..=2.0 * hi).contains(&b_crit),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Kaplan et al.'s B_crit(L) = B* / L^(1/α_B): B* = 2·10⁸ tokens, α_B = 0.21
+/// (fitted on GPT-2's WebText); the slope alone where cram measured B_crit.
+const KAPLAN_BATCH_TOKENS: f64 = 2e8;
 const KAPLAN_BATCH_SLOPE: f64 = -1.0 / 0.21;
 
 /// B_crit against loss through the bracketed measured critical batches, at
@@ -499,7 +522,7 @@ pub fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> Bat
             source: "the gradient noise scale B_simple of the sweep's one measured run".into(),
         };
     }
-    let tokens = 2e8 / loss.powf(1.0 / 0.21);
+    let tokens = KAPLAN_BATCH_TOKENS * loss.powf(KAPLAN_BATCH_SLOPE);
     BatchAdvice {
         sequences: tokens / seq_len as f64,
         tokens,
