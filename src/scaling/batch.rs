@@ -59,6 +59,17 @@ pub struct ModelBatches {
     pub notes: Vec<String>,
 }
 
+impl ModelBatches {
+    /// Whether B_crit lies within a factor 2 of the batch sizes run: beyond
+    /// that the line S = S_min + E_min/B extrapolates it.
+    pub fn bracketed(&self) -> bool {
+        let (lo, hi) = (self.runs.iter().map(|r| r.batch))
+            .fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
+        self.b_crit
+            .is_some_and(|b| (lo / 2.0..=2.0 * hi).contains(&b))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CriticalBatchReport {
     pub window: usize,
@@ -283,7 +294,7 @@ fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) ->
     let b_crit = fit.map(|(s, e)| e / s);
     let per_sequence = (!tokens_per_sequence.is_empty())
         .then(|| tokens_per_sequence.iter().sum::<f64>() / tokens_per_sequence.len() as f64);
-    ModelBatches {
+    let mut model = ModelBatches {
         n_params,
         target_loss: target,
         runs: batch_runs,
@@ -294,7 +305,14 @@ fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) ->
         b_simple: (noise_logs > 0).then(|| noise_sum / noise_logs as f64),
         b_simple_logs: noise_logs,
         notes,
+    };
+    if let Some(b) = model.b_crit.filter(|_| !model.bracketed()) {
+        model.notes.push(format!(
+            "B_crit {b:.1} lies beyond a factor 2 of the batch sizes run: the line extrapolates it; \
+             run batch sizes around it to measure it"
+        ));
     }
+    model
 }
 
 impl CriticalBatchReport {
@@ -399,5 +417,54 @@ mod tests {
         // More steps at a larger batch: no floor.
         let rising = [(8.0, 100.0), (16.0, 120.0), (32.0, 140.0)];
         assert!(fit_steps(&rising).unwrap_err().contains("do not fall"));
+    }
+
+    /// Runs whose steps halve with every doubling up to the largest batch put
+    /// B_crit far above it: measured, but said to be an extrapolation.
+    #[test]
+    fn a_critical_batch_beyond_the_batches_run_is_flagged() {
+        let curve = |batch: u64, steps_to: f64| {
+            let records: Vec<TrainRecord> = (1..=40)
+                .map(|i| {
+                    let step = (steps_to * i as f64 / 20.0).round() as u64;
+                    record(step, batch, 6.0 - 2.0 * i as f64 / 20.0)
+                })
+                .collect();
+            RunCurve {
+                run: format!("b{batch}"),
+                batch: batch as f64,
+                smooth: smoothed_losses(&records, 1),
+                records,
+            }
+        };
+        // Loss 4 at step 3 + 1600/B: B_crit ≈ 533, beyond 2 × 64.
+        let far = model_batches(
+            1e6,
+            [8, 16, 32, 64]
+                .map(|b| curve(b, 3.0 + 1600.0 / b as f64))
+                .into(),
+            Some(4.0),
+        );
+        assert!(far.b_crit.is_some_and(|b| b > 128.0), "{far:?}");
+        assert!(!far.bracketed());
+        assert!(
+            far.notes.iter().any(|n| n.contains("beyond a factor 2")),
+            "{:?}",
+            far.notes
+        );
+        // Loss 4 at step 50 + 1600/B: B_crit 32, inside.
+        let near = model_batches(
+            1e6,
+            [8, 16, 32, 64]
+                .map(|b| curve(b, 50.0 + 1600.0 / b as f64))
+                .into(),
+            Some(4.0),
+        );
+        assert!(near.bracketed(), "{near:?}");
+        assert!(
+            !near.notes.iter().any(|n| n.contains("beyond")),
+            "{:?}",
+            near.notes
+        );
     }
 }

@@ -411,14 +411,10 @@ impl MeasuredCritical {
     pub fn of(report: &CriticalBatchReport) -> Vec<MeasuredCritical> {
         (report.models.iter())
             .filter_map(|m| {
-                let b_crit = m.b_crit?;
-                let batches = m.runs.iter().map(|r| r.batch);
-                let (lo, hi) =
-                    batches.fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
                 Some(MeasuredCritical {
                     loss: m.target_loss,
                     tokens: m.b_crit_tokens?,
-                    bracketed: (lo / 2.0..=2.0 * hi).contains(&b_crit),
+                    bracketed: m.bracketed(),
                 })
             })
             .collect()
