@@ -437,14 +437,13 @@ mod tests {
                 records,
             }
         };
-        // Loss 4 at step 3 + 1600/B: B_crit ≈ 533, beyond 2 × 64.
-        let far = model_batches(
-            1e6,
-            [8, 16, 32, 64]
-                .map(|b| curve(b, 3.0 + 1600.0 / b as f64))
-                .into(),
-            Some(4.0),
-        );
+        // Loss 4 at step S_min + 1600/B at batches 8-64: B_crit = 1600/S_min,
+        // ≈ 533 (beyond 2 × 64) for S_min 3, 32 (inside) for S_min 50.
+        let measure = |s_min: f64| {
+            let runs = [8, 16, 32, 64].map(|b| curve(b, s_min + 1600.0 / b as f64));
+            model_batches(1e6, runs.into(), Some(4.0))
+        };
+        let far = measure(3.0);
         assert!(far.b_crit.is_some_and(|b| b > 128.0), "{far:?}");
         assert!(!far.bracketed());
         assert!(
@@ -452,14 +451,7 @@ mod tests {
             "{:?}",
             far.notes
         );
-        // Loss 4 at step 50 + 1600/B: B_crit 32, inside.
-        let near = model_batches(
-            1e6,
-            [8, 16, 32, 64]
-                .map(|b| curve(b, 50.0 + 1600.0 / b as f64))
-                .into(),
-            Some(4.0),
-        );
+        let near = measure(50.0);
         assert!(near.bracketed(), "{near:?}");
         assert!(
             !near.notes.iter().any(|n| n.contains("beyond")),
