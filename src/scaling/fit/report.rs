@@ -122,6 +122,27 @@ pub struct FrontierReport {
     pub envelope: Vec<EnvelopePoint>,
 }
 
+/// [a, ln k, b, ln k_D] of the lines N_opt = k·C^a and D_opt = k_D·C^b.
+fn optimum_lines(n: &Estimate, n_log: f64, d: &Estimate, d_log: f64) -> [f64; 4] {
+    [n.value, n_log, d.value, d_log]
+}
+
+impl FrontierReport {
+    /// [a, ln k, b, ln k_D] of its N_opt and D_opt lines in C.
+    pub fn optimum_lines(&self) -> [f64; 4] {
+        let (n, d) = (&self.optimal_n_exponent, &self.optimal_d_exponent);
+        optimum_lines(n, self.n_log_coefficient, d, self.d_log_coefficient)
+    }
+}
+
+impl IsoFlopReport {
+    /// [a, ln k, b, ln k_D] of its N_opt and D_opt lines in C.
+    pub fn optimum_lines(&self) -> [f64; 4] {
+        let (n, d) = (&self.optimal_n_exponent, &self.optimal_d_exponent);
+        optimum_lines(n, self.n_log_coefficient, d, self.d_log_coefficient)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsoFlopReport {
     pub optimal_n_exponent: Estimate,
