@@ -224,20 +224,19 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
         n_c: k.n_c.value,
         d_c: k.d_c.value,
     };
-    let (n, d) = joint_optimum(&joint, compute);
-    let joint_reps = reps
-        .kaplan_joint
-        .iter()
-        .map(|r| {
-            let j = Joint::from_params(r);
-            let (n, d) = joint_optimum(&j, compute);
-            (n, d, j.loss(n, d))
-        })
+    // The laws with a closed-form optimum: (N, D, loss) there, for the fit
+    // and for each bootstrap replicate.
+    let joint_at = |j: Joint| {
+        let (n, d) = joint_optimum(&j, compute);
+        (n, d, j.loss(n, d))
+    };
+    let joint_reps = (reps.kaplan_joint.iter())
+        .map(|r| joint_at(Joint::from_params(r)))
         .collect();
     out.push(optimum_allocation(
         JOINT,
         ParamCount::NonEmbedding,
-        (n, d, joint.loss(n, d)),
+        joint_at(joint),
         joint_reps,
     ));
     // The two compute frontiers: N_opt and D_opt lines in C, and the loss (C_c/C)^α_C.
@@ -271,20 +270,17 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
     let Some(law) = c.parametric() else {
         return out;
     };
-    let (n, d) = law.optimum(compute);
-    let p3_reps = reps
-        .approach3
-        .iter()
-        .map(|r| {
-            let p = Parametric::from_params(r);
-            let (n, d) = p.optimum(compute);
-            (n, d, p.loss(n, d))
-        })
+    let parametric_at = |p: Parametric| {
+        let (n, d) = p.optimum(compute);
+        (n, d, p.loss(n, d))
+    };
+    let p3_reps = (reps.approach3.iter())
+        .map(|r| parametric_at(Parametric::from_params(r)))
         .collect();
     out.push(optimum_allocation(
         APPROACH3,
         ParamCount::Total,
-        (n, d, law.loss(n, d)),
+        parametric_at(law),
         p3_reps,
     ));
     out
