@@ -60,6 +60,7 @@ const NAMES: &[&str] = &[
     "sinusoidal_positions_backward",
     "rotary_table",
     "rotary",
+    "rotary4",
     "norm_forward",
     "norm_backward",
     "qkv_to_heads",

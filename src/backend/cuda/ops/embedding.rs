@@ -1,7 +1,7 @@
 //! Token embeddings, learned and sinusoidal position embeddings, and rotary
 //! positions applied to q|k in place (kernels in `kernels/embedding.cu`).
 
-use crate::backend::cuda::{f32_arg, Cuda, CudaBuf, CudaIds};
+use crate::backend::cuda::{f32_arg, vector_aligned, Cuda, CudaBuf, CudaIds};
 use crate::backend::{AttentionShape, EmbeddingOps, Span};
 
 impl EmbeddingOps for Cuda {
@@ -190,6 +190,27 @@ impl Cuda {
             ],
         );
         let n = shape.rows() * shape.hidden();
+        let n4 = n / 4;
+        if shape.head_dim.is_multiple_of(8)
+            && vector_aligned(&[qkv.ptr(), table])
+            && u32::try_from(n4).is_ok()
+        {
+            self.launch_each(
+                "rotary4",
+                n4,
+                &[
+                    qkv.ptr(),
+                    qkv.bf(),
+                    table,
+                    shape.seq as u64,
+                    shape.heads as u64,
+                    shape.head_dim as u64,
+                    f32_arg(direction),
+                    n4 as u64,
+                ],
+            );
+            return;
+        }
         self.launch_each(
             "rotary",
             n,
