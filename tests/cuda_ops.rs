@@ -260,10 +260,31 @@ fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
         layer,
         shape,
     );
+    // The residual sum: f32 (the residual stream) and bf16 run the product's
+    // epilogue, a mixed pair the two-pass fallback.
+    let resid_vals = rand_vals(15, m * n, 1.0);
+    let mut sums = Vec::new();
+    for (resid_f32, out_f32) in [(true, true), (false, false), (true, false)] {
+        let buffer = |f32_buffer: bool, values: &[f32]| {
+            if f32_buffer {
+                be.upload(values)
+            } else {
+                act(be, values)
+            }
+        };
+        let resid = buffer(resid_f32, &resid_vals);
+        let mut sum = buffer(out_f32, &vec![0.0; m * n]);
+        let mut tmp = be.alloc_activation(m * n);
+        be.matmul_forward_add(&mut sum, &resid, &mut tmp, &inp, &params, layer, shape);
+        sums.push(be.download(&sum));
+    }
     vec![
         ("out", be.download(&out)),
         ("dinp", be.download(&dinp)),
         ("grads", be.download(&grads)),
+        ("sum_f32", sums[0].clone()),
+        ("sum_bf16", sums[1].clone()),
+        ("sum_mixed", sums[2].clone()),
     ]
 }
 
