@@ -90,6 +90,9 @@ impl FusedAttention {
 pub(in crate::backend::cuda) struct FlashAttention {
     pub forward: &'static str,
     pub backward: &'static str,
+    /// The backward held to three blocks per SM, for comparison
+    /// (`CRAM_FLASH_BACKWARD=min3`).
+    pub backward_min3: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -98,16 +101,19 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
     FlashAttention {
         forward: "attention_flash_forward_32",
         backward: "attention_flash_backward_32",
+        backward_min3: None,
         head_dim: 32,
     },
     FlashAttention {
         forward: "attention_flash_forward_64",
         backward: "attention_flash_backward_64",
+        backward_min3: Some("attention_flash_backward_64_min3"),
         head_dim: 64,
     },
     FlashAttention {
         forward: "attention_flash_forward_128",
         backward: "attention_flash_backward_128",
+        backward_min3: None,
         head_dim: 128,
     },
 ];
@@ -280,8 +286,12 @@ impl Cuda {
                     shape.head_dim as u64,
                 ],
             );
+            let kernel = match f.backward_min3 {
+                Some(min3) if self.flash_backward_min3 => min3,
+                _ => f.backward,
+            };
             self.launch(
-                f.backward,
+                kernel,
                 FlashAttention::blocks(shape),
                 FlashAttention::THREADS,
                 f.shared_bytes(true) as u32,
