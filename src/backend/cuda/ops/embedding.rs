@@ -189,31 +189,19 @@ impl Cuda {
                 f32_arg(theta),
             ],
         );
+        // The four-pair kernel takes its thread count last, the scalar one its rows.
         let n = shape.rows() * shape.hidden();
-        let n4 = n / 4;
-        if shape.head_dim.is_multiple_of(8)
+        let vec4 = shape.head_dim.is_multiple_of(8)
             && vector_aligned(&[qkv.ptr(), table])
-            && u32::try_from(n4).is_ok()
-        {
-            self.launch_each(
-                "rotary4",
-                n4,
-                &[
-                    qkv.ptr(),
-                    qkv.bf(),
-                    table,
-                    shape.seq as u64,
-                    shape.heads as u64,
-                    shape.head_dim as u64,
-                    f32_arg(direction),
-                    n4 as u64,
-                ],
-            );
-            return;
-        }
+            && u32::try_from(n / 4).is_ok();
+        let (name, threads, last) = if vec4 {
+            ("rotary4", n / 4, n / 4)
+        } else {
+            ("rotary", n, shape.rows())
+        };
         self.launch_each(
-            "rotary",
-            n,
+            name,
+            threads,
             &[
                 qkv.ptr(),
                 qkv.bf(),
@@ -222,7 +210,7 @@ impl Cuda {
                 shape.heads as u64,
                 shape.head_dim as u64,
                 f32_arg(direction),
-                shape.rows() as u64,
+                last as u64,
             ],
         );
     }
