@@ -71,6 +71,7 @@ const NAMES: &[&str] = &[
     "attention_softmax_backward",
     "flash_backward_delta",
     "flash_backward_store_dq",
+    "flash_backward_store_dq4",
     "gather_rows",
     "scatter_rows",
     "cross_entropy",

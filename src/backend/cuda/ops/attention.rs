@@ -310,9 +310,17 @@ impl Cuda {
                     f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
                 ],
             );
+            // Four columns a thread where the counts fit 32 bits (the flash
+            // head widths make hidden a multiple of 32).
+            let vec4 = hidden.is_multiple_of(4) && u32::try_from(rows * hidden / 4).is_ok();
+            let (name, threads) = if vec4 {
+                ("flash_backward_store_dq4", rows * hidden / 4)
+            } else {
+                ("flash_backward_store_dq", rows * hidden)
+            };
             self.launch(
-                "flash_backward_store_dq",
-                self.grid(rows * hidden),
+                name,
+                self.grid(threads),
                 256,
                 0,
                 &[dqkv.ptr(), dqkv.bf(), dq, rows as u64, hidden as u64],
