@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Carry: carry/ with cram.gz (this branch), cram-before.gz (main), cuda_ops.gz (this branch), torch_reference.py and torch_decoder_reference.py.
 # Session 6, command 4: branch rotary-vec (rotary4, residual sum in the matmul epilogue,
-# CRAM_FLASH_BACKWARD=min3 switch) checked against the CPU, then timed against main (issue 19).
+# CRAM_FLASH_BACKWARD=min3 switch, the vectorised dQ store) checked against the CPU, then timed against main (issue 19).
 cd carry
 for f in cram cram-before; do gzip -dc $f.gz > $f; chmod +x $f; done
 gzip -dc cuda_ops.gz > /tmp/cuda_ops && chmod +x /tmp/cuda_ops
