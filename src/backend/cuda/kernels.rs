@@ -118,7 +118,7 @@ impl Kernels {
             .chain(
                 super::ops::FLASH_ATTENTION
                     .iter()
-                    .flat_map(|f| [f.forward, f.backward].into_iter().chain(f.backward_min3)),
+                    .flat_map(|f| [f.forward, f.backward]),
             );
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");

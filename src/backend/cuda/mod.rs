@@ -119,9 +119,6 @@ pub struct Cuda {
     /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
     /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
     flash_attention: Vec<usize>,
-    /// `CRAM_FLASH_BACKWARD=min3`: the flash backward kernel held to three
-    /// blocks per SM where there is one (a comparison switch).
-    flash_backward_min3: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -178,12 +175,8 @@ impl Cuda {
                 !fused_off
                     && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
                     && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
-                    && (f.backward_min3)
-                        .is_none_or(|k| kernels.allow_shared_memory(k, f.shared_bytes(true)))
             })
             .collect();
-        let flash_backward_min3 =
-            std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "min3");
         Ok(Cuda {
             ctx,
             stream,
@@ -197,7 +190,6 @@ impl Cuda {
             sm_count,
             fused_attention,
             flash_attention,
-            flash_backward_min3,
             peak: std::sync::OnceLock::new(),
             debug,
         })

@@ -341,13 +341,3 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
 FLASH_ATTENTION(32)
 FLASH_ATTENTION(64)
 FLASH_ATTENTION(128)
-
-// The backward at head width 64 held to three blocks per SM (at most 168
-// registers a thread, where it takes about 200 and gets two): a comparison
-// kernel, picked by CRAM_FLASH_BACKWARD=min3, to measure whether more warps
-// in flight outweigh the spills.
-extern "C" __global__ void __launch_bounds__(128, 3) attention_flash_backward_64_min3(
-    void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,
-    const float* delta, int seq, int heads, int causal, float scale) {
-    flash_backward_impl<64>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, seq, heads, causal, scale);
-}

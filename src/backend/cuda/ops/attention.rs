@@ -90,9 +90,6 @@ impl FusedAttention {
 pub(in crate::backend::cuda) struct FlashAttention {
     pub forward: &'static str,
     pub backward: &'static str,
-    /// The backward held to three blocks per SM, for comparison
-    /// (`CRAM_FLASH_BACKWARD=min3`).
-    pub backward_min3: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -101,19 +98,16 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
     FlashAttention {
         forward: "attention_flash_forward_32",
         backward: "attention_flash_backward_32",
-        backward_min3: None,
         head_dim: 32,
     },
     FlashAttention {
         forward: "attention_flash_forward_64",
         backward: "attention_flash_backward_64",
-        backward_min3: Some("attention_flash_backward_64_min3"),
         head_dim: 64,
     },
     FlashAttention {
         forward: "attention_flash_forward_128",
         backward: "attention_flash_backward_128",
-        backward_min3: None,
         head_dim: 128,
     },
 ];
@@ -289,13 +283,9 @@ impl Cuda {
                 ],
             );
         });
-        let kernel = match f.backward_min3 {
-            Some(min3) if self.flash_backward_min3 => min3,
-            _ => f.backward,
-        };
         self.timed("attention_backward", || {
             self.launch(
-                kernel,
+                f.backward,
                 FlashAttention::blocks(shape),
                 FlashAttention::THREADS,
                 f.shared_bytes(true) as u32,
