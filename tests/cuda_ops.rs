@@ -129,27 +129,42 @@ fn embeddings_and_positions() {
     });
 }
 
+/// Head width 8 runs the four-pair kernel, 6 the scalar one; `f32` the
+/// buffer precision the backward's f32 gradients use.
+fn rotary_case<B: Backend>(be: &B, head_dim: usize, f32_buffer: bool) -> Outputs {
+    let shape = AttentionShape {
+        batch: 2,
+        seq: 16,
+        heads: 3,
+        head_dim,
+        causal: true,
+    };
+    let data = rand_vals(5, shape.rows() * 3 * shape.hidden(), 1.0);
+    let buffer = |values: &[f32]| {
+        if f32_buffer {
+            let mut b = be.alloc(values.len());
+            be.write(&mut b, 0, values);
+            b
+        } else {
+            act(be, values)
+        }
+    };
+    let mut qkv = buffer(&data);
+    be.rotary_forward(&mut qkv, shape, 10000.0);
+    let mut back = buffer(&be.download(&qkv));
+    be.rotary_backward(&mut back, shape, 10000.0);
+    vec![
+        ("forward", be.download(&qkv)),
+        ("round_trip", be.download(&back)),
+    ]
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn rotary_forward_and_backward() {
-    check!("rotary", BF, |be| {
-        let shape = AttentionShape {
-            batch: 2,
-            seq: 16,
-            heads: 3,
-            head_dim: 8,
-            causal: true,
-        };
-        let data = rand_vals(5, shape.rows() * 3 * shape.hidden(), 1.0);
-        let mut qkv = act(be, &data);
-        be.rotary_forward(&mut qkv, shape, 10000.0);
-        let mut back = act(be, &be.download(&qkv));
-        be.rotary_backward(&mut back, shape, 10000.0);
-        vec![
-            ("forward", be.download(&qkv)),
-            ("round_trip", be.download(&back)),
-        ]
-    });
+    check!("rotary_vec4_bf16", BF, |be| { rotary_case(be, 8, false) });
+    check!("rotary_vec4_f32", EXACT, |be| { rotary_case(be, 64, true) });
+    check!("rotary_scalar_bf16", BF, |be| { rotary_case(be, 6, false) });
 }
 
 /// `cols` a multiple of 4 runs the kernels' four-wide path, any other the scalar one.
@@ -245,10 +260,31 @@ fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
         layer,
         shape,
     );
+    // The residual sum: f32 (the residual stream) and bf16 run the product's
+    // epilogue, a mixed pair the two-pass fallback.
+    let resid_vals = rand_vals(15, m * n, 1.0);
+    let mut sums = Vec::new();
+    for (resid_f32, out_f32) in [(true, true), (false, false), (true, false)] {
+        let buffer = |f32_buffer: bool, values: &[f32]| {
+            if f32_buffer {
+                be.upload(values)
+            } else {
+                act(be, values)
+            }
+        };
+        let resid = buffer(resid_f32, &resid_vals);
+        let mut sum = buffer(out_f32, &vec![0.0; m * n]);
+        let mut tmp = be.alloc_activation(m * n);
+        be.matmul_forward_add(&mut sum, &resid, &mut tmp, &inp, &params, layer, shape);
+        sums.push(be.download(&sum));
+    }
     vec![
         ("out", be.download(&out)),
         ("dinp", be.download(&dinp)),
         ("grads", be.download(&grads)),
+        ("sum_f32", sums[0].clone()),
+        ("sum_bf16", sums[1].clone()),
+        ("sum_mixed", sums[2].clone()),
     ]
 }
 

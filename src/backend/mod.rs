@@ -322,6 +322,20 @@ pub trait MatmulOps: Device {
         layer: Linear,
         shape: MatmulShape,
     );
+    /// `out = resid + inp · Wᵀ (+ b)`: the projection that ends a residual
+    /// branch. `tmp` (out's size) is scratch for a backend that cannot add
+    /// inside the product.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_forward_add(
+        &self,
+        out: &mut Self::Buf,
+        resid: &Self::Buf,
+        tmp: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        layer: Linear,
+        shape: MatmulShape,
+    );
     /// `dinp (=|+=) dout · W` when `dinp` is given (`accumulate` picks `+=`),
     /// `dW += doutᵀ · inp`, `db += Σ_rows dout`.
     #[allow(clippy::too_many_arguments)]

@@ -192,13 +192,13 @@ impl Model {
         shape: MatmulShape,
         dropout: Option<(f32, u64)>,
     ) {
-        be.matmul_forward(tmp, inp, params, layer, shape);
         match dropout {
             Some((p, seed)) => {
+                be.matmul_forward(tmp, inp, params, layer, shape);
                 be.dropout_forward(tmp2, tmp, p, seed);
                 be.add(sum, resid, tmp2);
             }
-            None => be.add(sum, resid, tmp),
+            None => be.matmul_forward_add(sum, resid, tmp, inp, params, layer, shape),
         }
     }
 

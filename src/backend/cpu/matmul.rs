@@ -7,7 +7,7 @@
 use gemm::Parallelism;
 
 use super::{add_into, sum_row_blocks, Cpu};
-use crate::backend::{Linear, MatmulOps, MatmulShape};
+use crate::backend::{ActivationOps, Linear, MatmulOps, MatmulShape};
 
 /// A matrix operand for gemm: element `(i, j)` is
 /// `data[i·row_stride + j·col_stride]`. A transpose swaps the strides, and a
@@ -123,6 +123,21 @@ impl MatmulOps for Cpu {
             (m, k, n),
             self.parallelism(),
         );
+    }
+
+    fn matmul_forward_add(
+        &self,
+        out: &mut Vec<f32>,
+        resid: &Vec<f32>,
+        tmp: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        params: &Vec<f32>,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        // The product, then the sum, as two passes: the reference order.
+        self.matmul_forward(tmp, inp, params, layer, shape);
+        self.add(out, resid, tmp);
     }
 
     fn matmul_backward(

@@ -126,9 +126,28 @@ impl Blas {
         alpha: f32,
         beta: f32,
     ) {
+        self.gemm_from(op, dims, (a, b), c, (c, c_bf16), alpha, beta);
+    }
+
+    /// `D = alpha · op(A, B) + beta · C` with C read from `c` and D written
+    /// to `d` (same shape and precision): the epilogue adds C, so a product
+    /// that ends in a sum (a residual branch) needs no pass of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_from(
+        &self,
+        op: RowMajor,
+        dims: Dims,
+        (a, b): (u64, u64),
+        c: u64,
+        (d, c_bf16): (u64, bool),
+        alpha: f32,
+        beta: f32,
+    ) {
         let key = Key { op, dims, c_bf16 };
         if self.debug {
-            eprintln!("cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} alpha {alpha} beta {beta}");
+            eprintln!(
+                "cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} d {d:x} alpha {alpha} beta {beta}"
+            );
         }
         if self.fault.is_set() {
             return;
@@ -161,7 +180,7 @@ impl Blas {
                 plan.b,
                 c as *const c_void,
                 plan.c,
-                c as *mut c_void,
+                d as *mut c_void,
                 plan.c,
                 &plan.algo,
                 self.workspace.ptr as *mut c_void,

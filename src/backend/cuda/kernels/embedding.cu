@@ -95,3 +95,33 @@ extern "C" __global__ void rotary(void* qkv, int qkv_bf, const float2* table, u6
         st(qkv, qkv_bf, base + i + half, b * cs + a * sn);
     }
 }
+
+// The same rotation, four pairs per thread: head_dim/2 a multiple of 4 and
+// qkv 16-byte aligned (the host checks both), so each half's four values
+// move in one access and their four (cos, sin) in two. Indices are 32-bit
+// (the host checks n4 fits): the scalar kernel's 64-bit divisions cost more
+// than its memory traffic.
+extern "C" __global__ void rotary4(void* qkv, int qkv_bf, const float2* table, u32 seq, u32 heads, u32 head_dim, float direction, u32 n4) {
+    u32 half = head_dim / 2, groups = half / 4, hidden = heads * head_dim;
+    for (u32 j = blockIdx.x * blockDim.x + threadIdx.x; j < n4; j += gridDim.x * blockDim.x) {
+        u32 i = (j % groups) * 4, rest = j / groups;
+        u32 h = rest % heads;
+        rest /= heads;
+        u32 which = rest & 1, r = rest >> 1, t = r % seq;
+        u64 base = (u64)r * 3 * hidden + which * hidden + h * head_dim;
+        float a[4], b[4], x[4], y[4];
+        ldv<4>(a, qkv, qkv_bf, base + i);
+        ldv<4>(b, qkv, qkv_bf, base + i + half);
+        const float4* angles = (const float4*)(table + (u64)t * half + i);
+        float4 p01 = angles[0], p23 = angles[1];
+        float cs[4] = {p01.x, p01.z, p23.x, p23.z};
+        float sn[4] = {p01.y * direction, p01.w * direction, p23.y * direction, p23.w * direction};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            x[k] = a[k] * cs[k] - b[k] * sn[k];
+            y[k] = b[k] * cs[k] + a[k] * sn[k];
+        }
+        stv<4>(qkv, qkv_bf, base + i, x);
+        stv<4>(qkv, qkv_bf, base + i + half, y);
+    }
+}

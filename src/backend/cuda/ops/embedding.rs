@@ -1,7 +1,7 @@
 //! Token embeddings, learned and sinusoidal position embeddings, and rotary
 //! positions applied to q|k in place (kernels in `kernels/embedding.cu`).
 
-use crate::backend::cuda::{f32_arg, Cuda, CudaBuf, CudaIds};
+use crate::backend::cuda::{f32_arg, vector_aligned, Cuda, CudaBuf, CudaIds};
 use crate::backend::{AttentionShape, EmbeddingOps, Span};
 
 impl EmbeddingOps for Cuda {
@@ -189,10 +189,19 @@ impl Cuda {
                 f32_arg(theta),
             ],
         );
+        // The four-pair kernel takes its thread count last, the scalar one its rows.
         let n = shape.rows() * shape.hidden();
+        let vec4 = shape.head_dim.is_multiple_of(8)
+            && vector_aligned(&[qkv.ptr(), table])
+            && u32::try_from(n / 4).is_ok();
+        let (name, threads, last) = if vec4 {
+            ("rotary4", n / 4, n / 4)
+        } else {
+            ("rotary", n, shape.rows())
+        };
         self.launch_each(
-            "rotary",
-            n,
+            name,
+            threads,
             &[
                 qkv.ptr(),
                 qkv.bf(),
@@ -201,7 +210,7 @@ impl Cuda {
                 shape.heads as u64,
                 shape.head_dim as u64,
                 f32_arg(direction),
-                shape.rows() as u64,
+                last as u64,
             ],
         );
     }

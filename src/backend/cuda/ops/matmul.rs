@@ -3,7 +3,7 @@
 
 use crate::backend::cuda::blas::{Dims, RowMajor};
 use crate::backend::cuda::{Cuda, CudaBuf};
-use crate::backend::{Linear, MatmulOps, MatmulShape};
+use crate::backend::{ActivationOps, Linear, MatmulOps, MatmulShape, Span};
 
 impl MatmulOps for Cuda {
     fn matmul_forward(
@@ -27,17 +27,42 @@ impl MatmulOps for Cuda {
                 0.0,
             );
             if let Some(bias) = layer.bias {
-                self.launch_each(
-                    "add_bias",
-                    m * n,
-                    &[
-                        out.ptr(),
-                        out.bf(),
-                        Self::f32_at(params, bias),
-                        n as u64,
-                        (m * n) as u64,
-                    ],
-                );
+                self.add_bias(out, params, bias, m, n);
+            }
+        });
+    }
+
+    fn matmul_forward_add(
+        &self,
+        out: &mut CudaBuf,
+        resid: &CudaBuf,
+        tmp: &mut CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        if out.bf16 != resid.bf16 || resid.len < m * n {
+            // cuBLASLt's C and D share one type: a mixed sum takes two passes.
+            self.matmul_forward(tmp, inp, params, layer, shape);
+            self.add(out, resid, tmp);
+            return;
+        }
+        self.timed("matmul_forward", || {
+            let x = self.as_bf16(inp, "cast_inp");
+            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+            self.blas.gemm_from(
+                RowMajor::ABt,
+                Dims::plain(m, n, k),
+                (x, w),
+                resid.ptr(),
+                (out.ptr(), out.bf16),
+                1.0,
+                1.0,
+            );
+            if let Some(bias) = layer.bias {
+                self.add_bias(out, params, bias, m, n);
             }
         });
     }
@@ -91,5 +116,22 @@ impl MatmulOps for Cuda {
                 );
             }
         });
+    }
+}
+
+impl Cuda {
+    /// `out[r, ·] += b` over the `m` rows of an `[m, n]` product.
+    fn add_bias(&self, out: &CudaBuf, params: &CudaBuf, bias: Span, m: usize, n: usize) {
+        self.launch_each(
+            "add_bias",
+            m * n,
+            &[
+                out.ptr(),
+                out.bf(),
+                Self::f32_at(params, bias),
+                n as u64,
+                (m * n) as u64,
+            ],
+        );
     }
 }
