@@ -659,18 +659,21 @@ fn batch_lr_scaling_follows_the_batch_on_top_of_the_width_rule() {
 }
 
 /// A batch sweep written as the trainer writes it: model 1e6 at five batch
-/// sizes whose steps to loss 4.5 follow S = 100 + 1600/B exactly (so B_crit
-/// is 16 sequences), with B_simple 20 logged throughout; model 4e6 at one
-/// batch size, which the measurement passes over.
+/// sizes whose steps to every loss follow S ∝ 100 + 1600/B exactly (so B_crit
+/// is 16 sequences at every loss), with B_simple 20 logged throughout; the
+/// largest batch stops sooner (1.2 × its steps to 4.5, the others at 2 ×),
+/// so the losses below its lowest are measured by the other four; model 4e6
+/// at one batch size, which the measurement passes over.
 fn synthetic_batch_sweep(dir: &Path) {
     let mut points = String::from("n_params,tokens,compute,loss,n_total,run\n");
     let mut write_run = |name: &str, n: f64, batch: u64, steps_to_target: f64| {
+        let length = if batch == 128 { 1.2 } else { 2.0 };
         let run = dir.join("runs").join(name);
         std::fs::create_dir_all(&run).unwrap();
         // loss = 4 + 2·e^(−k·step), at 4.5 when step = steps_to_target.
         let k = 4f64.ln() / steps_to_target;
         let mut lines = String::new();
-        let last = (2.0 * steps_to_target) as u64;
+        let last = (length * steps_to_target) as u64;
         for step in (5..=last).step_by(5) {
             let loss = 4.0 + 2.0 * (-k * step as f64).exp();
             lines.push_str(&format!(
@@ -748,6 +751,20 @@ fn the_critical_batch_comes_from_steps_to_a_target_loss() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("B_crit"), "{stdout}");
     assert!(!stdout.contains("last tenth"), "{stdout}");
+    // Below it, the ladder: the four runs that go on still find B_crit 16.
+    assert!(stdout.contains("by target loss"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("critical_batch.json")).unwrap(),
+    )
+    .unwrap();
+    let ladder = report["models"][0]["ladder"].as_array().unwrap();
+    assert!(ladder.len() > 2, "{ladder:?}");
+    assert_eq!(ladder.last().unwrap()["reached"].as_u64(), Some(4));
+    for rung in ladder {
+        let b = rung["b_crit"].as_f64().unwrap();
+        assert!((b / 16.0 - 1.0).abs() < 0.05, "{rung}");
+        assert_eq!(rung["bracketed"].as_bool(), Some(true), "{rung}");
+    }
 
     // A target reached only as the schedule ends is measured and flagged.
     let (code, stdout, stderr) = cram(&["scale", "batch", dir, "--target-loss", "4.14"]);
@@ -784,4 +801,11 @@ fn the_critical_batch_comes_from_steps_to_a_target_loss() {
     assert!(svg.contains("<svg") && svg.contains("N = 1.00e6"), "{svg}");
     let html = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
     assert!(html.contains("plots/critical_batch.svg"));
+    // And the critical batch against the loss, beside Kaplan et al.'s line.
+    let svg = std::fs::read_to_string(tmp.path().join("plots/critical_batch_loss.svg")).unwrap();
+    assert!(
+        svg.contains("B_crit, N = 1.00e6") && svg.contains("Kaplan et al."),
+        "{svg}"
+    );
+    assert!(html.contains("plots/critical_batch_loss.svg"));
 }

@@ -7,7 +7,9 @@
 use super::html::{Figure, Page};
 use super::plot::{scale_color, Chart, Mark, Series, PALETTE};
 use super::{write_report, ReportError, Written};
-use crate::scaling::batch::{measure as measure_batches, CriticalBatchReport, DEFAULT_WINDOW};
+use crate::scaling::batch::{
+    kaplan_critical_tokens, measure as measure_batches, CriticalBatchReport, DEFAULT_WINDOW,
+};
 use crate::scaling::fit::{fit_all, isoflop_levels, FitOptions, FitReport, Parametric, FIT_FILE};
 use crate::scaling::points::{distinct, PointSet};
 use std::path::Path;
@@ -272,6 +274,59 @@ fn batch_chart(report: &CriticalBatchReport) -> Chart {
     chart
 }
 
+/// B_crit (dots) and B_simple (lines) in tokens against the target loss,
+/// from each model's ladder, beside Kaplan et al.'s B_crit(L) (dashed);
+/// `None` when no model has a ladder.
+fn batch_loss_chart(report: &CriticalBatchReport) -> Option<Chart> {
+    let losses: Vec<f64> = (report.models.iter())
+        .flat_map(|m| m.ladder.iter().map(|r| r.target_loss))
+        .collect();
+    if losses.is_empty() {
+        return None;
+    }
+    let mut chart = Chart::new(
+        "Critical batch against the loss it is measured at",
+        "target loss (nats)",
+        "tokens per step",
+    )
+    .log_log();
+    let k = report.models.len().max(2) as f64 - 1.0;
+    for (i, m) in report.models.iter().enumerate() {
+        let color = scale_color(i as f64 / k);
+        let pick = |f: fn(&crate::scaling::batch::Rung) -> Option<f64>| -> Vec<(f64, f64)> {
+            (m.ladder.iter())
+                .filter_map(|r| Some((r.target_loss, f(r)?)))
+                .collect()
+        };
+        let n = format!("N = {:.2e}", m.n_params);
+        chart = chart
+            .with(Series::new(
+                format!("B_crit, {n}"),
+                color,
+                Mark::Dots,
+                pick(|r| r.b_crit_tokens.filter(|_| r.bracketed)),
+            ))
+            .with(Series::new(
+                format!("B_simple, {n}"),
+                color,
+                Mark::Line,
+                pick(|r| r.b_simple_tokens),
+            ));
+    }
+    let (lo, hi) =
+        (losses.iter()).fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    let kaplan = log_grid(lo, hi.max(lo * 1.01), 20)
+        .into_iter()
+        .map(|l| (l, kaplan_critical_tokens(l)))
+        .collect();
+    Some(chart.with(Series::new(
+        "Kaplan et al. B_crit(L) = 2e8 / L^(1/0.21)",
+        PALETTE[1],
+        Mark::Dashed,
+        kaplan,
+    )))
+}
+
 fn optimum_chart(set: &PointSet, fit: &FitReport) -> Chart {
     let lo = set
         .points
@@ -461,11 +516,20 @@ pub fn report(dir: &Path) -> Result<Written, ReportError> {
     }
     // Sweeps with batch_sizes also get the critical batch (`cram scale batch`).
     match measure_batches(dir, None, DEFAULT_WINDOW) {
-        Ok(Some(batches)) => charts.push((
-            "critical_batch.svg",
-            "Steps against sequences to a target loss, one dot per batch size, and S = S_min + E_min/B through them (McCandlish et al. 2018; B_crit = E_min/S_min is where the curve bends).",
-            batch_chart(&batches),
-        )),
+        Ok(Some(batches)) => {
+            charts.push((
+                "critical_batch.svg",
+                "Steps against sequences to a target loss, one dot per batch size, and S = S_min + E_min/B through them (McCandlish et al. 2018; B_crit = E_min/S_min is where the curve bends).",
+                batch_chart(&batches),
+            ));
+            if let Some(chart) = batch_loss_chart(&batches) {
+                charts.push((
+                    "critical_batch_loss.svg",
+                    "The critical batch B_crit (dots, from the runs that reach each loss; those beyond a factor 2 of their batch sizes left out) and the gradient noise scale B_simple (lines) against the loss, in tokens, beside Kaplan et al.'s B_crit(L).",
+                    chart,
+                ));
+            }
+        }
         Ok(None) => {}
         Err(e) => notes.push(format!("no critical-batch plot: {e}")),
     }

@@ -55,6 +55,10 @@ pub struct ModelBatches {
     /// 3% of the target, and how many logs that is.
     pub b_simple: Option<f64>,
     pub b_simple_logs: usize,
+    /// B_crit and B_simple from the target down to the lowest loss three
+    /// runs reach (absent from files written before it).
+    #[serde(default)]
+    pub ladder: Vec<Rung>,
     /// Why a quantity is missing.
     pub notes: Vec<String>,
 }
@@ -74,6 +78,17 @@ impl ModelBatches {
 pub struct CriticalBatchReport {
     pub window: usize,
     pub models: Vec<ModelBatches>,
+}
+
+/// Kaplan et al. 2020's B_crit(L) = B* / L^(1/α_B): B* = 2·10⁸ tokens,
+/// α_B = 0.21, fitted on GPT-2's WebText; the reference line beside cram's
+/// measurements, and its slope where cram measured only one loss.
+pub const KAPLAN_BATCH_TOKENS: f64 = 2e8;
+pub const KAPLAN_BATCH_SLOPE: f64 = -1.0 / 0.21;
+
+/// Kaplan et al.'s critical batch in tokens at a loss in nats.
+pub fn kaplan_critical_tokens(loss: f64) -> f64 {
+    KAPLAN_BATCH_TOKENS * loss.powf(KAPLAN_BATCH_SLOPE)
 }
 
 pub const BATCH_FILE: &str = "critical_batch.json";
@@ -233,77 +248,36 @@ fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) ->
             .fold(f64::MIN, f64::max)
     });
     let mut notes = Vec::new();
-    let mut batch_runs = Vec::new();
-    let mut pairs = Vec::new();
-    let mut tokens_per_sequence = Vec::new();
-    let (mut noise_sum, mut noise_logs) = (0.0, 0usize);
     for curve in &runs {
-        let RunCurve {
-            run,
-            batch,
-            records,
-            smooth,
-        } = curve;
-        if records.iter().any(|r| r.batch_size as f64 != *batch) {
+        if curve
+            .records
+            .iter()
+            .any(|r| r.batch_size as f64 != curve.batch)
+        {
             notes.push(format!(
-                "{run}: the batch size changed during the run (a batch ramp); its last, {batch}, is used"
+                "{}: the batch size changed during the run (a batch ramp); its last, {}, is used",
+                curve.run, curve.batch
             ));
         }
-        let reached = crossing(records, smooth, target);
-        if let Some((steps, tokens)) = reached {
-            pairs.push((*batch, steps));
-            tokens_per_sequence.push(tokens / (steps * batch));
-            let last = curve.last_step();
-            if steps > LATE * last {
-                notes.push(format!(
-                    "{run} reaches {target:.4} only at step {steps:.0} of {last:.0}, in the last tenth of its \
-                     schedule, where the decaying learning rate more than the batch sets its pace: \
-                     a higher --target-loss or longer runs measure the batch"
-                ));
-            }
-        } else {
-            notes.push(format!(
-                "{run} never reached {target:.4} (lowest smoothed loss {:.4})",
-                curve.lowest()
-            ));
-        }
-        batch_runs.push(BatchRun {
-            run: run.clone(),
-            batch: *batch,
-            steps: reached.map(|r| r.0),
-            tokens: reached.map(|r| r.1),
-        });
-        for (r, &l) in records.iter().zip(smooth) {
-            let b = r.noise.as_ref().and_then(|n| n.noise_scale);
-            if let Some(b) = b.filter(|_| (l / target - 1.0).abs() <= 0.03) {
-                noise_sum += b;
-                noise_logs += 1;
-            }
-        }
     }
-    let fit = fit_steps(&pairs);
-    if let Err(why) = &fit {
-        notes.push(format!("no critical batch: {why}"));
-    }
-    if noise_logs == 0 {
+    let at = AtTarget::measure(&runs, target);
+    notes.extend(at.notes.iter().cloned());
+    if at.b_simple.is_none() {
         notes.push(
             "no noise scale near the target: run the sweep with measure_noise_scale = true".into(),
         );
     }
-    let fit = fit.ok();
-    let b_crit = fit.map(|(s, e)| e / s);
-    let per_sequence = (!tokens_per_sequence.is_empty())
-        .then(|| tokens_per_sequence.iter().sum::<f64>() / tokens_per_sequence.len() as f64);
     let mut model = ModelBatches {
         n_params,
         target_loss: target,
-        runs: batch_runs,
-        s_min: fit.map(|f| f.0),
-        e_min: fit.map(|f| f.1),
-        b_crit,
-        b_crit_tokens: b_crit.zip(per_sequence).map(|(b, t)| b * t),
-        b_simple: (noise_logs > 0).then(|| noise_sum / noise_logs as f64),
-        b_simple_logs: noise_logs,
+        runs: at.runs.clone(),
+        s_min: at.fit.map(|f| f.0),
+        e_min: at.fit.map(|f| f.1),
+        b_crit: at.b_crit(),
+        b_crit_tokens: at.b_crit_tokens(),
+        b_simple: at.b_simple,
+        b_simple_logs: at.b_simple_logs,
+        ladder: ladder(&runs, target),
         notes,
     };
     if let Some(b) = model.b_crit.filter(|_| !model.bracketed()) {
@@ -313,6 +287,152 @@ fn model_batches(n_params: f64, mut runs: Vec<RunCurve>, target: Option<f64>) ->
         ));
     }
     model
+}
+
+/// What the runs of one model say at one target loss.
+struct AtTarget {
+    runs: Vec<BatchRun>,
+    /// (S_min, E_min) of the line through the runs that reached the target.
+    fit: Option<(f64, f64)>,
+    /// Tokens per sequence of the runs that reached it (the mean).
+    tokens_per_sequence: Option<f64>,
+    b_simple: Option<f64>,
+    b_simple_logs: usize,
+    notes: Vec<String>,
+}
+
+impl AtTarget {
+    fn measure(runs: &[RunCurve], target: f64) -> AtTarget {
+        let mut notes = Vec::new();
+        let mut batch_runs = Vec::new();
+        let mut pairs = Vec::new();
+        let mut per_sequence = Vec::new();
+        let (mut noise_sum, mut noise_logs) = (0.0, 0usize);
+        for curve in runs {
+            let RunCurve {
+                run,
+                batch,
+                records,
+                smooth,
+            } = curve;
+            let reached = crossing(records, smooth, target);
+            if let Some((steps, tokens)) = reached {
+                pairs.push((*batch, steps));
+                per_sequence.push(tokens / (steps * batch));
+                let last = curve.last_step();
+                if steps > LATE * last {
+                    notes.push(format!(
+                        "{run} reaches {target:.4} only at step {steps:.0} of {last:.0}, in the last tenth of its \
+                         schedule, where the decaying learning rate more than the batch sets its pace: \
+                         a higher --target-loss or longer runs measure the batch"
+                    ));
+                }
+            } else {
+                notes.push(format!(
+                    "{run} never reached {target:.4} (lowest smoothed loss {:.4})",
+                    curve.lowest()
+                ));
+            }
+            batch_runs.push(BatchRun {
+                run: run.clone(),
+                batch: *batch,
+                steps: reached.map(|r| r.0),
+                tokens: reached.map(|r| r.1),
+            });
+            for (r, &l) in records.iter().zip(smooth) {
+                let b = r.noise.as_ref().and_then(|n| n.noise_scale);
+                if let Some(b) = b.filter(|_| (l / target - 1.0).abs() <= 0.03) {
+                    noise_sum += b;
+                    noise_logs += 1;
+                }
+            }
+        }
+        let fit = fit_steps(&pairs);
+        if let Err(why) = &fit {
+            notes.push(format!("no critical batch: {why}"));
+        }
+        AtTarget {
+            runs: batch_runs,
+            fit: fit.ok(),
+            tokens_per_sequence: (!per_sequence.is_empty())
+                .then(|| per_sequence.iter().sum::<f64>() / per_sequence.len() as f64),
+            b_simple: (noise_logs > 0).then(|| noise_sum / noise_logs as f64),
+            b_simple_logs: noise_logs,
+            notes,
+        }
+    }
+
+    fn b_crit(&self) -> Option<f64> {
+        self.fit.map(|(s, e)| e / s)
+    }
+
+    fn b_crit_tokens(&self) -> Option<f64> {
+        self.b_crit()
+            .zip(self.tokens_per_sequence)
+            .map(|(b, t)| b * t)
+    }
+}
+
+/// The critical batch and the noise scale at one rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rung {
+    pub target_loss: f64,
+    /// Runs that reached it.
+    pub reached: usize,
+    /// Sequences, and tokens.
+    pub b_crit: Option<f64>,
+    pub b_crit_tokens: Option<f64>,
+    /// Whether B_crit lies within a factor 2 of the batches that reached the target.
+    pub bracketed: bool,
+    pub b_simple: Option<f64>,
+    /// B_simple in tokens (at the runs' tokens per sequence).
+    #[serde(default)]
+    pub b_simple_tokens: Option<f64>,
+}
+
+/// Rungs of the ladder below the common target.
+const RUNGS: usize = 6;
+
+/// B_crit and B_simple at [`RUNGS`] losses from `top` (the loss every run
+/// reaches) down to the lowest that three runs reach before the last tenth
+/// of their steps: the critical batch grows as the loss falls (Kaplan et
+/// al. 2020, B_crit(L)), and where the largest batches run out of steps
+/// before a low target, the smaller ones still measure it. Empty for fewer
+/// than three runs.
+fn ladder(runs: &[RunCurve], top: f64) -> Vec<Rung> {
+    let mut lows: Vec<f64> = runs.iter().map(RunCurve::lowest_before_the_end).collect();
+    lows.sort_by(f64::total_cmp);
+    let Some(&bottom) = lows.get(2) else {
+        return Vec::new();
+    };
+    // Losses a thousandth apart are one loss, not a ladder.
+    if bottom >= top * (1.0 - 1e-3) {
+        return Vec::new();
+    }
+    (0..RUNGS)
+        .map(|i| {
+            let target = top - (top - bottom) * i as f64 / (RUNGS - 1) as f64;
+            let at = AtTarget::measure(runs, target);
+            let reached: Vec<f64> = (at.runs.iter())
+                .filter(|r| r.steps.is_some())
+                .map(|r| r.batch)
+                .collect();
+            let (lo, hi) = reached
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            Rung {
+                target_loss: target,
+                reached: reached.len(),
+                b_crit: at.b_crit(),
+                b_crit_tokens: at.b_crit_tokens(),
+                bracketed: at
+                    .b_crit()
+                    .is_some_and(|b| (lo / 2.0..=2.0 * hi).contains(&b)),
+                b_simple: at.b_simple,
+                b_simple_tokens: at.b_simple.zip(at.tokens_per_sequence).map(|(b, t)| b * t),
+            }
+        })
+        .collect()
 }
 
 impl CriticalBatchReport {
@@ -357,6 +477,35 @@ impl CriticalBatchReport {
                     "  gradient noise scale B_simple near the target: {b:.1} sequences (mean of {} logs)",
                     m.b_simple_logs
                 );
+            }
+            if !m.ladder.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  by target loss (runs that reach each; B in sequences):\n  {:>10} {:>8} {:>10} {:>12} {:>10}",
+                    "target", "reached", "B_crit", "tokens", "B_simple"
+                );
+                for r in &m.ladder {
+                    let or_dash =
+                        |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
+                    let _ = writeln!(
+                        out,
+                        "  {:>10.4} {:>8} {:>10} {:>12} {:>10}",
+                        r.target_loss,
+                        r.reached,
+                        or_dash(r.b_crit, &|b| format!(
+                            "{b:.1}{}",
+                            if r.bracketed { "" } else { "*" }
+                        )),
+                        or_dash(r.b_crit_tokens, &|t| format!("{t:.3e}")),
+                        or_dash(r.b_simple, &|b| format!("{b:.1}")),
+                    );
+                }
+                if m.ladder.iter().any(|r| r.b_crit.is_some() && !r.bracketed) {
+                    let _ = writeln!(
+                        out,
+                        "  (* beyond a factor 2 of the batches that reached it: extrapolated)"
+                    );
+                }
             }
             for n in &m.notes {
                 let _ = writeln!(out, "  note: {n}");
@@ -417,6 +566,50 @@ mod tests {
         // More steps at a larger batch: no floor.
         let rising = [(8.0, 100.0), (16.0, 120.0), (32.0, 140.0)];
         assert!(fit_steps(&rising).unwrap_err().contains("do not fall"));
+    }
+
+    /// Steps to every loss follow S = 100·k + 1600·k/B (B_crit 16 at every
+    /// loss); the largest batch stops halfway, so the rungs below its lowest
+    /// loss are measured by the three others, and each still finds 16.
+    #[test]
+    fn the_ladder_measures_below_the_loss_every_run_reaches() {
+        let curve = |batch: u64, logs: u64| {
+            let per_unit = 100.0 + 1600.0 / batch as f64;
+            let records: Vec<TrainRecord> = (1..=logs)
+                .map(|i| {
+                    let step = (100.0 * per_unit * i as f64 / 20.0).round() as u64;
+                    record(step, batch, 6.0 - 2.0 * i as f64 / 20.0)
+                })
+                .collect();
+            RunCurve {
+                run: format!("b{batch}"),
+                batch: batch as f64,
+                smooth: smoothed_losses(&records, 1),
+                records,
+            }
+        };
+        let runs = vec![curve(8, 40), curve(16, 40), curve(32, 40), curve(64, 20)];
+        let model = model_batches(1e6, runs, None);
+        assert_eq!(model.ladder.len(), RUNGS, "{model:?}");
+        assert!((model.ladder[0].target_loss - model.target_loss).abs() < 1e-12);
+        assert_eq!(model.ladder[0].reached, 4);
+        assert_eq!(model.ladder[RUNGS - 1].reached, 3);
+        for w in model.ladder.windows(2) {
+            assert!(w[1].target_loss < w[0].target_loss, "{:?}", model.ladder);
+        }
+        for r in &model.ladder {
+            let b = r.b_crit.expect("a line at every rung");
+            assert!((b - 16.0).abs() < 0.2, "{r:?}");
+            assert!(r.bracketed, "{r:?}");
+        }
+        let report = CriticalBatchReport {
+            window: 1,
+            models: vec![model],
+        };
+        assert!(report.table().contains("by target loss"));
+        // Two runs cannot draw the line: no ladder.
+        let two = model_batches(1e6, vec![curve(8, 40), curve(16, 40)], None);
+        assert!(two.ladder.is_empty());
     }
 
     /// Runs whose steps halve with every doubling up to the largest batch put

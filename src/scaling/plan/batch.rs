@@ -2,7 +2,7 @@
 //! (`cram scale batch`), else from the gradient noise scale the sweep
 //! logged, else from Kaplan et al.'s B_crit(L), each at a predicted loss.
 
-use crate::scaling::batch::CriticalBatchReport;
+use crate::scaling::batch::{kaplan_critical_tokens, CriticalBatchReport, KAPLAN_BATCH_SLOPE};
 use crate::scaling::fit::stats::fit_line;
 use crate::scaling::points::PointSet;
 use serde::Serialize;
@@ -39,25 +39,32 @@ pub struct MeasuredCritical {
 }
 
 impl MeasuredCritical {
-    /// The critical batches of a `cram scale batch` report, one per model
-    /// that has one.
+    /// The critical batches of a `cram scale batch` report: each model's at
+    /// its target loss, then those of its ladder below it (B_crit(L) from
+    /// the runs that reach each lower loss).
     pub fn of(report: &CriticalBatchReport) -> Vec<MeasuredCritical> {
-        (report.models.iter())
-            .filter_map(|m| {
-                Some(MeasuredCritical {
+        let mut measured = Vec::new();
+        for m in &report.models {
+            if let Some(tokens) = m.b_crit_tokens {
+                measured.push(MeasuredCritical {
                     loss: m.target_loss,
-                    tokens: m.b_crit_tokens?,
+                    tokens,
                     bracketed: m.bracketed(),
-                })
-            })
-            .collect()
+                });
+            }
+            for r in m.ladder.iter().filter(|r| r.target_loss < m.target_loss) {
+                if let Some(tokens) = r.b_crit_tokens {
+                    measured.push(MeasuredCritical {
+                        loss: r.target_loss,
+                        tokens,
+                        bracketed: r.bracketed,
+                    });
+                }
+            }
+        }
+        measured
     }
 }
-
-/// Kaplan et al.'s B_crit(L) = B* / L^(1/α_B): B* = 2·10⁸ tokens, α_B = 0.21
-/// (fitted on GPT-2's WebText); the slope alone where cram measured B_crit.
-const KAPLAN_BATCH_TOKENS: f64 = 2e8;
-const KAPLAN_BATCH_SLOPE: f64 = -1.0 / 0.21;
 
 /// B_crit against loss through the bracketed measured critical batches, at
 /// `loss`: a power law through them when they span losses a fifth apart and
@@ -151,7 +158,7 @@ fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> BatchAd
             source: "the gradient noise scale B_simple of the sweep's one measured run".into(),
         };
     }
-    let tokens = KAPLAN_BATCH_TOKENS * loss.powf(KAPLAN_BATCH_SLOPE);
+    let tokens = kaplan_critical_tokens(loss);
     BatchAdvice {
         sequences: tokens / seq_len as f64,
         tokens,
