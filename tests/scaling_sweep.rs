@@ -303,6 +303,16 @@ fn sweep_resume_fit_plan_and_report() {
         lo <= loss * (1.0 - held) + 1e-9 && hi >= loss * (1.0 + held) - 1e-9,
         "{joint} against a held-out error of {held}"
     );
+    // The shape it names carries both laws' loss for it, and the interval covers both.
+    let at_shape = joint["shape"]["losses"].as_array().unwrap();
+    assert_eq!(at_shape.len(), 2, "{joint}");
+    for l in at_shape {
+        let v = l["loss"].as_f64().unwrap();
+        assert!(
+            v.is_finite() && lo <= v + 1e-9 && v <= hi + 1e-9,
+            "{l} outside [{lo}, {hi}]"
+        );
+    }
 
     // With a batch sweep's measurement the batch follows the critical batch
     // measured there; a folder without one is refused with what to run.

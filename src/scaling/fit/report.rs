@@ -187,6 +187,18 @@ pub struct ChinchillaReport {
     pub approach2: Option<IsoFlopReport>,
 }
 
+impl KaplanReport {
+    /// The joint law L(N, D) as fitted.
+    pub fn joint(&self) -> Joint {
+        Joint {
+            alpha_n: self.alpha_n.value,
+            alpha_d: self.alpha_d.value,
+            n_c: self.n_c.value,
+            d_c: self.d_c.value,
+        }
+    }
+}
+
 impl ChinchillaReport {
     /// Approach 3's law, when it was fitted.
     pub fn parametric(&self) -> Option<Parametric> {

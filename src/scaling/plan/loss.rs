@@ -7,16 +7,16 @@
 //! expected loss. A budget far past the sweep can miss by more: the plan's
 //! notes say how far it extrapolates.
 
-use super::{Allocation, APPROACH1, APPROACH3, FRONTIER, JOINT};
-use crate::scaling::fit::HoldoutReport;
+use super::{Allocation, ShapeChoice, ShapeLoss, APPROACH1, APPROACH3, FRONTIER, JOINT};
+use crate::scaling::fit::{FitReport, HoldoutReport};
 
 /// The name, among the held-out predictions, of the law behind a plan row.
 fn held_out_law(row: &str) -> Option<&'static str> {
     Some(match row {
-        JOINT => "Kaplan L(N, D)",
+        JOINT => JOINT_LAW,
         FRONTIER => "Kaplan frontier L(C)",
         APPROACH1 => "Chinchilla approach 1 L(C)",
-        APPROACH3 => "Chinchilla approach 3",
+        APPROACH3 => APPROACH3_LAW,
         _ => return None,
     })
 }
@@ -39,6 +39,45 @@ pub(super) fn widen_to_holdout(a: &mut Allocation, holdout: &HoldoutReport) {
         Some([lo, hi]) => [lo.min(seen[0]), hi.max(seen[1])],
         None => seen,
     });
+}
+
+/// The held-out laws' names in a shape's expected losses.
+const JOINT_LAW: &str = "Kaplan L(N, D)";
+const APPROACH3_LAW: &str = "Chinchilla approach 3";
+
+/// What the two laws that take (N, D) expect of `shape` on its tokens:
+/// Kaplan's joint law with the non-embedding count, approach 3 with the total.
+pub(super) fn at_shape(fit: &FitReport, shape: &ShapeChoice) -> Vec<ShapeLoss> {
+    let mut out = vec![ShapeLoss {
+        law: JOINT_LAW.into(),
+        loss: fit.kaplan.joint().loss(shape.n_params, shape.tokens),
+    }];
+    if let Some(p) = fit.chinchilla.parametric() {
+        out.push(ShapeLoss {
+            law: APPROACH3_LAW.into(),
+            loss: p.loss(shape.n_total, shape.tokens),
+        });
+    }
+    out.retain(|l| l.loss.is_finite());
+    out
+}
+
+/// Widens the loss interval of a row with an expected loss and a shape to
+/// cover every law's loss at that shape; returns how far the laws there
+/// are apart (relative to the lowest), `None` where there is nothing to
+/// compare.
+pub(super) fn widen_to_laws(a: &mut Allocation) -> Option<f64> {
+    let loss = a.loss?;
+    let shape = a.shape.as_ref()?;
+    if shape.losses.len() < 2 {
+        return None;
+    }
+    let (lo, hi) = (shape.losses.iter()).fold((f64::MAX, f64::MIN), |(lo, hi), l| {
+        (lo.min(l.loss), hi.max(l.loss))
+    });
+    let [ilo, ihi] = a.loss_interval.unwrap_or([loss, loss]);
+    a.loss_interval = Some([ilo.min(lo), ihi.max(hi)]);
+    Some(hi / lo - 1.0)
 }
 
 /// The table's loss cell: "3.842 [3.79, 3.89]", the value alone, or "-".
@@ -109,6 +148,36 @@ mod tests {
         let mut bare = row(JOINT, 4.0, None);
         widen_to_holdout(&mut bare, &h);
         assert!(bare.loss_interval.is_some());
+    }
+
+    #[test]
+    fn the_interval_covers_every_law_at_the_shape() {
+        let shape = |losses: &[(&str, f64)]| ShapeChoice {
+            hidden: 64,
+            layers: 2,
+            heads: 1,
+            ffn: 128,
+            n_params: 1e6,
+            n_total: 2e6,
+            tokens: 1e8,
+            losses: (losses.iter())
+                .map(|&(law, loss)| ShapeLoss {
+                    law: law.into(),
+                    loss,
+                })
+                .collect(),
+        };
+        let mut a = row(JOINT, 4.0, Some([3.9, 4.1]));
+        a.shape = Some(shape(&[(JOINT_LAW, 4.0), (APPROACH3_LAW, 4.4)]));
+        let apart = widen_to_laws(&mut a).unwrap();
+        assert!((apart - 0.1).abs() < 1e-12, "{apart}");
+        assert_eq!(a.loss_interval, Some([3.9, 4.4]));
+        // One law, or no shape: nothing to compare, nothing changed.
+        let mut one = row(JOINT, 4.0, None);
+        one.shape = Some(shape(&[(JOINT_LAW, 4.2)]));
+        assert_eq!(widen_to_laws(&mut one), None);
+        assert_eq!(one.loss_interval, None);
+        assert_eq!(widen_to_laws(&mut row(JOINT, 4.0, None)), None);
     }
 
     #[test]

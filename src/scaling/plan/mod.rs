@@ -138,6 +138,15 @@ pub struct ShapeChoice {
     pub n_total: f64,
     /// Tokens for the whole compute with this shape's C per token.
     pub tokens: f64,
+    /// What the laws that predict one run's loss from (N, D) expect of this
+    /// shape trained on these tokens.
+    pub losses: Vec<ShapeLoss>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeLoss {
+    pub law: String,
+    pub loss: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -218,12 +227,7 @@ pub fn allocations(fit: &FitReport, compute: f64) -> Vec<Allocation> {
     let reps = &fit.replicates;
     let mut out = Vec::new();
     let k = &fit.kaplan;
-    let joint = Joint {
-        alpha_n: k.alpha_n.value,
-        alpha_d: k.alpha_d.value,
-        n_c: k.n_c.value,
-        d_c: k.d_c.value,
-    };
+    let joint = k.joint();
     // The laws with a closed-form optimum: (N, D, loss) there, for the fit
     // and for each bootstrap replicate.
     let joint_at = |j: Joint| {
@@ -371,6 +375,7 @@ pub fn choose_shape(base: &Config, target: f64, counts: &str, compute: f64) -> O
         n_params: c.n_params,
         n_total: c.n_total,
         tokens: compute / c.flops_per_token,
+        losses: Vec::new(),
     })
 }
 
@@ -412,6 +417,9 @@ pub fn plan(
     let mut allocations = allocations(fit, compute);
     for a in &mut allocations {
         a.shape = choose_shape(base, a.n.value, &a.counts, compute);
+        if let Some(s) = &mut a.shape {
+            s.losses = loss::at_shape(fit, s);
+        }
     }
     let mut notes = Vec::new();
     let largest = fit.compute_range[1];
@@ -427,6 +435,17 @@ pub fn plan(
         for a in &mut allocations {
             loss::widen_to_holdout(a, h);
         }
+    }
+    let disagreement = (allocations.iter_mut())
+        .filter_map(loss::widen_to_laws)
+        .fold(0.0, f64::max);
+    if disagreement > 0.0 {
+        notes.push(format!(
+            "at the shapes named, the laws that predict a run's loss (Kaplan L(N, D), approach 3) disagree \
+             by up to {:.1}%; each interval covers both, since beyond the sweep the choice of law is \
+             itself an error the bootstrap does not see",
+            100.0 * disagreement
+        ));
     }
     if let Some(e) = fit.chinchilla.e.as_ref().filter(|e| e.value < DEGENERATE_E) {
         notes.push(format!(

@@ -41,11 +41,22 @@ impl Plan {
         );
         for a in &self.allocations {
             if let Some(s) = &a.shape {
+                let losses: Vec<String> = (s.losses.iter())
+                    .map(|l| format!("{} {:.3}", l.law, l.loss))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "  {:<36} --set model.hidden={} --set model.layers={} --set model.heads={} --set model.ffn={}  \
-                     (N {:.3e}, total {:.3e}; {:.3e} tokens at its C per token)",
-                    a.fit, s.hidden, s.layers, s.heads, s.ffn, s.n_params, s.n_total, s.tokens
+                     (N {:.3e}, total {:.3e}; {:.3e} tokens at its C per token; expected loss: {})",
+                    a.fit,
+                    s.hidden,
+                    s.layers,
+                    s.heads,
+                    s.ffn,
+                    s.n_params,
+                    s.n_total,
+                    s.tokens,
+                    losses.join(", ")
                 );
             }
         }
