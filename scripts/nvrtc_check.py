@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Compiles cram's CUDA kernels with NVRTC on a machine without a GPU.
+
+NVRTC needs no device to compile, so a kernel change can be compiled for the
+GPU architectures here, before any device time is spent, with the options
+the backend uses (src/backend/cuda/kernels.rs). It only compiles: whether the
+kernels are right is cuda_ops' work on the GPU. NVRTC comes from PyPI:
+
+    pip install nvidia-cuda-nvrtc        # CUDA 13 (or nvidia-cuda-nvrtc-cu12)
+    python3 scripts/nvrtc_check.py [sm_90 sm_80 ...]
+
+Exits non-zero, with NVRTC's log, when any architecture fails.
+"""
+import ctypes
+import glob
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_nvrtc():
+    try:
+        import nvidia  # the PyPI packages' namespace
+    except ImportError:
+        sys.exit("no NVRTC: pip install nvidia-cuda-nvrtc (or nvidia-cuda-nvrtc-cu12)")
+    for base in nvidia.__path__:
+        for pattern in ("cu13/lib/libnvrtc.so.*", "cuda_nvrtc/lib/libnvrtc.so.*"):
+            found = sorted(glob.glob(os.path.join(base, pattern)))
+            if found:
+                return ctypes.CDLL(found[-1])
+    sys.exit("the nvidia package has no libnvrtc: pip install nvidia-cuda-nvrtc")
+
+
+def program_source():
+    kernels_rs = open(os.path.join(ROOT, "src/backend/cuda/kernels.rs")).read()
+    files = re.findall(r'include_str!\("kernels/([^"]+)"\)', kernels_rs)
+    block = kernels_rs.split("let options = [", 1)[1].split("];", 1)[0]
+    # The fixed options; the architecture (a format! of {arch}) is given per call.
+    options = [o for o in re.findall(r'"(-[^"]*)"', block) if "{" not in o]
+    text = "\n".join(open(os.path.join(ROOT, "src/backend/cuda/kernels", f)).read() for f in files)
+    return files, options, text
+
+
+def compile_for(nvrtc, text, arch, options):
+    prog = ctypes.c_void_p()
+    if nvrtc.nvrtcCreateProgram(ctypes.byref(prog), text.encode(), b"cram.cu", 0, None, None) != 0:
+        sys.exit("nvrtcCreateProgram failed")
+    opts = [f"--gpu-architecture={arch}".encode()] + [o.encode() for o in options]
+    rc = nvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+    return rc, log.value.decode(errors="replace").strip()
+
+
+def main():
+    archs = sys.argv[1:] or ["sm_90", "sm_80"]
+    nvrtc = find_nvrtc()
+    files, options, text = program_source()
+    print(f"{len(files)} sources ({', '.join(files)}), options {' '.join(options)}")
+    failed = False
+    for arch in archs:
+        rc, log = compile_for(nvrtc, text, arch, options)
+        print(f"{arch}: {'ok' if rc == 0 else f'FAILED (nvrtc {rc})'}")
+        if log:
+            print(log)
+        failed |= rc != 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
