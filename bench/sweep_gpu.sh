@@ -47,8 +47,9 @@ finished=$(cd "$out" && for r in runs/*; do [ -f "$r/result.json" ] && echo "$r"
 tables=$(cd "$out" && for f in sweep.toml data.json points.csv curves.csv; do [ -f "$f" ] && echo "$f"; done)
 tar czf "$OUT/$name.tgz" -C "$out" --exclude checkpoints $tables $finished
 for r in $finished; do
-    python3 -c 'import json, sys
+    python3 -c 'import gzip, json, os, sys
 r = json.load(open(sys.argv[1]))
-evals = [json.loads(l) for l in open(sys.argv[2]) if "val_loss" in l]
+m = sys.argv[2] if os.path.exists(sys.argv[2]) else sys.argv[2] + ".gz"
+evals = [json.loads(l) for l in (gzip.open(m, "rt") if m.endswith(".gz") else open(m)) if "val_loss" in l]
 print("{:<34} {:>11} tokens {:7.1f} s {:>9.0f} tok/s  eval {:5.1f} s  loss {:.4f}".format(r["run"], r["tokens"], r["seconds"], r["tokens"] / r["seconds"], evals[-1].get("eval_seconds", float("nan")), r["val_loss"]))' "$out/$r/result.json" "$out/$r/metrics.jsonl"
 done

@@ -152,8 +152,17 @@ fn sweep_resume_fit_plan_and_report() {
         finished_metrics,
         "a finished run is never redone"
     );
+    let before = s.points.points.clone();
+    // A run kept in a repository has its metrics gzipped (bench/sweep_keep.sh):
+    // it is still finished, and its point and curve read the same.
+    let kept = run_dir(&out, &runs[1].name);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &finished_metrics).unwrap();
+    std::fs::write(kept.join("metrics.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::remove_file(kept.join("metrics.jsonl")).unwrap();
     let s = sweep(&be, &spec, SPEC, &opts, |_| {}).unwrap();
     assert_eq!((s.ran, s.resumed, s.skipped), (0, 0, 9));
+    assert_eq!(s.points.points, before);
 
     // The resumed run logged each step once, up to its budget.
     let steps: Vec<u64> = std::fs::read_to_string(run_dir(&out, &first.name).join("metrics.jsonl"))

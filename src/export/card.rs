@@ -46,7 +46,7 @@ impl CardFacts {
             params,
             config: config.clone(),
             progress,
-            eval: last_eval(&run.join("metrics.jsonl"), step),
+            eval: last_eval(&crate::train::metrics_file(run), step),
             data: manifest.and_then(read_json).map(|m| describe_data(&m)),
         }
     }

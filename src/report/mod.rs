@@ -57,7 +57,7 @@ pub struct Written {
 pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> {
     if dir.join(POINTS_FILE).is_file() {
         sweep::report(dir)
-    } else if dir.join("metrics.jsonl").is_file() {
+    } else if crate::train::metrics_file(dir).is_file() {
         run::report(dir, opts)
     } else {
         Err(ReportError::Unknown(dir.to_path_buf()))

@@ -31,7 +31,7 @@ fn mfu_from_flops(train: &[&TrainRecord], peak: f64) -> Vec<(f64, f64)> {
 }
 
 pub fn report(dir: &Path, opts: &ReportOptions) -> Result<Written, ReportError> {
-    let path = dir.join("metrics.jsonl");
+    let path = crate::train::metrics_file(dir);
     let records = read_records(&path).map_err(|source| ReportError::Read {
         path: path.clone(),
         source,

@@ -163,7 +163,7 @@ pub fn fit_steps(pairs: &[(f64, f64)]) -> Result<(f64, f64), String> {
 
 /// The training records of a run folder, in order.
 fn train_records(run: &Path) -> Result<Vec<TrainRecord>, ScalingError> {
-    let path = run.join("metrics.jsonl");
+    let path = crate::train::metrics_file(run);
     let records = read_records(&path).map_err(|source| ScalingError::Read {
         path: path.clone(),
         source,

@@ -296,6 +296,6 @@ pub fn read_run(dir: &Path, name: &str) -> Result<(Point, Curve), ScalingError> 
 
 /// The records of a run folder's `metrics.jsonl`.
 pub fn read_metrics(run: &Path) -> Result<Vec<Record>, ScalingError> {
-    let path = run.join("metrics.jsonl");
+    let path = crate::train::metrics_file(run);
     read_records(&path).map_err(|source| ScalingError::Read { path, source })
 }

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One line of `metrics.jsonl`.
@@ -233,10 +233,31 @@ fn parse(line: &str) -> Option<Record> {
     serde_json::from_str(line).ok()
 }
 
-/// Every record of a metrics file, in order. Lines that are not records (a
-/// line torn by a crash, an event this version does not know) are skipped.
+/// A run folder's metrics file: `metrics.jsonl`, or `metrics.jsonl.gz`
+/// where only that exists (the runs a sweep keeps in a repository are
+/// compressed by bench/sweep_keep.sh: a fifth of the size, and the folder
+/// still reads as a run everywhere).
+pub fn metrics_file(run: &Path) -> PathBuf {
+    let plain = run.join("metrics.jsonl");
+    let gz = run.join("metrics.jsonl.gz");
+    if !plain.exists() && gz.is_file() {
+        gz
+    } else {
+        plain
+    }
+}
+
+/// Every record of a metrics file (gzip-compressed when its name ends in
+/// `.gz`), in order. Lines that are not records (a line torn by a crash, an
+/// event this version does not know) are skipped.
 pub fn read_records(path: &Path) -> std::io::Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path)?;
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(path)?
+    };
     Ok(text.lines().filter_map(parse).collect())
 }
 
@@ -406,6 +427,33 @@ mod tests {
         assert_eq!((e.step, e.eval_seconds), (200, None));
         assert!(parse(r#"{"event":"party","step":3}"#).is_none());
         assert!(parse(r#"{"event":"eval","step":3,"tok"#).is_none());
+    }
+
+    #[test]
+    fn a_kept_run_reads_the_same_from_its_gzipped_metrics() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let lines = concat!(
+            r#"{"elapsed":1.0,"event":"eval","step":10,"tokens":5,"val_accuracy":0.5,"val_loss":7.0}"#,
+            "\n",
+            r#"{"elapsed":2.0,"event":"eval","step":20,"tokens":9,"val_accuracy":0.6,"val_loss":6.0}"#,
+            "\n"
+        );
+        std::fs::write(dir.path().join("metrics.jsonl"), lines).unwrap();
+        assert_eq!(metrics_file(dir.path()), dir.path().join("metrics.jsonl"));
+        let plain = read_records(&metrics_file(dir.path())).unwrap();
+        assert_eq!(plain.len(), 2);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(lines.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("metrics.jsonl.gz"), gz.finish().unwrap()).unwrap();
+        // The plain file wins while it exists; without it, the gzipped one.
+        assert_eq!(metrics_file(dir.path()), dir.path().join("metrics.jsonl"));
+        std::fs::remove_file(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(
+            metrics_file(dir.path()),
+            dir.path().join("metrics.jsonl.gz")
+        );
+        assert_eq!(read_records(&metrics_file(dir.path())).unwrap(), plain);
     }
 
     #[test]

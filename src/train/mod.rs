@@ -17,8 +17,8 @@ mod trainer;
 
 pub use checkpoint::{load_run, CheckpointError, LoadedRun, TrainProgress, TrainState};
 pub use metrics::{
-    read_records, read_without_timing, EvalRecord, MetricsWriter, NoiseRecord, Record,
-    ResumeChange, TrainRecord,
+    metrics_file, read_records, read_without_timing, EvalRecord, MetricsWriter, NoiseRecord,
+    Record, ResumeChange, TrainRecord,
 };
 pub use progress::Progress;
 pub use run_files::{fit_to_data, record_data, RUN_DATA_MANIFEST, RUN_TOKENIZER};
