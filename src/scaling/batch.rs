@@ -67,11 +67,16 @@ impl ModelBatches {
     /// Whether B_crit lies within a factor 2 of the batch sizes run: beyond
     /// that the line S = S_min + E_min/B extrapolates it.
     pub fn bracketed(&self) -> bool {
-        let (lo, hi) = (self.runs.iter().map(|r| r.batch))
-            .fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
         self.b_crit
-            .is_some_and(|b| (lo / 2.0..=2.0 * hi).contains(&b))
+            .is_some_and(|b| near_the_batches(b, self.runs.iter().map(|r| r.batch)))
     }
+}
+
+/// Whether a critical batch lies within a factor 2 of the batch sizes it
+/// was measured with (beyond that the line extrapolates it).
+fn near_the_batches(b_crit: f64, batches: impl Iterator<Item = f64>) -> bool {
+    let (lo, hi) = batches.fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
+    (lo / 2.0..=2.0 * hi).contains(&b_crit)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,21 +418,17 @@ fn ladder(runs: &[RunCurve], top: f64) -> Vec<Rung> {
         .map(|i| {
             let target = top - (top - bottom) * i as f64 / (RUNGS - 1) as f64;
             let at = AtTarget::measure(runs, target);
-            let reached: Vec<f64> = (at.runs.iter())
-                .filter(|r| r.steps.is_some())
-                .map(|r| r.batch)
-                .collect();
-            let (lo, hi) = reached
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+            let reached = || {
+                (at.runs.iter())
+                    .filter(|r| r.steps.is_some())
+                    .map(|r| r.batch)
+            };
             Rung {
                 target_loss: target,
-                reached: reached.len(),
+                reached: reached().count(),
                 b_crit: at.b_crit(),
                 b_crit_tokens: at.b_crit_tokens(),
-                bracketed: at
-                    .b_crit()
-                    .is_some_and(|b| (lo / 2.0..=2.0 * hi).contains(&b)),
+                bracketed: at.b_crit().is_some_and(|b| near_the_batches(b, reached())),
                 b_simple: at.b_simple,
                 b_simple_tokens: at.b_simple.zip(at.tokens_per_sequence).map(|(b, t)| b * t),
             }
