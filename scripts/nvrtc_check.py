@@ -7,7 +7,10 @@ the backend uses (src/backend/cuda/kernels.rs). It only compiles: whether the
 kernels are right is cuda_ops' work on the GPU. NVRTC comes from PyPI:
 
     pip install nvidia-cuda-nvrtc        # CUDA 13 (or nvidia-cuda-nvrtc-cu12)
-    python3 scripts/nvrtc_check.py [sm_90 sm_80 ...]
+    python3 scripts/nvrtc_check.py [--registers] [sm_90 sm_80 ...]
+
+--registers prints each kernel's registers, stack and spills as ptxas reports
+them (registers per thread bound how many blocks share an SM).
 
 Exits non-zero, with NVRTC's log, when any architecture fails.
 """
@@ -57,16 +60,38 @@ def compile_for(nvrtc, text, arch, options):
     return rc, log.value.decode(errors="replace").strip()
 
 
+def register_table(log):
+    """ptxas -v's lines, one row per kernel: name, registers, stack, spills."""
+    rows, name = [], None
+    for line in log.splitlines():
+        entry = re.search(r"Compiling entry function '(\w+)'", line)
+        if entry:
+            name = entry.group(1)
+            stack = spills = ""
+        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if frame and name:
+            stack, spills = frame.group(1), f"{frame.group(2)}/{frame.group(3)}"
+        used = re.search(r"Used (\d+) registers", line)
+        if used and name:
+            rows.append(f"  {name:<44} {used.group(1):>4} registers, stack {stack} B, spill stores/loads {spills} B")
+            name = None
+    return "\n".join(rows)
+
+
 def main():
-    archs = sys.argv[1:] or ["sm_90", "sm_80"]
+    args = sys.argv[1:]
+    registers = "--registers" in args
+    archs = [a for a in args if a != "--registers"] or ["sm_90", "sm_80"]
     nvrtc = find_nvrtc()
     files, options, text = program_source()
     print(f"{len(files)} sources ({', '.join(files)}), options {' '.join(options)}")
     failed = False
     for arch in archs:
-        rc, log = compile_for(nvrtc, text, arch, options)
+        rc, log = compile_for(nvrtc, text, arch, options + (["--ptxas-options=-v"] if registers else []))
         print(f"{arch}: {'ok' if rc == 0 else f'FAILED (nvrtc {rc})'}")
-        if log:
+        if registers and rc == 0:
+            print(register_table(log))
+        elif log:
             print(log)
         failed |= rc != 0
     sys.exit(1 if failed else 0)
