@@ -3,6 +3,7 @@
 //! Each plot is written as `plots/<name>.svg`, and all of them inline into one
 //! self-contained `report.html` (no scripts, nothing fetched).
 
+mod batch_charts;
 mod html;
 mod plot;
 mod run;

@@ -4,12 +4,11 @@
 //! It uses `fit.json` when `cram scale fit` wrote one, and otherwise fits the
 //! points itself without intervals.
 
+use super::batch_charts::{batch_chart, batch_loss_chart};
 use super::html::{Figure, Page};
 use super::plot::{scale_color, Chart, Mark, Series, PALETTE};
 use super::{write_report, ReportError, Written};
-use crate::scaling::batch::{
-    kaplan_critical_tokens, measure as measure_batches, CriticalBatchReport, DEFAULT_WINDOW,
-};
+use crate::scaling::batch::{measure as measure_batches, DEFAULT_WINDOW};
 use crate::scaling::fit::{fit_all, isoflop_levels, FitOptions, FitReport, Parametric, FIT_FILE};
 use crate::scaling::points::{distinct, PointSet};
 use std::path::Path;
@@ -24,7 +23,7 @@ fn size_position(sizes: &[f64], n: f64) -> f64 {
     }
 }
 
-fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+pub(super) fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| (lo.ln() + (hi.ln() - lo.ln()) * i as f64 / (n - 1) as f64).exp())
         .collect()
@@ -236,95 +235,6 @@ fn isoflop_chart(set: &PointSet, fit: Option<&FitReport>) -> Chart {
         }
     }
     chart
-}
-
-/// McCandlish et al.'s figure: steps against sequences to the target loss,
-/// one dot per run, and each model's fitted S = S_min + E_min/B traced over
-/// B (E = B·S), which bends between the two floors at B_crit.
-fn batch_chart(report: &CriticalBatchReport) -> Chart {
-    let mut chart = Chart::new(
-        "Steps and sequences to the target loss, by batch size",
-        "sequences E to the target",
-        "optimizer steps S to the target",
-    )
-    .log_log();
-    let k = report.models.len().max(2) as f64 - 1.0;
-    for (i, m) in report.models.iter().enumerate() {
-        let color = scale_color(i as f64 / k);
-        let runs: Vec<(f64, f64)> = m
-            .runs
-            .iter()
-            .filter_map(|r| Some((r.steps? * r.batch, r.steps?)))
-            .collect();
-        let label = format!("N = {:.2e}, loss {:.3}", m.n_params, m.target_loss);
-        chart = chart.with(Series::new(label, color, Mark::Dots, runs));
-        if let (Some(s_min), Some(e_min)) = (m.s_min, m.e_min) {
-            let lo = m.runs.iter().map(|r| r.batch).fold(f64::INFINITY, f64::min);
-            let hi = m.runs.iter().map(|r| r.batch).fold(0.0, f64::max);
-            let curve = log_grid(lo / 4.0, hi * 4.0, 40)
-                .into_iter()
-                .map(|b| {
-                    let s = s_min + e_min / b;
-                    (b * s, s)
-                })
-                .collect();
-            chart = chart.with(Series::unnamed(color, Mark::Dashed, curve));
-        }
-    }
-    chart
-}
-
-/// B_crit (dots) and B_simple (lines) in tokens against the target loss,
-/// from each model's ladder, beside Kaplan et al.'s B_crit(L) (dashed);
-/// `None` when no model has a ladder.
-fn batch_loss_chart(report: &CriticalBatchReport) -> Option<Chart> {
-    let losses: Vec<f64> = (report.models.iter())
-        .flat_map(|m| m.ladder.iter().map(|r| r.target_loss))
-        .collect();
-    if losses.is_empty() {
-        return None;
-    }
-    let mut chart = Chart::new(
-        "Critical batch against the loss it is measured at",
-        "target loss (nats)",
-        "tokens per step",
-    )
-    .log_log();
-    let k = report.models.len().max(2) as f64 - 1.0;
-    for (i, m) in report.models.iter().enumerate() {
-        let color = scale_color(i as f64 / k);
-        let pick = |f: fn(&crate::scaling::batch::Rung) -> Option<f64>| -> Vec<(f64, f64)> {
-            (m.ladder.iter())
-                .filter_map(|r| Some((r.target_loss, f(r)?)))
-                .collect()
-        };
-        let n = format!("N = {:.2e}", m.n_params);
-        chart = chart
-            .with(Series::new(
-                format!("B_crit, {n}"),
-                color,
-                Mark::Dots,
-                pick(|r| r.b_crit_tokens.filter(|_| r.bracketed)),
-            ))
-            .with(Series::new(
-                format!("B_simple, {n}"),
-                color,
-                Mark::Line,
-                pick(|r| r.b_simple_tokens),
-            ));
-    }
-    let (lo, hi) =
-        (losses.iter()).fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
-    let kaplan = log_grid(lo, hi.max(lo * 1.01), 20)
-        .into_iter()
-        .map(|l| (l, kaplan_critical_tokens(l)))
-        .collect();
-    Some(chart.with(Series::new(
-        "Kaplan et al. B_crit(L) = 2e8 / L^(1/0.21)",
-        PALETTE[1],
-        Mark::Dashed,
-        kaplan,
-    )))
 }
 
 fn optimum_chart(set: &PointSet, fit: &FitReport) -> Chart {

@@ -22,8 +22,13 @@ use crate::scaling::points::{distinct, read_points};
 use crate::scaling::ScalingError;
 use crate::train::{read_records, TrainRecord};
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::path::Path;
+
+mod ladder;
+mod table;
+
+use ladder::ladder;
+pub use ladder::Rung;
 
 /// A batch run and where it reached the target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -378,147 +383,9 @@ impl AtTarget {
     }
 }
 
-/// The critical batch and the noise scale at one rung of the ladder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rung {
-    pub target_loss: f64,
-    /// Runs that reached it.
-    pub reached: usize,
-    /// Sequences, and tokens.
-    pub b_crit: Option<f64>,
-    pub b_crit_tokens: Option<f64>,
-    /// Whether B_crit lies within a factor 2 of the batches that reached the target.
-    pub bracketed: bool,
-    pub b_simple: Option<f64>,
-    /// B_simple in tokens (at the runs' tokens per sequence).
-    #[serde(default)]
-    pub b_simple_tokens: Option<f64>,
-}
-
-/// Rungs of the ladder below the common target.
-const RUNGS: usize = 6;
-
-/// B_crit and B_simple at [`RUNGS`] losses from `top` (the loss every run
-/// reaches) down to the lowest that three runs reach before the last tenth
-/// of their steps: the critical batch grows as the loss falls (Kaplan et
-/// al. 2020, B_crit(L)), and where the largest batches run out of steps
-/// before a low target, the smaller ones still measure it. Empty for fewer
-/// than three runs.
-fn ladder(runs: &[RunCurve], top: f64) -> Vec<Rung> {
-    let mut lows: Vec<f64> = runs.iter().map(RunCurve::lowest_before_the_end).collect();
-    lows.sort_by(f64::total_cmp);
-    let Some(&bottom) = lows.get(2) else {
-        return Vec::new();
-    };
-    // Losses a thousandth apart are one loss, not a ladder.
-    if bottom >= top * (1.0 - 1e-3) {
-        return Vec::new();
-    }
-    (0..RUNGS)
-        .map(|i| {
-            let target = top - (top - bottom) * i as f64 / (RUNGS - 1) as f64;
-            let at = AtTarget::measure(runs, target);
-            let reached = || {
-                (at.runs.iter())
-                    .filter(|r| r.steps.is_some())
-                    .map(|r| r.batch)
-            };
-            Rung {
-                target_loss: target,
-                reached: reached().count(),
-                b_crit: at.b_crit(),
-                b_crit_tokens: at.b_crit_tokens(),
-                bracketed: at.b_crit().is_some_and(|b| near_the_batches(b, reached())),
-                b_simple: at.b_simple,
-                b_simple_tokens: at.b_simple.zip(at.tokens_per_sequence).map(|(b, t)| b * t),
-            }
-        })
-        .collect()
-}
-
-impl CriticalBatchReport {
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        for m in &self.models {
-            let reached = m.runs.iter().filter(|r| r.steps.is_some()).count();
-            let _ = writeln!(
-                out,
-                "model N = {:.3e}: target loss {:.4} (smoothed over {} logs), reached by {reached} of {} runs",
-                m.n_params,
-                m.target_loss,
-                self.window,
-                m.runs.len()
-            );
-            let _ = writeln!(
-                out,
-                "  {:<34} {:>8} {:>14} {:>14}",
-                "run", "batch", "steps", "tokens"
-            );
-            for r in &m.runs {
-                let _ = writeln!(
-                    out,
-                    "  {:<34} {:>8} {:>14} {:>14}",
-                    r.run,
-                    r.batch,
-                    r.steps.map_or("-".into(), |s| format!("{s:.0}")),
-                    r.tokens.map_or("-".into(), |t| format!("{t:.4e}"))
-                );
-            }
-            if let (Some(s), Some(e), Some(b)) = (m.s_min, m.e_min, m.b_crit) {
-                let _ = writeln!(
-                    out,
-                    "  S = S_min + E_min/B: S_min {s:.0} steps, E_min {e:.0} sequences -> B_crit {b:.1} sequences{}",
-                    m.b_crit_tokens
-                        .map_or(String::new(), |t| format!(" ({t:.3e} tokens)"))
-                );
-            }
-            if let Some(b) = m.b_simple {
-                let _ = writeln!(
-                    out,
-                    "  gradient noise scale B_simple near the target: {b:.1} sequences (mean of {} logs)",
-                    m.b_simple_logs
-                );
-            }
-            if !m.ladder.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  by target loss (runs that reach each; B in sequences):\n  {:>10} {:>8} {:>10} {:>12} {:>10}",
-                    "target", "reached", "B_crit", "tokens", "B_simple"
-                );
-                for r in &m.ladder {
-                    let or_dash =
-                        |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
-                    let _ = writeln!(
-                        out,
-                        "  {:>10.4} {:>8} {:>10} {:>12} {:>10}",
-                        r.target_loss,
-                        r.reached,
-                        or_dash(r.b_crit, &|b| format!(
-                            "{b:.1}{}",
-                            if r.bracketed { "" } else { "*" }
-                        )),
-                        or_dash(r.b_crit_tokens, &|t| format!("{t:.3e}")),
-                        or_dash(r.b_simple, &|b| format!("{b:.1}")),
-                    );
-                }
-                if m.ladder.iter().any(|r| r.b_crit.is_some() && !r.bracketed) {
-                    let _ = writeln!(
-                        out,
-                        "  (* beyond a factor 2 of the batches that reached it: extrapolated)"
-                    );
-                }
-            }
-            for n in &m.notes {
-                let _ = writeln!(out, "  note: {n}");
-            }
-            out.push('\n');
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::ladder::RUNGS;
     use super::*;
 
     fn record(step: u64, batch: u64, loss: f64) -> TrainRecord {
