@@ -4,6 +4,7 @@
 use super::plot::{scale_color, Chart, Mark, Series, PALETTE};
 use super::sweep::log_grid;
 use crate::scaling::batch::{kaplan_critical_tokens, CriticalBatchReport};
+use crate::scaling::fit::stats::extent;
 
 /// McCandlish et al.'s figure: steps against sequences to the target loss,
 /// one dot per run, and each model's fitted S = S_min + E_min/B traced over
@@ -80,8 +81,7 @@ pub(super) fn batch_loss_chart(report: &CriticalBatchReport) -> Option<Chart> {
                 pick(|r| r.b_simple_tokens),
             ));
     }
-    let (lo, hi) =
-        (losses.iter()).fold((f64::MAX, f64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    let (lo, hi) = extent(losses.iter().copied());
     let kaplan = log_grid(lo, hi.max(lo * 1.01), 20)
         .into_iter()
         .map(|l| (l, kaplan_critical_tokens(l)))

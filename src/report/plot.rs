@@ -131,9 +131,7 @@ impl Chart {
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .map(coord)
             .filter(|v| !log || *v > 0.0);
-        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
+        let (lo, hi) = crate::scaling::fit::stats::extent(values);
         if !lo.is_finite() {
             return if log { (1.0, 10.0) } else { (0.0, 1.0) };
         }

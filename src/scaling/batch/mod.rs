@@ -80,7 +80,7 @@ impl ModelBatches {
 /// Whether a critical batch lies within a factor 2 of the batch sizes it
 /// was measured with (beyond that the line extrapolates it).
 fn near_the_batches(b_crit: f64, batches: impl Iterator<Item = f64>) -> bool {
-    let (lo, hi) = batches.fold((f64::MAX, f64::MIN), |(lo, hi), b| (lo.min(b), hi.max(b)));
+    let (lo, hi) = crate::scaling::fit::stats::extent(batches);
     (lo / 2.0..=2.0 * hi).contains(&b_crit)
 }
 

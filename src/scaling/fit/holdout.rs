@@ -106,24 +106,27 @@ fn below_top_level(set: &PointSet) -> PointSet {
     PointSet { points, curves }
 }
 
+/// The laws' names in the held-out predictions (and in the plan, which
+/// widens each row's interval by its own law's miss).
+pub const JOINT_LAW: &str = "Kaplan L(N, D)";
+pub const APPROACH3_LAW: &str = "Chinchilla approach 3";
+pub const FRONTIER_LAW: &str = "Kaplan frontier L(C)";
+pub const APPROACH1_LAW: &str = "Chinchilla approach 1 L(C)";
+
 fn predictions(fits: &Fits, held: &Point) -> Vec<HoldoutPrediction> {
     let frontier_note =
         "the best loss at this compute; the run's own only if it is compute-optimal";
-    let mut out = vec![(
-        "Kaplan L(N, D)",
-        fits.joint.loss(held.n_params, held.tokens),
-        None,
-    )];
+    let mut out = vec![(JOINT_LAW, fits.joint.loss(held.n_params, held.tokens), None)];
     if let Ok(p) = &fits.parametric {
         out.push((
-            "Chinchilla approach 3",
+            APPROACH3_LAW,
             p.loss(held.n(ParamCount::Total), held.tokens),
             None,
         ));
     }
     for (law, frontier) in [
-        ("Kaplan frontier L(C)", &fits.kaplan_frontier),
-        ("Chinchilla approach 1 L(C)", &fits.approach1),
+        (FRONTIER_LAW, &fits.kaplan_frontier),
+        (APPROACH1_LAW, &fits.approach1),
     ] {
         if let Ok(f) = frontier {
             let predicted = f.loss_line.at(held.compute.ln()).exp();

@@ -26,7 +26,10 @@ pub mod stats;
 
 pub use chinchilla::{isoflop, isoflop_levels, parametric, IsoFlop, IsoFlopLevel, Parametric};
 pub use envelope::{frontier, EnvelopePoint, Frontier};
-pub use holdout::{hold_out_largest, largest_run, HoldoutPrediction, HoldoutReport};
+pub use holdout::{
+    hold_out_largest, largest_run, HoldoutPrediction, HoldoutReport, APPROACH1_LAW, APPROACH3_LAW,
+    FRONTIER_LAW, JOINT_LAW,
+};
 pub use kaplan::{joint, l_of_d, l_of_n, power_law, Joint, PowerLaw, PowerLawFit};
 pub use report::{
     ChinchillaReport, Estimate, FitReport, FrontierReport, IsoFlopReport, KaplanReport, LeftOut,

@@ -87,6 +87,13 @@ fn solve3(mut m: [[f64; 4]; 3]) -> Option<[f64; 3]> {
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
+/// The smallest and largest of `values`: (+∞, −∞) when there are none.
+pub fn extent(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    (values.into_iter()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
 /// The `q`-quantile (0 ≤ q ≤ 1) of sorted values, linearly interpolated.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;

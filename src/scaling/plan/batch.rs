@@ -3,7 +3,7 @@
 //! logged, else from Kaplan et al.'s B_crit(L), each at a predicted loss.
 
 use crate::scaling::batch::{kaplan_critical_tokens, CriticalBatchReport, KAPLAN_BATCH_SLOPE};
-use crate::scaling::fit::stats::fit_line;
+use crate::scaling::fit::stats::{extent, fit_line};
 use crate::scaling::points::PointSet;
 use serde::Serialize;
 
@@ -83,9 +83,7 @@ fn critical_batch_advice(
         return None;
     }
     let left_out = measured.len() - logs.len();
-    let (lo, hi) = logs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-        (lo.min(p.0), hi.max(p.0))
-    });
+    let (lo, hi) = extent(logs.iter().map(|p| p.0));
     let line =
         fit_line(&logs).filter(|l| hi - lo >= 1.2f64.ln() && (-10.0..=-1.0).contains(&l.slope));
     let (ln_b, how) = match line {

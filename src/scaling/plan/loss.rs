@@ -8,14 +8,17 @@
 //! notes say how far it extrapolates.
 
 use super::{Allocation, ShapeChoice, ShapeLoss, APPROACH1, APPROACH3, FRONTIER, JOINT};
-use crate::scaling::fit::{FitReport, HoldoutReport};
+use crate::scaling::fit::stats::extent;
+use crate::scaling::fit::{
+    FitReport, HoldoutReport, APPROACH1_LAW, APPROACH3_LAW, FRONTIER_LAW, JOINT_LAW,
+};
 
 /// The name, among the held-out predictions, of the law behind a plan row.
 fn held_out_law(row: &str) -> Option<&'static str> {
     Some(match row {
         JOINT => JOINT_LAW,
-        FRONTIER => "Kaplan frontier L(C)",
-        APPROACH1 => "Chinchilla approach 1 L(C)",
+        FRONTIER => FRONTIER_LAW,
+        APPROACH1 => APPROACH1_LAW,
         APPROACH3 => APPROACH3_LAW,
         _ => return None,
     })
@@ -40,10 +43,6 @@ pub(super) fn widen_to_holdout(a: &mut Allocation, holdout: &HoldoutReport) {
         None => seen,
     });
 }
-
-/// The held-out laws' names in a shape's expected losses.
-const JOINT_LAW: &str = "Kaplan L(N, D)";
-const APPROACH3_LAW: &str = "Chinchilla approach 3";
 
 /// What the two laws that take (N, D) expect of `shape` on its tokens:
 /// Kaplan's joint law with the non-embedding count, approach 3 with the total.
@@ -72,9 +71,7 @@ pub(super) fn widen_to_laws(a: &mut Allocation) -> Option<f64> {
     if shape.losses.len() < 2 {
         return None;
     }
-    let (lo, hi) = (shape.losses.iter()).fold((f64::MAX, f64::MIN), |(lo, hi), l| {
-        (lo.min(l.loss), hi.max(l.loss))
-    });
+    let (lo, hi) = extent(shape.losses.iter().map(|l| l.loss));
     let [ilo, ihi] = a.loss_interval.unwrap_or([loss, loss]);
     a.loss_interval = Some([ilo.min(lo), ihi.max(hi)]);
     Some(hi / lo - 1.0)
