@@ -182,25 +182,41 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     store_rows<D>(o_saved, 1, o, row_lo, hidden, h * D);
 }
 
-// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t;
-// one thread per (row, head) in a grid-stride loop, eight values per load.
-extern "C" __global__ void flash_backward_delta(float* delta, const void* dout, int dout_bf, const bf16_t* o, u64 rows,
-                                                int seq, int heads, int d) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rows * heads; i += (u64)gridDim.x * blockDim.x) {
-        u64 row = i / heads, h = i % heads;
-        u64 at = row * heads * d + h * d;
+// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t,
+// and dQ's f32 scratch zeroed for the key-tile kernel's reductions (the same
+// rows × hidden layout as O, so one pass does both). Each thread takes eight
+// adjacent columns and d/8 neighbouring lanes one (row, head), their parts
+// summed by shuffles: every load and store of a warp is contiguous (one
+// thread per (row, head) read 32 rows' worth of scattered 16-byte pieces).
+// Divisions only where the group's first lane writes Δ.
+extern "C" __global__ void flash_backward_delta(float* delta, float* dq, const void* dout, int dout_bf,
+                                                const bf16_t* o, u64 chunks, u64 hidden, int seq, int d) {
+    const int lanes = d / 8;  // 4, 8 or 16: a power of two that divides 32
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    // Whole warps go round the loop together, so that the shuffles see every lane.
+    const u64 rounded = (chunks + 31) & ~(u64)31;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rounded; i += stride) {
+        const bool on = i < chunks;
+        const u64 at = 8 * i;
         float acc = 0.0f;
-        for (int k = 0; k < d; k += 8) {
-            uint4 packed = *(const uint4*)(o + at + k);
+        if (on) {
+            uint4 packed = *(const uint4*)(o + at);
             const bf16_t* ov = (const bf16_t*)&packed;
             float dv[8];
-            ldv<4>(dv, dout, dout_bf, at + k);
-            ldv<4>(dv + 4, dout, dout_bf, at + k + 4);
+            ldv<4>(dv, dout, dout_bf, at);
+            ldv<4>(dv + 4, dout, dout_bf, at + 4);
 #pragma unroll
             for (int e = 0; e < 8; e++) acc += bf16_to_f32(ov[e]) * dv[e];
+            const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *(float4*)(dq + at) = zero;
+            *(float4*)(dq + at + 4) = zero;
         }
-        u64 b = row / seq, t = row % seq;
-        delta[(b * heads + h) * seq + t] = acc;
+        for (int m = lanes / 2; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+        if (on && (threadIdx.x & (lanes - 1)) == 0) {
+            u64 row = at / hidden, h = (at % hidden) / d, heads = hidden / d;
+            u64 b = row / seq, t = row % seq;
+            delta[(b * heads + h) * seq + t] = acc;
+        }
     }
 }
 

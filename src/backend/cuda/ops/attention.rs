@@ -259,26 +259,29 @@ impl Cuda {
         let o_saved = lse + 4 * row_heads as u64;
         let (rows, hidden) = (shape.rows(), shape.hidden());
         // Three timed parts, so that a profile tells the key-tile kernel from
-        // the passes around it: Δ (and dQ's zeroing), the kernel, dQ's store.
+        // the passes around it: Δ with dQ's zeroing, the kernel, dQ's store.
         let q = self.as_bf16(qkv, "cast_qkv");
         assert_vector_aligned("flash attention", &[q, dout.ptr(), dqkv.ptr(), o_saved]);
         let delta = self.scratch("flash_delta", row_heads * 4);
         let dq = self.scratch("flash_dq", rows * hidden * 4);
+        // Eight columns a thread (the flash head widths, 32 to 128, are
+        // multiples of 8): Δ, and dQ's zeroing in the same pass.
+        let chunks = rows * hidden / 8;
         self.timed("attention_backward_delta", || {
-            self.zero_raw(dq, rows * hidden * 4);
             self.launch(
                 "flash_backward_delta",
-                self.grid(row_heads),
+                self.grid(chunks),
                 256,
                 0,
                 &[
                     delta,
+                    dq,
                     dout.ptr(),
                     dout.bf(),
                     o_saved,
-                    rows as u64,
+                    chunks as u64,
+                    hidden as u64,
                     shape.seq as u64,
-                    shape.heads as u64,
                     shape.head_dim as u64,
                 ],
             );
