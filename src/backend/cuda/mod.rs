@@ -119,6 +119,9 @@ pub struct Cuda {
     /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
     /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
     flash_attention: Vec<usize>,
+    /// `CRAM_FLASH_FORWARD=m2`: the flash forward with two m-tiles a warp
+    /// where there is one (a comparison switch).
+    flash_forward_m2: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -175,8 +178,15 @@ impl Cuda {
                 !fused_off
                     && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
                     && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
+                    && (f.forward_m2).is_none_or(|k| {
+                        kernels.allow_shared_memory(
+                            k,
+                            ops::FlashAttention::forward_bytes(f.head_dim, 2),
+                        )
+                    })
             })
             .collect();
+        let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_some_and(|v| v == "m2");
         Ok(Cuda {
             ctx,
             stream,
@@ -190,6 +200,7 @@ impl Cuda {
             sm_count,
             fused_attention,
             flash_attention,
+            flash_forward_m2,
             peak: std::sync::OnceLock::new(),
             debug,
         })

@@ -182,6 +182,179 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     store_rows<D>(o_saved, 1, o, row_lo, hidden, h * D);
 }
 
+// The forward with M 16-row m-tiles a warp (64·M query rows a block of four
+// warps): each K or V fragment that ldmatrix loads feeds M products instead
+// of one (1/M of the shared-memory loads per FLOP, M independent mma
+// chains), at M times the accumulators. `flash_forward_impl` is M = 1; the
+// M = 2 kernel is a comparison (CRAM_FLASH_FORWARD=m2, head width 64,
+// sequences that are multiples of 128) until a measurement picks one.
+
+// scores() for M m-tiles at rows r0, r0+16, ...: s[m][nt] as there.
+template <int T, int D, int M>
+__device__ void scores_m(float (*s)[T / 8][4], const bf16_t* sq, const bf16_t* sk, int r0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+    u32 a[M][D / 16][4];
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            ldsm4(a[m][kk], sq + (r0 + 16 * m + (tile & 1) * 8 + row) * LD + kk * 16 + (tile >> 1) * 8);
+#pragma unroll
+    for (int nt = 0; nt < T / 8; nt++) {
+#pragma unroll
+        for (int m = 0; m < M; m++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 b[4];
+            ldsm4(b, sk + (nt * 8 + row) * LD + kk * 16 + tile * 8);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(s[m][nt], a[m][kk], b[0], b[1]);
+                mma_bf16(s[m][nt], a[m][kk + 1], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// times_rows() for M m-tiles: acc[m] += X[m] (16×T) · V (T×D in shared).
+template <int T, int D, int M>
+__device__ void times_rows_m(float (*acc)[D / 8][4], float (*x)[T / 8][4], const bf16_t* v) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) {
+        u32 a[M][4];
+#pragma unroll
+        for (int m = 0; m < M; m++) c_to_a(a[m], x[m], kk);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd += 2) {
+            u32 b[4];
+            ldsm4_t(b, v + (kk * 16 + (tile & 1) * 8 + row) * LD + (nd + (tile >> 1)) * 8);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(acc[m][nd], a[m], b[0], b[1]);
+                mma_bf16(acc[m][nd + 1], a[m], b[2], b[3]);
+            }
+        }
+    }
+}
+
+template <int D, int M>
+__device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
+                                     int heads, int causal, float scale) {
+    extern __shared__ __align__(16) bf16_t smem[];
+    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD, QROWS = M * FA_TILE;
+    // Q (M tiles of rows), then two (K, V) buffers of FA_TILE keys.
+    bf16_t* sq = smem;
+    bf16_t* skv = sq + M * TILE_ELEMS;
+    int qtiles = seq / QROWS;
+    u64 bh = blockIdx.x / qtiles;
+    int qt = qtiles - 1 - (int)(blockIdx.x % qtiles);
+    u64 hidden = (u64)heads * D, stride = 3 * hidden;
+    u64 b = bh / heads, h = bh % heads;
+    const bf16_t* base = qkv + b * seq * stride + h * D;
+    const u64 tile_rows = (u64)FA_TILE * stride;
+    load_head_async<QROWS, D>(sq, base + (u64)qt * QROWS * stride, stride);
+    load_head_async<FA_TILE, D>(skv, base + hidden, stride);
+    load_head_async<FA_TILE, D>(skv + TILE_ELEMS, base + 2 * hidden, stride);
+    cp_async_commit();
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16 * M;
+    float o[M][D / 8][4];
+    float m_lo[M], m_hi[M], l_lo[M], l_hi[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        zero_rows<D>(o[m]);
+        m_lo[m] = m_hi[m] = NEG_INF;
+        l_lo[m] = l_hi[m] = 0.0f;
+    }
+    const float sl2 = scale * LOG2E;
+    // Key tiles up to the block's last query row (causal).
+    int last = causal ? M * qt + M - 1 : seq / FA_TILE - 1;
+    for (int kt = 0; kt <= last; kt++) {
+        bf16_t* sk = skv + (kt & 1) * 2 * TILE_ELEMS;
+        bf16_t* sv = sk + TILE_ELEMS;
+        if (kt < last) {
+            bf16_t* nk = skv + ((kt + 1) & 1) * 2 * TILE_ELEMS;
+            load_head_async<FA_TILE, D>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_head_async<FA_TILE, D>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        float s[M][FA_TILE / 8][4];
+        scores_m<FA_TILE, D, M>(s, sq, sk, r0);
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            // Keys after a row are masked where the tile reaches past the
+            // block's first row; an m-tile wholly before this key tile gets
+            // only −inf here, which leaves its (finite, from key tile 0)
+            // running maximum and its sums as they were.
+            if (causal && kt >= M * qt) mask_after_diagonal<FA_TILE>(s[m], qt * QROWS + r0 + 16 * m - kt * FA_TILE);
+            float new_lo = m_lo[m], new_hi = m_hi[m];
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                new_lo = fmaxf(new_lo, fmaxf(s[m][nt][0], s[m][nt][1]));
+                new_hi = fmaxf(new_hi, fmaxf(s[m][nt][2], s[m][nt][3]));
+            }
+            new_lo = quad_max(new_lo);
+            new_hi = quad_max(new_hi);
+            float keep_lo = ex2((m_lo[m] - new_lo) * sl2), keep_hi = ex2((m_hi[m] - new_hi) * sl2);
+            m_lo[m] = new_lo;
+            m_hi[m] = new_hi;
+            const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
+            l_lo[m] *= keep_lo;
+            l_hi[m] *= keep_hi;
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                s[m][nt][0] = ex2(fmaf(s[m][nt][0], sl2, -off_lo));
+                s[m][nt][1] = ex2(fmaf(s[m][nt][1], sl2, -off_lo));
+                s[m][nt][2] = ex2(fmaf(s[m][nt][2], sl2, -off_hi));
+                s[m][nt][3] = ex2(fmaf(s[m][nt][3], sl2, -off_hi));
+                l_lo[m] += s[m][nt][0] + s[m][nt][1];
+                l_hi[m] += s[m][nt][2] + s[m][nt][3];
+            }
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[m][nd][0] *= keep_lo;
+                o[m][nd][1] *= keep_lo;
+                o[m][nd][2] *= keep_hi;
+                o[m][nd][3] *= keep_hi;
+            }
+        }
+        times_rows_m<FA_TILE, D, M>(o, s, sv);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float sum_lo = quad_sum(l_lo[m]), sum_hi = quad_sum(l_hi[m]);
+        float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            o[m][nd][0] *= inv_lo;
+            o[m][nd][1] *= inv_lo;
+            o[m][nd][2] *= inv_hi;
+            o[m][nd][3] *= inv_hi;
+        }
+        int q_lo = qt * QROWS + r0 + 16 * m + g;
+        if (c == 0) {
+            lse[bh * seq + q_lo] = m_lo[m] * scale + logf(sum_lo);
+            lse[bh * seq + q_lo + 8] = m_hi[m] * scale + logf(sum_hi);
+        }
+        u64 row_lo = b * seq + q_lo;
+        store_rows<D>(out, out_bf, o[m], row_lo, hidden, h * D);
+        store_rows<D>(o_saved, 1, o[m], row_lo, hidden, h * D);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_64_m2(
+    void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq, int heads, int causal,
+    float scale) {
+    flash_forward_m_impl<64, 2>(out, out_bf, lse, o_saved, qkv, seq, heads, causal, scale);
+}
+
 // delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t,
 // and dQ's f32 scratch zeroed for the key-tile kernel's reductions (the same
 // rows × hidden layout as O, so one pass does both). Each thread takes eight

@@ -90,6 +90,9 @@ impl FusedAttention {
 pub(in crate::backend::cuda) struct FlashAttention {
     pub forward: &'static str,
     pub backward: &'static str,
+    /// The forward with two 16-row m-tiles a warp (128 query rows a block),
+    /// for comparison (`CRAM_FLASH_FORWARD=m2`).
+    pub forward_m2: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -98,16 +101,19 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
     FlashAttention {
         forward: "attention_flash_forward_32",
         backward: "attention_flash_backward_32",
+        forward_m2: None,
         head_dim: 32,
     },
     FlashAttention {
         forward: "attention_flash_forward_64",
         backward: "attention_flash_backward_64",
+        forward_m2: Some("attention_flash_forward_64_m2"),
         head_dim: 64,
     },
     FlashAttention {
         forward: "attention_flash_forward_128",
         backward: "attention_flash_backward_128",
+        forward_m2: None,
         head_dim: 128,
     },
 ];
@@ -127,8 +133,14 @@ impl FlashAttention {
         if backward {
             6 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
         } else {
-            5 * tile
+            Self::forward_bytes(self.head_dim, 1)
         }
+    }
+
+    /// The forward's shared memory with `m` query tiles a block: the
+    /// queries and two (k, v) buffers.
+    pub fn forward_bytes(head_dim: usize, m: usize) -> usize {
+        (m + 4) * Self::TILE * (head_dim + 8) * 2
     }
 
     /// Saved state (bf16 elements): each query row's f32 log-sum-exp, then
@@ -220,14 +232,31 @@ impl Cuda {
         );
         let lse = saved.ptr();
         let o_saved = lse + 4 * (shape.batch * shape.heads * shape.seq) as u64;
+        // Two query tiles a block where the comparison switch asks for it
+        // and the sequence holds whole pairs of tiles.
+        let m2 = (f.forward_m2).filter(|_| {
+            self.flash_forward_m2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
+        });
+        let (kernel, blocks, bytes) = match m2 {
+            Some(k) => (
+                k,
+                FlashAttention::blocks(shape) / 2,
+                FlashAttention::forward_bytes(f.head_dim, 2),
+            ),
+            None => (
+                f.forward,
+                FlashAttention::blocks(shape),
+                f.shared_bytes(false),
+            ),
+        };
         self.timed("attention_forward", || {
             let q = self.as_bf16(qkv, "cast_qkv");
             assert_vector_aligned("flash attention", &[q, out.ptr(), o_saved]);
             self.launch(
-                f.forward,
-                FlashAttention::blocks(shape),
+                kernel,
+                blocks,
                 FlashAttention::THREADS,
-                f.shared_bytes(false) as u32,
+                bytes as u32,
                 &[
                     out.ptr(),
                     out.bf(),
