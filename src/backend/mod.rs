@@ -365,11 +365,14 @@ pub trait AttentionOps: Device {
         qkv: &Self::Buf,
         shape: AttentionShape,
     );
-    /// Writes `dqkv[rows, 3·hidden]`.
+    /// Writes `dqkv[rows, 3·hidden]`. `out` is the forward's output, as it
+    /// left it: the flash kernels read it for Δ = rowsum(dO ∘ O) instead of
+    /// keeping a copy of it in `saved`.
     fn attention_backward(
         &self,
         dqkv: &mut Self::Buf,
         dout: &Self::Buf,
+        out: &Self::Buf,
         qkv: &Self::Buf,
         saved: &Self::Buf,
         shape: AttentionShape,

@@ -7,8 +7,9 @@
 // the program.
 //
 // Saved state per call: each query row's log-sum-exp (f32, [batch·heads,
-// seq]) and the output O (bf16, [batch·seq, hidden]); the backward needs
-// Δ = rowsum(dO ∘ O) per row and head before its key loop.
+// seq]). The backward needs Δ = rowsum(dO ∘ O) per row and head before its
+// key loop, and reads O from the forward's output, which the model keeps
+// for the output projection's backward (no copy of it here).
 //
 // Backward: one block per (batch·head, 64-key tile) keeps dK and dV of its
 // keys in registers over all query tiles; dQ gets each key tile's part by
@@ -83,7 +84,7 @@ __device__ __forceinline__ void times_rows_band(float (*acc)[4], float (*x)[4], 
 }
 
 template <int D>
-__device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
+__device__ void flash_forward_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int seq,
                                    int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
     const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
@@ -179,7 +180,6 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
     }
     u64 row_lo = b * seq + q_lo;
     store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
-    store_rows<D>(o_saved, 1, o, row_lo, hidden, h * D);
 }
 
 // The forward with M 16-row m-tiles a warp (64·M query rows a block of four
@@ -241,7 +241,7 @@ __device__ void times_rows_m(float (*acc)[D / 8][4], float (*x)[T / 8][4], const
 }
 
 template <int D, int M>
-__device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
+__device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int seq,
                                      int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
     const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD, QROWS = M * FA_TILE;
@@ -345,25 +345,24 @@ __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, bf16_t* 
         }
         u64 row_lo = b * seq + q_lo;
         store_rows<D>(out, out_bf, o[m], row_lo, hidden, h * D);
-        store_rows<D>(o_saved, 1, o[m], row_lo, hidden, h * D);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_64_m2(
-    void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq, int heads, int causal,
+    void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,
     float scale) {
-    flash_forward_m_impl<64, 2>(out, out_bf, lse, o_saved, qkv, seq, heads, causal, scale);
+    flash_forward_m_impl<64, 2>(out, out_bf, lse, qkv, seq, heads, causal, scale);
 }
 
-// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t,
-// and dQ's f32 scratch zeroed for the key-tile kernel's reductions (the same
+// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t
+// (O and dO bf16 or f32), and dQ's f32 scratch zeroed for the key-tile kernel's reductions (the same
 // rows × hidden layout as O, so one pass does both). Each thread takes eight
 // adjacent columns and d/8 neighbouring lanes one (row, head), their parts
 // summed by shuffles: every load and store of a warp is contiguous (one
 // thread per (row, head) read 32 rows' worth of scattered 16-byte pieces).
 // Divisions only where the group's first lane writes Δ.
 extern "C" __global__ void flash_backward_delta(float* delta, float* dq, const void* dout, int dout_bf,
-                                                const bf16_t* o, u64 chunks, u64 hidden, int seq, int d) {
+                                                const void* o, int o_bf, u64 chunks, u64 hidden, int seq, int d) {
     const int lanes = d / 8;  // 4, 8 or 16: a power of two that divides 32
     const u64 stride = (u64)gridDim.x * blockDim.x;
     // Whole warps go round the loop together, so that the shuffles see every lane.
@@ -373,13 +372,13 @@ extern "C" __global__ void flash_backward_delta(float* delta, float* dq, const v
         const u64 at = 8 * i;
         float acc = 0.0f;
         if (on) {
-            uint4 packed = *(const uint4*)(o + at);
-            const bf16_t* ov = (const bf16_t*)&packed;
-            float dv[8];
+            float ov[8], dv[8];
+            ldv<4>(ov, o, o_bf, at);
+            ldv<4>(ov + 4, o, o_bf, at + 4);
             ldv<4>(dv, dout, dout_bf, at);
             ldv<4>(dv + 4, dout, dout_bf, at + 4);
 #pragma unroll
-            for (int e = 0; e < 8; e++) acc += bf16_to_f32(ov[e]) * dv[e];
+            for (int e = 0; e < 8; e++) acc += ov[e] * dv[e];
             const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             *(float4*)(dq + at) = zero;
             *(float4*)(dq + at + 4) = zero;
@@ -517,9 +516,9 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
 
 #define FLASH_ATTENTION(D)                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
-        void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq, int heads, int causal,    \
+        void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,    \
         float scale) {                                                                                            \
-        flash_forward_impl<D>(out, out_bf, lse, o_saved, qkv, seq, heads, causal, scale);                         \
+        flash_forward_impl<D>(out, out_bf, lse, qkv, seq, heads, causal, scale);                         \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
         void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \
