@@ -83,111 +83,14 @@ __device__ __forceinline__ void times_rows_band(float (*acc)[4], float (*x)[4], 
     }
 }
 
-template <int D>
-__device__ void flash_forward_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int seq,
-                                   int heads, int causal, float scale) {
-    extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
-    // Q, then two (K, V) buffers: tile kt+1 is copied while tile kt is used.
-    bf16_t* sq = smem;
-    bf16_t* skv = sq + TILE_ELEMS;
-    int tiles = seq / FA_TILE;
-    u64 bh = blockIdx.x / tiles;
-    // Causal query tiles near the end see the most keys: start those first.
-    int qt = tiles - 1 - (int)(blockIdx.x % tiles);
-    u64 hidden = (u64)heads * D, stride = 3 * hidden;
-    u64 b = bh / heads, h = bh % heads;
-    const bf16_t* base = qkv + b * seq * stride + h * D;
-    const u64 tile_rows = (u64)FA_TILE * stride;
-    load_head_async<FA_TILE, D>(sq, base + (u64)qt * tile_rows, stride);
-    load_head_async<FA_TILE, D>(skv, base + hidden, stride);
-    load_head_async<FA_TILE, D>(skv + TILE_ELEMS, base + 2 * hidden, stride);
-    cp_async_commit();
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
-    float o[D / 8][4];
-    zero_rows<D>(o);
-    // Row maxima (all four lanes of a row agree) and this lane's part of the row sums.
-    float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
-    const float sl2 = scale * LOG2E;
-    int last = causal ? qt : tiles - 1;
-    for (int kt = 0; kt <= last; kt++) {
-        bf16_t* sk = skv + (kt & 1) * 2 * TILE_ELEMS;
-        bf16_t* sv = sk + TILE_ELEMS;
-        if (kt < last) {
-            // The other buffer was last read in iteration kt-1, before its closing barrier.
-            bf16_t* nk = skv + ((kt + 1) & 1) * 2 * TILE_ELEMS;
-            load_head_async<FA_TILE, D>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
-            load_head_async<FA_TILE, D>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();  // tile kt (and Q) are in shared for every warp
-        float s[FA_TILE / 8][4];
-        // Only the diagonal tile needs the mask; its local indices are the global ones shifted alike.
-        scores<FA_TILE, D>(s, sq, sk, r0);
-        if (causal && kt == qt) mask_after_diagonal<FA_TILE>(s, r0);
-        float new_lo = m_lo, new_hi = m_hi;
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
-            new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
-        }
-        // Finite: every row has at least one unmasked key in every tile it visits.
-        new_lo = quad_max(new_lo);
-        new_hi = quad_max(new_hi);
-        // Scores are unscaled: exp(scale·x) = 2^(x·sl2), one fma per score.
-        float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
-        m_lo = new_lo;
-        m_hi = new_hi;
-        const float off_lo = m_lo * sl2, off_hi = m_hi * sl2;
-        l_lo *= keep_lo;
-        l_hi *= keep_hi;
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
-            s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
-            s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
-            s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
-            l_lo += s[nt][0] + s[nt][1];
-            l_hi += s[nt][2] + s[nt][3];
-        }
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            o[nd][0] *= keep_lo;
-            o[nd][1] *= keep_lo;
-            o[nd][2] *= keep_hi;
-            o[nd][3] *= keep_hi;
-        }
-        times_rows<FA_TILE, D>(o, s, sv);
-        __syncthreads();  // every warp is done with tile kt before kt+2 is copied over it
-    }
-    l_lo = quad_sum(l_lo);
-    l_hi = quad_sum(l_hi);
-    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) {
-        o[nd][0] *= inv_lo;
-        o[nd][1] *= inv_lo;
-        o[nd][2] *= inv_hi;
-        o[nd][3] *= inv_hi;
-    }
-    int q_lo = qt * FA_TILE + r0 + g;
-    if (c == 0) {
-        lse[bh * seq + q_lo] = m_lo * scale + logf(l_lo);
-        lse[bh * seq + q_lo + 8] = m_hi * scale + logf(l_hi);
-    }
-    u64 row_lo = b * seq + q_lo;
-    store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
-}
-
-// The forward with M 16-row m-tiles a warp (64·M query rows a block of four
-// warps): each K or V fragment that ldmatrix loads feeds M products instead
-// of one (1/M of the shared-memory loads per FLOP, M independent mma
-// chains), at M times the accumulators. `flash_forward_impl` is M = 1; the
-// M = 2 kernel is a comparison (CRAM_FLASH_FORWARD=m2, head width 64,
-// sequences that are multiples of 128) until a measurement picks one.
+// The forward, with M 16-row m-tiles a warp (64·M query rows a block of four
+// warps): one block per (batch·head, query tile) runs over the key tiles up
+// to its last row (causal) with an online softmax, the next K/V tile copied
+// by cp.async while this one is used. With M = 2 each K or V fragment that
+// ldmatrix loads feeds two products instead of one (half the shared-memory
+// loads per FLOP, two independent mma chains) at twice the accumulators:
+// the default is M = 1; M = 2 is a comparison (CRAM_FLASH_FORWARD=m2, head
+// width 64, sequences that are multiples of 128) until a measurement picks.
 
 // scores() for M m-tiles at rows r0, r0+16, ...: s[m][nt] as there.
 template <int T, int D, int M>
@@ -518,7 +421,7 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
     extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
         void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,    \
         float scale) {                                                                                            \
-        flash_forward_impl<D>(out, out_bf, lse, qkv, seq, heads, causal, scale);                         \
+        flash_forward_m_impl<D, 1>(out, out_bf, lse, qkv, seq, heads, causal, scale);                         \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
         void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \
