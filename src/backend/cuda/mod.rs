@@ -39,7 +39,7 @@ pub(crate) use launch::f32_arg;
 pub(crate) use memory::View;
 pub use memory::{CudaBuf, CudaIds};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cudarc::driver::{sys, CudaContext, CudaStream};
 
@@ -49,6 +49,20 @@ use kernels::Kernels;
 use launch::{assert_vector_aligned, vector_aligned};
 use memory::{Memory, MemoryCounter, Scratch};
 use profile::Profile;
+
+/// Locks one of the backend's mutexes, taking over a poisoned one: what they
+/// guard (the profile table, scratch and plan caches, a shadow copy's
+/// handle, the first device fault) is whole after any panic (each update is
+/// one assignment or insert), and a backend that panics on a lock would turn
+/// a reported failure into an abort.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`locked`] through exclusive access.
+fn locked_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    m.get_mut().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why the CUDA backend cannot start, in one sentence for the user.
 #[derive(Debug, thiserror::Error)]
