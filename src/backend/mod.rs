@@ -494,6 +494,24 @@ impl<T> Backend for T where
 /// Target id meaning "no prediction here".
 pub const IGNORE: u32 = u32::MAX;
 
+/// [`MatmulOps::matmul_forward_add`] in two passes, the product into `tmp`
+/// and then the sum: the CPU's reference order, and the CUDA backend's way
+/// when cuBLASLt's epilogue cannot take the sum (C and D of two types).
+#[allow(clippy::too_many_arguments)]
+pub fn product_then_sum<B: MatmulOps + ActivationOps>(
+    be: &B,
+    out: &mut B::Buf,
+    resid: &B::Buf,
+    tmp: &mut B::Buf,
+    inp: &B::Buf,
+    params: &B::Buf,
+    layer: Linear,
+    shape: MatmulShape,
+) {
+    be.matmul_forward(tmp, inp, params, layer, shape);
+    be.add(out, resid, tmp);
+}
+
 /// Whether dropout keeps element `index` under `seed`: a counter-based hash
 /// (splitmix64), so the mask needs no state and every backend draws the same one.
 pub fn dropout_keep(seed: u64, index: u64, p: f32) -> bool {
