@@ -63,7 +63,7 @@ fn ops(c: &mut Criterion) {
     let dout = filled(ROWS * HIDDEN, 5);
     let mut dqkv = vec![0.0; qkv.len()];
     c.bench_function("attention_backward 32x4 heads, seq 64", |b| {
-        b.iter(|| cpu.attention_backward(&mut dqkv, &dout, &qkv, &saved, att))
+        b.iter(|| cpu.attention_backward(&mut dqkv, &dout, &out, &qkv, &saved, att))
     });
 
     let gated = filled(ROWS * FFN, 8);

@@ -129,7 +129,7 @@ fn activation_gradients_are_overwritten() {
     );
     cpu.attention_forward(&mut out, &mut saved, &qkv, shape);
     check_overwrites("attention", qkv.len(), |d| {
-        cpu.attention_backward(d, &dout, &qkv, &saved, shape)
+        cpu.attention_backward(d, &dout, &out, &qkv, &saved, shape)
     });
 
     let inp = common::uniform(&mut rng, rows * hidden, 2.0);
@@ -474,7 +474,7 @@ fn stack_step(cpu: &Cpu) -> (Vec<f32>, Vec<f32>) {
         mm(hidden, hidden),
     );
     let mut dqkv = vec![0.0; rows * 3 * hidden];
-    cpu.attention_backward(&mut dqkv, &datt, &qkv, &saved, shape);
+    cpu.attention_backward(&mut dqkv, &datt, &att, &qkv, &saved, shape);
     cpu.rotary_backward(&mut dqkv, shape, 10000.0);
     let mut dh1 = vec![0.0; rows * hidden];
     cpu.matmul_backward(
@@ -581,7 +581,7 @@ fn empty_shapes_are_no_ops() {
     };
     let (mut out, mut saved, mut dqkv) = (vec![], vec![], vec![]);
     cpu.attention_forward(&mut out, &mut saved, &vec![], shape);
-    cpu.attention_backward(&mut dqkv, &vec![], &vec![], &saved, shape);
+    cpu.attention_backward(&mut dqkv, &vec![], &out, &vec![], &saved, shape);
 
     let (mut losses, mut logits) = (vec![], vec![]);
     cpu.cross_entropy(&mut losses, &mut logits, &vec![], 5, Some(1.0));

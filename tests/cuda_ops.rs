@@ -312,7 +312,7 @@ fn attention_case<B: Backend>(be: &B, (seq, head_dim): (usize, usize), causal: b
     be.attention_forward(&mut out, &mut saved, &qkv, shape);
     let dout = act(be, &rand_vals(16, n, 1.0));
     let mut dqkv = be.alloc_activation(3 * n);
-    be.attention_backward(&mut dqkv, &dout, &qkv, &saved, shape);
+    be.attention_backward(&mut dqkv, &dout, &out, &qkv, &saved, shape);
     vec![("out", be.download(&out)), ("dqkv", be.download(&dqkv))]
 }
 

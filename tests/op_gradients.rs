@@ -313,7 +313,7 @@ fn check_attention(name: &str, causal: bool) {
         cpu.attention_forward(&mut out, &mut saved, qkv, shape);
         (out, saved)
     };
-    let (_, saved) = forward(&qkv);
+    let (out, saved) = forward(&qkv);
     for (i, p) in saved.chunks(seq).enumerate() {
         let t = i % seq;
         let total: f32 = p.iter().sum();
@@ -329,7 +329,7 @@ fn check_attention(name: &str, causal: bool) {
         }
     }
     let mut dqkv = vec![f32::NAN; qkv.len()];
-    cpu.attention_backward(&mut dqkv, &r, &qkv, &saved, shape);
+    cpu.attention_backward(&mut dqkv, &r, &out, &qkv, &saved, shape);
     check(name, &qkv, &dqkv, |qkv| project(&forward(qkv).0, &r));
 }
 

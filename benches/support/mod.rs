@@ -350,6 +350,7 @@ impl Tiny {
             cpu.attention_backward(
                 &mut a.dqkv,
                 &a.hidden_tmp,
+                &b.att,
                 &b.qkv,
                 &b.saved,
                 attention_shape(),

@@ -365,11 +365,14 @@ pub trait AttentionOps: Device {
         qkv: &Self::Buf,
         shape: AttentionShape,
     );
-    /// Writes `dqkv[rows, 3·hidden]`.
+    /// Writes `dqkv[rows, 3·hidden]`. `out` is the forward's output, as it
+    /// left it: the flash kernels read it for Δ = rowsum(dO ∘ O) instead of
+    /// keeping a copy of it in `saved`.
     fn attention_backward(
         &self,
         dqkv: &mut Self::Buf,
         dout: &Self::Buf,
+        out: &Self::Buf,
         qkv: &Self::Buf,
         saved: &Self::Buf,
         shape: AttentionShape,
@@ -490,6 +493,24 @@ impl<T> Backend for T where
 
 /// Target id meaning "no prediction here".
 pub const IGNORE: u32 = u32::MAX;
+
+/// [`MatmulOps::matmul_forward_add`] in two passes, the product into `tmp`
+/// and then the sum: the CPU's reference order, and the CUDA backend's way
+/// when cuBLASLt's epilogue cannot take the sum (C and D of two types).
+#[allow(clippy::too_many_arguments)]
+pub fn product_then_sum<B: MatmulOps + ActivationOps>(
+    be: &B,
+    out: &mut B::Buf,
+    resid: &B::Buf,
+    tmp: &mut B::Buf,
+    inp: &B::Buf,
+    params: &B::Buf,
+    layer: Linear,
+    shape: MatmulShape,
+) {
+    be.matmul_forward(tmp, inp, params, layer, shape);
+    be.add(out, resid, tmp);
+}
 
 /// Whether dropout keeps element `index` under `seed`: a counter-based hash
 /// (splitmix64), so the mask needs no state and every backend draws the same one.

@@ -416,7 +416,14 @@ impl Model {
             bp.attn_out,
             cc,
         );
-        be.attention_backward(&mut acts.d_qkv, &acts.d_att, &a.qkv, &a.att_saved, shape);
+        be.attention_backward(
+            &mut acts.d_qkv,
+            &acts.d_att,
+            &a.att,
+            &a.qkv,
+            &a.att_saved,
+            shape,
+        );
         if self.cfg.positions == Positions::Rotary {
             be.rotary_backward(&mut acts.d_qkv, shape, self.cfg.rope_theta);
         }

@@ -59,6 +59,7 @@ impl AttentionOps for Cpu {
         &self,
         dqkv: &mut Vec<f32>,
         dout: &Vec<f32>,
+        _out: &Vec<f32>,
         qkv: &Vec<f32>,
         saved: &Vec<f32>,
         shape: AttentionShape,

@@ -7,7 +7,7 @@
 use gemm::Parallelism;
 
 use super::{add_into, sum_row_blocks, Cpu};
-use crate::backend::{ActivationOps, Linear, MatmulOps, MatmulShape};
+use crate::backend::{product_then_sum, Linear, MatmulOps, MatmulShape};
 
 /// A matrix operand for gemm: element `(i, j)` is
 /// `data[i·row_stride + j·col_stride]`. A transpose swaps the strides, and a
@@ -135,9 +135,7 @@ impl MatmulOps for Cpu {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        // The product, then the sum, as two passes: the reference order.
-        self.matmul_forward(tmp, inp, params, layer, shape);
-        self.add(out, resid, tmp);
+        product_then_sum(self, out, resid, tmp, inp, params, layer, shape);
     }
 
     fn matmul_backward(

@@ -152,7 +152,7 @@ impl Blas {
         if self.fault.is_set() {
             return;
         }
-        let mut plans = self.plans.lock().expect("plan lock");
+        let mut plans = super::locked(&self.plans);
         let plan = match plans.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match self.plan(key) {

@@ -29,7 +29,7 @@ impl Fault {
     /// Records `e` unless an earlier failure is recorded already: the first
     /// one is the cause, the rest follow from it.
     pub(super) fn record(&self, e: DeviceError) {
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = super::locked(&self.first);
         if first.is_none() {
             *first = Some(e);
             self.set.store(true, Ordering::Release);
@@ -41,7 +41,7 @@ impl Fault {
         if !self.is_set() {
             return None;
         }
-        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        super::locked(&self.first).clone()
     }
 }
 

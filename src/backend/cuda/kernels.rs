@@ -118,7 +118,7 @@ impl Kernels {
             .chain(
                 super::ops::FLASH_ATTENTION
                     .iter()
-                    .flat_map(|f| [f.forward, f.backward]),
+                    .flat_map(|f| [f.forward, f.backward].into_iter().chain(f.forward_m2)),
             );
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");

@@ -88,7 +88,7 @@ impl CudaBuf {
         self.mem.ptr + (offset * self.elem_bytes()) as u64
     }
     pub(super) fn invalidate_shadow(&self) {
-        *self.shadow.lock().expect("shadow lock") = None;
+        *super::locked(&self.shadow) = None;
     }
 }
 
@@ -203,7 +203,7 @@ impl Cuda {
     }
 
     pub(super) fn scratch(&self, purpose: &'static str, bytes: usize) -> u64 {
-        let mut scratch = self.scratch.lock().expect("scratch lock");
+        let mut scratch = super::locked(&self.scratch);
         if let Some(mem) = scratch.buffers.get(purpose) {
             if mem.bytes >= bytes {
                 return mem.ptr;
@@ -221,7 +221,7 @@ impl Cuda {
         if buf.bf16 {
             return buf.ptr();
         }
-        let mut shadow = buf.shadow.lock().expect("shadow lock");
+        let mut shadow = super::locked(&buf.shadow);
         if let Some(mem) = shadow.as_ref() {
             return mem.ptr;
         }

@@ -39,7 +39,7 @@ pub(crate) use launch::f32_arg;
 pub(crate) use memory::View;
 pub use memory::{CudaBuf, CudaIds};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cudarc::driver::{sys, CudaContext, CudaStream};
 
@@ -49,6 +49,20 @@ use kernels::Kernels;
 use launch::{assert_vector_aligned, vector_aligned};
 use memory::{Memory, MemoryCounter, Scratch};
 use profile::Profile;
+
+/// Locks one of the backend's mutexes, taking over a poisoned one: what they
+/// guard (the profile table, scratch and plan caches, a shadow copy's
+/// handle, the first device fault) is whole after any panic (each update is
+/// one assignment or insert), and a backend that panics on a lock would turn
+/// a reported failure into an abort.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`locked`] through exclusive access.
+fn locked_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    m.get_mut().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why the CUDA backend cannot start, in one sentence for the user.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +133,9 @@ pub struct Cuda {
     /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
     /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
     flash_attention: Vec<usize>,
+    /// `CRAM_FLASH_FORWARD=m2`: the flash forward with two m-tiles a warp
+    /// where there is one (a comparison switch).
+    flash_forward_m2: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -175,8 +192,15 @@ impl Cuda {
                 !fused_off
                     && kernels.allow_shared_memory(f.forward, f.shared_bytes(false))
                     && kernels.allow_shared_memory(f.backward, f.shared_bytes(true))
+                    && (f.forward_m2).is_none_or(|k| {
+                        kernels.allow_shared_memory(
+                            k,
+                            ops::FlashAttention::forward_bytes(f.head_dim, 2),
+                        )
+                    })
             })
             .collect();
+        let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_some_and(|v| v == "m2");
         Ok(Cuda {
             ctx,
             stream,
@@ -190,6 +214,7 @@ impl Cuda {
             sm_count,
             fused_attention,
             flash_attention,
+            flash_forward_m2,
             peak: std::sync::OnceLock::new(),
             debug,
         })

@@ -19,13 +19,13 @@ pub(super) struct Profile {
 impl Cuda {
     /// Starts recording GPU time per op (adds two events per op).
     pub fn start_profile(&self) {
-        *self.profile.lock().expect("profile lock") = Some(Profile::default());
+        *super::locked(&self.profile) = Some(Profile::default());
     }
 
     /// Milliseconds and call counts per op since `start_profile`, slowest first.
     pub fn finish_profile(&self) -> Vec<(&'static str, f64, u64)> {
         self.synchronize();
-        let Some(mut p) = self.profile.lock().expect("profile lock").take() else {
+        let Some(mut p) = super::locked(&self.profile).take() else {
             return Vec::new();
         };
         collect_events(&mut p);
@@ -40,20 +40,20 @@ impl Cuda {
 
     /// Runs `f` between two events when profiling is on.
     pub(super) fn timed<R>(&self, op: &'static str, f: impl FnOnce() -> R) -> R {
-        let on = self.profile.lock().expect("profile lock").is_some();
+        let on = super::locked(&self.profile).is_some();
         if !on {
             return f();
         }
         let start = self.record_event();
         let r = f();
         let end = self.record_event();
-        let mut guard = self.profile.lock().expect("profile lock");
+        let mut guard = super::locked(&self.profile);
         let p = guard.as_mut().expect("profile on");
         p.events.push((op, start, end));
         if p.events.len() >= 4096 {
             drop(guard);
             self.synchronize();
-            let mut guard = self.profile.lock().expect("profile lock");
+            let mut guard = super::locked(&self.profile);
             if let Some(p) = guard.as_mut() {
                 collect_events(p);
             }

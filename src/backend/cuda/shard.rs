@@ -62,10 +62,7 @@ impl Cuda {
             range.end <= params.len && range.end <= grads.len && range.len() <= m.len.min(v.len),
             "AdamW on a range outside its buffers"
         );
-        let shadow = params
-            .shadow
-            .get_mut()
-            .expect("shadow lock")
+        let shadow = super::locked_mut(&mut params.shadow)
             .as_ref()
             .map_or(0, |s| s.ptr + 2 * range.start as u64);
         let moments = (View::whole(m), View::whole(v));
@@ -81,7 +78,7 @@ impl Cuda {
     /// Rewrites elements `range` of the bf16 weight copy of `params` from
     /// the f32 values (after NCCL wrote them behind the backend's back).
     pub fn refresh_weight_copy(&self, params: &CudaBuf, range: Range<usize>) {
-        let shadow = params.shadow.lock().expect("shadow lock");
+        let shadow = super::locked(&params.shadow);
         if let Some(mem) = shadow.as_ref() {
             let src = View::range(params, range.clone());
             self.convert_raw(

@@ -7,8 +7,9 @@
 // the program.
 //
 // Saved state per call: each query row's log-sum-exp (f32, [batch·heads,
-// seq]) and the output O (bf16, [batch·seq, hidden]); the backward needs
-// Δ = rowsum(dO ∘ O) per row and head before its key loop.
+// seq]). The backward needs Δ = rowsum(dO ∘ O) per row and head before its
+// key loop, and reads O from the forward's output, which the model keeps
+// for the output projection's backward (no copy of it here).
 //
 // Backward: one block per (batch·head, 64-key tile) keeps dK and dV of its
 // keys in registers over all query tiles; dQ gets each key tile's part by
@@ -82,38 +83,101 @@ __device__ __forceinline__ void times_rows_band(float (*acc)[4], float (*x)[4], 
     }
 }
 
-template <int D>
-__device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq,
-                                   int heads, int causal, float scale) {
+// The forward, with M 16-row m-tiles a warp (64·M query rows a block of four
+// warps): one block per (batch·head, query tile) runs over the key tiles up
+// to its last row (causal) with an online softmax, the next K/V tile copied
+// by cp.async while this one is used. With M = 2 each K or V fragment that
+// ldmatrix loads feeds two products instead of one (half the shared-memory
+// loads per FLOP, two independent mma chains) at twice the accumulators:
+// the default is M = 1; M = 2 is a comparison (CRAM_FLASH_FORWARD=m2, head
+// width 64, sequences that are multiples of 128) until a measurement picks.
+
+// scores() for M m-tiles at rows r0, r0+16, ...: s[m][nt] as there.
+template <int T, int D, int M>
+__device__ void scores_m(float (*s)[T / 8][4], const bf16_t* sq, const bf16_t* sk, int r0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+    u32 a[M][D / 16][4];
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++)
+            ldsm4(a[m][kk], sq + (r0 + 16 * m + (tile & 1) * 8 + row) * LD + kk * 16 + (tile >> 1) * 8);
+#pragma unroll
+    for (int nt = 0; nt < T / 8; nt++) {
+#pragma unroll
+        for (int m = 0; m < M; m++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            u32 b[4];
+            ldsm4(b, sk + (nt * 8 + row) * LD + kk * 16 + tile * 8);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(s[m][nt], a[m][kk], b[0], b[1]);
+                mma_bf16(s[m][nt], a[m][kk + 1], b[2], b[3]);
+            }
+        }
+    }
+}
+
+// times_rows() for M m-tiles: acc[m] += X[m] (16×T) · V (T×D in shared).
+template <int T, int D, int M>
+__device__ void times_rows_m(float (*acc)[D / 8][4], float (*x)[T / 8][4], const bf16_t* v) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) {
+        u32 a[M][4];
+#pragma unroll
+        for (int m = 0; m < M; m++) c_to_a(a[m], x[m], kk);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd += 2) {
+            u32 b[4];
+            ldsm4_t(b, v + (kk * 16 + (tile & 1) * 8 + row) * LD + (nd + (tile >> 1)) * 8);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_bf16(acc[m][nd], a[m], b[0], b[1]);
+                mma_bf16(acc[m][nd + 1], a[m], b[2], b[3]);
+            }
+        }
+    }
+}
+
+template <int D, int M>
+__device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int seq,
+                                     int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
-    // Q, then two (K, V) buffers: tile kt+1 is copied while tile kt is used.
+    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD, QROWS = M * FA_TILE;
+    // Q (M tiles of rows), then two (K, V) buffers of FA_TILE keys.
     bf16_t* sq = smem;
-    bf16_t* skv = sq + TILE_ELEMS;
-    int tiles = seq / FA_TILE;
-    u64 bh = blockIdx.x / tiles;
-    // Causal query tiles near the end see the most keys: start those first.
-    int qt = tiles - 1 - (int)(blockIdx.x % tiles);
+    bf16_t* skv = sq + M * TILE_ELEMS;
+    int qtiles = seq / QROWS;
+    u64 bh = blockIdx.x / qtiles;
+    int qt = qtiles - 1 - (int)(blockIdx.x % qtiles);
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride;
-    load_head_async<FA_TILE, D>(sq, base + (u64)qt * tile_rows, stride);
+    load_head_async<QROWS, D>(sq, base + (u64)qt * QROWS * stride, stride);
     load_head_async<FA_TILE, D>(skv, base + hidden, stride);
     load_head_async<FA_TILE, D>(skv + TILE_ELEMS, base + 2 * hidden, stride);
     cp_async_commit();
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
-    float o[D / 8][4];
-    zero_rows<D>(o);
-    // Row maxima (all four lanes of a row agree) and this lane's part of the row sums.
-    float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16 * M;
+    float o[M][D / 8][4];
+    float m_lo[M], m_hi[M], l_lo[M], l_hi[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        zero_rows<D>(o[m]);
+        m_lo[m] = m_hi[m] = NEG_INF;
+        l_lo[m] = l_hi[m] = 0.0f;
+    }
     const float sl2 = scale * LOG2E;
-    int last = causal ? qt : tiles - 1;
+    // Key tiles up to the block's last query row (causal).
+    int last = causal ? M * qt + M - 1 : seq / FA_TILE - 1;
     for (int kt = 0; kt <= last; kt++) {
         bf16_t* sk = skv + (kt & 1) * 2 * TILE_ELEMS;
         bf16_t* sv = sk + TILE_ELEMS;
         if (kt < last) {
-            // The other buffer was last read in iteration kt-1, before its closing barrier.
             bf16_t* nk = skv + ((kt + 1) & 1) * 2 * TILE_ELEMS;
             load_head_async<FA_TILE, D>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
             load_head_async<FA_TILE, D>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
@@ -122,85 +186,112 @@ __device__ void flash_forward_impl(void* out, int out_bf, float* lse, bf16_t* o_
         } else {
             cp_async_wait<0>();
         }
-        __syncthreads();  // tile kt (and Q) are in shared for every warp
-        float s[FA_TILE / 8][4];
-        // Only the diagonal tile needs the mask; its local indices are the global ones shifted alike.
-        scores<FA_TILE, D>(s, sq, sk, r0);
-        if (causal && kt == qt) mask_after_diagonal<FA_TILE>(s, r0);
-        float new_lo = m_lo, new_hi = m_hi;
+        __syncthreads();
+        float s[M][FA_TILE / 8][4];
+        scores_m<FA_TILE, D, M>(s, sq, sk, r0);
 #pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
-            new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
-        }
-        // Finite: every row has at least one unmasked key in every tile it visits.
-        new_lo = quad_max(new_lo);
-        new_hi = quad_max(new_hi);
-        // Scores are unscaled: exp(scale·x) = 2^(x·sl2), one fma per score.
-        float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
-        m_lo = new_lo;
-        m_hi = new_hi;
-        const float off_lo = m_lo * sl2, off_hi = m_hi * sl2;
-        l_lo *= keep_lo;
-        l_hi *= keep_hi;
+        for (int m = 0; m < M; m++) {
+            // Keys after a row are masked where the tile reaches past the
+            // block's first row; an m-tile wholly before this key tile gets
+            // only −inf here, which leaves its (finite, from key tile 0)
+            // running maximum and its sums as they were.
+            if (causal && kt >= M * qt) mask_after_diagonal<FA_TILE>(s[m], qt * QROWS + r0 + 16 * m - kt * FA_TILE);
+            float new_lo = m_lo[m], new_hi = m_hi[m];
 #pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
-            s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
-            s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
-            s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
-            l_lo += s[nt][0] + s[nt][1];
-            l_hi += s[nt][2] + s[nt][3];
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                new_lo = fmaxf(new_lo, fmaxf(s[m][nt][0], s[m][nt][1]));
+                new_hi = fmaxf(new_hi, fmaxf(s[m][nt][2], s[m][nt][3]));
+            }
+            new_lo = quad_max(new_lo);
+            new_hi = quad_max(new_hi);
+            float keep_lo = ex2((m_lo[m] - new_lo) * sl2), keep_hi = ex2((m_hi[m] - new_hi) * sl2);
+            m_lo[m] = new_lo;
+            m_hi[m] = new_hi;
+            const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
+            l_lo[m] *= keep_lo;
+            l_hi[m] *= keep_hi;
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                s[m][nt][0] = ex2(fmaf(s[m][nt][0], sl2, -off_lo));
+                s[m][nt][1] = ex2(fmaf(s[m][nt][1], sl2, -off_lo));
+                s[m][nt][2] = ex2(fmaf(s[m][nt][2], sl2, -off_hi));
+                s[m][nt][3] = ex2(fmaf(s[m][nt][3], sl2, -off_hi));
+                l_lo[m] += s[m][nt][0] + s[m][nt][1];
+                l_hi[m] += s[m][nt][2] + s[m][nt][3];
+            }
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[m][nd][0] *= keep_lo;
+                o[m][nd][1] *= keep_lo;
+                o[m][nd][2] *= keep_hi;
+                o[m][nd][3] *= keep_hi;
+            }
         }
+        times_rows_m<FA_TILE, D, M>(o, s, sv);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        float sum_lo = quad_sum(l_lo[m]), sum_hi = quad_sum(l_hi[m]);
+        float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
 #pragma unroll
         for (int nd = 0; nd < D / 8; nd++) {
-            o[nd][0] *= keep_lo;
-            o[nd][1] *= keep_lo;
-            o[nd][2] *= keep_hi;
-            o[nd][3] *= keep_hi;
+            o[m][nd][0] *= inv_lo;
+            o[m][nd][1] *= inv_lo;
+            o[m][nd][2] *= inv_hi;
+            o[m][nd][3] *= inv_hi;
         }
-        times_rows<FA_TILE, D>(o, s, sv);
-        __syncthreads();  // every warp is done with tile kt before kt+2 is copied over it
+        int q_lo = qt * QROWS + r0 + 16 * m + g;
+        if (c == 0) {
+            lse[bh * seq + q_lo] = m_lo[m] * scale + logf(sum_lo);
+            lse[bh * seq + q_lo + 8] = m_hi[m] * scale + logf(sum_hi);
+        }
+        u64 row_lo = b * seq + q_lo;
+        store_rows<D>(out, out_bf, o[m], row_lo, hidden, h * D);
     }
-    l_lo = quad_sum(l_lo);
-    l_hi = quad_sum(l_hi);
-    float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) {
-        o[nd][0] *= inv_lo;
-        o[nd][1] *= inv_lo;
-        o[nd][2] *= inv_hi;
-        o[nd][3] *= inv_hi;
-    }
-    int q_lo = qt * FA_TILE + r0 + g;
-    if (c == 0) {
-        lse[bh * seq + q_lo] = m_lo * scale + logf(l_lo);
-        lse[bh * seq + q_lo + 8] = m_hi * scale + logf(l_hi);
-    }
-    u64 row_lo = b * seq + q_lo;
-    store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
-    store_rows<D>(o_saved, 1, o, row_lo, hidden, h * D);
 }
 
-// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t;
-// one thread per (row, head) in a grid-stride loop, eight values per load.
-extern "C" __global__ void flash_backward_delta(float* delta, const void* dout, int dout_bf, const bf16_t* o, u64 rows,
-                                                int seq, int heads, int d) {
-    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rows * heads; i += (u64)gridDim.x * blockDim.x) {
-        u64 row = i / heads, h = i % heads;
-        u64 at = row * heads * d + h * d;
+extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_64_m2(
+    void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,
+    float scale) {
+    flash_forward_m_impl<64, 2>(out, out_bf, lse, qkv, seq, heads, causal, scale);
+}
+
+// delta[(b·heads + h)·seq + t] = Σ_d dO·O over head h's columns of row b·seq + t
+// (O and dO bf16 or f32), and dQ's f32 scratch zeroed for the key-tile kernel's reductions (the same
+// rows × hidden layout as O, so one pass does both). Each thread takes eight
+// adjacent columns and d/8 neighbouring lanes one (row, head), their parts
+// summed by shuffles: every load and store of a warp is contiguous (one
+// thread per (row, head) read 32 rows' worth of scattered 16-byte pieces).
+// Divisions only where the group's first lane writes Δ.
+extern "C" __global__ void flash_backward_delta(float* delta, float* dq, const void* dout, int dout_bf,
+                                                const void* o, int o_bf, u64 chunks, u64 hidden, int seq, int d) {
+    const int lanes = d / 8;  // 4, 8 or 16: a power of two that divides 32
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    // Whole warps go round the loop together, so that the shuffles see every lane.
+    const u64 rounded = (chunks + 31) & ~(u64)31;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < rounded; i += stride) {
+        const bool on = i < chunks;
+        const u64 at = 8 * i;
         float acc = 0.0f;
-        for (int k = 0; k < d; k += 8) {
-            uint4 packed = *(const uint4*)(o + at + k);
-            const bf16_t* ov = (const bf16_t*)&packed;
-            float dv[8];
-            ldv<4>(dv, dout, dout_bf, at + k);
-            ldv<4>(dv + 4, dout, dout_bf, at + k + 4);
+        if (on) {
+            float ov[8], dv[8];
+            ldv<4>(ov, o, o_bf, at);
+            ldv<4>(ov + 4, o, o_bf, at + 4);
+            ldv<4>(dv, dout, dout_bf, at);
+            ldv<4>(dv + 4, dout, dout_bf, at + 4);
 #pragma unroll
-            for (int e = 0; e < 8; e++) acc += bf16_to_f32(ov[e]) * dv[e];
+            for (int e = 0; e < 8; e++) acc += ov[e] * dv[e];
+            const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *(float4*)(dq + at) = zero;
+            *(float4*)(dq + at + 4) = zero;
         }
-        u64 b = row / seq, t = row % seq;
-        delta[(b * heads + h) * seq + t] = acc;
+        for (int m = lanes / 2; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+        if (on && (threadIdx.x & (lanes - 1)) == 0) {
+            u64 row = at / hidden, h = (at % hidden) / d, heads = hidden / d;
+            u64 b = row / seq, t = row % seq;
+            delta[(b * heads + h) * seq + t] = acc;
+        }
     }
 }
 
@@ -328,9 +419,9 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
 
 #define FLASH_ATTENTION(D)                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
-        void* out, int out_bf, float* lse, bf16_t* o_saved, const bf16_t* qkv, int seq, int heads, int causal,    \
+        void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,    \
         float scale) {                                                                                            \
-        flash_forward_impl<D>(out, out_bf, lse, o_saved, qkv, seq, heads, causal, scale);                         \
+        flash_forward_m_impl<D, 1>(out, out_bf, lse, qkv, seq, heads, causal, scale);                         \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
         void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \

@@ -90,6 +90,9 @@ impl FusedAttention {
 pub(in crate::backend::cuda) struct FlashAttention {
     pub forward: &'static str,
     pub backward: &'static str,
+    /// The forward with two 16-row m-tiles a warp (128 query rows a block),
+    /// for comparison (`CRAM_FLASH_FORWARD=m2`).
+    pub forward_m2: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -98,16 +101,19 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
     FlashAttention {
         forward: "attention_flash_forward_32",
         backward: "attention_flash_backward_32",
+        forward_m2: None,
         head_dim: 32,
     },
     FlashAttention {
         forward: "attention_flash_forward_64",
         backward: "attention_flash_backward_64",
+        forward_m2: Some("attention_flash_forward_64_m2"),
         head_dim: 64,
     },
     FlashAttention {
         forward: "attention_flash_forward_128",
         backward: "attention_flash_backward_128",
+        forward_m2: None,
         head_dim: 128,
     },
 ];
@@ -127,14 +133,22 @@ impl FlashAttention {
         if backward {
             6 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
         } else {
-            5 * tile
+            Self::forward_bytes(self.head_dim, 1)
         }
     }
 
-    /// Saved state (bf16 elements): each query row's f32 log-sum-exp, then
-    /// the output O in bf16 (the backward's Δ = rowsum(dO ∘ O)).
+    /// The forward's shared memory with `m` query tiles a block: the
+    /// queries and two (k, v) buffers.
+    pub fn forward_bytes(head_dim: usize, m: usize) -> usize {
+        (m + 4) * Self::TILE * (head_dim + 8) * 2
+    }
+
+    /// Saved state (bf16 elements): each query row's f32 log-sum-exp. The
+    /// backward's Δ = rowsum(dO ∘ O) reads O from the forward's output,
+    /// which the model keeps for the output projection anyway (a copy here
+    /// was rows × hidden bf16 a layer: 0.6 GB at gpt-small's shape).
     fn saved_len(shape: AttentionShape) -> usize {
-        2 * shape.batch * shape.heads * shape.seq + shape.rows() * shape.hidden()
+        2 * shape.batch * shape.heads * shape.seq
     }
 
     fn blocks(shape: AttentionShape) -> u32 {
@@ -219,20 +233,35 @@ impl Cuda {
             "attention state must be a bf16 buffer of attention_saved_len values"
         );
         let lse = saved.ptr();
-        let o_saved = lse + 4 * (shape.batch * shape.heads * shape.seq) as u64;
-        self.timed("attention_forward", || {
-            let q = self.as_bf16(qkv, "cast_qkv");
-            assert_vector_aligned("flash attention", &[q, out.ptr(), o_saved]);
-            self.launch(
+        // Two query tiles a block where the comparison switch asks for it
+        // and the sequence holds whole pairs of tiles.
+        let m2 = (f.forward_m2).filter(|_| {
+            self.flash_forward_m2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
+        });
+        let (kernel, blocks, bytes) = match m2 {
+            Some(k) => (
+                k,
+                FlashAttention::blocks(shape) / 2,
+                FlashAttention::forward_bytes(f.head_dim, 2),
+            ),
+            None => (
                 f.forward,
                 FlashAttention::blocks(shape),
+                f.shared_bytes(false),
+            ),
+        };
+        self.timed("attention_forward", || {
+            let q = self.as_bf16(qkv, "cast_qkv");
+            assert_vector_aligned("flash attention", &[q, out.ptr()]);
+            self.launch(
+                kernel,
+                blocks,
                 FlashAttention::THREADS,
-                f.shared_bytes(false) as u32,
+                bytes as u32,
                 &[
                     out.ptr(),
                     out.bf(),
                     lse,
-                    o_saved,
                     q,
                     shape.seq as u64,
                     shape.heads as u64,
@@ -245,40 +274,45 @@ impl Cuda {
 
     /// Δ per row first, then the key-tile kernel (dK, dV; dQ by f32 atomics
     /// into zeroed scratch), then dQ into dqkv.
+    #[allow(clippy::too_many_arguments)]
     fn flash_backward(
         &self,
         f: &FlashAttention,
         dqkv: &mut CudaBuf,
         dout: &CudaBuf,
+        out: &CudaBuf,
         qkv: &CudaBuf,
         saved: &CudaBuf,
         shape: AttentionShape,
     ) {
         let row_heads = shape.batch * shape.heads * shape.seq;
         let lse = saved.ptr();
-        let o_saved = lse + 4 * row_heads as u64;
         let (rows, hidden) = (shape.rows(), shape.hidden());
         // Three timed parts, so that a profile tells the key-tile kernel from
-        // the passes around it: Δ (and dQ's zeroing), the kernel, dQ's store.
+        // the passes around it: Δ with dQ's zeroing, the kernel, dQ's store.
         let q = self.as_bf16(qkv, "cast_qkv");
-        assert_vector_aligned("flash attention", &[q, dout.ptr(), dqkv.ptr(), o_saved]);
+        assert_vector_aligned("flash attention", &[q, dout.ptr(), dqkv.ptr(), out.ptr()]);
         let delta = self.scratch("flash_delta", row_heads * 4);
         let dq = self.scratch("flash_dq", rows * hidden * 4);
+        // Eight columns a thread (the flash head widths, 32 to 128, are
+        // multiples of 8): Δ, and dQ's zeroing in the same pass.
+        let chunks = rows * hidden / 8;
         self.timed("attention_backward_delta", || {
-            self.zero_raw(dq, rows * hidden * 4);
             self.launch(
                 "flash_backward_delta",
-                self.grid(row_heads),
+                self.grid(chunks),
                 256,
                 0,
                 &[
                     delta,
+                    dq,
                     dout.ptr(),
                     dout.bf(),
-                    o_saved,
-                    rows as u64,
+                    out.ptr(),
+                    out.bf(),
+                    chunks as u64,
+                    hidden as u64,
                     shape.seq as u64,
-                    shape.heads as u64,
                     shape.head_dim as u64,
                 ],
             );
@@ -434,6 +468,7 @@ impl AttentionOps for Cuda {
         &self,
         dqkv: &mut CudaBuf,
         dout: &CudaBuf,
+        out: &CudaBuf,
         qkv: &CudaBuf,
         saved: &CudaBuf,
         shape: AttentionShape,
@@ -463,7 +498,7 @@ impl AttentionOps for Cuda {
             return;
         }
         if let Some(f) = self.flash_attention(shape) {
-            self.flash_backward(f, dqkv, dout, qkv, saved, shape);
+            self.flash_backward(f, dqkv, dout, out, qkv, saved, shape);
             return;
         }
         let s = shape;

@@ -3,7 +3,7 @@
 
 use crate::backend::cuda::blas::{Dims, RowMajor};
 use crate::backend::cuda::{Cuda, CudaBuf};
-use crate::backend::{ActivationOps, Linear, MatmulOps, MatmulShape, Span};
+use crate::backend::{product_then_sum, Linear, MatmulOps, MatmulShape, Span};
 
 impl MatmulOps for Cuda {
     fn matmul_forward(
@@ -14,22 +14,7 @@ impl MatmulOps for Cuda {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        let MatmulShape { m, k, n } = shape;
-        self.timed("matmul_forward", || {
-            let x = self.as_bf16(inp, "cast_inp");
-            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
-            self.blas.gemm(
-                RowMajor::ABt,
-                Dims::plain(m, n, k),
-                (x, w),
-                (out.ptr(), out.bf16),
-                1.0,
-                0.0,
-            );
-            if let Some(bias) = layer.bias {
-                self.add_bias(out, params, bias, m, n);
-            }
-        });
+        self.project(out, None, inp, params, layer, shape);
     }
 
     fn matmul_forward_add(
@@ -42,29 +27,12 @@ impl MatmulOps for Cuda {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        let MatmulShape { m, k, n } = shape;
-        if out.bf16 != resid.bf16 || resid.len < m * n {
+        if out.bf16 != resid.bf16 || resid.len < shape.m * shape.n {
             // cuBLASLt's C and D share one type: a mixed sum takes two passes.
-            self.matmul_forward(tmp, inp, params, layer, shape);
-            self.add(out, resid, tmp);
+            product_then_sum(self, out, resid, tmp, inp, params, layer, shape);
             return;
         }
-        self.timed("matmul_forward", || {
-            let x = self.as_bf16(inp, "cast_inp");
-            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
-            self.blas.gemm_from(
-                RowMajor::ABt,
-                Dims::plain(m, n, k),
-                (x, w),
-                resid.ptr(),
-                (out.ptr(), out.bf16),
-                1.0,
-                1.0,
-            );
-            if let Some(bias) = layer.bias {
-                self.add_bias(out, params, bias, m, n);
-            }
-        });
+        self.project(out, Some(resid), inp, params, layer, shape);
     }
 
     fn matmul_backward(
@@ -120,6 +88,37 @@ impl MatmulOps for Cuda {
 }
 
 impl Cuda {
+    /// `out = inp · Wᵀ (+ resid) (+ b)`: cuBLASLt's epilogue adds `resid`
+    /// (C, with D = out) when there is one.
+    fn project(
+        &self,
+        out: &CudaBuf,
+        resid: Option<&CudaBuf>,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        self.timed("matmul_forward", || {
+            let x = self.as_bf16(inp, "cast_inp");
+            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+            let (c, beta) = resid.map_or((out.ptr(), 0.0), |r| (r.ptr(), 1.0));
+            self.blas.gemm_from(
+                RowMajor::ABt,
+                Dims::plain(m, n, k),
+                (x, w),
+                c,
+                (out.ptr(), out.bf16),
+                1.0,
+                beta,
+            );
+            if let Some(bias) = layer.bias {
+                self.add_bias(out, params, bias, m, n);
+            }
+        });
+    }
+
     /// `out[r, ·] += b` over the `m` rows of an `[m, n]` product.
     fn add_bias(&self, out: &CudaBuf, params: &CudaBuf, bias: Span, m: usize, n: usize) {
         self.launch_each(

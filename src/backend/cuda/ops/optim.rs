@@ -22,10 +22,7 @@ impl OptimOps for Cuda {
         norm_index: usize,
         hp: AdamW,
     ) {
-        let shadow = params
-            .shadow
-            .get_mut()
-            .expect("shadow lock")
+        let shadow = crate::backend::cuda::locked_mut(&mut params.shadow)
             .as_ref()
             .map_or(0, |s| s.ptr);
         self.adamw_raw(
