@@ -61,7 +61,7 @@ for name in "${specs[@]}"; do
     for run in /tmp/sweeps/$name/runs/*/; do
         [ -f "$run/result.json" ] || continue
         echo "$name $(basename "$run") on /tmp/wiki2-bpe's held-out split:"
-        "$cram" eval --run "$run" --data /tmp/wiki2-bpe --batches 8 2>&1 | tail -2
+        "$cram" eval --run "$run" --data /tmp/wiki2-bpe --batches 8 2>&1 | grep -E "loss|accuracy|unigram"
     done
 done
 echo "total $(( $(date +%s) - start )) s"
