@@ -348,7 +348,8 @@ fn fused_attention() {
 
 /// Sequences past the short kernels (whole 64-row tiles) run the flash
 /// kernels: several key tiles per query tile, the causal diagonal tile, dQ
-/// summed over key tiles by atomics, and each head width they are built for.
+/// summed over key tiles by atomics, and each head width they are built for;
+/// head 64 with both forwards (two m-tiles a warp at 256, one at 192).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention() {
@@ -357,6 +358,10 @@ fn flash_attention() {
     });
     check!("flash_256_64_causal", MM, |be| {
         attention_case(be, (256, 64), true)
+    });
+    // 192 rows are three tiles: head 64 runs its one-tile-a-warp forward.
+    check!("flash_192_64_causal", MM, |be| {
+        attention_case(be, (192, 64), true)
     });
     check!("flash_192_128_causal", MM, |be| {
         attention_case(be, (192, 128), true)

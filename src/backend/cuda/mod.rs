@@ -133,8 +133,8 @@ pub struct Cuda {
     /// The same for `ops::FLASH_ATTENTION`, the tiled kernels of longer
     /// sequences (also off with `CRAM_FUSED_ATTENTION=0`).
     flash_attention: Vec<usize>,
-    /// `CRAM_FLASH_FORWARD=m2`: the flash forward with two m-tiles a warp
-    /// where there is one (a comparison switch).
+    /// The flash forward with two m-tiles a warp where there is one; off
+    /// with `CRAM_FLASH_FORWARD=m1` (a comparison switch).
     flash_forward_m2: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
@@ -200,7 +200,7 @@ impl Cuda {
                     })
             })
             .collect();
-        let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_some_and(|v| v == "m2");
+        let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
         Ok(Cuda {
             ctx,
             stream,

@@ -88,9 +88,10 @@ __device__ __forceinline__ void times_rows_band(float (*acc)[4], float (*x)[4], 
 // to its last row (causal) with an online softmax, the next K/V tile copied
 // by cp.async while this one is used. With M = 2 each K or V fragment that
 // ldmatrix loads feeds two products instead of one (half the shared-memory
-// loads per FLOP, two independent mma chains) at twice the accumulators:
-// the default is M = 1; M = 2 is a comparison (CRAM_FLASH_FORWARD=m2, head
-// width 64, sequences that are multiples of 128) until a measurement picks.
+// loads per FLOP, two independent mma chains) at twice the accumulators.
+// M = 2 runs where it is built (head width 64) and the sequence holds whole
+// pairs of tiles: 4.29 against 4.80 ms of forward a gpt-small step on an H100
+// (bench/RESULTS.md); M = 1 everywhere else, or with CRAM_FLASH_FORWARD=m1.
 
 // scores() for M m-tiles at rows r0, r0+16, ...: s[m][nt] as there.
 template <int T, int D, int M>

@@ -91,7 +91,8 @@ pub(in crate::backend::cuda) struct FlashAttention {
     pub forward: &'static str,
     pub backward: &'static str,
     /// The forward with two 16-row m-tiles a warp (128 query rows a block),
-    /// for comparison (`CRAM_FLASH_FORWARD=m2`).
+    /// used where the sequence holds whole pairs of tiles (faster where
+    /// built; `CRAM_FLASH_FORWARD=m1` turns it off for comparison).
     pub forward_m2: Option<&'static str>,
     pub head_dim: usize,
 }
@@ -233,8 +234,8 @@ impl Cuda {
             "attention state must be a bf16 buffer of attention_saved_len values"
         );
         let lse = saved.ptr();
-        // Two query tiles a block where the comparison switch asks for it
-        // and the sequence holds whole pairs of tiles.
+        // Two query tiles a block where the sequence holds whole pairs of
+        // tiles, unless the comparison switch turns it off.
         let m2 = (f.forward_m2).filter(|_| {
             self.flash_forward_m2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
