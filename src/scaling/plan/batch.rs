@@ -161,8 +161,9 @@ fn batch_advice(points: Option<&PointSet>, loss: f64, seq_len: usize) -> BatchAd
         sequences: tokens / seq_len as f64,
         tokens,
         source: format!(
-            "no noise scale was measured (sweep with measure_noise_scale = true); Kaplan et al.'s \
-             B_crit(L) = 2e8 tokens / L^(1/0.21), fitted on GPT-2 text, at the predicted loss {loss:.3}"
+            "Kaplan et al.'s B_crit(L) = 2e8 tokens / L^(1/0.21), fitted on GPT-2 text, at the \
+             predicted loss {loss:.3}; nothing was measured on this data (pass --batch with a batch \
+             sweep's folder, or sweep with measure_noise_scale = true)"
         ),
     }
 }
