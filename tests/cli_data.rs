@@ -812,3 +812,32 @@ fn twenty_kills_and_resumes_end_bit_exact_with_an_uninterrupted_run() {
     };
     assert_eq!(strip(&run), strip(&reference));
 }
+
+/// A time budget is checked between steps: when the first step alone takes
+/// longer than the whole budget (a large preset on the CPU), the run says so
+/// and what to lower, instead of silently running many times past it.
+#[test]
+fn a_step_longer_than_the_time_budget_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared_tiny(tmp.path());
+    let out = tmp.path().join("run");
+    let args = [
+        "pretrain",
+        "--preset",
+        "tiny",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--budget",
+        "0.0001s",
+    ];
+    let (code, stdout, stderr) = cram(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("the first optimizer step alone took")
+            && stdout.contains("more than the whole budget (0.0001s)")
+            && stdout.contains("lower train.batch_size"),
+        "{stdout}"
+    );
+}

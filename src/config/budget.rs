@@ -120,17 +120,23 @@ impl Budget {
 
     /// Fraction of the budget spent, clamped to [0, 1].
     pub fn progress(&self, spent: &Spent) -> f64 {
+        self.used(spent).clamp(0.0, 1.0)
+    }
+
+    pub fn is_wall_clock(&self) -> bool {
+        matches!(self, Budget::Seconds(_))
+    }
+
+    /// How many times the budget `spent` holds, unclamped (1.0: all of it;
+    /// past 1.0 when the last step overran it).
+    pub fn used(&self, spent: &Spent) -> f64 {
         let used = match self {
             Budget::Seconds(_) => spent.seconds,
             Budget::Tokens(_) => spent.tokens as f64,
             Budget::Flops(_) => spent.flops,
             Budget::Steps(_) => spent.steps as f64,
         };
-        (used / self.amount()).clamp(0.0, 1.0)
-    }
-
-    pub fn is_wall_clock(&self) -> bool {
-        matches!(self, Budget::Seconds(_))
+        used / self.amount()
     }
 }
 

@@ -423,6 +423,17 @@ pub fn pretrain_group<'g, B: Backend>(
         let step = state.progress.step;
         let p = budget.progress(&state.progress.spent);
         let done = p >= 1.0;
+        if step == 1 && budget.is_wall_clock() && budget.used(&state.progress.spent) > 1.5 {
+            // A time budget is checked between optimizer steps, so a step
+            // longer than the budget (a large preset on the CPU) overruns it
+            // by that step: say so, and what to lower, before the run ends late.
+            reporter.event(&format!(
+                "the first optimizer step alone took {:.1} s ({batch_size} sequences of {seq} \
+                 tokens), more than the whole budget ({}); a time budget is checked between \
+                 steps, so lower train.batch_size or pick a smaller preset",
+                state.progress.spent.seconds, t.budget
+            ));
+        }
 
         if step % t.log_every as u64 == 0 || done {
             let mut host = be.read(&stats, 0, STATS);
