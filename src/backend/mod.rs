@@ -19,6 +19,11 @@
 
 pub mod cpu;
 pub mod cuda;
+mod error;
+mod select;
+
+pub use error::DeviceError;
+pub use select::{select_device, AnyDevice, DeviceChoice};
 
 /// A tensor's place inside the flat parameter (or gradient) buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -108,52 +113,6 @@ pub struct AdamW {
     /// `norm_sq[slot]` on the device, so the trainer learns of skipped steps
     /// when it next reads its statistics, without a read-back per step.
     pub skipped_slot: Option<usize>,
-}
-
-/// A failure of the device itself (not of the computation): what the GPU
-/// could not do. The CPU backend has none; see `cuda/fault.rs` for how the
-/// GPU backend records one and carries on without doing work until asked.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DeviceError {
-    #[error(
-        "out of GPU memory: {asked} more were asked for with {in_use} already held by this run \
-         ({free} free of {total})",
-        asked = gib(*bytes),
-        in_use = gib(*in_use),
-        free = gib(*free),
-        total = gib(*total)
-    )]
-    OutOfMemory {
-        bytes: usize,
-        in_use: usize,
-        free: usize,
-        total: usize,
-    },
-    #[error("{what} failed on the GPU: {detail}")]
-    Failed { what: String, detail: String },
-    #[error("{what} over {elements} elements is more than its kernel indexes ({limit} at most)")]
-    TooLarge {
-        what: &'static str,
-        elements: usize,
-        limit: usize,
-    },
-}
-
-impl DeviceError {
-    /// Whether asking for less would avoid it (out of memory, or a buffer
-    /// past a kernel's indexing): the failures whose message names the
-    /// settings that size a step (micro-batch, sequence length).
-    pub fn is_size_limit(&self) -> bool {
-        matches!(
-            self,
-            DeviceError::OutOfMemory { .. } | DeviceError::TooLarge { .. }
-        )
-    }
-}
-
-/// Bytes as GiB with two decimals, for messages.
-fn gib(bytes: usize) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Buffers on a device. `Buf` holds f32 values as the backend stores them
@@ -532,64 +491,6 @@ pub fn sinusoid(t: usize, c: usize, cols: usize) -> f32 {
     } else {
         angle.cos()
     }) as f32
-}
-
-/// Which device a command runs on (`--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum DeviceChoice {
-    /// The GPU when one is usable, else the CPU (saying why).
-    #[default]
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-/// A started device of either kind; commands dispatch their generic code on it.
-pub enum AnyDevice {
-    Cpu(cpu::Cpu),
-    Cuda(Box<cuda::Cuda>),
-}
-
-impl AnyDevice {
-    pub fn name(&self) -> String {
-        match self {
-            AnyDevice::Cpu(d) => d.name(),
-            AnyDevice::Cuda(d) => d.name(),
-        }
-    }
-}
-
-/// Starts the device `choice` names. `Auto` falls back to the CPU when no
-/// GPU can be used and returns the reason as a note for the user.
-pub fn select_device(choice: DeviceChoice) -> Result<(AnyDevice, Option<String>), cuda::CudaError> {
-    match choice {
-        DeviceChoice::Cpu => Ok((AnyDevice::Cpu(cpu::Cpu::new()), None)),
-        DeviceChoice::Cuda => match cuda::Cuda::new(0) {
-            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
-            Err(why) => Err(cuda::CudaError::Requested(Box::new(why))),
-        },
-        DeviceChoice::Auto => match cuda::Cuda::new(0) {
-            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
-            Err(why) => Ok((
-                AnyDevice::Cpu(cpu::Cpu::new()),
-                Some(format!("no GPU in use ({why}); running on the CPU")),
-            )),
-        },
-    }
-}
-
-/// Runs a generic expression on whichever device `$dev` holds, binding it to `$be`.
-#[macro_export]
-macro_rules! on_device {
-    ($dev:expr, |$be:ident| $body:expr) => {
-        match $dev {
-            $crate::backend::AnyDevice::Cpu($be) => $body,
-            $crate::backend::AnyDevice::Cuda($be) => {
-                let $be: &$crate::backend::cuda::Cuda = &*$be;
-                $body
-            }
-        }
-    };
 }
 
 /// The index of the largest value, the first one on ties: the rule of a

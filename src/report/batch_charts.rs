@@ -5,6 +5,12 @@ use super::plot::{scale_color, Chart, Mark, Series, PALETTE};
 use super::sweep::log_grid;
 use crate::scaling::batch::{kaplan_critical_tokens, CriticalBatchReport};
 use crate::scaling::fit::stats::extent;
+use plotters::style::RGBColor;
+
+/// Model `i`'s colour on the scale, the same in both charts.
+fn model_color(report: &CriticalBatchReport, i: usize) -> RGBColor {
+    scale_color(i as f64 / (report.models.len().max(2) as f64 - 1.0))
+}
 
 /// McCandlish et al.'s figure: steps against sequences to the target loss,
 /// one dot per run, and each model's fitted S = S_min + E_min/B traced over
@@ -16,9 +22,8 @@ pub(super) fn batch_chart(report: &CriticalBatchReport) -> Chart {
         "optimizer steps S to the target",
     )
     .log_log();
-    let k = report.models.len().max(2) as f64 - 1.0;
     for (i, m) in report.models.iter().enumerate() {
-        let color = scale_color(i as f64 / k);
+        let color = model_color(report, i);
         let runs: Vec<(f64, f64)> = m
             .runs
             .iter()
@@ -27,8 +32,7 @@ pub(super) fn batch_chart(report: &CriticalBatchReport) -> Chart {
         let label = format!("N = {:.2e}, loss {:.3}", m.n_params, m.target_loss);
         chart = chart.with(Series::new(label, color, Mark::Dots, runs));
         if let (Some(s_min), Some(e_min)) = (m.s_min, m.e_min) {
-            let lo = m.runs.iter().map(|r| r.batch).fold(f64::INFINITY, f64::min);
-            let hi = m.runs.iter().map(|r| r.batch).fold(0.0, f64::max);
+            let (lo, hi) = extent(m.runs.iter().map(|r| r.batch));
             let curve = log_grid(lo / 4.0, hi * 4.0, 40)
                 .into_iter()
                 .map(|b| {
@@ -58,9 +62,8 @@ pub(super) fn batch_loss_chart(report: &CriticalBatchReport) -> Option<Chart> {
         "tokens per step",
     )
     .log_log();
-    let k = report.models.len().max(2) as f64 - 1.0;
     for (i, m) in report.models.iter().enumerate() {
-        let color = scale_color(i as f64 / k);
+        let color = model_color(report, i);
         let pick = |f: fn(&crate::scaling::batch::Rung) -> Option<f64>| -> Vec<(f64, f64)> {
             (m.ladder.iter())
                 .filter_map(|r| Some((r.target_loss, f(r)?)))
