@@ -154,6 +154,19 @@ pub trait Device: Send + Sync {
     fn zero(&self, buf: &mut Self::Buf);
     /// `dst[..] = src[..]` (same length).
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst[dst_at..dst_at + len] = src[src_at..src_at + len]`, converting
+    /// where the two buffers differ in precision: rows of a larger buffer
+    /// into a chunk's scratch and back (the logits are made in row chunks).
+    fn copy_range(
+        &self,
+        dst: &mut Self::Buf,
+        dst_at: usize,
+        src: &Self::Buf,
+        src_at: usize,
+        len: usize,
+    );
+    /// `dst[..] = src[at..at + dst.len()]`: a chunk's targets.
+    fn copy_ids_range(&self, dst: &mut Self::Ids, src: &Self::Ids, at: usize);
     /// `dst[index] += scale · Σ src`: device-side accumulation of step statistics
     /// (losses, counts), read back only when they are logged.
     fn sum_into(&self, dst: &mut Self::Buf, index: usize, src: &Self::Buf, scale: f32);
