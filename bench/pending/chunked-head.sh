@@ -2,8 +2,8 @@
 # Carry (CARRY, default carry/): cram.gz (branch chunked-head), cram-before.gz (main), cuda_ops.gz
 # (branch), torch_reference.py, torch_decoder_reference.py.
 # Branch chunked-head: the logits a chunk of rows at a time (issue 19: peak memory no higher than
-# torch.compile's).
-# step and copy_range), then both shapes timed against main (16a1202) and both torch refs.
+# torch.compile's). cuda_ops (with the chunked step and copy_range), then both shapes timed
+# against main and both torch references.
 cd "${CARRY:-carry}"
 for f in cram cram-before; do gzip -dc $f.gz > $f; chmod +x $f; done
 gzip -dc cuda_ops.gz > /tmp/cuda_ops && chmod +x /tmp/cuda_ops
