@@ -41,8 +41,7 @@ pub struct BlockActs<B: Backend> {
 
 /// Buffers of the rows that get logits.
 pub struct HeadActs<B: Backend> {
-    pub rows: usize,
-    /// How the rows are split for the decoder and the loss.
+    /// The predicted rows and how they are split for the decoder and the loss.
     pub chunks: LogitChunks,
     pub gathered: B::Buf,
     pub transform_pre: B::Buf,
@@ -100,7 +99,6 @@ impl<B: Backend> HeadActs<B> {
         let act = |len| be.alloc_activation(len);
         let chunks = LogitChunks::new(rows, chunk_rows);
         HeadActs {
-            rows,
             chunks,
             gathered: act(rows * c),
             transform_pre: act(t),
