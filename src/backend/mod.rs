@@ -144,6 +144,13 @@ pub trait Device: Send + Sync {
     fn alloc_activation(&self, len: usize) -> Self::Buf {
         self.alloc(len)
     }
+    /// A zero-filled buffer for the residual stream: f32 by default, as
+    /// autocast keeps it; a GPU backend may offer bf16 for comparison
+    /// (`CRAM_RESIDUAL=bf16` on CUDA: half the stream's memory and traffic,
+    /// at the cost of rounding every residual sum).
+    fn alloc_residual(&self, len: usize) -> Self::Buf {
+        self.alloc(len)
+    }
     fn alloc_ids(&self, len: usize) -> Self::Ids;
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Overwrites `buf[offset..offset + data.len()]`.

@@ -165,15 +165,16 @@ impl<B: Backend> Activations<B> {
             causal: false,
         };
         let emb_norm = if cfg.embedding_norm { n } else { 0 };
-        // Mixed precision: the residual stream, its gradient and the
-        // statistics stay f32; everything a matmul reads or writes may be bf16.
-        // A post-LN block's norm input is the residual sum, so it stays f32.
+        // Mixed precision: the residual stream (unless the backend offers
+        // bf16 for it), its gradient and the statistics stay f32; everything
+        // a matmul reads or writes may be bf16. A post-LN block's norm input
+        // is the residual sum, so it takes the residual's precision.
         let act = |len| be.alloc_activation(len);
         let norm_io = |len| {
             if is_pre_norm(cfg) {
                 be.alloc_activation(len)
             } else {
-                be.alloc(len)
+                be.alloc_residual(len)
             }
         };
         let blocks = (0..cfg.layers)
@@ -196,7 +197,9 @@ impl<B: Backend> Activations<B> {
             emb: be.alloc(n * c),
             emb_norm_out: act(emb_norm * c),
             emb_stats: NormStats::new(be, emb_norm),
-            resid: (0..=2 * cfg.layers).map(|_| be.alloc(n * c)).collect(),
+            resid: (0..=2 * cfg.layers)
+                .map(|_| be.alloc_residual(n * c))
+                .collect(),
             blocks,
             final_out: act(final_rows * c),
             final_stats: NormStats::new(be, final_rows),

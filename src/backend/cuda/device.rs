@@ -33,6 +33,10 @@ impl Device for Cuda {
         self.new_buf(len, true)
     }
 
+    fn alloc_residual(&self, len: usize) -> CudaBuf {
+        self.new_buf(len, self.bf16_residual)
+    }
+
     fn alloc_ids(&self, len: usize) -> CudaIds {
         CudaIds {
             mem: self.allocate(len * 4),
