@@ -443,6 +443,26 @@ fn gather_and_cross_entropy() {
             ("backward", be.download(&dinp)),
         ]
     });
+    // Rows of a chunk in and out: bf16 to bf16, f32 to bf16 and back, ids.
+    check!("copy_range", EXACT, |be| {
+        let wide = be.upload(&rand_vals(30, 300, 1.0));
+        let narrow = act(be, &rand_vals(31, 300, 1.0));
+        let mut chunk = be.alloc_activation(70);
+        be.copy_range(&mut chunk, 0, &narrow, 101, 70);
+        let mut back = be.alloc(300);
+        be.copy_range(&mut back, 7, &chunk, 0, 70);
+        be.copy_range(&mut chunk, 10, &wide, 200, 60);
+        let ids = be.upload_ids(&(0..50).map(|i| i * 3).collect::<Vec<u32>>());
+        let mut part = be.alloc_ids(9);
+        be.copy_ids_range(&mut part, &ids, 33);
+        let mut gathered = be.alloc_activation(9 * 2);
+        be.gather_rows_forward(&mut gathered, &wide, &part, 2);
+        vec![
+            ("chunk", be.download(&chunk)),
+            ("back", be.download(&back)),
+            ("ids", be.download(&gathered)),
+        ]
+    });
     // An odd vocabulary takes the kernel's scalar path.
     check!("cross_entropy_odd", BF, |be| {
         cross_entropy_case(be, 3001)
@@ -539,11 +559,21 @@ fn norm_sum_and_adamw() {
 
 /// Loss and gradient norm of one full training step (and the loss of the
 /// next, after AdamW) of `preset` at `(batch, seq)`.
-fn step_case<B: Backend>(be: &B, preset: &str, batch: usize, seq: usize) -> Outputs {
+/// `chunk_rows`: the most rows whose logits exist at once (`None`: the
+/// default, one chunk at these shapes).
+fn step_case<B: Backend>(
+    be: &B,
+    preset: &str,
+    (batch, seq): (usize, usize),
+    chunk_rows: Option<usize>,
+) -> Outputs {
     let cfg = Config::resolve(preset, &[]).expect("preset");
     let model = Model::new(&cfg.model);
     let mut state = TrainState::fresh(be, &model, 5);
     let mut acts = Activations::new(be, &model.cfg, batch, seq);
+    if let Some(rows) = chunk_rows {
+        acts.set_logit_chunk_rows(rows);
+    }
     let mut stats = be.alloc(STATS);
     let hb = synthetic_batch(&cfg, batch, seq, 9);
     let db = upload_batch(be, &hb);
@@ -579,14 +609,29 @@ fn step_case<B: Backend>(be: &B, preset: &str, batch: usize, seq: usize) -> Outp
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn full_step_tiny() {
-    check!("step_tiny", 2e-2, |be| { step_case(be, "tiny", 16, 32) });
+    check!("step_tiny", 2e-2, |be| {
+        step_case(be, "tiny", (16, 32), None)
+    });
+}
+
+/// The logits in chunks: 512 rows in six chunks (the last shorter); about 77
+/// predicted rows of crammed-bert in three.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn full_step_chunked_logits() {
+    check!("step_tiny_chunked", 2e-2, |be| {
+        step_case(be, "tiny", (16, 32), Some(90))
+    });
+    check!("step_crammed_bert_chunked", 2e-2, |be| {
+        step_case(be, "crammed-bert", (4, 128), Some(30))
+    });
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn full_step_crammed_bert() {
     check!("step_crammed_bert", 2e-2, |be| {
-        step_case(be, "crammed-bert", 4, 128)
+        step_case(be, "crammed-bert", (4, 128), None)
     });
 }
 

@@ -11,7 +11,7 @@ use cram::config::Config;
 use cram::data::batches::{MaskKey, Objective};
 use cram::data::SpecialTokens;
 use cram::model::upload_batch;
-use cram::model::{Activations, Model};
+use cram::model::{Activations, LossPass, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -72,15 +72,11 @@ fn learns_to_count(preset: &str, lr: f32) {
         );
         let db = upload_batch(&be, &hb);
         be.zero(&mut grads);
-        model.forward_loss(
-            &be,
-            &params,
-            &mut acts,
-            &db,
-            true,
-            step,
-            Some(1.0 / hb.counted as f32),
-        );
+        let pass = LossPass::Gradients {
+            grads: &mut grads,
+            dscale: 1.0 / hb.counted as f32,
+        };
+        model.forward_loss(&be, &params, &mut acts, &db, true, step, pass);
         model.backward(&be, &params, &mut grads, &mut acts, &db, true);
         be.grad_norm_squared(&mut stats, 0, &grads);
         let hp = AdamW {

@@ -6,7 +6,9 @@
 //!
 //! For each parameter tensor, the analytic gradient projected on a random
 //! direction u is compared with (L(θ + εu) − L(θ − εu)) / 2ε, the loss summed
-//! in f64 on the host.
+//! in f64 on the host. The logits are made in chunks of rows in training
+//! (`LogitChunks`): each architecture is checked with small chunks too, and
+//! chunked gradients must equal unchunked ones.
 
 use cram::backend::cpu::Cpu;
 use cram::backend::Device;
@@ -14,7 +16,7 @@ use cram::config::Config;
 use cram::data::batches::{HostBatch, MaskKey, Objective};
 use cram::data::SpecialTokens;
 use cram::model::upload_batch;
-use cram::model::{Activations, Model};
+use cram::model::{Activations, LossPass, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,27 +61,41 @@ struct Case {
     model: Model,
     hb: HostBatch,
     train: bool,
+    /// Most rows whose logits exist at once; `None`: the default.
+    chunk_rows: Option<usize>,
 }
 
 impl Case {
+    fn acts(&self) -> Activations<Cpu> {
+        let mut acts = Activations::new(&self.be, &self.model.cfg, self.hb.batch, self.hb.seq);
+        if let Some(rows) = self.chunk_rows {
+            acts.set_logit_chunk_rows(rows);
+        }
+        acts
+    }
+
     fn loss(&self, params: &[f32]) -> f64 {
         let batch = upload_batch(&self.be, &self.hb);
-        let mut acts = Activations::new(&self.be, &self.model.cfg, self.hb.batch, self.hb.seq);
+        let mut acts = self.acts();
         let p = self.be.upload(params);
+        let pass = LossPass::Losses;
         self.model
-            .forward_loss(&self.be, &p, &mut acts, &batch, self.train, 99, None);
+            .forward_loss(&self.be, &p, &mut acts, &batch, self.train, 99, pass);
         let losses = self.be.download(&acts.head.losses);
         losses.iter().map(|&l| l as f64).sum::<f64>() / self.hb.counted as f64
     }
 
     fn grads(&self, params: &[f32]) -> Vec<f32> {
         let batch = upload_batch(&self.be, &self.hb);
-        let mut acts = Activations::new(&self.be, &self.model.cfg, self.hb.batch, self.hb.seq);
+        let mut acts = self.acts();
         let p = self.be.upload(params);
         let mut g = self.be.alloc(params.len());
-        let scale = 1.0 / self.hb.counted as f32;
+        let pass = LossPass::Gradients {
+            grads: &mut g,
+            dscale: 1.0 / self.hb.counted as f32,
+        };
         self.model
-            .forward_loss(&self.be, &p, &mut acts, &batch, self.train, 99, Some(scale));
+            .forward_loss(&self.be, &p, &mut acts, &batch, self.train, 99, pass);
         self.model
             .backward(&self.be, &p, &mut g, &mut acts, &batch, self.train);
         self.be.download(&g)
@@ -87,12 +103,17 @@ impl Case {
 }
 
 fn check(cfg: Config, train: bool) {
+    check_chunked(cfg, train, None);
+}
+
+fn check_chunked(cfg: Config, train: bool, chunk_rows: Option<usize>) {
     let model = Model::new(&cfg.model);
     let case = Case {
         be: Cpu::new(),
         hb: batch(&cfg, 1),
         model,
         train,
+        chunk_rows,
     };
     let mut params = case.model.init_params(3);
     // Norm scales start at exactly 1 and the position scale at 1/√C; move them
@@ -181,4 +202,52 @@ fn untied_gelu_rmsnorm_encoder_gradient_matches_finite_differences() {
         ),
         true,
     );
+}
+
+/// The logits in chunks of 5 rows (the last one shorter), for the three
+/// heads: sparse prediction (tiny: gathered rows), the head transform over
+/// every row (bert-base) and the decoder (every row, no gather).
+#[test]
+fn chunked_logits_gradients_match_finite_differences() {
+    check_chunked(small("tiny", &["objective.mask_rate=0.5"]), true, Some(5));
+    check_chunked(
+        small("bert-base", &["objective.mask_rate=0.3"]),
+        true,
+        Some(5),
+    );
+    check_chunked(small("gpt-small", &[]), true, Some(5));
+}
+
+/// Chunking changes only how the products are blocked and the order of the
+/// decoder's weight-gradient sums: losses and gradients equal to f32 rounding.
+#[test]
+fn chunked_logits_change_nothing() {
+    for preset in ["tiny", "bert-base", "gpt-small"] {
+        let cfg = small(preset, &["objective.mask_rate=0.5"]);
+        let case = |chunk_rows| Case {
+            be: Cpu::new(),
+            hb: batch(&cfg, 2),
+            model: Model::new(&cfg.model),
+            train: false,
+            chunk_rows,
+        };
+        let (whole, chunked) = (case(Some(usize::MAX)), case(Some(3)));
+        let params = whole.model.init_params(4);
+        // The CPU's products block by rows, so f32 rounding differs a little.
+        let (l0, l1) = (whole.loss(&params), chunked.loss(&params));
+        assert!(
+            (l0 - l1).abs() <= 1e-6 * l0,
+            "{preset}: loss {l0} chunked {l1}"
+        );
+        let (a, b) = (whole.grads(&params), chunked.grads(&params));
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "{preset}: chunked gradients differ by {worst:e} (largest {scale:e})"
+        );
+    }
 }

@@ -144,6 +144,13 @@ pub trait Device: Send + Sync {
     fn alloc_activation(&self, len: usize) -> Self::Buf {
         self.alloc(len)
     }
+    /// A zero-filled buffer for the residual stream: f32 by default, as
+    /// autocast keeps it; a GPU backend may offer bf16 for comparison
+    /// (`CRAM_RESIDUAL=bf16` on CUDA: half the stream's memory and traffic,
+    /// at the cost of rounding every residual sum).
+    fn alloc_residual(&self, len: usize) -> Self::Buf {
+        self.alloc(len)
+    }
     fn alloc_ids(&self, len: usize) -> Self::Ids;
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Overwrites `buf[offset..offset + data.len()]`.
@@ -154,6 +161,19 @@ pub trait Device: Send + Sync {
     fn zero(&self, buf: &mut Self::Buf);
     /// `dst[..] = src[..]` (same length).
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf);
+    /// `dst[dst_at..dst_at + len] = src[src_at..src_at + len]`, converting
+    /// where the two buffers differ in precision: rows of a larger buffer
+    /// into a chunk's scratch and back (the logits are made in row chunks).
+    fn copy_range(
+        &self,
+        dst: &mut Self::Buf,
+        dst_at: usize,
+        src: &Self::Buf,
+        src_at: usize,
+        len: usize,
+    );
+    /// `dst[..] = src[at..at + dst.len()]`: a chunk's targets.
+    fn copy_ids_range(&self, dst: &mut Self::Ids, src: &Self::Ids, at: usize);
     /// `dst[index] += scale · Σ src`: device-side accumulation of step statistics
     /// (losses, counts), read back only when they are logged.
     fn sum_into(&self, dst: &mut Self::Buf, index: usize, src: &Self::Buf, scale: f32);

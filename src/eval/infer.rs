@@ -196,6 +196,7 @@ fn forward_one<B: Backend>(
         counted: 0,
     };
     let mut acts = Activations::new(be, &model.cfg, 1, ids.len());
+    acts.set_logit_chunk_rows(usize::MAX);
     model.forward_logits(be, params, &mut acts, &batch, false, 0);
     be.download(&acts.head.logits)
 }

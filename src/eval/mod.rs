@@ -11,7 +11,7 @@ use crate::backend::IGNORE;
 use crate::data::batches::{read_sequences, HostBatch, MaskKey, Objective};
 use crate::data::{Split, TokenStore};
 use crate::model::upload_batch;
-use crate::model::{Activations, Model};
+use crate::model::{Activations, LossPass, Model};
 
 /// Held-out sequences a full evaluation reads at most: every split of the
 /// development and built-in corpora is smaller, so `cram eval` and the demo
@@ -57,7 +57,6 @@ pub fn evaluate<B: Backend>(
     let mb = acts.batch;
     let batches = max_batches.min(n.div_ceil(mb)).max(1);
     let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
-    let vocab = model.cfg.vocab_size;
     let objective = objective.for_eval();
     let mut hits = None;
     for i in 0..batches {
@@ -70,23 +69,20 @@ pub fn evaluate<B: Backend>(
         );
         ignore_repeats(&mut hb, n.saturating_sub(i * mb));
         let batch = upload_batch(be, &hb);
-        model.forward_logits(be, params, acts, &batch, false, 0);
-        let head = &mut acts.head;
         // Accuracy on the device: only one number a row comes back.
-        let hits = hits.get_or_insert_with(|| be.alloc(head.rows));
-        be.top1_hits(hits, &head.logits, &batch.targets, vocab);
+        // Batches of a masked objective differ in their number of predictions.
+        if hits.as_ref().is_none_or(|h| be.len(h) < batch.predicted) {
+            hits = Some(be.alloc(batch.predicted));
+        }
+        let hits = hits.get_or_insert_with(|| be.alloc(batch.predicted));
+        let pass = LossPass::Hits(&mut *hits);
+        model.forward_loss(be, params, acts, &batch, false, 0, pass);
         correct += be
             .read(hits, 0, hb.targets.len())
             .iter()
             .filter(|&&h| h > 0.0)
             .count();
-        be.cross_entropy(
-            &mut head.losses,
-            &mut head.logits,
-            &batch.targets,
-            vocab,
-            None,
-        );
+        let head = &acts.head;
         loss_sum += be
             .download(&head.losses)
             .iter()

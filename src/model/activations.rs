@@ -4,6 +4,7 @@
 //! resized when that changes (sparse MLM predicts a near-constant number).
 
 use super::layout::is_pre_norm;
+use super::logits::LogitChunks;
 use crate::backend::{AttentionShape, Backend};
 use crate::config::{FfnKind, ModelConfig};
 
@@ -40,35 +41,74 @@ pub struct BlockActs<B: Backend> {
 
 /// Buffers of the rows that get logits.
 pub struct HeadActs<B: Backend> {
-    pub rows: usize,
+    /// The predicted rows and how they are split for the decoder and the loss.
+    pub chunks: LogitChunks,
     pub gathered: B::Buf,
     pub transform_pre: B::Buf,
     pub transform_act: B::Buf,
     pub transform_out: B::Buf,
     pub transform_stats: NormStats<B>,
+    /// The logits of one chunk of rows `[chunks.per_chunk, vocab]`; every
+    /// row's when there is one chunk.
     pub logits: B::Buf,
     pub losses: B::Buf,
+    /// The gradient of the decoder's input, every row.
     pub d_hidden: B::Buf,
+    /// A chunk's inputs, targets and results, where there are several chunks.
+    pub chunk: ChunkActs<B>,
     pub d_transform_pre: B::Buf,
     pub d_transform_act: B::Buf,
     pub d_gathered: B::Buf,
 }
 
+/// Scratch of the chunked decoder: a chunk's rows of the decoder's input and
+/// of its gradient, its targets (exact lengths, one buffer per chunk) and its
+/// losses. Empty when the rows are one chunk.
+pub struct ChunkActs<B: Backend> {
+    pub z: B::Buf,
+    pub d_z: B::Buf,
+    pub targets: Vec<B::Ids>,
+    pub losses: B::Buf,
+}
+
+impl<B: Backend> ChunkActs<B> {
+    fn new(be: &B, c: usize, chunks: LogitChunks) -> Self {
+        let rows = if chunks.count > 1 {
+            chunks.per_chunk
+        } else {
+            0
+        };
+        ChunkActs {
+            z: be.alloc_activation(rows * c),
+            d_z: be.alloc_activation(rows * c),
+            targets: match chunks.count {
+                1 => Vec::new(),
+                n => (0..n)
+                    .map(|k| be.alloc_ids(chunks.range(k).len()))
+                    .collect(),
+            },
+            losses: be.alloc(rows),
+        }
+    }
+}
+
 impl<B: Backend> HeadActs<B> {
-    fn new(be: &B, cfg: &ModelConfig, rows: usize) -> Self {
+    fn new(be: &B, cfg: &ModelConfig, rows: usize, chunk_rows: usize) -> Self {
         let c = cfg.hidden;
         let t = if cfg.head_transform { rows * c } else { 0 };
         let act = |len| be.alloc_activation(len);
+        let chunks = LogitChunks::new(rows, chunk_rows);
         HeadActs {
-            rows,
+            chunks,
             gathered: act(rows * c),
             transform_pre: act(t),
             transform_act: act(t),
             transform_out: act(t),
             transform_stats: NormStats::new(be, if cfg.head_transform { rows } else { 0 }),
-            logits: act(rows * cfg.vocab_size),
+            logits: act(chunks.per_chunk * cfg.vocab_size),
             losses: be.alloc(rows),
             d_hidden: act(rows * c),
+            chunk: ChunkActs::new(be, c, chunks),
             d_transform_pre: act(t),
             d_transform_act: act(t),
             d_gathered: act(rows * c),
@@ -90,6 +130,8 @@ pub struct Activations<B: Backend> {
     pub final_out: B::Buf,
     pub final_stats: NormStats<B>,
     pub head: HeadActs<B>,
+    /// Most rows whose logits exist at once (see [`LogitChunks`]).
+    logit_chunk_rows: usize,
     /// Seed of the dropout masks of the current forward, reused by its backward.
     pub dropout_seed: u64,
     // Gradient scratch, reused by every block.
@@ -123,15 +165,16 @@ impl<B: Backend> Activations<B> {
             causal: false,
         };
         let emb_norm = if cfg.embedding_norm { n } else { 0 };
-        // Mixed precision: the residual stream, its gradient and the
-        // statistics stay f32; everything a matmul reads or writes may be bf16.
-        // A post-LN block's norm input is the residual sum, so it stays f32.
+        // Mixed precision: the residual stream (unless the backend offers
+        // bf16 for it), its gradient and the statistics stay f32; everything
+        // a matmul reads or writes may be bf16. A post-LN block's norm input
+        // is the residual sum, so it takes the residual's precision.
         let act = |len| be.alloc_activation(len);
         let norm_io = |len| {
             if is_pre_norm(cfg) {
                 be.alloc_activation(len)
             } else {
-                be.alloc(len)
+                be.alloc_residual(len)
             }
         };
         let blocks = (0..cfg.layers)
@@ -154,11 +197,14 @@ impl<B: Backend> Activations<B> {
             emb: be.alloc(n * c),
             emb_norm_out: act(emb_norm * c),
             emb_stats: NormStats::new(be, emb_norm),
-            resid: (0..=2 * cfg.layers).map(|_| be.alloc(n * c)).collect(),
+            resid: (0..=2 * cfg.layers)
+                .map(|_| be.alloc_residual(n * c))
+                .collect(),
             blocks,
             final_out: act(final_rows * c),
             final_stats: NormStats::new(be, final_rows),
-            head: HeadActs::new(be, cfg, 0),
+            head: HeadActs::new(be, cfg, 0, 1),
+            logit_chunk_rows: LogitChunks::default_rows(cfg.vocab_size),
             dropout_seed: 0,
             d_resid: be.alloc(n * c),
             d_sum: be.alloc(n * c),
@@ -176,9 +222,22 @@ impl<B: Backend> Activations<B> {
 
     /// Resizes the head's buffers for `rows` predicted rows.
     pub fn ensure_head_rows(&mut self, be: &B, cfg: &ModelConfig, rows: usize) {
-        if self.head.rows != rows {
-            self.head = HeadActs::new(be, cfg, rows);
+        if self.head.chunks != LogitChunks::new(rows, self.logit_chunk_rows) {
+            // The old buffers go first, so that the two never coexist.
+            self.head = HeadActs::new(be, cfg, 0, 1);
+            self.head = HeadActs::new(be, cfg, rows, self.logit_chunk_rows);
         }
+    }
+
+    /// Makes the logits in chunks of at most `rows` rows from the next
+    /// forward on (the default holds [`LogitChunks::VALUES`] logits):
+    /// `usize::MAX` keeps every row's logits, as [`Model::forward_logits`]
+    /// needs, and tests take small chunks to check that chunking changes
+    /// nothing.
+    ///
+    /// [`Model::forward_logits`]: super::Model::forward_logits
+    pub fn set_logit_chunk_rows(&mut self, rows: usize) {
+        self.logit_chunk_rows = rows;
     }
 
     pub fn rows(&self) -> usize {

@@ -1,6 +1,6 @@
 //! The top of the transformer, forward and backward: the final norm, the
-//! rows that get logits (sparse prediction), the optional head transform,
-//! the tied or untied decoder and the loss.
+//! rows that get logits (sparse prediction) and the optional head transform.
+//! The tied or untied decoder and the loss are `logits.rs`.
 
 use super::activations::{Activations, NormStats};
 use super::{DeviceBatch, Model};
@@ -68,8 +68,9 @@ impl Model {
         }
     }
 
-    /// The language-model head over the hidden states: the predicted rows,
-    /// the optional transform, the decoder.
+    /// The language-model head over the hidden states up to the decoder's
+    /// input: the predicted rows, the optional transform. The decoder and
+    /// the loss follow in [`Model::decoder_loss`], in row chunks.
     pub(super) fn head_forward<B: Backend>(
         &self,
         be: &B,
@@ -92,36 +93,26 @@ impl Model {
             None => hidden,
         };
         let m = batch.predicted;
-        let z: &B::Buf = match lay.head_transform {
-            Some((linear, norm)) => {
-                be.matmul_forward(
-                    &mut h.transform_pre,
-                    rows,
-                    params,
-                    linear,
-                    MatmulShape { m, k: c, n: c },
-                );
-                be.activation_forward(&mut h.transform_act, &h.transform_pre, Activation::Gelu);
-                let s = &mut h.transform_stats;
-                be.norm_forward(
-                    &mut h.transform_out,
-                    &mut s.mean,
-                    &mut s.rstd,
-                    &h.transform_act,
-                    params,
-                    norm,
-                    c,
-                );
-                &h.transform_out
-            }
-            None => rows,
-        };
-        let shape = MatmulShape {
-            m,
-            k: c,
-            n: self.cfg.vocab_size,
-        };
-        be.matmul_forward(&mut h.logits, z, params, lay.decoder, shape);
+        if let Some((linear, norm)) = lay.head_transform {
+            be.matmul_forward(
+                &mut h.transform_pre,
+                rows,
+                params,
+                linear,
+                MatmulShape { m, k: c, n: c },
+            );
+            be.activation_forward(&mut h.transform_act, &h.transform_pre, Activation::Gelu);
+            let s = &mut h.transform_stats;
+            be.norm_forward(
+                &mut h.transform_out,
+                &mut s.mean,
+                &mut s.rstd,
+                &h.transform_act,
+                params,
+                norm,
+                c,
+            );
+        }
     }
 
     pub(super) fn head_backward<B: Backend>(
@@ -147,26 +138,8 @@ impl Model {
         } else {
             hidden
         };
-        let z: &B::Buf = if lay.head_transform.is_some() {
-            &h.transform_out
-        } else {
-            rows
-        };
-        let shape = MatmulShape {
-            m,
-            k: c,
-            n: self.cfg.vocab_size,
-        };
-        be.matmul_backward(
-            Some(&mut h.d_hidden),
-            false,
-            grads,
-            &h.logits,
-            z,
-            params,
-            lay.decoder,
-            shape,
-        );
+        // `h.d_hidden`, the gradient of the decoder's input, was made with
+        // the loss (`decoder_loss`), chunk by chunk.
         let d_rows: &B::Buf = match lay.head_transform {
             Some((linear, norm)) => {
                 be.zero(&mut h.d_transform_act);

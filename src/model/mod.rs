@@ -5,10 +5,12 @@ mod activations;
 mod embed;
 mod head;
 mod layout;
+mod logits;
 mod transformer;
 
 pub use activations::Activations;
 pub use layout::{Init, Layout, ParamInfo};
+pub use logits::{LogitChunks, LossPass};
 
 use crate::backend::{AttentionShape, Backend, Device};
 use crate::config::{Arch, ModelConfig, ObjectiveConfig, ObjectiveKind};

@@ -4,6 +4,7 @@
 
 use super::activations::{Activations, BlockActs, NormStats};
 use super::layout::{is_pre_norm, BlockParams};
+use super::logits::LossPass;
 use super::{DeviceBatch, GradSync, Model, NoSync};
 use crate::backend::{Activation, Backend, Linear, MatmulShape, Norm};
 use crate::config::{FfnKind, Positions};
@@ -41,9 +42,36 @@ impl Model {
         }
     }
 
-    /// Forward to the logits of the predicted rows (left in `acts.head.logits`).
+    /// Forward to the logits of the predicted rows (left in `acts.head.logits`),
+    /// every row's at once: `acts` must have been told
+    /// [`Activations::set_logit_chunk_rows`]`(usize::MAX)` (inference on a
+    /// few rows; training and evaluation use [`Model::forward_loss`]).
     /// `dropout_seed` picks the dropout masks when `train` is set.
     pub fn forward_logits<B: Backend>(
+        &self,
+        be: &B,
+        params: &B::Buf,
+        acts: &mut Activations<B>,
+        batch: &DeviceBatch<B>,
+        train: bool,
+        dropout_seed: u64,
+    ) {
+        self.forward_head_input(be, params, acts, batch, train, dropout_seed);
+        assert_eq!(
+            acts.head.chunks.count, 1,
+            "forward_logits keeps every row's logits: set_logit_chunk_rows(usize::MAX) first"
+        );
+        let shape = MatmulShape {
+            m: batch.predicted,
+            k: self.cfg.hidden,
+            n: self.cfg.vocab_size,
+        };
+        let io = self.decoder_io(acts, batch);
+        be.matmul_forward(io.logits, io.z, params, self.layout.decoder, shape);
+    }
+
+    /// The forward up to the decoder's input (the head's rows, transformed).
+    fn forward_head_input<B: Backend>(
         &self,
         be: &B,
         params: &B::Buf,
@@ -115,9 +143,10 @@ impl Model {
         self.embed_backward(be, params, grads, acts, ids, train);
     }
 
-    /// Forward with the loss: per-row losses in `acts.head.losses`. With
-    /// `dscale`, the logits are replaced by their gradient scaled by it, ready
-    /// for [`Model::backward`].
+    /// Forward with the loss: per-row losses in `acts.head.losses`, and what
+    /// `pass` asks for. [`LossPass::Gradients`] makes the decoder's
+    /// gradients with the loss (the logits exist a chunk of rows at a time),
+    /// ready for [`Model::backward`].
     #[allow(clippy::too_many_arguments)]
     pub fn forward_loss<B: Backend>(
         &self,
@@ -127,21 +156,14 @@ impl Model {
         batch: &DeviceBatch<B>,
         train: bool,
         dropout_seed: u64,
-        dscale: Option<f32>,
+        pass: LossPass<B>,
     ) {
-        self.forward_logits(be, params, acts, batch, train, dropout_seed);
-        let head = &mut acts.head;
-        be.cross_entropy(
-            &mut head.losses,
-            &mut head.logits,
-            &batch.targets,
-            self.cfg.vocab_size,
-            dscale,
-        );
+        self.forward_head_input(be, params, acts, batch, train, dropout_seed);
+        self.decoder_loss(be, params, acts, batch, pass);
     }
 
-    /// Backward from the logit gradients left by `forward_loss`; accumulates
-    /// into `grads`.
+    /// Backward from the gradient of the decoder's input that `forward_loss`
+    /// left with [`LossPass::Gradients`]; accumulates into `grads`.
     pub fn backward<B: Backend>(
         &self,
         be: &B,

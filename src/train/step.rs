@@ -9,7 +9,7 @@
 //! [`crate::optim`]) and are read back only when the caller logs them.
 
 use crate::backend::{AdamW, Backend, DeviceError};
-use crate::model::{Activations, DeviceBatch, GradSync, Model, NoSync};
+use crate::model::{Activations, DeviceBatch, GradSync, LossPass, Model, NoSync};
 use crate::optim::{optimizer_step, optimizer_step_groups, Weights, STAT_LOSS};
 use crate::parallel::{CommError, DataParallel, StepReducer};
 use std::ops::Range;
@@ -132,7 +132,11 @@ pub fn micro_step<B: Backend>(
     (scale, dropout_seed): (f32, u64),
     sync: &mut dyn GradSync<B>,
 ) {
-    model.forward_loss(be, params, acts, batch, true, dropout_seed, Some(scale));
+    let pass = LossPass::Gradients {
+        grads: &mut *grads,
+        dscale: scale,
+    };
+    model.forward_loss(be, params, acts, batch, true, dropout_seed, pass);
     be.sum_into(stats, STAT_LOSS, &acts.head.losses, scale);
     model.backward_synced(be, params, grads, acts, batch, true, sync);
 }

@@ -45,6 +45,22 @@ impl Device for Cpu {
         dst.copy_from_slice(src);
     }
 
+    fn copy_range(
+        &self,
+        dst: &mut Vec<f32>,
+        dst_at: usize,
+        src: &Vec<f32>,
+        src_at: usize,
+        len: usize,
+    ) {
+        dst[dst_at..dst_at + len].copy_from_slice(&src[src_at..src_at + len]);
+    }
+
+    fn copy_ids_range(&self, dst: &mut Vec<u32>, src: &Vec<u32>, at: usize) {
+        let len = dst.len();
+        dst.copy_from_slice(&src[at..at + len]);
+    }
+
     fn sum_into(&self, dst: &mut Vec<f32>, index: usize, src: &Vec<f32>, scale: f32) {
         let sum: f64 = src.iter().map(|&x| x as f64).sum();
         dst[index] += (scale as f64 * sum) as f32;

@@ -33,6 +33,10 @@ impl Device for Cuda {
         self.new_buf(len, true)
     }
 
+    fn alloc_residual(&self, len: usize) -> CudaBuf {
+        self.new_buf(len, self.bf16_residual)
+    }
+
     fn alloc_ids(&self, len: usize) -> CudaIds {
         CudaIds {
             mem: self.allocate(len * 4),
@@ -122,10 +126,44 @@ impl Device for Cuda {
             dst.len, src.len,
             "copy between buffers of different lengths"
         );
+        self.copy_range(dst, 0, src, 0, src.len);
+    }
+
+    fn copy_range(
+        &self,
+        dst: &mut CudaBuf,
+        dst_at: usize,
+        src: &CudaBuf,
+        src_at: usize,
+        len: usize,
+    ) {
+        assert!(
+            dst_at + len <= dst.len && src_at + len <= src.len,
+            "copy past a buffer's end"
+        );
         dst.invalidate_shadow();
         self.timed("copy", || {
-            self.convert_raw(dst.ptr(), dst.bf16, src.ptr(), src.bf16, src.len)
+            self.convert_raw(dst.at(dst_at), dst.bf16, src.at(src_at), src.bf16, len)
         });
+    }
+
+    fn copy_ids_range(&self, dst: &mut CudaIds, src: &CudaIds, at: usize) {
+        assert!(at + dst.len <= src.len, "copy past the id buffer's end");
+        if !self.ready() || dst.len == 0 {
+            return;
+        }
+        let bytes = std::mem::size_of::<u32>();
+        // SAFETY: both ranges lie inside their allocations (checked above),
+        // and the copy is ordered on the one stream with every op using them.
+        unsafe {
+            drv::memcpy_dtod_async(
+                dst.ptr(),
+                src.ptr() + (at * bytes) as u64,
+                dst.len * bytes,
+                self.raw_stream(),
+            )
+        }
+        .unwrap_or_else(|e| self.fault.record(failed("a copy on the GPU", e)));
     }
 
     fn sum_into(&self, dst: &mut CudaBuf, index: usize, src: &CudaBuf, scale: f32) {

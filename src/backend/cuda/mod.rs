@@ -136,6 +136,9 @@ pub struct Cuda {
     /// The flash forward with two m-tiles a warp where there is one; off
     /// with `CRAM_FLASH_FORWARD=m1` (a comparison switch).
     flash_forward_m2: bool,
+    /// `CRAM_RESIDUAL=bf16`: the residual stream in bf16 (a comparison
+    /// switch; f32 by default).
+    bf16_residual: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -201,6 +204,7 @@ impl Cuda {
             })
             .collect();
         let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
+        let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_some_and(|v| v == "bf16");
         Ok(Cuda {
             ctx,
             stream,
@@ -215,6 +219,7 @@ impl Cuda {
             fused_attention,
             flash_attention,
             flash_forward_m2,
+            bf16_residual,
             peak: std::sync::OnceLock::new(),
             debug,
         })
