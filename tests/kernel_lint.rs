@@ -36,6 +36,7 @@ float4 make_float4(float x, float y, float z, float w);
 extern cram_lint_dim3 threadIdx, blockIdx, blockDim, gridDim;
 void __syncthreads();
 float __shfl_xor_sync(unsigned mask, float v, int lane);
+float __shfl_sync(unsigned mask, float v, int lane);
 float __expf(float x);
 float rsqrtf(float x);
 float __int_as_float(int i);

@@ -101,31 +101,45 @@ __device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base
     }
 }
 
+// The A fragments of the warp's 16 rows r0.. of a T×D matrix in shared
+// (row stride D+PAD), one per 16-wide k block.
+template <int D>
+__device__ __forceinline__ void load_rows_a(u32 (*a)[4], const bf16_t* m, int r0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+    // A tiles: rows r0 / r0+8 (tile bit 0), columns +0 / +8 (tile bit 1).
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ldsm4(a[kk], m + (r0 + (tile & 1) * 8 + row) * LD + kk * 16 + (tile >> 1) * 8);
+}
+
+// s = A·Kᵀ for keys nt·8 .. nt·8+7 (K rows in shared `sk`), A the warp's
+// rows from `load_rows_a`: one 16×8 tile of scores.
+template <int D>
+__device__ __forceinline__ void score_tile(float* s, const u32 (*a)[4], const bf16_t* sk, int nt) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+    s[0] = s[1] = s[2] = s[3] = 0.0f;
+    // B from key rows as stored: tiles are the four 8-column slices of
+    // two consecutive 16-wide k blocks.
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk += 2) {
+        u32 b[4];
+        ldsm4(b, sk + (nt * 8 + row) * LD + kk * 16 + tile * 8);
+        mma_bf16(s, a[kk], b[0], b[1]);
+        mma_bf16(s, a[kk + 1], b[2], b[3]);
+    }
+}
+
 // S = Q_w·Kᵀ for the warp's 16 rows (Q rows from shared `sq`, keys from `sk`),
 // unscaled: s[nt][.] covers keys nt·8 .. nt·8+7. The softmax applies the
 // scale inside its exponent, and only diagonal tiles are masked.
 template <int T, int D>
 __device__ void scores(float (*s)[4], const bf16_t* sq, const bf16_t* sk, int r0) {
-    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
-    const int LD = D + ATT_PAD;
-    // A tiles: rows r0 / r0+8 (tile bit 0), columns +0 / +8 (tile bit 1).
     u32 a[D / 16][4];
+    load_rows_a<D>(a, sq, r0);
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-        ldsm4(a[kk], sq + (r0 + (tile & 1) * 8 + row) * LD + kk * 16 + (tile >> 1) * 8);
-#pragma unroll
-    for (int nt = 0; nt < T / 8; nt++) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-        // B from key rows as stored: tiles are the four 8-column slices of
-        // two consecutive 16-wide k blocks.
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk += 2) {
-            u32 b[4];
-            ldsm4(b, sk + (nt * 8 + row) * LD + kk * 16 + tile * 8);
-            mma_bf16(s[nt], a[kk], b[0], b[1]);
-            mma_bf16(s[nt], a[kk + 1], b[2], b[3]);
-        }
-    }
+    for (int nt = 0; nt < T / 8; nt++) score_tile<D>(s[nt], a, sk, nt);
 }
 
 // Causal mask of a tile on the diagonal: scores of keys after their query
@@ -282,17 +296,62 @@ __device__ void transposed_times(float (*acc)[4], const bf16_t* m, const bf16_t*
     }
 }
 
+// Writes a warp's 16×T matrix, held as A fragments (`c_to_a`), into rows
+// r0.. of a T×T shared tile (row stride T+PAD).
+template <int T>
+__device__ __forceinline__ void store_a_rows(bf16_t* m, const u32 (*a)[4], int r0) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int LT = T + ATT_PAD;
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) {
+        int j = kk * 16 + 2 * c;
+        *(u32*)(m + (r0 + g) * LT + j) = a[kk][0];
+        *(u32*)(m + (r0 + g + 8) * LT + j) = a[kk][1];
+        *(u32*)(m + (r0 + g) * LT + j + 8) = a[kk][2];
+        *(u32*)(m + (r0 + g + 8) * LT + j + 8) = a[kk][3];
+    }
+}
+
+// Δ = rowsum(dO ∘ O) of the warp's rows r0 + g and r0 + g + 8 (dO from
+// shared as the products use it, O from the forward's output): lanes 2r and
+// 2r + 1 take half of row r0 + r each; `o_at` is row r0's element of the
+// head's first column. Equal to rowsum(P ∘ dP), which would keep all of dP
+// in registers beside P.
+template <int D>
+__device__ __forceinline__ void row_deltas(float* d_lo, float* d_hi, const bf16_t* sdo, const void* o, int o_bf,
+                                           u64 o_at, u64 hidden, int r0) {
+    int lane = threadIdx.x & 31, g = lane >> 2, r = lane >> 1, half = lane & 1;
+    const int LD = D + ATT_PAD, H = D / 2;
+    const bf16_t* dor = sdo + (r0 + r) * LD + half * H;
+    u64 at = o_at + r * hidden + half * H;
+    float acc = 0.0f;
+#pragma unroll
+    for (int d = 0; d < H; d += 4) {
+        float ov[4];
+        ldv<4>(ov, o, o_bf, at + d);
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc += bf16_to_f32(dor[d + e]) * ov[e];
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    *d_lo = __shfl_sync(0xffffffffu, acc, 2 * g);
+    *d_hi = __shfl_sync(0xffffffffu, acc, 2 * g + 16);
+}
+
+// The backward of one (batch, head), a warp per 16 query rows. Registers
+// hold P (then dS) for the warp's rows; one T×T shared tile holds P for
+// dV = Pᵀ·dO, then dS for dK = dSᵀ·Q, so that two blocks share an SM at
+// T = 128 (one block alone waited on its own loads).
 template <int T, int D>
-__device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dout, int dout_bf, const bf16_t* qkv,
-                                        const float* lse, int heads, int causal, float scale) {
+__device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dout, int dout_bf, const void* o,
+                                        int o_bf, const bf16_t* qkv, const float* lse, int heads, int causal,
+                                        float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD, LT = T + ATT_PAD;
+    const int LD = D + ATT_PAD;
     bf16_t* sq = smem;
     bf16_t* sk = sq + T * LD;
     bf16_t* sv = sk + T * LD;
     bf16_t* sdo = sv + T * LD;
-    bf16_t* sp = sdo + T * LD;
-    bf16_t* sds = sp + T * LT;
+    bf16_t* sps = sdo + T * LD;
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = blockIdx.x / heads, h = blockIdx.x % heads;
     const bf16_t* base = qkv + b * T * stride + h * D;
@@ -301,7 +360,8 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     load_head<T, D>(sv, base + 2 * hidden, stride);
     load_head_any<T, D>(sdo, dout, dout_bf, b * T * hidden + h * D, hidden);
     __syncthreads();
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
+    int lane = threadIdx.x & 31, g = lane >> 2, r0 = (threadIdx.x >> 5) * 16;
+    u64 row_lo = b * T + r0 + g;
     float p[T / 8][4];
     scores<T, D>(p, sq, sk, r0);
     if (causal) mask_after_diagonal<T>(p, r0);
@@ -314,43 +374,47 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
         p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
         p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
     }
-    // dP = dO_w·Vᵀ: the same product as the scores, with dO for Q and V for K.
-    float dp[T / 8][4];
-    scores<T, D>(dp, sdo, sv, r0);
-    float d_lo = 0.0f, d_hi = 0.0f;
+    u32 frag[T / 16][4];
 #pragma unroll
-    for (int nt = 0; nt < T / 8; nt++) {
-        d_lo += p[nt][0] * dp[nt][0] + p[nt][1] * dp[nt][1];
-        d_hi += p[nt][2] * dp[nt][2] + p[nt][3] * dp[nt][3];
-    }
-    d_lo = quad_sum(d_lo);
-    d_hi = quad_sum(d_hi);
+    for (int kk = 0; kk < T / 16; kk++) c_to_a(frag[kk], p, kk);
+    store_a_rows<T>(sps, frag, r0);
+    float d_lo, d_hi;
+    row_deltas<D>(&d_lo, &d_hi, sdo, o, o_bf, (b * T + r0) * hidden + h * D, hidden, r0);
+    // dS = P ∘ (dP − Δ) · scale with dP = dO_w·Vᵀ a tile at a time: P
+    // becomes dS in place.
+    {
+        u32 a[D / 16][4];
+        load_rows_a<D>(a, sdo, r0);
 #pragma unroll
-    for (int nt = 0; nt < T / 8; nt++) {
-        dp[nt][0] = p[nt][0] * (dp[nt][0] - d_lo) * scale;
-        dp[nt][1] = p[nt][1] * (dp[nt][1] - d_lo) * scale;
-        dp[nt][2] = p[nt][2] * (dp[nt][2] - d_hi) * scale;
-        dp[nt][3] = p[nt][3] * (dp[nt][3] - d_hi) * scale;
-        int j = nt * 8 + 2 * c;
-        *(u32*)(sp + (r0 + g) * LT + j) = pack2(p[nt][0], p[nt][1]);
-        *(u32*)(sp + (r0 + g + 8) * LT + j) = pack2(p[nt][2], p[nt][3]);
-        *(u32*)(sds + (r0 + g) * LT + j) = pack2(dp[nt][0], dp[nt][1]);
-        *(u32*)(sds + (r0 + g + 8) * LT + j) = pack2(dp[nt][2], dp[nt][3]);
+        for (int nt = 0; nt < T / 8; nt++) {
+            float dp[4];
+            score_tile<D>(dp, a, sv, nt);
+            p[nt][0] *= (dp[0] - d_lo) * scale;
+            p[nt][1] *= (dp[1] - d_lo) * scale;
+            p[nt][2] *= (dp[2] - d_hi) * scale;
+            p[nt][3] *= (dp[3] - d_hi) * scale;
+        }
     }
-    u64 row_lo = b * T + r0 + g;
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) c_to_a(frag[kk], p, kk);
     float acc[D / 8][4];
     // dQ = dS·K
     zero_rows<D>(acc);
-    times_rows<T, D>(acc, dp, sk);
+#pragma unroll
+    for (int kk = 0; kk < T / 16; kk++) times_block<D>(acc, frag[kk], sk, kk);
     store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, h * D);
-    __syncthreads();
-    // dK = dSᵀ·Q and dV = Pᵀ·dO for the warp's 16 keys.
+    __syncthreads();  // every warp's P is in sps
+    // dV = Pᵀ·dO for the warp's 16 keys.
     zero_rows<D>(acc);
-    transposed_times<T, D>(acc, sds, sq, r0);
-    store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, hidden + h * D);
-    zero_rows<D>(acc);
-    transposed_times<T, D>(acc, sp, sdo, r0);
+    transposed_times<T, D>(acc, sps, sdo, r0);
     store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, 2 * hidden + h * D);
+    __syncthreads();  // every warp is done with P
+    store_a_rows<T>(sps, frag, r0);
+    __syncthreads();
+    // dK = dSᵀ·Q for the warp's 16 keys.
+    zero_rows<D>(acc);
+    transposed_times<T, D>(acc, sps, sq, r0);
+    store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, hidden + h * D);
 }
 
 #define FUSED_ATTENTION(T, D)                                                                              \
@@ -359,10 +423,11 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
                                           int causal, float scale) {                                       \
         attention_forward_impl<T, D>(out, out_bf, lse, qkv, heads, causal, scale);                         \
     }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(T * 2) attention_fused_backward_##T##_##D(                \
-        void* dqkv, int dqkv_bf, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,       \
-        int heads, int causal, float scale) {                                                              \
-        attention_backward_impl<T, D>(dqkv, dqkv_bf, dout, dout_bf, qkv, lse, heads, causal, scale);       \
+    extern "C" __global__ void __launch_bounds__(T * 2, 2) attention_fused_backward_##T##_##D(             \
+        void* dqkv, int dqkv_bf, const void* dout, int dout_bf, const void* o, int o_bf, const bf16_t* qkv, \
+        const float* lse, int heads, int causal, float scale) {                                            \
+        attention_backward_impl<T, D>(dqkv, dqkv_bf, dout, dout_bf, o, o_bf, qkv, lse, heads, causal,     \
+                                      scale);                                                              \
     }
 
 FUSED_ATTENTION(32, 32)

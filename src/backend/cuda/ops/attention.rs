@@ -74,11 +74,12 @@ const fn fused(
 
 impl FusedAttention {
     /// Dynamic shared memory (bytes): q, k, v rows (forward), plus the
-    /// output gradient and two T×T bf16 tiles (backward); rows padded by 8.
+    /// output gradient and one T×T bf16 tile, P then dS (backward); rows
+    /// padded by 8. At T = 128 that is 106 KiB: two blocks share an SM.
     pub fn shared_bytes(&self, backward: bool) -> usize {
         let rows = self.seq * (self.head_dim + 8) * 2;
         if backward {
-            4 * rows + 2 * self.seq * (self.seq + 8) * 2
+            4 * rows + self.seq * (self.seq + 8) * 2
         } else {
             3 * rows
         }
@@ -477,7 +478,10 @@ impl AttentionOps for Cuda {
         if let Some(f) = self.fused_attention(shape) {
             self.timed("attention_backward", || {
                 let q = self.as_bf16(qkv, "cast_qkv");
-                assert_vector_aligned("fused attention", &[q, dout.ptr(), dqkv.ptr()]);
+                assert_vector_aligned(
+                    "fused attention",
+                    &[q, dout.ptr(), dqkv.ptr(), out.ptr()],
+                );
                 self.launch(
                     f.backward,
                     (shape.batch * shape.heads) as u32,
@@ -488,6 +492,8 @@ impl AttentionOps for Cuda {
                         dqkv.bf(),
                         dout.ptr(),
                         dout.bf(),
+                        out.ptr(),
+                        out.bf(),
                         q,
                         saved.ptr(),
                         shape.heads as u64,
