@@ -144,10 +144,10 @@ pub trait Device: Send + Sync {
     fn alloc_activation(&self, len: usize) -> Self::Buf {
         self.alloc(len)
     }
-    /// A zero-filled buffer for the residual stream: f32 by default, as
-    /// autocast keeps it; a GPU backend may offer bf16 for comparison
-    /// (`CRAM_RESIDUAL=bf16` on CUDA: half the stream's memory and traffic,
-    /// at the cost of rounding every residual sum).
+    /// A zero-filled buffer for the residual stream: f32 here, as autocast
+    /// keeps it; CUDA keeps it in bf16 (half the stream's memory and
+    /// traffic, every residual sum rounded; it learned as well at equal
+    /// steps), and `CRAM_RESIDUAL=f32` gives f32 there too.
     fn alloc_residual(&self, len: usize) -> Self::Buf {
         self.alloc(len)
     }

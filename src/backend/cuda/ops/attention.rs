@@ -478,10 +478,7 @@ impl AttentionOps for Cuda {
         if let Some(f) = self.fused_attention(shape) {
             self.timed("attention_backward", || {
                 let q = self.as_bf16(qkv, "cast_qkv");
-                assert_vector_aligned(
-                    "fused attention",
-                    &[q, dout.ptr(), dqkv.ptr(), out.ptr()],
-                );
+                assert_vector_aligned("fused attention", &[q, dout.ptr(), dqkv.ptr(), out.ptr()]);
                 self.launch(
                     f.backward,
                     (shape.batch * shape.heads) as u32,
