@@ -71,10 +71,10 @@ pub fn evaluate<B: Backend>(
         let batch = upload_batch(be, &hb);
         // Accuracy on the device: only one number a row comes back.
         // Batches of a masked objective differ in their number of predictions.
-        if hits.as_ref().is_none_or(|h| be.len(h) < batch.predicted) {
-            hits = Some(be.alloc(batch.predicted));
-        }
-        let hits = hits.get_or_insert_with(|| be.alloc(batch.predicted));
+        let hits = match hits.take() {
+            Some(h) if be.len(&h) >= batch.predicted => hits.insert(h),
+            _ => hits.insert(be.alloc(batch.predicted)),
+        };
         let pass = LossPass::Hits(&mut *hits);
         model.forward_loss(be, params, acts, &batch, false, 0, pass);
         correct += be

@@ -130,6 +130,10 @@ impl Model {
         let io = self.decoder_io(acts, batch);
         let (z, logits, chunk) = (io.z, io.logits, io.chunk);
         let one = chunks.count == 1;
+        let dscale = match &pass {
+            LossPass::Gradients { dscale, .. } => Some(*dscale),
+            _ => None,
+        };
         for k in 0..chunks.count {
             let rows = chunks.range(k);
             let m = rows.len();
@@ -152,10 +156,6 @@ impl Model {
                 be.top1_hits(losses_k, logits, targets, vocab);
                 be.copy_range(hits, rows.start, losses_k, 0, m);
             }
-            let dscale = match &pass {
-                LossPass::Gradients { dscale, .. } => Some(*dscale),
-                _ => None,
-            };
             be.cross_entropy(losses_k, logits, targets, vocab, dscale);
             if !one {
                 be.copy_range(io.losses, rows.start, &chunk.losses, 0, m);
