@@ -297,7 +297,19 @@ fn matmuls() {
     });
 }
 
-fn attention_case<B: Backend>(be: &B, (seq, head_dim): (usize, usize), causal: bool) -> Outputs {
+fn attention_case<B: Backend>(be: &B, dims: (usize, usize), causal: bool) -> Outputs {
+    attention_rotary_case(be, dims, causal, None)
+}
+
+/// With `rope`, the backward is `attention_backward_rotary` at that theta:
+/// on the CPU the attention backward and then the inverse rotation, on the
+/// GPU's flash path one pass.
+fn attention_rotary_case<B: Backend>(
+    be: &B,
+    (seq, head_dim): (usize, usize),
+    causal: bool,
+    rope: Option<f32>,
+) -> Outputs {
     let shape = AttentionShape {
         batch: 3,
         seq,
@@ -312,7 +324,12 @@ fn attention_case<B: Backend>(be: &B, (seq, head_dim): (usize, usize), causal: b
     be.attention_forward(&mut out, &mut saved, &qkv, shape);
     let dout = act(be, &rand_vals(16, n, 1.0));
     let mut dqkv = be.alloc_activation(3 * n);
-    be.attention_backward(&mut dqkv, &dout, &out, &qkv, &saved, shape);
+    match rope {
+        Some(theta) => {
+            be.attention_backward_rotary(&mut dqkv, &dout, &out, &qkv, &saved, shape, theta)
+        }
+        None => be.attention_backward(&mut dqkv, &dout, &out, &qkv, &saved, shape),
+    }
     vec![("out", be.download(&out)), ("dqkv", be.download(&dqkv))]
 }
 
@@ -368,6 +385,29 @@ fn flash_attention() {
     });
     check!("flash_320_32", MM, |be| {
         attention_case(be, (320, 32), false)
+    });
+}
+
+/// The attention backward with rotary positions' inverse rotation: fused
+/// into the flash kernels' dK and dQ stores (every flash head width, causal
+/// and not), and the separate pass after the short and the general kernels.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn attention_rotary_backward() {
+    check!("rotary_flash_256_64_causal", MM, |be| {
+        attention_rotary_case(be, (256, 64), true, Some(10000.0))
+    });
+    check!("rotary_flash_192_128", MM, |be| {
+        attention_rotary_case(be, (192, 128), false, Some(10000.0))
+    });
+    check!("rotary_flash_320_32_causal", MM, |be| {
+        attention_rotary_case(be, (320, 32), true, Some(500.0))
+    });
+    check!("rotary_fused_128_64_causal", MM, |be| {
+        attention_rotary_case(be, (128, 64), true, Some(10000.0))
+    });
+    check!("rotary_general_40_16", MM, |be| {
+        attention_rotary_case(be, (40, 16), true, Some(10000.0))
     });
 }
 

@@ -356,6 +356,25 @@ pub trait AttentionOps: Device {
         saved: &Self::Buf,
         shape: AttentionShape,
     );
+    /// `attention_backward`, then `rotary_backward` of the q and k it wrote
+    /// (rotary positions): one definition, which a backend may replace by a
+    /// single pass (the CUDA flash kernels rotate dK and dQ as they store them).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward_rotary(
+        &self,
+        dqkv: &mut Self::Buf,
+        dout: &Self::Buf,
+        out: &Self::Buf,
+        qkv: &Self::Buf,
+        saved: &Self::Buf,
+        shape: AttentionShape,
+        theta: f32,
+    ) where
+        Self: EmbeddingOps,
+    {
+        self.attention_backward(dqkv, dout, out, qkv, saved, shape);
+        self.rotary_backward(dqkv, shape, theta);
+    }
 }
 
 /// Element-wise ops.

@@ -438,16 +438,12 @@ impl Model {
             bp.attn_out,
             cc,
         );
-        be.attention_backward(
-            &mut acts.d_qkv,
-            &acts.d_att,
-            &a.att,
-            &a.qkv,
-            &a.att_saved,
-            shape,
-        );
+        let (d_qkv, d_att) = (&mut acts.d_qkv, &acts.d_att);
         if self.cfg.positions == Positions::Rotary {
-            be.rotary_backward(&mut acts.d_qkv, shape, self.cfg.rope_theta);
+            let theta = self.cfg.rope_theta;
+            be.attention_backward_rotary(d_qkv, d_att, &a.att, &a.qkv, &a.att_saved, shape, theta);
+        } else {
+            be.attention_backward(d_qkv, d_att, &a.att, &a.qkv, &a.att_saved, shape);
         }
         let qkv = MatmulShape {
             m: n,

@@ -72,6 +72,7 @@ const NAMES: &[&str] = &[
     "flash_backward_delta",
     "flash_backward_store_dq",
     "flash_backward_store_dq4",
+    "flash_backward_store_dq_rotary4",
     "gather_rows",
     "scatter_rows",
     "cross_entropy",

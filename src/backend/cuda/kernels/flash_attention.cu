@@ -296,10 +296,29 @@ extern "C" __global__ void flash_backward_delta(float* delta, float* dq, const v
     }
 }
 
+// Rotary positions' inverse rotation ("rotate half": column i pairs with
+// i + D/2 at the angle of rotary_table, rope[t·D/2 + i]) of a warp's 16 rows
+// in C fragments, rows t and t + 8 of the sequence: column nd·8 + 2c + (e&1)
+// is in fragment nd, its partner in fragment nd + D/16 of the same thread.
+template <int D>
+__device__ __forceinline__ void rotate_back_rows(float (*x)[4], const float2* rope, int t) {
+    const int c = threadIdx.x & 3, H = D / 2;
+#pragma unroll
+    for (int nd = 0; nd < D / 16; nd++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 a = rope[(t + (e >> 1) * 8) * H + nd * 8 + 2 * c + (e & 1)];
+            float lo = x[nd][e], hi = x[nd + D / 16][e];
+            x[nd][e] = lo * a.x + hi * a.y;
+            x[nd + D / 16][e] = hi * a.x - lo * a.y;
+        }
+    }
+}
+
 template <int D>
 __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf,
-                                    const bf16_t* qkv, const float* lse, const float* delta, int seq, int heads,
-                                    int causal, float scale) {
+                                    const bf16_t* qkv, const float* lse, const float* delta, const float2* rope,
+                                    int seq, int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
     const int LD = D + ATT_PAD, LT = FA_TILE + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
     // K, V; two (Q, dO) buffers, the next query tile copied while this one is
@@ -392,6 +411,7 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
         transposed_times<FA_TILE, D>(dk, sds, sq, r0);
         transposed_times<FA_TILE, D>(dv, sp, sdo, r0);
     }
+    if (rope) rotate_back_rows<D>(dk, rope, kt * FA_TILE + r0 + g);
     u64 key_lo = b * seq + kt * FA_TILE + r0 + g;
     store_rows<D>(dqkv, dqkv_bf, dk, key_lo, stride, hidden + h * D);
     store_rows<D>(dqkv, dqkv_bf, dv, key_lo, stride, 2 * hidden + h * D);
@@ -418,6 +438,35 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
     }
 }
 
+// flash_backward_store_dq4 with rotary positions: dQ's four pairs (i, i +
+// head_dim/2) a thread get the inverse rotation on their way into dqkv (the
+// rotary kernel's backward, without its own pass). half a multiple of 4,
+// the table 16-byte aligned and n4 = rows·hidden/8 in 32 bits (the host
+// checks them).
+extern "C" __global__ void flash_backward_store_dq_rotary4(void* dqkv, int dqkv_bf, const float* dq, const float2* table,
+                                                           u32 seq, u32 heads, u32 head_dim, u32 n4) {
+    u32 half = head_dim / 2, groups = half / 4, hidden = heads * head_dim;
+    for (u32 j = blockIdx.x * blockDim.x + threadIdx.x; j < n4; j += gridDim.x * blockDim.x) {
+        u32 i = (j % groups) * 4, rest = j / groups;
+        u32 h = rest % heads, r = rest / heads, t = r % seq;
+        u64 from = (u64)r * hidden + h * head_dim + i, to = (u64)r * 3 * hidden + h * head_dim + i;
+        float a[4], b[4], x[4], y[4];
+        ldv<4>(a, dq, 0, from);
+        ldv<4>(b, dq, 0, from + half);
+        const float4* angles = (const float4*)(table + (u64)t * half + i);
+        float4 p01 = angles[0], p23 = angles[1];
+        float cs[4] = {p01.x, p01.z, p23.x, p23.z};
+        float sn[4] = {p01.y, p01.w, p23.y, p23.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            x[k] = a[k] * cs[k] + b[k] * sn[k];
+            y[k] = b[k] * cs[k] - a[k] * sn[k];
+        }
+        stv<4>(dqkv, dqkv_bf, to, x);
+        stv<4>(dqkv, dqkv_bf, to + half, y);
+    }
+}
+
 #define FLASH_ATTENTION(D)                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
         void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,    \
@@ -426,8 +475,9 @@ extern "C" __global__ void flash_backward_store_dq4(void* dqkv, int dqkv_bf, con
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
         void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \
-        const float* delta, int seq, int heads, int causal, float scale) {                                        \
-        flash_backward_impl<D>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, seq, heads, causal, scale);     \
+        const float* delta, const float2* rope, int seq, int heads, int causal, float scale) {                    \
+        flash_backward_impl<D>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, rope, seq, heads, causal,       \
+                               scale);                                                                            \
     }
 
 FLASH_ATTENTION(32)

@@ -7,7 +7,7 @@
 use super::ROW_BLOCK;
 use crate::backend::cuda::blas::{Dims, RowMajor};
 use crate::backend::cuda::{assert_vector_aligned, f32_arg, Cuda, CudaBuf};
-use crate::backend::{AttentionOps, AttentionShape};
+use crate::backend::{AttentionOps, AttentionShape, EmbeddingOps};
 
 /// A fused attention kernel pair for one `(seq, head_dim)`: whole rows of
 /// scores stay on chip and only each row's log-sum-exp is saved.
@@ -286,6 +286,7 @@ impl Cuda {
         qkv: &CudaBuf,
         saved: &CudaBuf,
         shape: AttentionShape,
+        rope: Option<f32>,
     ) {
         let row_heads = shape.batch * shape.heads * shape.seq;
         let lse = saved.ptr();
@@ -299,6 +300,9 @@ impl Cuda {
         // Eight columns a thread (the flash head widths, 32 to 128, are
         // multiples of 8): Δ, and dQ's zeroing in the same pass.
         let chunks = rows * hidden / 8;
+        // Rotary positions: dK and dQ get the inverse rotation as they are
+        // stored (no separate pass over dqkv's q and k columns).
+        let table = rope.map_or(0, |theta| self.rotary_table(shape, theta));
         self.timed("attention_backward_delta", || {
             self.launch(
                 "flash_backward_delta",
@@ -334,6 +338,7 @@ impl Cuda {
                     q,
                     lse,
                     delta,
+                    table,
                     shape.seq as u64,
                     shape.heads as u64,
                     shape.causal as u64,
@@ -344,6 +349,34 @@ impl Cuda {
         // Four columns a thread where the counts fit 32 bits (the flash
         // head widths make hidden a multiple of 32).
         let vec4 = hidden.is_multiple_of(4) && u32::try_from(rows * hidden / 4).is_ok();
+        if rope.is_some() {
+            // Four rotary pairs a thread: head widths 32 to 128 make half a
+            // head a multiple of 4, and the table is scratch (aligned).
+            assert!(
+                vec4,
+                "flash attention's rotary dQ store needs 32-bit counts"
+            );
+            let n4 = rows * hidden / 8;
+            self.timed("attention_backward_dq", || {
+                self.launch(
+                    "flash_backward_store_dq_rotary4",
+                    self.grid(n4),
+                    256,
+                    0,
+                    &[
+                        dqkv.ptr(),
+                        dqkv.bf(),
+                        dq,
+                        table,
+                        shape.seq as u64,
+                        shape.heads as u64,
+                        shape.head_dim as u64,
+                        n4 as u64,
+                    ],
+                )
+            });
+            return;
+        }
         let (name, threads) = if vec4 {
             ("flash_backward_store_dq4", rows * hidden / 4)
         } else {
@@ -502,7 +535,7 @@ impl AttentionOps for Cuda {
             return;
         }
         if let Some(f) = self.flash_attention(shape) {
-            self.flash_backward(f, dqkv, dout, out, qkv, saved, shape);
+            self.flash_backward(f, dqkv, dout, out, qkv, saved, shape, None);
             return;
         }
         let s = shape;
@@ -586,5 +619,27 @@ impl AttentionOps for Cuda {
                 &[dqkv.ptr(), dqkv.bf(), dheads, b_, t_, h_, d_],
             );
         });
+    }
+
+    fn attention_backward_rotary(
+        &self,
+        dqkv: &mut CudaBuf,
+        dout: &CudaBuf,
+        out: &CudaBuf,
+        qkv: &CudaBuf,
+        saved: &CudaBuf,
+        shape: AttentionShape,
+        theta: f32,
+    ) {
+        match self.flash_attention(shape) {
+            // The short kernels (sequences up to 128) keep the separate pass.
+            Some(f) if self.fused_attention(shape).is_none() => {
+                self.flash_backward(f, dqkv, dout, out, qkv, saved, shape, Some(theta))
+            }
+            _ => {
+                self.attention_backward(dqkv, dout, out, qkv, saved, shape);
+                self.rotary_backward(dqkv, shape, theta);
+            }
+        }
     }
 }

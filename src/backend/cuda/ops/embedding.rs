@@ -170,14 +170,11 @@ impl EmbeddingOps for Cuda {
 }
 
 impl Cuda {
-    fn rotary(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32, direction: f32) {
-        assert!(
-            shape.head_dim.is_multiple_of(2),
-            "rotary positions need an even head_dim, got {}",
-            shape.head_dim
-        );
-        // The (cos, sin) table is rebuilt per call: seq·head_dim/2 entries, a
-        // few microseconds, and no cache to keep in step with seq and theta.
+    /// The (cos, sin) table of `rotary_table` (kernels/embedding.cu) for
+    /// `shape` and `theta`, in scratch. It is rebuilt per call:
+    /// seq·head_dim/2 entries, a few microseconds, and no cache to keep in
+    /// step with seq and theta.
+    pub(super) fn rotary_table(&self, shape: AttentionShape, theta: f32) -> u64 {
         let table = self.scratch("rotary_table", shape.seq * shape.head_dim * 4);
         self.launch_each(
             "rotary_table",
@@ -189,6 +186,16 @@ impl Cuda {
                 f32_arg(theta),
             ],
         );
+        table
+    }
+
+    fn rotary(&self, qkv: &mut CudaBuf, shape: AttentionShape, theta: f32, direction: f32) {
+        assert!(
+            shape.head_dim.is_multiple_of(2),
+            "rotary positions need an even head_dim, got {}",
+            shape.head_dim
+        );
+        let table = self.rotary_table(shape, theta);
         // The four-pair kernel takes its thread count last, the scalar one its rows.
         let n = shape.rows() * shape.hidden();
         let vec4 = shape.head_dim.is_multiple_of(8)
