@@ -367,6 +367,8 @@ fn fused_attention() {
 /// kernels: several key tiles per query tile, the causal diagonal tile, dQ
 /// summed over key tiles by atomics, and each head width they are built for;
 /// head 64 with both forwards (two m-tiles a warp at 256, one at 192).
+/// With `CRAM_FLASH_BACKWARD=k2` head 64 at 256 runs the backward with two
+/// key tiles a block (192, three tiles, keeps one).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention() {

@@ -116,11 +116,12 @@ impl Kernels {
         let fused = super::ops::FUSED_ATTENTION
             .iter()
             .flat_map(|f| [f.forward, f.backward])
-            .chain(
-                super::ops::FLASH_ATTENTION
-                    .iter()
-                    .flat_map(|f| [f.forward, f.backward].into_iter().chain(f.forward_m2)),
-            );
+            .chain(super::ops::FLASH_ATTENTION.iter().flat_map(|f| {
+                [f.forward, f.backward]
+                    .into_iter()
+                    .chain(f.forward_m2)
+                    .chain(f.backward_k2)
+            }));
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");
             // SAFETY: the module is loaded and stays loaded.

@@ -136,6 +136,9 @@ pub struct Cuda {
     /// The flash forward with two m-tiles a warp where there is one; off
     /// with `CRAM_FLASH_FORWARD=m1` (a comparison switch).
     flash_forward_m2: bool,
+    /// The flash backward with two key tiles a block where built
+    /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch until measured).
+    flash_backward_k2: bool,
     /// The residual stream in bf16, the default: it learned as well as f32
     /// at equal steps and ran 4% faster with 1.5 GB less (bench/RESULTS.md,
     /// ninth session). `CRAM_RESIDUAL=f32` keeps it in f32, for comparison.
@@ -202,9 +205,16 @@ impl Cuda {
                             ops::FlashAttention::forward_bytes(f.head_dim, 2),
                         )
                     })
+                    && (f.backward_k2).is_none_or(|k| {
+                        kernels.allow_shared_memory(
+                            k,
+                            ops::FlashAttention::backward_bytes(f.head_dim, 2),
+                        )
+                    })
             })
             .collect();
         let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
+        let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
         Ok(Cuda {
             ctx,
@@ -220,6 +230,7 @@ impl Cuda {
             fused_attention,
             flash_attention,
             flash_forward_m2,
+            flash_backward_k2,
             bf16_residual,
             peak: std::sync::OnceLock::new(),
             debug,

@@ -315,35 +315,69 @@ __device__ __forceinline__ void rotate_back_rows(float (*x)[4], const float2* ro
     }
 }
 
-template <int D>
+// acc[nd] += A_w · M[0..K, col0..col0+NC): A the warp's 16 rows r0.. of a
+// row-major 16×K matrix in shared (row stride LA), M K×D in shared (row
+// stride D+PAD). The KB = 2 backward's dQ: dS of 128 keys from shared.
+template <int K, int D, int NC, int LA>
+__device__ __forceinline__ void shared_times_band(float (*acc)[4], const bf16_t* x, int r0, const bf16_t* m, int col0) {
+    int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
+    const int LD = D + ATT_PAD;
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++) {
+        u32 a[4];
+        ldsm4(a, x + (r0 + (tile & 1) * 8 + row) * LA + kk * 16 + (tile >> 1) * 8);
+#pragma unroll
+        for (int nd = 0; nd < NC / 8; nd += 2) {
+            u32 b[4];
+            ldsm4_t(b, m + (kk * 16 + (tile & 1) * 8 + row) * LD + col0 + (nd + (tile >> 1)) * 8);
+            mma_bf16(acc[nd], a, b[0], b[1]);
+            mma_bf16(acc[nd + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// The backward with KB key tiles a block (64·KB keys, 4·KB warps). Warp w
+// forms P and dS for query rows 16·(w mod 4) of each query tile against key
+// tile w / 4 of the block, and keeps dK and dV of the block's keys 16·w.. in
+// registers. dQ reaches global memory once per block and query row: with
+// KB = 1 each warp adds its rows' part from its own dS registers; with
+// KB = 2, after the block's dS is in shared, warp w adds rows 16·(w mod 4),
+// columns (w / 4)·D/2.. over all 128 keys, so the f32 reductions into dQ are
+// half those of KB = 1 for the same work.
+template <int D, int KB>
 __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf,
                                     const bf16_t* qkv, const float* lse, const float* delta, const float2* rope,
                                     int seq, int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
-    const int LD = D + ATT_PAD, LT = FA_TILE + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
-    // K, V; two (Q, dO) buffers, the next query tile copied while this one is
-    // used; then P and dS of the current pair.
+    constexpr int KEYS = KB * FA_TILE;
+    const int LD = D + ATT_PAD, TILE_ELEMS = FA_TILE * LD;
+    constexpr int LT = KEYS + ATT_PAD;
+    // K, V (KEYS rows each); two (Q, dO) buffers, the next query tile copied
+    // while this one is used; then P and dS of the current tile (64 query rows × KEYS).
     bf16_t* sk = smem;
-    bf16_t* sv = sk + TILE_ELEMS;
-    bf16_t* sqd = sv + TILE_ELEMS;
+    bf16_t* sv = sk + KB * TILE_ELEMS;
+    bf16_t* sqd = sv + KB * TILE_ELEMS;
     bf16_t* sp = sqd + 4 * TILE_ELEMS;
     bf16_t* sds = sp + FA_TILE * LT;
-    int tiles = seq / FA_TILE;
-    u64 bh = blockIdx.x / tiles;
-    // Causal key tiles near the start meet the most queries: they come first.
-    int kt = (int)(blockIdx.x % tiles);
+    int tiles = seq / FA_TILE, blocks = tiles / KB;
+    u64 bh = blockIdx.x / blocks;
+    // Causal key blocks near the start meet the most queries: they come first.
+    int kb = (int)(blockIdx.x % blocks);
+    const int warp = threadIdx.x >> 5, kh = KB == 1 ? 0 : warp / 4, kt = kb * KB + kh;
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride;
-    int first = causal ? kt : 0;
-    load_head_async<FA_TILE, D>(sk, base + hidden + (u64)kt * tile_rows, stride);
-    load_head_async<FA_TILE, D>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
+    int first = causal ? kb * KB : 0;
+    load_head_async<KEYS, D>(sk, base + hidden + (u64)kb * KB * tile_rows, stride);
+    load_head_async<KEYS, D>(sv, base + 2 * hidden + (u64)kb * KB * tile_rows, stride);
     load_head_async<FA_TILE, D>(sqd, base + (u64)first * tile_rows, stride);
     load_grad_tile<FA_TILE, D>(sqd + TILE_ELEMS, dout, dout_bf, (b * seq + (u64)first * FA_TILE) * hidden + h * D,
                                hidden);
     cp_async_commit();
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (KB == 1 ? warp : warp % 4) * 16, key0 = 16 * warp;
+    const bf16_t* skh = sk + kh * TILE_ELEMS;
+    const bf16_t* svh = sv + kh * TILE_ELEMS;
     const float sl2 = scale * LOG2E;
     float dk[D / 8][4], dv[D / 8][4];
     zero_rows<D>(dk);
@@ -364,55 +398,84 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
         }
         __syncthreads();  // query tile qt (and K, V) are in shared for every warp
         int q_lo = qt * FA_TILE + r0 + g;
-        float p[FA_TILE / 8][4];
-        scores<FA_TILE, D>(p, sq, sk, r0);
-        if (causal && qt == kt) mask_after_diagonal<FA_TILE>(p, r0);
-        float off_lo = lse[bh * seq + q_lo] * LOG2E, off_hi = lse[bh * seq + q_lo + 8] * LOG2E;
-        float d_lo = delta[bh * seq + q_lo], d_hi = delta[bh * seq + q_lo + 8];
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            p[nt][0] = ex2(fmaf(p[nt][0], sl2, -off_lo));
-            p[nt][1] = ex2(fmaf(p[nt][1], sl2, -off_lo));
-            p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
-            p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
-        }
-        // dP = dO·Vᵀ, then dS = P ∘ (dP − Δ) · scale.
-        float ds[FA_TILE / 8][4];
-        scores<FA_TILE, D>(ds, sdo, sv, r0);
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            ds[nt][0] = p[nt][0] * (ds[nt][0] - d_lo) * scale;
-            ds[nt][1] = p[nt][1] * (ds[nt][1] - d_lo) * scale;
-            ds[nt][2] = p[nt][2] * (ds[nt][2] - d_hi) * scale;
-            ds[nt][3] = p[nt][3] * (ds[nt][3] - d_hi) * scale;
-            int j = nt * 8 + 2 * c;
-            *(u32*)(sp + (r0 + g) * LT + j) = pack2(p[nt][0], p[nt][1]);
-            *(u32*)(sp + (r0 + g + 8) * LT + j) = pack2(p[nt][2], p[nt][3]);
-            *(u32*)(sds + (r0 + g) * LT + j) = pack2(ds[nt][0], ds[nt][1]);
-            *(u32*)(sds + (r0 + g + 8) * LT + j) = pack2(ds[nt][2], ds[nt][3]);
-        }
-        // This key tile's part of dQ = dS·K for the warp's 16 query rows.
-        constexpr int BAND = D < 64 ? D : 64;
         u64 row_lo = b * seq + q_lo;
+        if (KB > 1 && causal && qt < kt) {
+            // KB = 2, the block's first query tile: the warp's keys all come
+            // after its queries, so its P and dS are zero (a warp-wide branch).
 #pragma unroll
-        for (int col0 = 0; col0 < D; col0 += BAND) {
-            float acc[BAND / 8][4];
-            zero_rows<BAND>(acc);
-            times_rows_band<FA_TILE, D, BAND>(acc, ds, sk, col0);
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                int j = kh * FA_TILE + nt * 8 + 2 * c;
+                *(u32*)(sp + (r0 + g) * LT + j) = 0u;
+                *(u32*)(sp + (r0 + g + 8) * LT + j) = 0u;
+                *(u32*)(sds + (r0 + g) * LT + j) = 0u;
+                *(u32*)(sds + (r0 + g + 8) * LT + j) = 0u;
+            }
+        } else {
+            float p[FA_TILE / 8][4];
+            scores<FA_TILE, D>(p, sq, skh, r0);
+            if (causal && qt == kt) mask_after_diagonal<FA_TILE>(p, r0);
+            float off_lo = lse[bh * seq + q_lo] * LOG2E, off_hi = lse[bh * seq + q_lo + 8] * LOG2E;
+            float d_lo = delta[bh * seq + q_lo], d_hi = delta[bh * seq + q_lo + 8];
 #pragma unroll
-            for (int nd = 0; nd < BAND / 8; nd++) {
-                u64 col = h * D + col0 + nd * 8 + 2 * c;
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                p[nt][0] = ex2(fmaf(p[nt][0], sl2, -off_lo));
+                p[nt][1] = ex2(fmaf(p[nt][1], sl2, -off_lo));
+                p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
+                p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
+            }
+            // dP = dO·Vᵀ, then dS = P ∘ (dP − Δ) · scale.
+            float ds[FA_TILE / 8][4];
+            scores<FA_TILE, D>(ds, sdo, svh, r0);
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                ds[nt][0] = p[nt][0] * (ds[nt][0] - d_lo) * scale;
+                ds[nt][1] = p[nt][1] * (ds[nt][1] - d_lo) * scale;
+                ds[nt][2] = p[nt][2] * (ds[nt][2] - d_hi) * scale;
+                ds[nt][3] = p[nt][3] * (ds[nt][3] - d_hi) * scale;
+                int j = kh * FA_TILE + nt * 8 + 2 * c;
+                *(u32*)(sp + (r0 + g) * LT + j) = pack2(p[nt][0], p[nt][1]);
+                *(u32*)(sp + (r0 + g + 8) * LT + j) = pack2(p[nt][2], p[nt][3]);
+                *(u32*)(sds + (r0 + g) * LT + j) = pack2(ds[nt][0], ds[nt][1]);
+                *(u32*)(sds + (r0 + g + 8) * LT + j) = pack2(ds[nt][2], ds[nt][3]);
+            }
+            if constexpr (KB == 1) {
+                // This key tile's part of dQ = dS·K for the warp's 16 query rows.
+                constexpr int BAND = D < 64 ? D : 64;
+#pragma unroll
+                for (int col0 = 0; col0 < D; col0 += BAND) {
+                    float acc[BAND / 8][4];
+                    zero_rows<BAND>(acc);
+                    times_rows_band<FA_TILE, D, BAND>(acc, ds, sk, col0);
+#pragma unroll
+                    for (int nd = 0; nd < BAND / 8; nd++) {
+                        u64 col = h * D + col0 + nd * 8 + 2 * c;
+                        red_add2(dq + row_lo * hidden + col, acc[nd][0], acc[nd][1]);
+                        red_add2(dq + (row_lo + 8) * hidden + col, acc[nd][2], acc[nd][3]);
+                    }
+                }
+            }
+        }
+        __syncthreads();  // P and dS of all 64 query rows and KEYS keys are in shared
+        if constexpr (KB == 2) {
+            // The block's part of dQ: rows r0.., columns kh·D/2.. over all its keys.
+            constexpr int NC = D / 2;
+            float acc[NC / 8][4];
+            zero_rows<NC>(acc);
+            shared_times_band<KEYS, D, NC, LT>(acc, sds, r0, sk, kh * NC);
+#pragma unroll
+            for (int nd = 0; nd < NC / 8; nd++) {
+                u64 col = h * D + kh * NC + nd * 8 + 2 * c;
                 red_add2(dq + row_lo * hidden + col, acc[nd][0], acc[nd][1]);
                 red_add2(dq + (row_lo + 8) * hidden + col, acc[nd][2], acc[nd][3]);
             }
         }
-        __syncthreads();  // P and dS of all 64 query rows are in shared
         // dK += dSᵀ·Q and dV += Pᵀ·dO for the warp's 16 keys.
-        transposed_times<FA_TILE, D>(dk, sds, sq, r0);
-        transposed_times<FA_TILE, D>(dv, sp, sdo, r0);
+        transposed_times<FA_TILE, D, LT>(dk, sds, sq, key0);
+        transposed_times<FA_TILE, D, LT>(dv, sp, sdo, key0);
     }
-    if (rope) rotate_back_rows<D>(dk, rope, kt * FA_TILE + r0 + g);
-    u64 key_lo = b * seq + kt * FA_TILE + r0 + g;
+    int t = kb * KEYS + key0 + g;
+    if (rope) rotate_back_rows<D>(dk, rope, t);
+    u64 key_lo = b * seq + t;
     store_rows<D>(dqkv, dqkv_bf, dk, key_lo, stride, hidden + h * D);
     store_rows<D>(dqkv, dqkv_bf, dv, key_lo, stride, 2 * hidden + h * D);
 }
@@ -467,19 +530,29 @@ extern "C" __global__ void flash_backward_store_dq_rotary4(void* dqkv, int dqkv_
     }
 }
 
-#define FLASH_ATTENTION(D)                                                                                        \
+#define FLASH_ATTENTION(D, B)                                                                                      \
     extern "C" __global__ void __launch_bounds__(128) attention_flash_forward_##D(                                \
         void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal,    \
         float scale) {                                                                                            \
         flash_forward_m_impl<D, 1>(out, out_bf, lse, qkv, seq, heads, causal, scale);                         \
     }                                                                                                             \
-    extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_##D(                               \
+    extern "C" __global__ void B attention_flash_backward_##D(                                                    \
         void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,   \
         const float* delta, const float2* rope, int seq, int heads, int causal, float scale) {                    \
-        flash_backward_impl<D>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, rope, seq, heads, causal,       \
-                               scale);                                                                            \
+        flash_backward_impl<D, 1>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, rope, seq, heads, causal,    \
+                                  scale);                                                                         \
     }
 
-FLASH_ATTENTION(32)
-FLASH_ATTENTION(64)
-FLASH_ATTENTION(128)
+// B: the backward's launch bounds. Head width 32 asks ptxas to leave room for
+// three blocks an SM: left free it took 232 registers (room for two), where
+// the same loop took 128 before the KB template.
+FLASH_ATTENTION(32, __launch_bounds__(128, 3))
+FLASH_ATTENTION(64, __launch_bounds__(128))
+FLASH_ATTENTION(128, __launch_bounds__(128))
+
+// Head width 64 with two key tiles a block (sequences of whole 128-key blocks).
+extern "C" __global__ void __launch_bounds__(256) attention_flash_backward_64_k2(
+    void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,
+    const float* delta, const float2* rope, int seq, int heads, int causal, float scale) {
+    flash_backward_impl<64, 2>(dqkv, dqkv_bf, dq, dout, dout_bf, qkv, lse, delta, rope, seq, heads, causal, scale);
+}

@@ -281,12 +281,11 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
 }
 
-// acc[nd] += Mᵀ_w · N where M (T×T, shared, row stride T+PAD) supplies the
-// warp's 16 columns r0.. as rows, and N is T×D in shared.
-template <int T, int D>
+// acc[nd] += Mᵀ_w · N where M (T rows, shared, row stride LM: T+PAD for a
+// T×T tile) supplies the warp's 16 columns r0.. as rows, and N is T×D in shared.
+template <int T, int D, int LM = T + ATT_PAD>
 __device__ void transposed_times(float (*acc)[4], const bf16_t* m, const bf16_t* n, int r0) {
     int lane = threadIdx.x & 31, tile = lane >> 3, row = lane & 7;
-    const int LM = T + ATT_PAD;
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) {
         // Aᵀ tiles: M rows kk·16 / +8 (tile bit 1), columns r0 / r0+8 (bit 0).

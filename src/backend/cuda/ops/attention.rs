@@ -95,6 +95,11 @@ pub(in crate::backend::cuda) struct FlashAttention {
     /// used where the sequence holds whole pairs of tiles (faster where
     /// built; `CRAM_FLASH_FORWARD=m1` turns it off for comparison).
     pub forward_m2: Option<&'static str>,
+    /// The backward with two key tiles (128 keys, eight warps) a block, which
+    /// reduces into dQ half as often; where the sequence holds whole pairs
+    /// of tiles and `CRAM_FLASH_BACKWARD=k2` asks for it (a comparison
+    /// switch until a GPU measures it).
+    pub backward_k2: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -104,18 +109,21 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         forward: "attention_flash_forward_32",
         backward: "attention_flash_backward_32",
         forward_m2: None,
+        backward_k2: None,
         head_dim: 32,
     },
     FlashAttention {
         forward: "attention_flash_forward_64",
         backward: "attention_flash_backward_64",
         forward_m2: Some("attention_flash_forward_64_m2"),
+        backward_k2: Some("attention_flash_backward_64_k2"),
         head_dim: 64,
     },
     FlashAttention {
         forward: "attention_flash_forward_128",
         backward: "attention_flash_backward_128",
         forward_m2: None,
+        backward_k2: None,
         head_dim: 128,
     },
 ];
@@ -123,7 +131,8 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
 impl FlashAttention {
     /// Query and key rows per tile (`FA_TILE` in the kernels).
     pub const TILE: usize = 64;
-    /// Threads per block: four warps of 16 rows.
+    /// Threads per block: four warps of 16 rows (a key tile's; eight warps
+    /// for the backward's two).
     const THREADS: u32 = 128;
 
     /// Dynamic shared memory (bytes): a q tile and two (k, v) buffers
@@ -131,12 +140,19 @@ impl FlashAttention {
     /// and dS tiles (backward); rows padded by 8 bf16. The second buffer
     /// takes the next tile's copy while the warps compute on the first.
     pub fn shared_bytes(&self, backward: bool) -> usize {
-        let tile = Self::TILE * (self.head_dim + 8) * 2;
         if backward {
-            6 * tile + 2 * Self::TILE * (Self::TILE + 8) * 2
+            Self::backward_bytes(self.head_dim, 1)
         } else {
             Self::forward_bytes(self.head_dim, 1)
         }
+    }
+
+    /// The backward's shared memory with `kb` key tiles a block: K and V,
+    /// two (q, output-gradient) buffers, and P and dS of 64 query rows by
+    /// the block's keys.
+    pub fn backward_bytes(head_dim: usize, kb: usize) -> usize {
+        let tile = Self::TILE * (head_dim + 8) * 2;
+        (2 * kb + 4) * tile + 2 * Self::TILE * (kb * Self::TILE + 8) * 2
     }
 
     /// The forward's shared memory with `m` query tiles a block: the
@@ -153,8 +169,9 @@ impl FlashAttention {
         2 * shape.batch * shape.heads * shape.seq
     }
 
-    fn blocks(shape: AttentionShape) -> u32 {
-        (shape.batch * shape.heads * (shape.seq / Self::TILE)) as u32
+    /// Blocks of `rows` query or key rows for `shape`.
+    fn blocks(shape: AttentionShape, rows: usize) -> u32 {
+        (shape.batch * shape.heads * (shape.seq / rows)) as u32
     }
 }
 
@@ -243,12 +260,12 @@ impl Cuda {
         let (kernel, blocks, bytes) = match m2 {
             Some(k) => (
                 k,
-                FlashAttention::blocks(shape) / 2,
+                FlashAttention::blocks(shape, 2 * FlashAttention::TILE),
                 FlashAttention::forward_bytes(f.head_dim, 2),
             ),
             None => (
                 f.forward,
-                FlashAttention::blocks(shape),
+                FlashAttention::blocks(shape, FlashAttention::TILE),
                 f.shared_bytes(false),
             ),
         };
@@ -323,12 +340,17 @@ impl Cuda {
                 ],
             );
         });
+        // Two key tiles a block where asked for and the sequence holds whole pairs.
+        let k2 = (f.backward_k2).filter(|_| {
+            self.flash_backward_k2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
+        });
+        let (kernel, kb) = k2.map_or((f.backward, 1), |k| (k, 2));
         self.timed("attention_backward", || {
             self.launch(
-                f.backward,
-                FlashAttention::blocks(shape),
-                FlashAttention::THREADS,
-                f.shared_bytes(true) as u32,
+                kernel,
+                FlashAttention::blocks(shape, kb * FlashAttention::TILE),
+                kb as u32 * FlashAttention::THREADS,
+                FlashAttention::backward_bytes(f.head_dim, kb) as u32,
                 &[
                     dqkv.ptr(),
                     dqkv.bf(),
