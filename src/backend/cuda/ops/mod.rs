@@ -11,12 +11,14 @@
 mod activation;
 mod attention;
 mod embedding;
+mod flash_attention;
 mod loss;
 mod matmul;
 mod norm;
 mod optim;
 
-pub(super) use attention::{FlashAttention, FusedAttention, FLASH_ATTENTION, FUSED_ATTENTION};
+pub(super) use attention::{FusedAttention, FUSED_ATTENTION};
+pub(super) use flash_attention::{FlashAttention, FLASH_ATTENTION};
 pub(super) use norm::NORM_BACKWARD_SHARED;
 
 use super::{Cuda, CudaBuf};
