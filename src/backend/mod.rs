@@ -82,6 +82,10 @@ impl AttentionShape {
     pub fn rows(&self) -> usize {
         self.batch * self.seq
     }
+    /// The scores' scale, 1/√head_dim.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
 }
 
 /// Non-linearity of a feed-forward block.

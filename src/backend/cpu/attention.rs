@@ -139,7 +139,7 @@ impl<'a> Head<'a> {
             qkv,
             base: b * shape.seq * 3 * shape.hidden() + h * shape.head_dim,
             shape,
-            scale: 1.0 / (shape.head_dim as f32).sqrt(),
+            scale: shape.scale(),
         }
     }
 

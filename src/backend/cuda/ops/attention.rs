@@ -189,7 +189,7 @@ impl AttentionOps for Cuda {
                         q,
                         shape.heads as u64,
                         shape.causal as u64,
-                        f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                        f32_arg(shape.scale()),
                     ],
                 )
             });
@@ -221,7 +221,7 @@ impl AttentionOps for Cuda {
                 Self::head_dims(s, lay.bh, (t, t, d), [false, false, true]),
                 (lay.part(base, 0), lay.part(base, 1)),
                 (scores, false),
-                1.0 / (d as f32).sqrt(),
+                s.scale(),
                 0.0,
             );
             let rows = lay.bh * t;
@@ -340,7 +340,7 @@ impl Cuda {
                     saved.ptr(),
                     shape.heads as u64,
                     shape.causal as u64,
-                    f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                    f32_arg(shape.scale()),
                 ],
             )
         });
@@ -405,14 +405,7 @@ impl Cuda {
                 self.row_grid(rows),
                 ROW_BLOCK,
                 0,
-                &[
-                    ds,
-                    dp,
-                    p,
-                    rows as u64,
-                    t as u64,
-                    f32_arg(1.0 / (d as f32).sqrt()),
-                ],
+                &[ds, dp, p, rows as u64, t as u64, f32_arg(s.scale())],
             );
             // dQ = dS · K, dK = dSᵀ · Q
             self.blas.gemm(

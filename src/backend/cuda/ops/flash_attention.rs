@@ -144,7 +144,7 @@ impl Cuda {
                     shape.seq as u64,
                     shape.heads as u64,
                     shape.causal as u64,
-                    f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                    f32_arg(shape.scale()),
                 ],
             )
         });
@@ -223,7 +223,7 @@ impl Cuda {
                     shape.seq as u64,
                     shape.heads as u64,
                     shape.causal as u64,
-                    f32_arg(1.0 / (shape.head_dim as f32).sqrt()),
+                    f32_arg(shape.scale()),
                 ],
             )
         });
