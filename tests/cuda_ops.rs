@@ -288,6 +288,72 @@ fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
     ]
 }
 
+/// A product wide enough for the FP8 forward (`CRAM_FP8=forward`; outputs
+/// of 2048 and more), alone and with a bf16 residual in its epilogue, then
+/// again after the weights changed (the FP8 weight copy must be cast anew).
+fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
+    let shape = MatmulShape {
+        m: 64,
+        k: 96,
+        n: 2048,
+    };
+    let MatmulShape { m, k, n } = shape;
+    let mut params = be.upload(&rand_vals(20, n * k + n, 0.2));
+    let layer = Linear {
+        weight: Span {
+            offset: 0,
+            len: n * k,
+        },
+        bias: Some(Span {
+            offset: n * k,
+            len: n,
+        }),
+    };
+    let inp = act(be, &rand_vals(21, m * k, 1.0));
+    let mut out = be.alloc_activation(m * n);
+    be.matmul_forward(&mut out, &inp, &params, layer, shape);
+    let resid = act(be, &rand_vals(22, m * n, 1.0));
+    let mut sum = be.alloc_activation(m * n);
+    let mut tmp = be.alloc_activation(m * n);
+    be.matmul_forward_add(&mut sum, &resid, &mut tmp, &inp, &params, layer, shape);
+    be.write(&mut params, 0, &rand_vals(23, n * k, 0.5));
+    let mut again = be.alloc_activation(m * n);
+    be.matmul_forward(&mut again, &inp, &params, layer, shape);
+    vec![
+        ("out", be.download(&out)),
+        ("sum", be.download(&sum)),
+        ("after_write", be.download(&again)),
+    ]
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn fp8_forward_matmul() {
+    // E4M3 keeps 3 mantissa bits: each operand is within 2⁻⁴ of its value,
+    // and the sum over k = 96 products averages most of that away.
+    const FP8: f64 = 6e-2;
+    let cpu = fp8_forward_case(&Cpu::new());
+    let bf16 = fp8_forward_case(&gpu());
+    std::env::set_var("CRAM_FP8", "forward");
+    let fp8_gpu = Cuda::new(0).expect("these tests need a CUDA GPU");
+    std::env::remove_var("CRAM_FP8");
+    let fp8 = fp8_forward_case(&fp8_gpu);
+    // FP8 really ran: its rounding shows against the bf16 product.
+    for ((name, a), (_, b)) in bf16.iter().zip(&fp8) {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        println!(
+            "fp8/{name}: max |bf16 - fp8| = {:.4} of max |bf16|",
+            diff / scale
+        );
+        assert!(
+            diff > 2e-3 * scale,
+            "fp8/{name}: the FP8 product equals the bf16 one (FP8 did not run)"
+        );
+    }
+    compare("fp8_forward", cpu, fp8, FP8);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn matmuls() {

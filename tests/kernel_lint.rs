@@ -33,6 +33,10 @@ struct float2 { float x, y; };
 struct uint2 { unsigned x, y; };
 float2 make_float2(float x, float y);
 float4 make_float4(float x, float y, float z, float w);
+uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w);
+uint2 make_uint2(unsigned x, unsigned y);
+void __trap();
+#define __CUDA_ARCH__ 900
 extern cram_lint_dim3 threadIdx, blockIdx, blockDim, gridDim;
 void __syncthreads();
 float __shfl_xor_sync(unsigned mask, float v, int lane);

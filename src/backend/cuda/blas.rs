@@ -1,7 +1,8 @@
 //! cuBLASLt matmuls in row-major terms. cuBLASLt is column-major: a
 //! row-major `[r, c]` matrix is its column-major transpose, so each row-major
 //! product below is issued as the transposed column-major one. Inputs are
-//! bf16; outputs bf16 or f32; accumulation and scaling are f32. A plan
+//! bf16 (or FP8, `gemm_fp8`); outputs bf16 or f32; accumulation and scaling
+//! are f32. A plan
 //! (descriptors and the heuristic's algorithm) is built once per shape and
 //! reused, since asking the heuristic costs more than a small matmul.
 
@@ -52,11 +53,40 @@ impl Dims {
     }
 }
 
+/// An FP8 format of a product's operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fp8 {
+    /// 4 exponent bits, 3 mantissa bits, largest 448: activations and weights.
+    E4M3,
+    /// 5 exponent bits, 2 mantissa bits, largest 57344: gradients.
+    E5M2,
+}
+
+impl Fp8 {
+    fn data_type(self) -> sys::cudaDataType_t {
+        match self {
+            Fp8::E4M3 => sys::cudaDataType_t::CUDA_R_8F_E4M3,
+            Fp8::E5M2 => sys::cudaDataType_t::CUDA_R_8F_E5M2,
+        }
+    }
+}
+
+/// An FP8 operand: its data, format, and the device pointer to the f32
+/// that undoes its scaling (the product is multiplied by both operands').
+#[derive(Debug, Clone, Copy)]
+pub struct Fp8Operand {
+    pub ptr: u64,
+    pub format: Fp8,
+    pub descale: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     op: RowMajor,
     dims: Dims,
     c_bf16: bool,
+    /// The row-major A's and B's formats when the inputs are FP8.
+    fp8: Option<(Fp8, Fp8)>,
 }
 
 struct Plan {
@@ -143,7 +173,52 @@ impl Blas {
         alpha: f32,
         beta: f32,
     ) {
-        let key = Key { op, dims, c_bf16 };
+        let key = Key {
+            op,
+            dims,
+            c_bf16,
+            fp8: None,
+        };
+        self.run(key, (a, b), None, c, d, (alpha, beta));
+    }
+
+    /// `D = op(A, B) + beta · C` for FP8 A and B (each scaled, with its
+    /// `descale`), bf16 C and D: cuBLASLt's FP8 products on Hopper take only
+    /// the transposed-first ("TN") column-major layout, which is the
+    /// row-major `ABt` (a linear layer's forward).
+    pub fn gemm_fp8(
+        &self,
+        dims: Dims,
+        (a, b): (Fp8Operand, Fp8Operand),
+        c: u64,
+        d: u64,
+        beta: f32,
+    ) {
+        let key = Key {
+            op: RowMajor::ABt,
+            dims,
+            c_bf16: true,
+            fp8: Some((a.format, b.format)),
+        };
+        self.run(
+            key,
+            (a.ptr, b.ptr),
+            Some((a.descale, b.descale)),
+            c,
+            d,
+            (1.0, beta),
+        );
+    }
+
+    fn run(
+        &self,
+        key: Key,
+        (a, b): (u64, u64),
+        descales: Option<(u64, u64)>,
+        c: u64,
+        d: u64,
+        (alpha, beta): (f32, f32),
+    ) {
         if self.debug {
             eprintln!(
                 "cuda: gemm {key:?} a {a:x} b {b:x} c {c:x} d {d:x} alpha {alpha} beta {beta}"
@@ -155,7 +230,7 @@ impl Blas {
         let mut plans = super::locked(&self.plans);
         let plan = match plans.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => match self.plan(key) {
+            std::collections::hash_map::Entry::Vacant(e) => match self.plan(key, descales) {
                 Ok(plan) => e.insert(plan),
                 Err(err) => {
                     let what = format!("finding a cuBLASLt algorithm for {key:?}");
@@ -166,6 +241,13 @@ impl Blas {
         };
         // Column-major operands: the row-major A and B swap places.
         let (first, second) = (b, a);
+        if let Some((da, db)) = descales {
+            if let Err(e) = set_scales(plan.desc, (db, da)) {
+                self.fault
+                    .record(failed(format!("setting FP8 scales for {key:?}"), e));
+                return;
+            }
+        }
         // SAFETY: pointers and plan describe the same shapes; the workspace
         // is ours and the stream orders everything.
         unsafe {
@@ -206,7 +288,11 @@ impl Blas {
     /// - ABt: `Cᵀ = B · Aᵀ`, B stored `[n, k]` = column-major `k × n` (transposed).
     /// - AB:  `Cᵀ = Bᵀ · Aᵀ`, B stored `[k, n]` = column-major `n × k` as is.
     /// - AtB: `Cᵀ = Bᵀ · A`, A stored `[k, m]` = column-major `m × k` (transposed).
-    fn plan(&self, key: Key) -> Result<Plan, CudaError> {
+    ///
+    /// FP8 plans (`key.fp8`) take the operands' scale pointers before the
+    /// heuristic is asked (`descales`, column-major order set by `run`) and
+    /// accumulate fast (no periodic promotion: the speed FP8 is for).
+    fn plan(&self, key: Key, descales: Option<(u64, u64)>) -> Result<Plan, CudaError> {
         let Dims { m, n, k, batch, .. } = key.dims;
         let d = key.dims;
         let bf = sys::cudaDataType_t::CUDA_R_16BF;
@@ -229,8 +315,12 @@ impl Blas {
             }
             Ok::<_, CudaError>(l)
         };
-        let a = layout(bf, first, d.stride_b)?;
-        let b = layout(bf, second, d.stride_a)?;
+        // Column-major A is the row-major B, and the other way round.
+        let (a_type, b_type) = key
+            .fp8
+            .map_or((bf, bf), |(ra, rb)| (rb.data_type(), ra.data_type()));
+        let a = layout(a_type, first, d.stride_b)?;
+        let b = layout(b_type, second, d.stride_a)?;
         let c = layout(c_type, (n, m, n, false), d.stride_c)?;
         let desc = lt::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
@@ -260,6 +350,20 @@ impl Blas {
                 .map_err(blas_err)?;
             }
         }
+        if let Some((da, db)) = descales {
+            set_scales(desc, (db, da))?;
+            let fast: i8 = 1;
+            // SAFETY: as above; FAST_ACCUM is an int8_t.
+            unsafe {
+                lt::set_matmul_desc_attribute(
+                    desc,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_FAST_ACCUM,
+                    &fast as *const i8 as *const c_void,
+                    1,
+                )
+            }
+            .map_err(blas_err)?;
+        }
         let pref = lt::create_matmul_pref().map_err(blas_err)?;
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: as above.
@@ -284,6 +388,32 @@ impl Blas {
             algo: heuristic.algo,
         })
     }
+}
+
+/// The column-major A's and B's scale pointers (device pointers to f32).
+fn set_scales(desc: sys::cublasLtMatmulDesc_t, (a, b): (u64, u64)) -> Result<(), CudaError> {
+    for (attr, ptr) in [
+        (
+            sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+            a,
+        ),
+        (
+            sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+            b,
+        ),
+    ] {
+        // SAFETY: an attribute of a live descriptor; the value is a pointer.
+        unsafe {
+            lt::set_matmul_desc_attribute(
+                desc,
+                attr,
+                &ptr as *const u64 as *const c_void,
+                std::mem::size_of::<u64>(),
+            )
+        }
+        .map_err(blas_err)?;
+    }
+    Ok(())
 }
 
 fn set_batch(

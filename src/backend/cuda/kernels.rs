@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::CudaError;
 
 /// The kernel sources, concatenated in this order into one program.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 10] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
@@ -29,6 +29,7 @@ const SOURCES: [(&str, &str); 9] = [
     ),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
+    ("fp8.cu", include_str!("kernels/fp8.cu")),
 ];
 
 /// The kernel sources as NVRTC compiles them, file name and text, in order
@@ -62,6 +63,8 @@ const NAMES: &[&str] = &[
     "rotary",
     "rotary4",
     "norm_forward",
+    "fp8_amax_partials",
+    "fp8_cast",
     "norm_backward",
     "qkv_to_heads",
     "heads_to_qkv",

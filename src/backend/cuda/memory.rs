@@ -66,6 +66,15 @@ pub struct CudaBuf {
     /// A bf16 copy of an f32 buffer, made when the buffer is first used as
     /// matmul weights and kept fresh by AdamW; `None` once stale.
     pub(super) shadow: Mutex<Option<Memory>>,
+    /// FP8 copies of weight tensors in the buffer (`CRAM_FP8`), by element
+    /// offset: the data and, after it, the f32 that undoes its scale. Kept
+    /// allocated; stale after any change to the buffer until cast again.
+    pub(super) fp8: Mutex<HashMap<usize, Fp8Copy>>,
+}
+
+pub(super) struct Fp8Copy {
+    pub(super) mem: Memory,
+    pub(super) fresh: bool,
 }
 
 impl CudaBuf {
@@ -89,6 +98,15 @@ impl CudaBuf {
     }
     pub(super) fn invalidate_shadow(&self) {
         *super::locked(&self.shadow) = None;
+        self.fp8_stale();
+    }
+
+    /// Marks the FP8 weight copies stale (the values changed: AdamW, a
+    /// write, NCCL).
+    pub(super) fn fp8_stale(&self) {
+        for copy in super::locked(&self.fp8).values_mut() {
+            copy.fresh = false;
+        }
     }
 }
 
@@ -184,6 +202,7 @@ impl Cuda {
             len,
             bf16,
             shadow: Mutex::new(None),
+            fp8: Mutex::default(),
         }
     }
 

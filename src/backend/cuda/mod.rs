@@ -6,7 +6,8 @@
 //! buffer as a pointer plus a bf16 flag, so one kernel serves every mix the
 //! model uses. Matmuls run on cuBLASLt with bf16 inputs and f32 accumulation;
 //! their weights come from a bf16 copy of the f32 parameter buffer that the
-//! fused AdamW kernel refreshes as it updates the master weights.
+//! fused AdamW kernel refreshes as it updates the master weights
+//! (`CRAM_FP8=forward`: wide layers' forward in FP8, `ops/fp8.rs`).
 //!
 //! Everything is issued on one stream, so scratch memory can be reused
 //! between ops without synchronisation; the host waits only in `read`.
@@ -143,6 +144,10 @@ pub struct Cuda {
     /// at equal steps and ran 4% faster with 1.5 GB less (bench/RESULTS.md,
     /// ninth session). `CRAM_RESIDUAL=f32` keeps it in f32, for comparison.
     bf16_residual: bool,
+    /// Linear layers' forward in FP8 where it pays (`ops/fp8.rs`), with
+    /// `CRAM_FP8=forward` on a GPU of compute capability 8.9 or later: a
+    /// comparison switch until measured faster at equal loss.
+    fp8_forward: bool,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -216,6 +221,8 @@ impl Cuda {
         let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
         let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
+        let fp8_forward = (major, minor) >= (8, 9)
+            && std::env::var_os("CRAM_FP8").is_some_and(|v| v == "forward");
         Ok(Cuda {
             ctx,
             stream,
@@ -232,6 +239,7 @@ impl Cuda {
             flash_forward_m2,
             flash_backward_k2,
             bf16_residual,
+            fp8_forward,
             peak: std::sync::OnceLock::new(),
             debug,
         })

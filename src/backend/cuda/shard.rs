@@ -62,6 +62,7 @@ impl Cuda {
             range.end <= params.len && range.end <= grads.len && range.len() <= m.len.min(v.len),
             "AdamW on a range outside its buffers"
         );
+        params.fp8_stale();
         let shadow = super::locked_mut(&mut params.shadow)
             .as_ref()
             .map_or(0, |s| s.ptr + 2 * range.start as u64);
@@ -78,6 +79,7 @@ impl Cuda {
     /// Rewrites elements `range` of the bf16 weight copy of `params` from
     /// the f32 values (after NCCL wrote them behind the backend's back).
     pub fn refresh_weight_copy(&self, params: &CudaBuf, range: Range<usize>) {
+        params.fp8_stale();
         let shadow = super::locked(&params.shadow);
         if let Some(mem) = shadow.as_ref() {
             let src = View::range(params, range.clone());

@@ -73,6 +73,26 @@ __device__ __forceinline__ void stv(void* p, int bf, u64 i, const float* v) {
     }
 }
 
+// Eight consecutive values at element i of an f32-or-bf16 buffer, i a
+// multiple of 8 and the buffer 16-byte aligned: one 16-byte access for bf16,
+// two for f32 (the FP8 casts read their input so).
+__device__ __forceinline__ void unpack8(float* v, uint4 u) {
+    u32 w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; k++) {
+        v[2 * k] = __uint_as_float(w[k] << 16);
+        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ void ld8(float* v, const void* p, int bf, u64 i) {
+    if (bf) {
+        unpack8(v, *(const uint4*)((const bf16_t*)p + i));
+    } else {
+        float4 a = *(const float4*)((const float*)p + i), b = *(const float4*)((const float*)p + i + 4);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -89,7 +89,8 @@ impl MatmulOps for Cuda {
 
 impl Cuda {
     /// `out = inp · Wᵀ (+ resid) (+ b)`: cuBLASLt's epilogue adds `resid`
-    /// (C, with D = out) when there is one.
+    /// (C, with D = out) when there is one. In FP8 where `fp8_forward_for`
+    /// says so (`ops/fp8.rs`).
     fn project(
         &self,
         out: &CudaBuf,
@@ -100,23 +101,27 @@ impl Cuda {
         shape: MatmulShape,
     ) {
         let MatmulShape { m, k, n } = shape;
-        self.timed("matmul_forward", || {
-            let x = self.as_bf16(inp, "cast_inp");
-            let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
-            let (c, beta) = resid.map_or((out.ptr(), 0.0), |r| (r.ptr(), 1.0));
-            self.blas.gemm_from(
-                RowMajor::ABt,
-                Dims::plain(m, n, k),
-                (x, w),
-                c,
-                (out.ptr(), out.bf16),
-                1.0,
-                beta,
-            );
-            if let Some(bias) = layer.bias {
-                self.add_bias(out, params, bias, m, n);
-            }
-        });
+        let (c, beta) = resid.map_or((out.ptr(), 0.0), |r| (r.ptr(), 1.0));
+        if self.fp8_forward_for(out, shape) {
+            self.project_fp8(out, (c, beta), inp, params, layer, shape);
+        } else {
+            self.timed("matmul_forward", || {
+                let x = self.as_bf16(inp, "cast_inp");
+                let w = self.bf16_ptr(params) + 2 * layer.weight.offset as u64;
+                self.blas.gemm_from(
+                    RowMajor::ABt,
+                    Dims::plain(m, n, k),
+                    (x, w),
+                    c,
+                    (out.ptr(), out.bf16),
+                    1.0,
+                    beta,
+                );
+            });
+        }
+        if let Some(bias) = layer.bias {
+            self.timed("matmul_forward", || self.add_bias(out, params, bias, m, n));
+        }
     }
 
     /// `out[r, ·] += b` over the `m` rows of an `[m, n]` product.

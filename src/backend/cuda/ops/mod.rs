@@ -12,6 +12,7 @@ mod activation;
 mod attention;
 mod embedding;
 mod flash_attention;
+mod fp8;
 mod loss;
 mod matmul;
 mod norm;

@@ -22,6 +22,7 @@ impl OptimOps for Cuda {
         norm_index: usize,
         hp: AdamW,
     ) {
+        params.fp8_stale();
         let shadow = crate::backend::cuda::locked_mut(&mut params.shadow)
             .as_ref()
             .map_or(0, |s| s.ptr);
