@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Quality of a CUDA comparison switch against the default, seed by seed: `cram pretrain
+# --preset $PRESET` on the same data, the same seeds and the same budget, once with the
+# switch in the environment and once without, then the held-out losses side by side and
+# the training losses at equal steps. Made for `CRAM_FP8=forward` (issue 19: FP8 lands as
+# the default only where it learns as well), usable for any `CRAM_*` switch.
+#
+#   bench/switch_ab.sh CRAM_FP8=forward
+#
+# $BUDGET (default "500 steps": equal steps, so the schedules match; a time budget gives the
+# faster side more steps), $SEEDS (default "1 2"), $PRESET (crammed-bert), $CORPUS (default
+# carry/wikipedia-00.jsonl.zst). Two seeds of 500 crammed-bert steps take about 9 minutes
+# on an H100, inside one device command. Outputs (metrics per run, logs) go to $OUT (or
+# /tmp/switch-out).
+#
+# Carry, from the repository root on the development machine:
+#   cargo build --release && strip -o /tmp/cram target/release/cram && mkdir -p carry \
+#     && gzip -9 -c /tmp/cram > carry/cram.gz \
+#     && cp ../shared/data/pretrain-en/wikipedia-00.jsonl.zst carry/
+# then run `bench/switch_ab.sh CRAM_FP8=forward` with carry = ["carry"].
+set -euo pipefail
+switch=${1:?usage: bench/switch_ab.sh NAME=VALUE}
+name=${switch%%=*}
+carry=${CARRY:-carry}
+out=${OUT:-/tmp/switch-out}
+budget=${BUDGET:-500 steps}
+preset=${PRESET:-crammed-bert}
+corpus=${CORPUS:-$carry/wikipedia-00.jsonl.zst}
+data=/tmp/switch-data-$preset
+mkdir -p "$out"
+cram=$carry/cram
+[ -x "$cram" ] || { gunzip -kf "$cram.gz" && chmod +x "$cram"; }
+[ -d "$data" ] || "$cram" data prepare --input "$corpus" --out "$data" --preset "$preset" >"$out/prepare.log"
+for seed in ${SEEDS:-1 2}; do
+  for side in default switch; do
+    run=/tmp/switch-run-$side-$seed
+    rm -rf "$run"
+    if [ "$side" = switch ]; then env_set=("$switch"); else env_set=("$name="); fi
+    env "${env_set[@]}" "$cram" pretrain --preset "$preset" --data "$data" --out "$run" \
+      --budget "$budget" --seed "$seed" >"$out/pretrain-$side-$seed.log" 2>&1
+    cp "$run/metrics.jsonl" "$out/metrics-$side-$seed.jsonl"
+    held=$(grep -o 'held-out loss [0-9.]*' "$out/pretrain-$side-$seed.log" | tail -1)
+    echo "seed $seed $side ($([ "$side" = switch ] && echo "$switch" || echo "$name unset")): $held"
+  done
+  python3 - "$out/metrics-default-$seed.jsonl" "$out/metrics-switch-$seed.jsonl" <<'PY'
+import json, sys
+def losses(path):
+    out = {}
+    for line in open(path):
+        try:
+            j = json.loads(line)
+        except ValueError:
+            continue
+        if j.get("event") == "train":
+            out[j["step"]] = j["loss"]
+    return out
+a, b = (losses(p) for p in sys.argv[1:3])
+steps = sorted(set(a) & set(b))
+worst = max(steps, key=lambda s: abs(a[s] - b[s]), default=None)
+if worst is not None:
+    print(f"  training loss at equal steps: largest gap {b[worst] - a[worst]:+.4f} at step {worst}"
+          f" ({a[worst]:.4f} default, {b[worst]:.4f} switch); last common step {steps[-1]}:"
+          f" {a[steps[-1]]:.4f} / {b[steps[-1]]:.4f}")
+PY
+done
