@@ -24,13 +24,24 @@ const MAX_PARTS: usize = 1024;
 impl Cuda {
     /// Whether `out = inp · Wᵀ (+ resid)` of `shape` runs in FP8: asked for,
     /// a GPU with FP8 tensor cores, bf16 output, sizes that cuBLASLt's FP8
-    /// products take (multiples of 16) and an output wide enough to pay.
-    pub(super) fn fp8_forward_for(&self, out: &CudaBuf, shape: MatmulShape) -> bool {
+    /// products take (multiples of 16), an output wide enough to pay, and
+    /// input and weights that the casts can read 16 bytes at a time (a
+    /// layout whose weight starts at an offset that is not a multiple of
+    /// four stays in bf16 rather than failing).
+    pub(super) fn fp8_forward_for(
+        &self,
+        out: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) -> bool {
         let MatmulShape { m, k, n } = shape;
         self.fp8_forward
             && out.bf16
             && n >= FP8_MIN_OUT
             && [m, k, n].iter().all(|d| d.is_multiple_of(16))
+            && vector_aligned(&[inp.ptr(), params.at(layer.weight.offset)])
     }
 
     /// `out = inp · Wᵀ + beta · c` in FP8 (E4M3 input and weight, bf16 out).

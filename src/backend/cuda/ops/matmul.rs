@@ -102,7 +102,7 @@ impl Cuda {
     ) {
         let MatmulShape { m, k, n } = shape;
         let (c, beta) = resid.map_or((out.ptr(), 0.0), |r| (r.ptr(), 1.0));
-        if self.fp8_forward_for(out, shape) {
+        if self.fp8_forward_for(out, inp, params, layer, shape) {
             self.project_fp8(out, (c, beta), inp, params, layer, shape);
         } else {
             self.timed("matmul_forward", || {
