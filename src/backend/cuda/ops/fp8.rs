@@ -14,7 +14,7 @@ use crate::backend::{Linear, MatmulShape};
 /// m·k, the product m·k·n, so narrow outputs (the attention projection
 /// and the MLP's down projection at 768) would spend on the cast what
 /// the product saves.
-pub(in crate::backend::cuda) const FP8_MIN_OUT: usize = 2048;
+const FP8_MIN_OUT: usize = 2048;
 
 /// Threads a block of the cast kernels, and the most blocks of the amax
 /// pass (its partial maxima are reduced again by every cast block).
