@@ -223,6 +223,24 @@ impl Cuda {
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
         let fp8_forward = (major, minor) >= (8, 9)
             && std::env::var_os("CRAM_FP8").is_some_and(|v| v == "forward");
+        // The comparison switches in effect, named in the device's name so
+        // that every "device:" line and bench result says what it measured.
+        let switches: Vec<&str> = [
+            (fused_off, "CRAM_FUSED_ATTENTION=0"),
+            (short_off && !fused_off, "CRAM_FUSED_ATTENTION=flash"),
+            (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
+            (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
+            (!bf16_residual, "CRAM_RESIDUAL=f32"),
+            (fp8_forward, "CRAM_FP8=forward"),
+        ]
+        .into_iter()
+        .filter_map(|(on, switch)| on.then_some(switch))
+        .collect();
+        let name = if switches.is_empty() {
+            name
+        } else {
+            format!("{name} with {}", switches.join(" "))
+        };
         Ok(Cuda {
             ctx,
             stream,
