@@ -33,12 +33,29 @@ __device__ __forceinline__ void st(void* p, int bf, u64 i, float v) {
     else ((float*)p)[i] = v;
 }
 
-// V consecutive values (V = 1 or 4) at element i of an f32-or-bf16 buffer;
-// for V = 4, i is a multiple of 4 and the buffer 16-byte aligned, so one
-// 8- or 16-byte access moves all four (the host checks the alignment).
+// Eight bf16 values packed in 16 bytes, as floats.
+__device__ __forceinline__ void unpack8(float* v, uint4 u) {
+    u32 w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; k++) {
+        v[2 * k] = __uint_as_float(w[k] << 16);
+        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
+// V consecutive values (V = 1, 4 or 8) at element i of an f32-or-bf16
+// buffer; for V = 4 or 8, i is a multiple of V and the buffer 16-byte
+// aligned, so one 8- or 16-byte access moves four values and one 16-byte
+// access (two for f32) moves eight (the host checks the alignment).
 template <int V>
 __device__ __forceinline__ void ldv(float* v, const void* p, int bf, u64 i) {
-    if constexpr (V == 4) {
+    if constexpr (V == 8) {
+        if (bf) {
+            unpack8(v, *(const uint4*)((const bf16_t*)p + i));
+        } else {
+            ldv<4>(v, p, 0, i);
+            ldv<4>(v + 4, p, 0, i + 4);
+        }
+    } else if constexpr (V == 4) {
         if (bf) {
             uint2 u = *(const uint2*)((const bf16_t*)p + i);
             v[0] = __uint_as_float(u.x << 16);
@@ -70,26 +87,6 @@ __device__ __forceinline__ void stv(void* p, int bf, u64 i, const float* v) {
         }
     } else {
         for (int k = 0; k < V; k++) st(p, bf, i + k, v[k]);
-    }
-}
-
-// Eight consecutive values at element i of an f32-or-bf16 buffer, i a
-// multiple of 8 and the buffer 16-byte aligned: one 16-byte access for bf16,
-// two for f32 (the FP8 casts read their input so).
-__device__ __forceinline__ void unpack8(float* v, uint4 u) {
-    u32 w[4] = {u.x, u.y, u.z, u.w};
-    for (int k = 0; k < 4; k++) {
-        v[2 * k] = __uint_as_float(w[k] << 16);
-        v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    }
-}
-
-__device__ __forceinline__ void ld8(float* v, const void* p, int bf, u64 i) {
-    if (bf) {
-        unpack8(v, *(const uint4*)((const bf16_t*)p + i));
-    } else {
-        float4 a = *(const float4*)((const float*)p + i), b = *(const float4*)((const float*)p + i + 4);
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
 }
 
@@ -132,6 +129,10 @@ __device__ float block_max(float v, float* shared) {
 // element. The host launches n/4 threads' worth of blocks (`launch_vec4`)
 // and n is a multiple of 4.
 #define FOR_EACH4(i, n) for (u64 i = 4 * ((u64)blockIdx.x * blockDim.x + threadIdx.x); i < (u64)(n); i += 4 * (u64)gridDim.x * blockDim.x)
+
+// Grid-stride loop over the n/8 groups of eight values (n a multiple of 8):
+// g is the group's index, its first element 8·g.
+#define FOR_EACH8(g, n) for (u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x; g < (u64)(n) / 8; g += (u64)gridDim.x * blockDim.x)
 
 // The dropout mask of backend::dropout_keep: splitmix64 of (seed, index),
 // kept when the top 24 bits, as a fraction, are at least p.

@@ -25,16 +25,15 @@ __device__ __forceinline__ unsigned short fp8x2(float lo, float hi, int fmt) {
 #endif
 }
 
-// Grid-stride over the n/8 groups of eight (n a multiple of 8, x 16-byte
-// aligned: every matmul operand, whose sizes are multiples of 16).
-#define FOR_EACH8(g, n) for (u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x; g < (u64)(n) / 8; g += (u64)gridDim.x * blockDim.x)
+// Both kernels read x eight values at a time (`FOR_EACH8`, `ldv<8>`): n is a
+// multiple of 8 and x 16-byte aligned, as every matmul operand is.
 
 extern "C" __global__ void fp8_amax_partials(float* partials, const void* x, int x_bf, u64 n) {
     __shared__ float shared[32];
     float m = 0.0f;
     FOR_EACH8(g, n) {
         float v[8];
-        ld8(v, x, x_bf, 8 * g);
+        ldv<8>(v, x, x_bf, 8 * g);
         for (int k = 0; k < 8; k++) m = fmaxf(m, fabsf(v[k]));
     }
     m = block_max(m, shared);
@@ -59,7 +58,7 @@ extern "C" __global__ void fp8_cast(uint2* out, const void* x, int x_bf, u64 n, 
     float scale = fp8_scale(partials, parts, descale, fmt);
     FOR_EACH8(g, n) {
         float v[8];
-        ld8(v, x, x_bf, 8 * g);
+        ldv<8>(v, x, x_bf, 8 * g);
         u32 w[2];
         for (int k = 0; k < 2; k++)
             w[k] = (u32)fp8x2(v[4 * k] * scale, v[4 * k + 1] * scale, fmt) |
