@@ -277,6 +277,28 @@ pub trait NormOps: Device {
         norm: Norm,
         cols: usize,
     );
+    /// A pre-norm sub-layer's input projection: `norm_out = norm(x)` (with
+    /// its statistics, as [`norm_forward`](Self::norm_forward)), then
+    /// `out[m, n] = norm_out · W[n, k]ᵀ (+ b)` with `k` the norm's width.
+    /// One call, so that a backend may hand the product its input in another
+    /// form straight from the norm (CUDA under `CRAM_FP8`: an E4M3 copy,
+    /// with no cast pass); the default is the two ops in turn.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_matmul_forward(
+        &self,
+        out: &mut Self::Buf,
+        (norm_out, mean, rstd): (&mut Self::Buf, &mut Self::Buf, &mut Self::Buf),
+        x: &Self::Buf,
+        params: &Self::Buf,
+        norm: Norm,
+        layer: Linear,
+        shape: MatmulShape,
+    ) where
+        Self: MatmulOps,
+    {
+        self.norm_forward(norm_out, mean, rstd, x, params, norm, shape.k);
+        self.matmul_forward(out, norm_out, params, layer, shape);
+    }
     /// Adds the input gradient into `dinp` (residual-stream rule) and
     /// accumulates the parameter gradients.
     #[allow(clippy::too_many_arguments)]

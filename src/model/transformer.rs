@@ -249,19 +249,14 @@ impl Model {
 
         // Attention half.
         let norm = (bp.attn_norm, c);
-        let attn_in = sublayer_input(
+        sublayer_input(
             be,
             pre,
             params,
             x,
             (&mut a.attn_norm_io, &mut a.attn_stats),
-            norm,
-        );
-        be.matmul_forward(
-            &mut a.qkv,
-            attn_in,
-            params,
-            bp.qkv,
+            bp.attn_norm,
+            (&mut a.qkv, bp.qkv),
             MatmulShape {
                 m: n,
                 k: c,
@@ -285,21 +280,16 @@ impl Model {
 
         // Feed-forward half.
         let norm = (bp.ffn_norm, c);
-        let ffn_in = sublayer_input(
+        let f = self.cfg.ffn;
+        let inner = self.cfg.ffn_inner();
+        sublayer_input(
             be,
             pre,
             params,
             mid,
             (&mut a.ffn_norm_io, &mut a.ffn_stats),
-            norm,
-        );
-        let f = self.cfg.ffn;
-        let inner = self.cfg.ffn_inner();
-        be.matmul_forward(
-            &mut a.ffn_h,
-            ffn_in,
-            params,
-            bp.ffn_in,
+            bp.ffn_norm,
+            (&mut a.ffn_h, bp.ffn_in),
             MatmulShape { m: n, k: c, n: f },
         );
         match self.cfg.ffn_kind {
@@ -504,29 +494,27 @@ fn sublayer_input_backward<B: Backend>(
     );
 }
 
-/// The input of a block half: `norm(x)`, written to `norm_io` with its
-/// statistics (pre-LN), or `x` itself (post-LN normalises after the sum).
-fn sublayer_input<'a, B: Backend>(
+/// The first projection of a block half, `out = proj(input)`, whose input
+/// is `norm(x)`, written to `norm_io` with its statistics (pre-LN: one
+/// [`NormOps::norm_matmul_forward`]), or `x` itself (post-LN normalises
+/// after the sum).
+#[allow(clippy::too_many_arguments)]
+fn sublayer_input<B: Backend>(
     be: &B,
     pre: bool,
     params: &B::Buf,
-    x: &'a B::Buf,
-    (norm_io, stats): (&'a mut B::Buf, &mut NormStats<B>),
-    (norm, width): (Norm, usize),
-) -> &'a B::Buf {
+    x: &B::Buf,
+    (norm_io, stats): (&mut B::Buf, &mut NormStats<B>),
+    norm: Norm,
+    (out, proj): (&mut B::Buf, Linear),
+    shape: MatmulShape,
+) {
     if !pre {
-        return x;
+        be.matmul_forward(out, x, params, proj, shape);
+        return;
     }
-    be.norm_forward(
-        norm_io,
-        &mut stats.mean,
-        &mut stats.rstd,
-        x,
-        params,
-        norm,
-        width,
-    );
-    norm_io
+    let stats = (norm_io, &mut stats.mean, &mut stats.rstd);
+    be.norm_matmul_forward(out, stats, x, params, norm, proj, shape);
 }
 
 /// The gradient reaching a sub-layer's output projection from `d`, the
