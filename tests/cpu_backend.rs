@@ -589,3 +589,45 @@ fn empty_shapes_are_no_ops() {
     cpu.grad_norm_squared(&mut norm_sq, 0, &vec![]);
     assert_eq!(norm_sq, vec![0.0]);
 }
+
+/// `CRAM_FP8=forward` on the CPU rounds the operands of the products the GPU
+/// would run in FP8 (outputs of 2048 and wider, sizes multiples of 16) to
+/// E4M3 with one scale per tensor, and leaves every other product exact.
+#[test]
+fn fp8_forward_rounds_only_wide_products() {
+    let (m, k) = (32, 64);
+    let mut rng = common::rng(30);
+    let inp = common::uniform(&mut rng, m * k, 1.0);
+    for (n, wide) in [(2048, true), (768, false), (2056, false)] {
+        let params = common::uniform(&mut rng, n * k, 0.2);
+        let layer = Linear {
+            weight: Span {
+                offset: 0,
+                len: n * k,
+            },
+            bias: None,
+        };
+        let shape = MatmulShape { m, k, n };
+        let product = |cpu: Cpu| {
+            let mut out = vec![0f32; m * n];
+            cpu.matmul_forward(&mut out, &inp, &params, layer, shape);
+            out
+        };
+        let exact = product(Cpu::new().with_fp8_forward(false));
+        let fp8 = product(Cpu::new().with_fp8_forward(true));
+        let scale = exact.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let diff = exact
+            .iter()
+            .zip(&fp8)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        if wide {
+            // Each operand within 2⁻⁴ of itself, most of it averaging out over k.
+            assert!(
+                diff > 1e-4 * scale && diff < 6e-2 * scale,
+                "n {n}: FP8 rounding moved the product by {diff} of {scale}"
+            );
+        } else {
+            assert_eq!(diff, 0.0, "n {n}: not an FP8 shape, so exact");
+        }
+    }
+}

@@ -20,6 +20,7 @@
 pub mod cpu;
 pub mod cuda;
 mod error;
+pub mod fp8;
 mod select;
 
 pub use error::DeviceError;

@@ -7,6 +7,7 @@
 use gemm::Parallelism;
 
 use super::{add_into, sum_row_blocks, Cpu};
+use crate::backend::fp8::{self, fp8_shape};
 use crate::backend::{product_then_sum, Linear, MatmulOps, MatmulShape};
 
 /// A matrix operand for gemm: element `(i, j)` is
@@ -86,6 +87,50 @@ pub(super) fn gemm(
 }
 
 impl Cpu {
+    /// `out = x · Wᵀ (+ b)` with the layer's weight `w` (its own or an
+    /// FP8-rounded copy) and bias.
+    fn project(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        (w, params): (&[f32], &[f32]),
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let MatmulShape { m, k, n } = shape;
+        let out = &mut out[..m * n];
+        if let Some(bias) = layer.bias {
+            let bias = &params[bias.range()];
+            for row in out.chunks_mut(n) {
+                row.copy_from_slice(bias);
+            }
+        }
+        gemm(
+            out,
+            layer.bias.is_some(),
+            1.0,
+            Operand::rows(x, k),
+            Operand::rows(w, k).t(),
+            (m, k, n),
+            self.parallelism(),
+        );
+    }
+
+    /// [`project`](Self::project) as the GPU's FP8 product computes it:
+    /// `x` already rounded to E4M3 (and scaled back), the weight rounded by
+    /// its own largest magnitude, the products summed in f32.
+    pub(super) fn project_e4m3(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        params: &[f32],
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let w = fp8::round_e4m3_by_amax(&params[layer.weight.range()]);
+        self.project(out, x, (&w, params), layer, shape);
+    }
+
     /// gemm's parallelism for one large product over the whole pool.
     fn parallelism(&self) -> Parallelism {
         if self.threads > 1 {
@@ -105,24 +150,13 @@ impl MatmulOps for Cpu {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        let MatmulShape { m, k, n } = shape;
-        let out = &mut out[..m * n];
-        if let Some(bias) = layer.bias {
-            let bias = &params[bias.range()];
-            for row in out.chunks_mut(n) {
-                row.copy_from_slice(bias);
-            }
+        if self.fp8_forward && fp8_shape(shape) {
+            let x = fp8::round_e4m3_by_amax(&inp[..shape.m * shape.k]);
+            self.project_e4m3(out, &x, params, layer, shape);
+        } else {
+            let w = &params[layer.weight.range()];
+            self.project(out, inp, (w, params), layer, shape);
         }
-        let weight = &params[layer.weight.range()];
-        gemm(
-            out,
-            layer.bias.is_some(),
-            1.0,
-            Operand::rows(inp, k),
-            Operand::rows(weight, k).t(),
-            (m, k, n),
-            self.parallelism(),
-        );
     }
 
     fn matmul_forward_add(

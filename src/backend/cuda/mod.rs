@@ -221,8 +221,7 @@ impl Cuda {
         let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
         let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
-        let fp8_forward = (major, minor) >= (8, 9)
-            && std::env::var_os("CRAM_FP8").is_some_and(|v| v == "forward");
+        let fp8_forward = (major, minor) >= (8, 9) && crate::backend::fp8::fp8_forward_asked();
         // The comparison switches in effect, named in the device's name so
         // that every "device:" line and bench result says what it measured.
         let switches: Vec<&str> = [

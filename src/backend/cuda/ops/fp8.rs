@@ -8,13 +8,8 @@
 use crate::backend::cuda::blas::{Dims, Fp8, Fp8Operand};
 use crate::backend::cuda::memory::Fp8Copy;
 use crate::backend::cuda::{vector_aligned, Cuda, CudaBuf};
+use crate::backend::fp8::fp8_shape;
 use crate::backend::{Linear, MatmulShape};
-
-/// Outputs at least this wide go through FP8: the input's cast costs
-/// m·k, the product m·k·n, so narrow outputs (the attention projection
-/// and the MLP's down projection at 768) would spend on the cast what
-/// the product saves.
-const FP8_MIN_OUT: usize = 2048;
 
 /// Threads a block of the cast kernels, and the most blocks of the amax
 /// pass (its partial maxima are reduced again by every cast block).
@@ -23,11 +18,11 @@ const MAX_PARTS: usize = 1024;
 
 impl Cuda {
     /// Whether `out = inp · Wᵀ (+ resid)` of `shape` runs in FP8: asked for,
-    /// a GPU with FP8 tensor cores, bf16 output, sizes that cuBLASLt's FP8
-    /// products take (multiples of 16), an output wide enough to pay, and
-    /// input and weights that the casts can read 16 bytes at a time (a
-    /// layout whose weight starts at an offset that is not a multiple of
-    /// four stays in bf16 rather than failing).
+    /// a GPU with FP8 tensor cores, bf16 output, a shape that `fp8_shape`
+    /// (the rule both backends share) takes, and input and weights that the
+    /// casts can read 16 bytes at a time (a layout whose weight starts at an
+    /// offset that is not a multiple of four stays in bf16 rather than
+    /// failing).
     pub(super) fn fp8_forward_for(
         &self,
         out: &CudaBuf,
@@ -36,11 +31,9 @@ impl Cuda {
         layer: Linear,
         shape: MatmulShape,
     ) -> bool {
-        let MatmulShape { m, k, n } = shape;
         self.fp8_forward
             && out.bf16
-            && n >= FP8_MIN_OUT
-            && [m, k, n].iter().all(|d| d.is_multiple_of(16))
+            && fp8_shape(shape)
             && vector_aligned(&[inp.ptr(), params.at(layer.weight.offset)])
     }
 
