@@ -6,6 +6,7 @@
 mod common;
 
 use cram::backend::cpu::Cpu;
+use cram::backend::fp8::Fp8Switch;
 use cram::backend::{
     Activation, ActivationOps, AdamW, AttentionOps, AttentionShape, Device, EmbeddingOps, Linear,
     LossOps, MatmulOps, MatmulShape, Norm, NormKind, NormOps, OptimOps, Span, IGNORE,
@@ -613,8 +614,11 @@ fn fp8_forward_rounds_only_wide_products() {
             cpu.matmul_forward(&mut out, &inp, &params, layer, shape);
             out
         };
-        let exact = product(Cpu::new().with_fp8_forward(false));
-        let fp8 = product(Cpu::new().with_fp8_forward(true));
+        let exact = product(Cpu::new().with_fp8(Fp8Switch::default()));
+        let fp8 = product(Cpu::new().with_fp8(Fp8Switch {
+            normed: true,
+            cast: true,
+        }));
         let scale = exact.iter().fold(0f32, |a, x| a.max(x.abs()));
         let diff = exact
             .iter()

@@ -18,6 +18,7 @@ mod common;
 
 use cram::backend::cpu::Cpu;
 use cram::backend::cuda::Cuda;
+use cram::backend::fp8::Fp8Switch;
 use cram::backend::{
     Activation, AdamW, AttentionShape, Backend, Device, Linear, MatmulShape, Norm, NormKind, Span,
     IGNORE,
@@ -290,7 +291,9 @@ fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
 
 /// A product wide enough for the FP8 forward (`CRAM_FP8=forward`; outputs
 /// of 2048 and more), alone and with a bf16 residual in its epilogue, then
-/// again after the weights changed (the FP8 weight copy must be cast anew).
+/// again after the weights changed (the FP8 weight copy must be cast anew),
+/// then as a pre-norm input projection (`norm_matmul_forward`, LayerNorm
+/// with a bias and RMSNorm without: the norm writes the E4M3 input).
 fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
     let shape = MatmulShape {
         m: 64,
@@ -298,7 +301,7 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
         n: 2048,
     };
     let MatmulShape { m, k, n } = shape;
-    let mut params = be.upload(&rand_vals(20, n * k + n, 0.2));
+    let mut params = be.upload(&rand_vals(20, n * k + n + 2 * k, 0.2));
     let layer = Linear {
         weight: Span {
             offset: 0,
@@ -319,11 +322,40 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
     be.write(&mut params, 0, &rand_vals(23, n * k, 0.5));
     let mut again = be.alloc_activation(m * n);
     be.matmul_forward(&mut again, &inp, &params, layer, shape);
-    vec![
+    let mut outputs = vec![
         ("out", be.download(&out)),
         ("sum", be.download(&sum)),
         ("after_write", be.download(&again)),
-    ]
+    ];
+    let mut gains = rand_vals(24, 2 * k, 0.5);
+    gains[..k].iter_mut().for_each(|w| *w += 1.0);
+    be.write(&mut params, n * k + n, &gains);
+    let x = be.upload(&rand_vals(25, m * k, 2.0));
+    for (kind, bias, names) in [
+        (NormKind::Layernorm, true, ["normed", "norm_proj"]),
+        (NormKind::Rmsnorm, false, ["rms_normed", "rms_proj"]),
+    ] {
+        let norm = Norm {
+            kind,
+            weight: Span {
+                offset: n * k + n,
+                len: k,
+            },
+            bias: bias.then_some(Span {
+                offset: n * k + n + k,
+                len: k,
+            }),
+            eps: 1e-5,
+        };
+        let mut normed = be.alloc_activation(m * k);
+        let (mut mean, mut rstd) = (be.alloc(m), be.alloc(m));
+        let mut projected = be.alloc_activation(m * n);
+        let stats = (&mut normed, &mut mean, &mut rstd);
+        be.norm_matmul_forward(&mut projected, stats, &x, &params, norm, layer, shape);
+        outputs.push((names[0], be.download(&normed)));
+        outputs.push((names[1], be.download(&projected)));
+    }
+    outputs
 }
 
 #[test]
@@ -339,7 +371,11 @@ fn fp8_forward_matmul() {
     std::env::remove_var("CRAM_FP8");
     let fp8 = fp8_forward_case(&fp8_gpu);
     // FP8 really ran: its rounding shows against the bf16 product.
-    for ((name, a), (_, b)) in bf16.iter().zip(&fp8) {
+    let products = bf16
+        .iter()
+        .zip(&fp8)
+        .filter(|((n, _), _)| !n.ends_with("normed"));
+    for ((name, a), (_, b)) in products {
         let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
         let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         println!(
@@ -351,7 +387,14 @@ fn fp8_forward_matmul() {
             "fp8/{name}: the FP8 product equals the bf16 one (FP8 did not run)"
         );
     }
-    compare("fp8_forward", cpu, fp8, FP8);
+    compare("fp8_forward", cpu, fp8.clone(), FP8);
+    // And against the CPU's emulation of the same FP8 rounding: only the
+    // bf16 outputs and the order of the f32 sums differ.
+    let emulated = fp8_forward_case(&Cpu::new().with_fp8(Fp8Switch {
+        normed: true,
+        cast: true,
+    }));
+    compare("fp8_forward_emulated", emulated, fp8, 2e-2);
 }
 
 #[test]

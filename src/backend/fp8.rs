@@ -17,10 +17,39 @@ pub const FP8_MIN_OUT: usize = 2048;
 /// E4M3's largest finite value.
 pub const E4M3_MAX: f32 = 448.0;
 
-/// Whether `CRAM_FP8=forward` asks for the FP8 forward (a comparison
-/// switch until FP8 is measured to learn as well as bf16).
-pub fn fp8_forward_asked() -> bool {
-    std::env::var_os("CRAM_FP8").is_some_and(|v| v == "forward")
+/// Which forward products run in FP8, from `CRAM_FP8` (comparison switches
+/// until FP8 is measured to learn as well as bf16).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fp8Switch {
+    /// Products whose input a norm writes (the blocks' QKV and up
+    /// projections, through `norm_matmul_forward`), with `blocks` or
+    /// `forward`. The input's scale comes from a bound that the norm's
+    /// parameters give ([`norm_output_scale`]).
+    pub normed: bool,
+    /// Every other wide product (the decoder), with `forward`. The input's
+    /// scale comes from its own largest magnitude ([`amax_scale`]).
+    pub cast: bool,
+}
+
+impl Fp8Switch {
+    /// The switch as `CRAM_FP8` sets it: `forward` (every wide product),
+    /// `blocks` (the norm-fed ones) or anything else (none).
+    pub fn from_env() -> Fp8Switch {
+        let value = std::env::var("CRAM_FP8").unwrap_or_default();
+        Fp8Switch {
+            normed: value == "forward" || value == "blocks",
+            cast: value == "forward",
+        }
+    }
+
+    /// The switch as a user sets it, when on.
+    pub fn name(self) -> Option<&'static str> {
+        match (self.normed, self.cast) {
+            (_, true) => Some("CRAM_FP8=forward"),
+            (true, false) => Some("CRAM_FP8=blocks"),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a product of `shape` is one FP8 pays for and cuBLASLt's FP8
@@ -56,6 +85,20 @@ pub fn amax_scale(amax: f32) -> f32 {
     } else {
         1.0
     }
+}
+
+/// The E4M3 scale of a norm's output from the norm's parameters alone:
+/// |x̂| < √cols for LayerNorm (Σ x̂² = cols·var/(var+eps)) and RMSNorm alike,
+/// so |y_c| ≤ √cols·|w_c| + |b_c| bounds every output without a pass over
+/// it (the CUDA norm kernel's `fp8_norm_scale` computes the same).
+pub fn norm_output_scale(weight: &[f32], bias: Option<&[f32]>) -> f32 {
+    let root = (weight.len() as f32).sqrt();
+    let bound = weight
+        .iter()
+        .enumerate()
+        .map(|(c, w)| root * w.abs() + bias.map_or(0.0, |b| b[c].abs()))
+        .fold(0.0, f32::max);
+    amax_scale(bound)
 }
 
 /// `x` as the FP8 product sees it: each value scaled, rounded to E4M3 and
@@ -114,5 +157,24 @@ mod tests {
         assert_eq!(e4m3(-1e9), -448.0);
         assert!(e4m3(f32::NAN).is_nan());
         assert_eq!(e4m3(1e-9), 0.0);
+    }
+
+    #[test]
+    fn norm_scale_bounds_every_output() {
+        let weight = [1.0, -3.0, 0.5, 2.0];
+        let bias = [0.1, 0.0, -0.4, 0.2];
+        // √4·3 + 0 = 6 is the largest bound.
+        assert_eq!(norm_output_scale(&weight, Some(&bias)), 448.0 / 6.0);
+        assert_eq!(norm_output_scale(&[0.0; 4], None), 1.0);
+    }
+
+    #[test]
+    fn switch_names() {
+        let blocks = Fp8Switch {
+            normed: true,
+            cast: false,
+        };
+        assert_eq!(blocks.name(), Some("CRAM_FP8=blocks"));
+        assert_eq!(Fp8Switch::default().name(), None);
     }
 }

@@ -150,7 +150,7 @@ impl MatmulOps for Cpu {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        if self.fp8_forward && fp8_shape(shape) {
+        if self.fp8.cast && fp8_shape(shape) {
             let x = fp8::round_e4m3_by_amax(&inp[..shape.m * shape.k]);
             self.project_e4m3(out, &x, params, layer, shape);
         } else {

@@ -26,17 +26,17 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::fp8::fp8_forward_asked;
+use super::fp8::Fp8Switch;
 
 /// The CPU device. Ops run on the rayon pool they are called from.
 #[derive(Debug, Clone)]
 pub struct Cpu {
     threads: usize,
-    /// `CRAM_FP8=forward`: the forward products the GPU would run in FP8
-    /// round their operands to E4M3 as the GPU does (`backend/fp8.rs`): a
+    /// `CRAM_FP8`: the forward products the GPU would run in FP8 round
+    /// their operands to E4M3 as the GPU does (`backend/fp8.rs`): a
     /// reference for the GPU's FP8 and a way to study its effect on
     /// learning without a GPU. Off, the CPU is the exact f32 reference.
-    fp8_forward: bool,
+    fp8: Fp8Switch,
 }
 
 impl Cpu {
@@ -45,17 +45,14 @@ impl Cpu {
     pub fn new() -> Self {
         Cpu {
             threads: rayon::current_num_threads(),
-            fp8_forward: fp8_forward_asked(),
+            fp8: Fp8Switch::from_env(),
         }
     }
 
-    /// The same device with the FP8 forward's rounding on or off, whatever
-    /// `CRAM_FP8` says (for tests, which share one environment).
-    pub fn with_fp8_forward(self, on: bool) -> Self {
-        Cpu {
-            fp8_forward: on,
-            ..self
-        }
+    /// The same device with the FP8 forward's rounding as `fp8` says,
+    /// whatever `CRAM_FP8` says (for tests, which share one environment).
+    pub fn with_fp8(self, fp8: Fp8Switch) -> Self {
+        Cpu { fp8, ..self }
     }
 }
 

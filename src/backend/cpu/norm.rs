@@ -7,7 +7,8 @@
 use rayon::prelude::*;
 
 use super::{add_into, math, sum_row_blocks, Cpu};
-use crate::backend::{Norm, NormKind, NormOps};
+use crate::backend::fp8::{self, fp8_shape};
+use crate::backend::{Linear, MatmulOps, MatmulShape, Norm, NormKind, NormOps};
 
 impl NormOps for Cpu {
     fn norm_forward(
@@ -35,6 +36,30 @@ impl NormOps for Cpu {
                     y[c] = (x[c] - m) * r * weight[c] + bias.map_or(0.0, |b| b[c]);
                 }
             });
+    }
+
+    /// Under `CRAM_FP8` (`normed`) and for a shape the GPU runs in FP8,
+    /// the product takes the norm's output rounded to E4M3 by the bound
+    /// that the norm's parameters give, as the GPU's norm kernel writes it.
+    fn norm_matmul_forward(
+        &self,
+        out: &mut Vec<f32>,
+        (norm_out, mean, rstd): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+        x: &Vec<f32>,
+        params: &Vec<f32>,
+        norm: Norm,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        self.norm_forward(norm_out, mean, rstd, x, params, norm, shape.k);
+        if !(self.fp8.normed && fp8_shape(shape)) {
+            self.matmul_forward(out, norm_out, params, layer, shape);
+            return;
+        }
+        let bias = norm.bias.map(|b| &params[b.range()]);
+        let scale = fp8::norm_output_scale(&params[norm.weight.range()], bias);
+        let q = fp8::round_e4m3(&norm_out[..shape.m * shape.k], scale);
+        self.project_e4m3(out, &q, params, layer, shape);
     }
 
     fn norm_backward(

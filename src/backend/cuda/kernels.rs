@@ -17,6 +17,8 @@ const SOURCES: [(&str, &str); 10] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
+    // Before the norms: their forward can write its output's E4M3 copy.
+    ("fp8.cu", include_str!("kernels/fp8.cu")),
     ("norm.cu", include_str!("kernels/norm.cu")),
     ("attention.cu", include_str!("kernels/attention.cu")),
     (
@@ -29,7 +31,6 @@ const SOURCES: [(&str, &str); 10] = [
     ),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
-    ("fp8.cu", include_str!("kernels/fp8.cu")),
 ];
 
 /// The kernel sources as NVRTC compiles them, file name and text, in order

@@ -7,7 +7,7 @@
 //! model uses. Matmuls run on cuBLASLt with bf16 inputs and f32 accumulation;
 //! their weights come from a bf16 copy of the f32 parameter buffer that the
 //! fused AdamW kernel refreshes as it updates the master weights
-//! (`CRAM_FP8=forward`: wide layers' forward in FP8, `ops/fp8.rs`).
+//! (`CRAM_FP8=forward` or `blocks`: wide layers' forward in FP8, `ops/fp8.rs`).
 //!
 //! Everything is issued on one stream, so scratch memory can be reused
 //! between ops without synchronisation; the host waits only in `read`.
@@ -42,6 +42,7 @@ pub use memory::{CudaBuf, CudaIds};
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::backend::fp8::Fp8Switch;
 use cudarc::driver::{sys, CudaContext, CudaStream};
 
 use blas::Blas;
@@ -144,10 +145,11 @@ pub struct Cuda {
     /// at equal steps and ran 4% faster with 1.5 GB less (bench/RESULTS.md,
     /// ninth session). `CRAM_RESIDUAL=f32` keeps it in f32, for comparison.
     bf16_residual: bool,
-    /// Linear layers' forward in FP8 where it pays (`ops/fp8.rs`), with
-    /// `CRAM_FP8=forward` on a GPU of compute capability 8.9 or later: a
-    /// comparison switch until measured faster at equal loss.
-    fp8_forward: bool,
+    /// Which wide linear layers' forward runs in FP8 (`ops/fp8.rs`,
+    /// `CRAM_FP8`), on a GPU of compute capability 8.9 or later: the
+    /// products whose input a norm writes (the norm writes the E4M3 copy),
+    /// and every other one through a cast pass.
+    fp8: Fp8Switch,
     /// The bf16 matmul rate, measured on first request.
     peak: std::sync::OnceLock<f64>,
     /// `CRAM_CUDA_DEBUG=1`: print every launch and wait for it, so that a
@@ -221,7 +223,10 @@ impl Cuda {
         let flash_forward_m2 = std::env::var_os("CRAM_FLASH_FORWARD").is_none_or(|v| v != "m1");
         let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
-        let fp8_forward = (major, minor) >= (8, 9) && crate::backend::fp8::fp8_forward_asked();
+        // FP8 only where the GPU has FP8 tensor cores (8.9 and later).
+        let fp8 = Some(Fp8Switch::from_env())
+            .filter(|_| (major, minor) >= (8, 9))
+            .unwrap_or_default();
         // The comparison switches in effect, named in the device's name so
         // that every "device:" line and bench result says what it measured.
         let switches: Vec<&str> = [
@@ -230,10 +235,10 @@ impl Cuda {
             (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
             (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
             (!bf16_residual, "CRAM_RESIDUAL=f32"),
-            (fp8_forward, "CRAM_FP8=forward"),
         ]
         .into_iter()
         .filter_map(|(on, switch)| on.then_some(switch))
+        .chain(fp8.name())
         .collect();
         let name = if switches.is_empty() {
             name
@@ -256,7 +261,7 @@ impl Cuda {
             flash_forward_m2,
             flash_backward_k2,
             bf16_residual,
-            fp8_forward,
+            fp8,
             peak: std::sync::OnceLock::new(),
             debug,
         })

@@ -3,10 +3,38 @@
 // per lane and access: 4 when cols is a multiple of 4 (every model width;
 // the host checks alignment), else 1. Lane l owns columns V·l + 32·V·j.
 
+// Under `CRAM_FP8` the forward also writes an E4M3 copy of its output `q`
+// (scaled by `q_scale`), the input of the FP8 product that follows it
+// (`norm_matmul_forward`), so that product needs no cast pass of its own.
+template <int V>
+__device__ __forceinline__ void st_e4m3(unsigned char* q, u64 i, const float* v, float s) {
+    if constexpr (V == 4) {
+        *(u32*)(q + i) = (u32)fp8x2(v[0] * s, v[1] * s, 0) | ((u32)fp8x2(v[2] * s, v[3] * s, 0) << 16);
+    } else {
+        for (int k = 0; k < V; k++) q[i + k] = (unsigned char)fp8x2(v[k] * s, 0.0f, 0);
+    }
+}
+
+// The E4M3 scale of a norm's output from the norm's parameters alone, the
+// same in every block: |x̂| < √cols for LayerNorm (Σ x̂² = cols·var/(var+eps))
+// and RMSNorm alike, so |y_c| ≤ √cols·|w_c| + |b_c| bounds every output
+// without a pass over it, and the largest bound lands on E4M3's 448. Block
+// 0 records the inverse (what the product multiplies by) in `descale[0]`.
+__device__ float fp8_norm_scale(const float* weight, const float* bias, u64 cols, float* descale) {
+    __shared__ float shared[32];
+    float root = sqrtf((float)cols), bound = 0.0f;
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x)
+        bound = fmaxf(bound, root * fabsf(weight[c]) + (bias ? fabsf(bias[c]) : 0.0f));
+    bound = block_max(bound, shared);
+    float scale = bound > 0.0f ? fp8_max(0) / bound : 1.0f;
+    if (blockIdx.x == 0 && threadIdx.x == 0) descale[0] = 1.0f / scale;
+    return scale;
+}
+
 template <int V>
 __device__ void norm_forward_impl(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
                                   const float* weight, const float* bias, int centred, float eps, u64 rows,
-                                  u64 cols) {
+                                  u64 cols, unsigned char* q, float q_scale) {
     u64 warps = blockDim.x / 32;
     u64 r = (u64)blockIdx.x * warps + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
@@ -33,6 +61,7 @@ __device__ void norm_forward_impl(void* out, int out_bf, float* mean, float* rst
         // read one by one (cached), not as vectors.
         for (int k = 0; k < V; k++) x[k] = (x[k] - m) * rs * weight[c + k] + (bias ? bias[c + k] : 0.0f);
         stv<V>(out, out_bf, base + c, x);
+        if (q) st_e4m3<V>(q, base + c, x, q_scale);
     }
     if (lane == 0) {
         mean[r] = m;
@@ -40,11 +69,16 @@ __device__ void norm_forward_impl(void* out, int out_bf, float* mean, float* rst
     }
 }
 
+// `q` (E4M3 copy of out, 4-byte aligned) and `q_descale` are null unless asked.
 extern "C" __global__ void norm_forward(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
                                         const float* weight, const float* bias, int centred, float eps, u64 rows,
-                                        u64 cols) {
-    if (cols % 4 == 0) norm_forward_impl<4>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols);
-    else norm_forward_impl<1>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols);
+                                        u64 cols, unsigned char* q, float* q_descale) {
+    // Before any warp leaves: the scale's reduction needs the whole block.
+    float q_scale = q ? fp8_norm_scale(weight, bias, cols, q_descale) : 0.0f;
+    if (cols % 4 == 0)
+        norm_forward_impl<4>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols, q, q_scale);
+    else
+        norm_forward_impl<1>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols, q, q_scale);
 }
 
 // acc[0..V) += v, one 16-byte shared access for V = 4.

@@ -1,9 +1,13 @@
 //! FP8 copies of matmul operands (`kernels/fp8.cu`) and the FP8 forward of
-//! a linear layer (`CRAM_FP8=forward`, a comparison switch until it is
-//! measured faster at equal loss). One scale per tensor, from the tensor's
-//! own largest magnitude ("current scaling"): an amax pass, then the cast.
-//! Weights are cast once after each change of the parameters (the copies
-//! live with the parameter buffer, `CudaBuf::fp8`); inputs every call.
+//! a linear layer (`CRAM_FP8`, comparison switches until measured faster at
+//! equal loss). One scale per tensor. A product whose input a norm writes
+//! (`norm_matmul_forward`: the blocks' QKV and up projections) gets the
+//! E4M3 copy from the norm kernel itself, scaled by a bound that the norm's
+//! parameters give (`fp8_norm_scale` in `kernels/norm.cu`), so no pass over
+//! the input; any other input (the decoder's, `CRAM_FP8=forward`) is cast
+//! by its own largest magnitude ("current scaling"): an amax pass, then the
+//! cast. Weights are cast once after each change of the parameters (the
+//! copies live with the parameter buffer, `CudaBuf::fp8`).
 
 use crate::backend::cuda::blas::{Dims, Fp8, Fp8Operand};
 use crate::backend::cuda::memory::Fp8Copy;
@@ -17,13 +21,14 @@ const CAST_BLOCK: u32 = 256;
 const MAX_PARTS: usize = 1024;
 
 impl Cuda {
-    /// Whether `out = inp · Wᵀ (+ resid)` of `shape` runs in FP8: asked for,
-    /// a GPU with FP8 tensor cores, bf16 output, a shape that `fp8_shape`
-    /// (the rule both backends share) takes, and input and weights that the
+    /// Whether `out = inp · Wᵀ (+ resid)` of `shape` can run in FP8: a GPU
+    /// with FP8 tensor cores asked for it (the caller checks its switch),
+    /// bf16 output, sizes that cuBLASLt's FP8 products take (multiples of
+    /// 16), an output wide enough to pay, and input and weights that the
     /// casts can read 16 bytes at a time (a layout whose weight starts at an
     /// offset that is not a multiple of four stays in bf16 rather than
     /// failing).
-    pub(super) fn fp8_forward_for(
+    pub(super) fn fp8_fits(
         &self,
         out: &CudaBuf,
         inp: &CudaBuf,
@@ -31,26 +36,36 @@ impl Cuda {
         layer: Linear,
         shape: MatmulShape,
     ) -> bool {
-        self.fp8_forward
-            && out.bf16
-            && fp8_shape(shape)
-            && vector_aligned(&[inp.ptr(), params.at(layer.weight.offset)])
+        out.bf16 && fp8_shape(shape) && vector_aligned(&[inp.ptr(), params.at(layer.weight.offset)])
     }
 
-    /// `out = inp · Wᵀ + beta · c` in FP8 (E4M3 input and weight, bf16 out).
+    /// Scratch for the E4M3 input of an `m·k` product and, after it, its
+    /// descale (one buffer: each product's input is consumed before the
+    /// next one's is written, in stream order).
+    pub(super) fn fp8_input(&self, len: usize) -> (u64, u64) {
+        let x = self.scratch("fp8_input", len + 16);
+        (x, x + len as u64)
+    }
+
+    /// The E4M3 copy of `inp` by its own largest magnitude.
+    pub(super) fn cast_input_fp8(&self, inp: &CudaBuf, len: usize) -> (u64, u64) {
+        let (x, descale) = self.fp8_input(len);
+        self.cast_fp8(x, descale, inp.ptr(), inp.bf16, len, Fp8::E4M3);
+        (x, descale)
+    }
+
+    /// `out = x · Wᵀ + beta · c` in FP8: `x` the E4M3 input and its descale
+    /// pointer, the weight's E4M3 copy, bf16 out.
     pub(super) fn project_fp8(
         &self,
         out: &CudaBuf,
         (c, beta): (u64, f32),
-        inp: &CudaBuf,
+        (x, x_descale): (u64, u64),
         params: &CudaBuf,
         layer: Linear,
         shape: MatmulShape,
     ) {
         let MatmulShape { m, k, n } = shape;
-        let x = self.scratch("fp8_input", m * k + 16);
-        let x_descale = x + (m * k) as u64;
-        self.cast_fp8(x, x_descale, inp.ptr(), inp.bf16, m * k, Fp8::E4M3);
         let (w, w_descale) = self.fp8_weight(params, layer.weight.offset, n * k);
         self.timed("matmul_forward", || {
             self.blas.gemm_fp8(

@@ -89,8 +89,8 @@ impl MatmulOps for Cuda {
 
 impl Cuda {
     /// `out = inp · Wᵀ (+ resid) (+ b)`: cuBLASLt's epilogue adds `resid`
-    /// (C, with D = out) when there is one. In FP8 where `fp8_forward_for`
-    /// says so (`ops/fp8.rs`).
+    /// (C, with D = out) when there is one. In FP8 under `CRAM_FP8=forward`
+    /// where `fp8_fits` says so (`ops/fp8.rs`).
     fn project(
         &self,
         out: &CudaBuf,
@@ -102,8 +102,9 @@ impl Cuda {
     ) {
         let MatmulShape { m, k, n } = shape;
         let (c, beta) = resid.map_or((out.ptr(), 0.0), |r| (r.ptr(), 1.0));
-        if self.fp8_forward_for(out, inp, params, layer, shape) {
-            self.project_fp8(out, (c, beta), inp, params, layer, shape);
+        if self.fp8.cast && self.fp8_fits(out, inp, params, layer, shape) {
+            let x = self.cast_input_fp8(inp, m * k);
+            self.project_fp8(out, (c, beta), x, params, layer, shape);
         } else {
             self.timed("matmul_forward", || {
                 let x = self.as_bf16(inp, "cast_inp");
@@ -119,7 +120,19 @@ impl Cuda {
                 );
             });
         }
+        self.add_layer_bias(out, params, layer, shape);
+    }
+
+    /// `out += b` when the layer has a bias.
+    pub(super) fn add_layer_bias(
+        &self,
+        out: &CudaBuf,
+        params: &CudaBuf,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
         if let Some(bias) = layer.bias {
+            let (m, n) = (shape.m, shape.n);
             self.timed("matmul_forward", || self.add_bias(out, params, bias, m, n));
         }
     }

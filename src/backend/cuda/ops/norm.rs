@@ -3,7 +3,7 @@
 
 use super::ROW_BLOCK;
 use crate::backend::cuda::{assert_vector_aligned, f32_arg, Cuda, CudaBuf};
-use crate::backend::{Norm, NormKind, NormOps};
+use crate::backend::{Linear, MatmulOps, MatmulShape, Norm, NormKind, NormOps};
 
 /// Warps per block of `norm_backward`, and the shared memory it may use
 /// (set as the kernel's limit at start-up): 2·cols floats per warp.
@@ -21,33 +21,31 @@ impl NormOps for Cuda {
         norm: Norm,
         cols: usize,
     ) {
-        let rows = inp.len / cols;
-        assert!(!mean.bf16 && !rstd.bf16, "norm statistics are f32");
-        if cols.is_multiple_of(4) {
-            assert_vector_aligned("norm_forward", &[out.ptr(), inp.ptr()]);
+        self.launch_norm_forward((out, mean, rstd), inp, params, norm, cols, None);
+    }
+
+    /// Under `CRAM_FP8` (`fp8_normed`) and where the product fits FP8, the
+    /// norm writes the product's E4M3 input beside its bf16 output.
+    fn norm_matmul_forward(
+        &self,
+        out: &mut CudaBuf,
+        (norm_out, mean, rstd): (&mut CudaBuf, &mut CudaBuf, &mut CudaBuf),
+        x: &CudaBuf,
+        params: &CudaBuf,
+        norm: Norm,
+        layer: Linear,
+        shape: MatmulShape,
+    ) {
+        let stats = (&*norm_out, &*mean, &*rstd);
+        if !(self.fp8.normed && self.fp8_fits(out, norm_out, params, layer, shape)) {
+            self.launch_norm_forward(stats, x, params, norm, shape.k, None);
+            self.matmul_forward(out, norm_out, params, layer, shape);
+            return;
         }
-        self.timed("norm_forward", || {
-            self.launch(
-                "norm_forward",
-                self.row_grid(rows),
-                ROW_BLOCK,
-                0,
-                &[
-                    out.ptr(),
-                    out.bf(),
-                    mean.ptr(),
-                    rstd.ptr(),
-                    inp.ptr(),
-                    inp.bf(),
-                    Self::f32_at(params, norm.weight),
-                    norm.bias.map_or(0, |b| Self::f32_at(params, b)),
-                    (norm.kind == NormKind::Layernorm) as u64,
-                    f32_arg(norm.eps),
-                    rows as u64,
-                    cols as u64,
-                ],
-            )
-        });
+        let q = self.fp8_input(shape.m * shape.k);
+        self.launch_norm_forward(stats, x, params, norm, shape.k, Some(q));
+        self.project_fp8(out, (out.ptr(), 0.0), q, params, layer, shape);
+        self.add_layer_bias(out, params, layer, shape);
     }
 
     fn norm_backward(
@@ -96,6 +94,51 @@ impl NormOps for Cuda {
                     (norm.kind == NormKind::Layernorm) as u64,
                     rows as u64,
                     cols as u64,
+                ],
+            )
+        });
+    }
+}
+
+impl Cuda {
+    /// The norm's forward; `fp8`, when given, is where its output's E4M3
+    /// copy and that copy's descale go (`fp8_norm_scale` in the kernel).
+    fn launch_norm_forward(
+        &self,
+        (out, mean, rstd): (&CudaBuf, &CudaBuf, &CudaBuf),
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        norm: Norm,
+        cols: usize,
+        fp8: Option<(u64, u64)>,
+    ) {
+        let rows = inp.len / cols;
+        assert!(!mean.bf16 && !rstd.bf16, "norm statistics are f32");
+        if cols.is_multiple_of(4) {
+            assert_vector_aligned("norm_forward", &[out.ptr(), inp.ptr()]);
+        }
+        let (q, q_descale) = fp8.unwrap_or((0, 0));
+        self.timed("norm_forward", || {
+            self.launch(
+                "norm_forward",
+                self.row_grid(rows),
+                ROW_BLOCK,
+                0,
+                &[
+                    out.ptr(),
+                    out.bf(),
+                    mean.ptr(),
+                    rstd.ptr(),
+                    inp.ptr(),
+                    inp.bf(),
+                    Self::f32_at(params, norm.weight),
+                    norm.bias.map_or(0, |b| Self::f32_at(params, b)),
+                    (norm.kind == NormKind::Layernorm) as u64,
+                    f32_arg(norm.eps),
+                    rows as u64,
+                    cols as u64,
+                    q,
+                    q_descale,
                 ],
             )
         });
