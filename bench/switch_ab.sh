@@ -11,8 +11,10 @@
 # faster side more steps), $SEEDS (default "1"), $SIDES (default "default switch"; one side
 # alone when the other ran in an earlier command), $PRESET (crammed-bert), $CORPUS (default
 # carry/wikipedia-00.jsonl.zst). One run of 500 crammed-bert steps (161 M tokens) takes
-# about 4.6 minutes on an H100, so one seed's pair fills a 10-minute device command. Outputs
-# (metrics per run, logs) go to $OUT (or /tmp/switch-out).
+# about 4.6 minutes on an H100, so one seed's pair fills a 10-minute device command. With
+# SIDES=switch, $DEFAULT_METRICS names an earlier default run's metrics.jsonl to compare
+# against (bench/switch_ab/ keeps such runs, named by preset, budget, seed, GPU and commit).
+# Outputs (metrics per run, logs) go to $OUT (or /tmp/switch-out).
 #
 # Carry, from the repository root on the development machine:
 #   cargo build --release && strip -o /tmp/cram target/release/cram && mkdir -p carry \
@@ -43,6 +45,9 @@ for seed in ${SEEDS:-1}; do
     held=$(grep -o 'held-out loss [0-9.]*' "$out/pretrain-$side-$seed.log" | tail -1)
     echo "seed $seed $side ($([ "$side" = switch ] && echo "$switch" || echo "$name unset")): $held"
   done
+  if [ ! -f "$out/metrics-default-$seed.jsonl" ] && [ -n "${DEFAULT_METRICS:-}" ]; then
+    cp "$DEFAULT_METRICS" "$out/metrics-default-$seed.jsonl"
+  fi
   [ -f "$out/metrics-default-$seed.jsonl" ] && [ -f "$out/metrics-switch-$seed.jsonl" ] || continue
   python3 - "$out/metrics-default-$seed.jsonl" "$out/metrics-switch-$seed.jsonl" <<'PY'
 import json, sys
