@@ -1,10 +1,11 @@
 // FP8 copies of matmul operands with one scale per tensor ("current
 // scaling"): `fp8_amax_partials` writes each block's max |x|, then
-// `fp8_cast` (or `fp8_cast_transposed`) reduces those partial maxima
-// itself (a few hundred floats, from L2), scales x so that its largest
-// magnitude lands on the format's largest finite value, rounds to nearest
-// with saturation, and leaves the inverse scale (what cuBLASLt multiplies
-// the product by) in `descale[0]`. No host round trip and no atomics.
+// `fp8_cast` reduces those partial maxima itself (a few hundred floats,
+// from L2), scales x so that its largest magnitude lands on the format's
+// largest finite value, rounds to nearest with saturation, and leaves the
+// inverse scale (what cuBLASLt multiplies the product by) in `descale[0]`.
+// No host round trip and no atomics. (The norm forward in norm.cu writes
+// its output's E4M3 copy with `fp8x2` too, scaled from its parameters.)
 //
 // Formats: 0 = E4M3 (largest 448, the forward's operands), 1 = E5M2 (57344,
 // gradients). The conversions are Hopper/Ada PTX (sm_89 and later); on

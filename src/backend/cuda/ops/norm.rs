@@ -24,7 +24,7 @@ impl NormOps for Cuda {
         self.launch_norm_forward((out, mean, rstd), inp, params, norm, cols, None);
     }
 
-    /// Under `CRAM_FP8` (`fp8_normed`) and where the product fits FP8, the
+    /// Under `CRAM_FP8` (`fp8.normed`) and where the product fits FP8, the
     /// norm writes the product's E4M3 input beside its bf16 output.
     fn norm_matmul_forward(
         &self,
