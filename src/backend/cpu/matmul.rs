@@ -86,28 +86,31 @@ pub(super) fn gemm(
     }
 }
 
+/// The layer's bias, if it has one.
+fn layer_bias(params: &[f32], layer: Linear) -> Option<&[f32]> {
+    layer.bias.map(|b| &params[b.range()])
+}
+
 impl Cpu {
-    /// `out = x · Wᵀ (+ b)` with the layer's weight `w` (its own or an
-    /// FP8-rounded copy) and bias.
+    /// `out = x · wᵀ (+ bias)`, with `w` the layer's weight or its
+    /// FP8-rounded copy.
     fn project(
         &self,
         out: &mut [f32],
         x: &[f32],
-        (w, params): (&[f32], &[f32]),
-        layer: Linear,
+        (w, bias): (&[f32], Option<&[f32]>),
         shape: MatmulShape,
     ) {
         let MatmulShape { m, k, n } = shape;
         let out = &mut out[..m * n];
-        if let Some(bias) = layer.bias {
-            let bias = &params[bias.range()];
+        if let Some(bias) = bias {
             for row in out.chunks_mut(n) {
                 row.copy_from_slice(bias);
             }
         }
         gemm(
             out,
-            layer.bias.is_some(),
+            bias.is_some(),
             1.0,
             Operand::rows(x, k),
             Operand::rows(w, k).t(),
@@ -128,7 +131,7 @@ impl Cpu {
         shape: MatmulShape,
     ) {
         let w = fp8::round_e4m3_by_amax(&params[layer.weight.range()]);
-        self.project(out, x, (&w, params), layer, shape);
+        self.project(out, x, (&w, layer_bias(params, layer)), shape);
     }
 
     /// gemm's parallelism for one large product over the whole pool.
@@ -155,7 +158,7 @@ impl MatmulOps for Cpu {
             self.project_e4m3(out, &x, params, layer, shape);
         } else {
             let w = &params[layer.weight.range()];
-            self.project(out, inp, (w, params), layer, shape);
+            self.project(out, inp, (w, layer_bias(params, layer)), shape);
         }
     }
 

@@ -224,9 +224,11 @@ impl Cuda {
         let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
         // FP8 only where the GPU has FP8 tensor cores (8.9 and later).
-        let fp8 = Some(Fp8Switch::from_env())
-            .filter(|_| (major, minor) >= (8, 9))
-            .unwrap_or_default();
+        let fp8 = if (major, minor) >= (8, 9) {
+            Fp8Switch::from_env()
+        } else {
+            Fp8Switch::default()
+        };
         // The comparison switches in effect, named in the device's name so
         // that every "device:" line and bench result says what it measured.
         let switches: Vec<&str> = [

@@ -21,13 +21,12 @@ const CAST_BLOCK: u32 = 256;
 const MAX_PARTS: usize = 1024;
 
 impl Cuda {
-    /// Whether `out = inp · Wᵀ (+ resid)` of `shape` can run in FP8: a GPU
-    /// with FP8 tensor cores asked for it (the caller checks its switch),
-    /// bf16 output, sizes that cuBLASLt's FP8 products take (multiples of
-    /// 16), an output wide enough to pay, and input and weights that the
-    /// casts can read 16 bytes at a time (a layout whose weight starts at an
-    /// offset that is not a multiple of four stays in bf16 rather than
-    /// failing).
+    /// Whether `out = inp · Wᵀ (+ resid)` of `shape` can run in FP8 (the
+    /// caller checks its switch): bf16 output, a shape that `fp8_shape`
+    /// takes (the rule both backends share), and input and weights that
+    /// the casts can read 16 bytes at a time (a layout whose weight starts
+    /// at an offset that is not a multiple of four stays in bf16 rather
+    /// than failing).
     pub(super) fn fp8_fits(
         &self,
         out: &CudaBuf,
