@@ -105,6 +105,12 @@ pub struct Blas {
     /// The backend's record of the first device failure (see `fault.rs`).
     fault: Arc<Fault>,
     debug: bool,
+    /// FP8 products accumulate in the tensor cores' fast, reduced-precision
+    /// mode (cuBLASLt's FAST_ACCUM, what FP8 is for) unless
+    /// `CRAM_FP8_ACCUM=split` asks for periodic promotion to f32 (slower;
+    /// a comparison switch to tell the accumulation's share of FP8's cost
+    /// to learning from the E4M3 rounding's).
+    fp8_fast_accum: bool,
 }
 
 // SAFETY: the handle and plans are used from one stream; the plan map is locked.
@@ -124,6 +130,7 @@ impl Blas {
         counter: Arc<MemoryCounter>,
         fault: Arc<Fault>,
         debug: bool,
+        fp8_fast_accum: bool,
     ) -> Result<Blas, CudaError> {
         let handle = lt::create_handle().map_err(blas_err)?;
         // SAFETY: a fresh allocation on the backend's stream.
@@ -142,6 +149,7 @@ impl Blas {
             plans: Mutex::default(),
             fault,
             debug,
+            fp8_fast_accum,
         })
     }
 
@@ -291,7 +299,8 @@ impl Blas {
     ///
     /// FP8 plans (`key.fp8`) take the operands' scale pointers before the
     /// heuristic is asked (`descales`, column-major order set by `run`) and
-    /// accumulate fast (no periodic promotion: the speed FP8 is for).
+    /// accumulate fast (no periodic promotion: the speed FP8 is for) unless
+    /// `fp8_fast_accum` is off.
     fn plan(&self, key: Key, descales: Option<(u64, u64)>) -> Result<Plan, CudaError> {
         let Dims { m, n, k, batch, .. } = key.dims;
         let d = key.dims;
@@ -352,7 +361,7 @@ impl Blas {
         }
         if let Some((da, db)) = descales {
             set_scales(desc, (db, da))?;
-            let fast: i8 = 1;
+            let fast = self.fp8_fast_accum as i8;
             // SAFETY: as above; FAST_ACCUM is an int8_t.
             unsafe {
                 lt::set_matmul_desc_attribute(

@@ -181,7 +181,14 @@ impl Cuda {
         let kernels = Kernels::load(major, minor)?;
         let memory = Arc::new(MemoryCounter::default());
         let fault = Arc::new(Fault::default());
-        let blas = Blas::new(stream.clone(), memory.clone(), fault.clone(), debug)?;
+        let fp8_split_accum = std::env::var_os("CRAM_FP8_ACCUM").is_some_and(|v| v == "split");
+        let blas = Blas::new(
+            stream.clone(),
+            memory.clone(),
+            fault.clone(),
+            debug,
+            !fp8_split_accum,
+        )?;
         let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
         if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
             return Err(CudaError::Driver(format!(
@@ -241,6 +248,7 @@ impl Cuda {
         .into_iter()
         .filter_map(|(on, switch)| on.then_some(switch))
         .chain(fp8.name())
+        .chain((fp8_split_accum && fp8 != Fp8Switch::default()).then_some("CRAM_FP8_ACCUM=split"))
         .collect();
         let name = if switches.is_empty() {
             name
