@@ -358,6 +358,22 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
     outputs
 }
 
+/// `f` with `CRAM_FP8` set to `value` (or unset), then the variable as it
+/// was before.
+fn with_fp8_switch<T>(value: Option<&str>, f: impl FnOnce() -> T) -> T {
+    let before = std::env::var_os("CRAM_FP8");
+    match value {
+        Some(v) => std::env::set_var("CRAM_FP8", v),
+        None => std::env::remove_var("CRAM_FP8"),
+    }
+    let out = f();
+    match before {
+        Some(v) => std::env::set_var("CRAM_FP8", v),
+        None => std::env::remove_var("CRAM_FP8"),
+    }
+    out
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn fp8_forward_matmul() {
@@ -365,11 +381,10 @@ fn fp8_forward_matmul() {
     // and the sum over k = 96 products averages most of that away.
     const FP8: f64 = 6e-2;
     let cpu = fp8_forward_case(&Cpu::new());
-    let bf16 = fp8_forward_case(&gpu());
-    std::env::set_var("CRAM_FP8", "forward");
-    let fp8_gpu = Cuda::new(0).expect("these tests need a CUDA GPU");
-    std::env::remove_var("CRAM_FP8");
-    let fp8 = fp8_forward_case(&fp8_gpu);
+    // Backends made with the switch off and on, whatever the caller's
+    // environment says (the tests after this one see it as it was).
+    let bf16 = with_fp8_switch(None, || fp8_forward_case(&gpu()));
+    let fp8 = with_fp8_switch(Some("forward"), || fp8_forward_case(&gpu()));
     // FP8 really ran: its rounding shows against the bf16 product.
     let products = bf16
         .iter()

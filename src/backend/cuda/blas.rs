@@ -4,7 +4,9 @@
 //! bf16 (or FP8, `gemm_fp8`); outputs bf16 or f32; accumulation and scaling
 //! are f32. A plan
 //! (descriptors and the heuristic's algorithm) is built once per shape and
-//! reused, since asking the heuristic costs more than a small matmul.
+//! reused, since asking the heuristic costs more than a small matmul; its
+//! algorithm is the fastest of the heuristic's candidates, timed on the
+//! shape's first product (`tune.rs`).
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -15,6 +17,9 @@ use cudarc::driver::{result as drv, sys as dsys, CudaStream};
 
 use super::fault::{failed, Fault};
 use super::{CudaError, Memory, MemoryCounter};
+
+mod tune;
+pub use tune::Tune;
 
 /// The row-major product computed, with `C[m, n]` the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +99,30 @@ struct Plan {
     a: sys::cublasLtMatrixLayout_t,
     b: sys::cublasLtMatrixLayout_t,
     c: sys::cublasLtMatrixLayout_t,
+    /// The algorithm the products run.
     algo: sys::cublasLtMatmulAlgo_t,
+    /// The heuristic's algorithms, its first choice first (`algo` starts
+    /// as that and may become another after timing them).
+    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
+}
+
+/// One product's operands in column-major order (`first` is the row-major
+/// B), `D = alpha · first · second + beta · C`.
+#[derive(Debug, Clone, Copy)]
+struct Product {
+    first: u64,
+    second: u64,
+    c: u64,
+    d: u64,
+    alpha: f32,
+    beta: f32,
+}
+
+impl Product {
+    /// Whether D also holds an input (the product adds into its output).
+    fn accumulates(&self) -> bool {
+        self.c == self.d && self.beta != 0.0
+    }
 }
 
 pub struct Blas {
@@ -111,6 +139,8 @@ pub struct Blas {
     /// a comparison switch to tell the accumulation's share of FP8's cost
     /// to learning from the E4M3 rounding's).
     fp8_fast_accum: bool,
+    /// How a plan picks its algorithm (`CRAM_MATMUL_TUNE`).
+    tune: Tune,
 }
 
 // SAFETY: the handle and plans are used from one stream; the plan map is locked.
@@ -131,6 +161,7 @@ impl Blas {
         fault: Arc<Fault>,
         debug: bool,
         fp8_fast_accum: bool,
+        tune: Tune,
     ) -> Result<Blas, CudaError> {
         let handle = lt::create_handle().map_err(blas_err)?;
         // SAFETY: a fresh allocation on the backend's stream.
@@ -150,6 +181,7 @@ impl Blas {
             fault,
             debug,
             fp8_fast_accum,
+            tune,
         })
     }
 
@@ -235,6 +267,15 @@ impl Blas {
         if self.fault.is_set() {
             return;
         }
+        // Column-major operands: the row-major A and B swap places.
+        let product = Product {
+            first: b,
+            second: a,
+            c,
+            d,
+            alpha,
+            beta,
+        };
         let mut plans = super::locked(&self.plans);
         let plan = match plans.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -247,8 +288,6 @@ impl Blas {
                 }
             },
         };
-        // Column-major operands: the row-major A and B swap places.
-        let (first, second) = (b, a);
         if let Some((da, db)) = descales {
             if let Err(e) = set_scales(plan.desc, (db, da)) {
                 self.fault
@@ -256,29 +295,18 @@ impl Blas {
                 return;
             }
         }
-        // SAFETY: pointers and plan describe the same shapes; the workspace
-        // is ours and the stream orders everything.
-        unsafe {
-            lt::matmul(
-                self.handle,
-                plan.desc,
-                &alpha as *const f32 as *const c_void,
-                &beta as *const f32 as *const c_void,
-                first as *const c_void,
-                plan.a,
-                second as *const c_void,
-                plan.b,
-                c as *const c_void,
-                plan.c,
-                d as *mut c_void,
-                plan.c,
-                &plan.algo,
-                self.workspace.ptr as *mut c_void,
-                WORKSPACE_BYTES,
-                self.stream as _,
-            )
+        // A new plan with a choice to make: time its candidates on this
+        // product first (`tune.rs`).
+        if plan.candidates.len() > 1 {
+            let picked = self.pick_fastest(key, plan, &product);
+            plan.candidates = vec![plan.algo];
+            if let Err(e) = picked {
+                self.fault
+                    .record(failed(format!("timing cuBLASLt algorithms for {key:?}"), e));
+                return;
+            }
         }
-        .unwrap_or_else(|e| {
+        self.matmul(plan, &plan.algo, &product).unwrap_or_else(|e| {
             self.fault
                 .record(failed(format!("cuBLASLt matmul {key:?}"), e))
         });
@@ -376,25 +404,27 @@ impl Blas {
         let pref = lt::create_matmul_pref().map_err(blas_err)?;
         let ws = WORKSPACE_BYTES as u64;
         // SAFETY: as above.
-        let heuristic = unsafe {
+        unsafe {
             lt::set_matmul_pref_attribute(
                 pref,
                 sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 &ws as *const u64 as *const c_void,
                 8,
             )
-            .map_err(blas_err)?;
-            let h = lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref)
-                .map_err(blas_err)?;
-            let _ = lt::destroy_matmul_pref(pref);
-            h
-        };
+        }
+        .map_err(blas_err)?;
+        let candidates =
+            tune::heuristic(self.handle, (desc, a, b, c), pref, self.tune.candidates());
+        // SAFETY: ours, no longer used.
+        let _ = unsafe { lt::destroy_matmul_pref(pref) };
+        let candidates = candidates?;
         Ok(Plan {
             desc,
             a,
             b,
             c,
-            algo: heuristic.algo,
+            algo: candidates[0],
+            candidates,
         })
     }
 }

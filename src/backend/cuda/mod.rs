@@ -182,12 +182,14 @@ impl Cuda {
         let memory = Arc::new(MemoryCounter::default());
         let fault = Arc::new(Fault::default());
         let fp8_split_accum = std::env::var_os("CRAM_FP8_ACCUM").is_some_and(|v| v == "split");
+        let tune = blas::Tune::from_env();
         let blas = Blas::new(
             stream.clone(),
             memory.clone(),
             fault.clone(),
             debug,
             !fp8_split_accum,
+            tune,
         )?;
         let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
         if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
@@ -244,6 +246,7 @@ impl Cuda {
             (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
             (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
             (!bf16_residual, "CRAM_RESIDUAL=f32"),
+            (tune == blas::Tune::First, "CRAM_MATMUL_TUNE=off"),
         ]
         .into_iter()
         .filter_map(|(on, switch)| on.then_some(switch))
