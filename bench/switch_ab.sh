@@ -14,7 +14,10 @@
 # about 4.6 minutes on an H100, so one seed's pair fills a 10-minute device command. With
 # SIDES=switch, $DEFAULT_METRICS names an earlier default run's metrics.jsonl to compare
 # against (bench/switch_ab/ keeps such runs, named by preset, budget, seed, GPU and commit).
-# Outputs (metrics per run, logs) go to $OUT (or /tmp/switch-out).
+# Outputs (metrics per run, logs) go to $OUT (or /tmp/switch-out). Each seed's pair is reported
+# by switch_ab_report.py (mean and largest training-loss gap at equal steps, held-out losses),
+# then all seeds in $OUT together (each side's mean held-out loss and spread: the same seed does
+# not repeat on the GPU, so one seed a side cannot size a small difference).
 #
 # Carry, from the repository root on the development machine:
 #   cargo build --release && strip -o /tmp/cram target/release/cram && mkdir -p carry \
@@ -49,24 +52,7 @@ for seed in ${SEEDS:-1}; do
     cp "$DEFAULT_METRICS" "$out/metrics-default-$seed.jsonl"
   fi
   [ -f "$out/metrics-default-$seed.jsonl" ] && [ -f "$out/metrics-switch-$seed.jsonl" ] || continue
-  python3 - "$out/metrics-default-$seed.jsonl" "$out/metrics-switch-$seed.jsonl" <<'PY'
-import json, sys
-def losses(path):
-    out = {}
-    for line in open(path):
-        try:
-            j = json.loads(line)
-        except ValueError:
-            continue
-        if j.get("event") == "train":
-            out[j["step"]] = j["loss"]
-    return out
-a, b = (losses(p) for p in sys.argv[1:3])
-steps = sorted(set(a) & set(b))
-worst = max(steps, key=lambda s: abs(a[s] - b[s]), default=None)
-if worst is not None:
-    print(f"  training loss at equal steps: largest gap {b[worst] - a[worst]:+.4f} at step {worst}"
-          f" ({a[worst]:.4f} default, {b[worst]:.4f} switch); last common step {steps[-1]}:"
-          f" {a[steps[-1]]:.4f} / {b[steps[-1]]:.4f}")
-PY
+  python3 "$(dirname "$0")/switch_ab_report.py" "$out/metrics-default-$seed.jsonl" "$out/metrics-switch-$seed.jsonl"
 done
+# Across the seeds of this output folder: each side's held-out losses, their mean and spread.
+python3 "$(dirname "$0")/switch_ab_report.py" --summary "$out"
