@@ -20,27 +20,24 @@ import statistics
 import sys
 
 
-def events(path, kind):
-    out = []
+def records(path):
+    """The metrics file's records, each read once: train losses by step and
+    the last evaluation's held-out loss (None without one)."""
+    train, held = {}, None
     for line in open(path):
         try:
             j = json.loads(line)
         except ValueError:
             continue
-        if j.get("event") == kind:
-            out.append(j)
-    return out
-
-
-def held_out(path):
-    """The last evaluation's held-out loss, or None without one."""
-    evals = events(path, "eval")
-    return evals[-1]["val_loss"] if evals else None
+        if j.get("event") == "train":
+            train[j["step"]] = j["loss"]
+        elif j.get("event") == "eval":
+            held = j["val_loss"]
+    return train, held
 
 
 def pair(default, switch):
-    a = {e["step"]: e["loss"] for e in events(default, "train")}
-    b = {e["step"]: e["loss"] for e in events(switch, "train")}
+    (a, ha), (b, hb) = records(default), records(switch)
     steps = sorted(set(a) & set(b))
     if not steps:
         print("  no common logged steps")
@@ -52,7 +49,6 @@ def pair(default, switch):
           f" {higher} of {len(steps)} steps; largest gap {b[worst] - a[worst]:+.4f} at step {worst}"
           f" ({a[worst]:.4f} default, {b[worst]:.4f} switch); last common step {steps[-1]}:"
           f" {a[steps[-1]]:.4f} / {b[steps[-1]]:.4f}")
-    ha, hb = held_out(default), held_out(switch)
     if ha is not None and hb is not None:
         print(f"  held-out: {ha:.4f} default, {hb:.4f} switch ({hb - ha:+.4f})")
 
@@ -61,7 +57,7 @@ def summary(folder):
     sides = {}
     for path in sorted(glob.glob(os.path.join(folder, "metrics-*-*.jsonl"))):
         m = re.fullmatch(r"metrics-(default|switch)-(\d+)\.jsonl", os.path.basename(path))
-        loss = held_out(path) if m else None
+        loss = records(path)[1] if m else None
         if loss is not None:
             sides.setdefault(m.group(1), []).append((int(m.group(2)), loss))
     if not sides:
