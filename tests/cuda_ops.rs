@@ -121,11 +121,22 @@ fn embeddings_and_positions() {
         be.learned_positions_forward(&mut x, &params, pos, 16, cols);
         let mut pgrads = be.alloc(16 * cols);
         be.learned_positions_backward(&mut pgrads, pos, &dout, 16, cols);
+        // A period of 5 · 6 values, not a multiple of four: the
+        // sinusoid's one-value-a-thread path (the one above takes four).
+        let (seq, cols) = (5, 6);
+        let mut odd = act(be, &rand_vals(5, 6 * seq * cols, 1.0));
+        let scale = be.upload(&[0.7]);
+        let one = Span { offset: 0, len: 1 };
+        be.sinusoidal_positions_forward(&mut odd, &scale, one, seq, cols);
+        let mut odd_grad = be.alloc(1);
+        be.sinusoidal_positions_backward(&mut odd_grad, one, &dout, seq, cols);
         vec![
             ("forward", be.download(&out)),
             ("grads", be.download(&grads)),
             ("learned", be.download(&x)),
             ("learned_grads", be.download(&pgrads)),
+            ("sinusoid_odd", be.download(&odd)),
+            ("sinusoid_odd_grad", be.download(&odd_grad)),
         ]
     });
 }

@@ -58,6 +58,7 @@ const NAMES: &[&str] = &[
     "embedding_backward",
     "learned_positions_forward",
     "learned_positions_backward",
+    "sinusoid_table",
     "sinusoidal_positions_forward",
     "sinusoidal_positions_backward",
     "rotary_table",

@@ -115,16 +115,20 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = x.len;
         self.timed("positions_forward", || {
+            let (pe, per_seq) = self.sinusoid_table(seq, cols);
+            let (threads, vec4, wide) = sinusoid_loop(x.ptr(), pe, per_seq, n);
             self.launch_each(
                 "sinusoidal_positions_forward",
-                n,
+                threads,
                 &[
                     x.ptr(),
                     x.bf(),
+                    pe,
                     Self::f32_at(params, scale),
-                    seq as u64,
-                    cols as u64,
+                    per_seq as u64,
                     n as u64,
+                    vec4 as u64,
+                    wide as u64,
                 ],
             )
         });
@@ -140,7 +144,9 @@ impl EmbeddingOps for Cuda {
     ) {
         let n = dx.len;
         self.timed("positions_backward", || {
-            let blocks = self.grid(n).min(1024);
+            let (pe, per_seq) = self.sinusoid_table(seq, cols);
+            let (threads, vec4, wide) = sinusoid_loop(dx.ptr(), pe, per_seq, n);
+            let blocks = self.grid(threads).min(1024);
             let partials = self.scratch("partials", blocks as usize * 4);
             self.launch(
                 "sinusoidal_positions_backward",
@@ -151,9 +157,11 @@ impl EmbeddingOps for Cuda {
                     partials,
                     dx.ptr(),
                     dx.bf(),
-                    seq as u64,
-                    cols as u64,
+                    pe,
+                    per_seq as u64,
                     n as u64,
+                    vec4 as u64,
+                    wide as u64,
                 ],
             );
             self.finish_sum(Self::f32_at(grads, scale), 0, partials, blocks, 1.0, true);
@@ -170,6 +178,17 @@ impl EmbeddingOps for Cuda {
 }
 
 impl Cuda {
+    /// The sinusoid of the first `seq` positions, `[seq, cols]` f32 in
+    /// scratch (`sinusoid_table`, kernels/embedding.cu), and its length.
+    /// Rebuilt per call like the rotary table: seq·cols entries, a few
+    /// microseconds.
+    fn sinusoid_table(&self, seq: usize, cols: usize) -> (u64, usize) {
+        let per_seq = seq * cols;
+        let pe = self.scratch("sinusoid_table", per_seq * 4);
+        self.launch_each("sinusoid_table", per_seq, &[pe, seq as u64, cols as u64]);
+        (pe, per_seq)
+    }
+
     /// The (cos, sin) table of `rotary_table` (kernels/embedding.cu) for
     /// `shape` and `theta`, in scratch. It is rebuilt per call:
     /// seq·head_dim/2 entries, a few microseconds, and no cache to keep in
@@ -221,4 +240,15 @@ impl Cuda {
             ],
         );
     }
+}
+
+/// How the sinusoid kernels walk `n` elements of `x` whose positions repeat
+/// every `per_seq`: four a thread where the period and both buffers allow
+/// 16-byte accesses, and 64-bit indices only where `n` needs them. Returns
+/// the thread count and the two flags.
+fn sinusoid_loop(x: u64, pe: u64, per_seq: usize, n: usize) -> (usize, bool, bool) {
+    let vec4 = per_seq.is_multiple_of(4) && n.is_multiple_of(4) && vector_aligned(&[x, pe]);
+    let wide = i32::try_from(n).is_err();
+    let threads = if vec4 { n / 4 } else { n };
+    (threads, vec4, wide)
 }
