@@ -640,9 +640,13 @@ fn gather_and_cross_entropy() {
             ("ids", be.download(&gathered)),
         ]
     });
-    // An odd vocabulary takes the kernel's scalar path.
+    // An odd vocabulary takes the kernel's scalar path, one of 4·odd its
+    // four-wide path (3000 below: eight-wide).
     check!("cross_entropy_odd", BF, |be| {
         cross_entropy_case(be, 3001)
+    });
+    check!("cross_entropy_four", BF, |be| {
+        cross_entropy_case(be, 3004)
     });
     check!("cross_entropy", BF, |be| {
         let mut out = cross_entropy_case(be, 3000);

@@ -76,7 +76,19 @@ __device__ __forceinline__ void ldv(float* v, const void* p, int bf, u64 i) {
 
 template <int V>
 __device__ __forceinline__ void stv(void* p, int bf, u64 i, const float* v) {
-    if constexpr (V == 4) {
+    if constexpr (V == 8) {
+        if (bf) {
+            uint4 u;
+            u.x = (u32)f32_to_bf16(v[0]) | ((u32)f32_to_bf16(v[1]) << 16);
+            u.y = (u32)f32_to_bf16(v[2]) | ((u32)f32_to_bf16(v[3]) << 16);
+            u.z = (u32)f32_to_bf16(v[4]) | ((u32)f32_to_bf16(v[5]) << 16);
+            u.w = (u32)f32_to_bf16(v[6]) | ((u32)f32_to_bf16(v[7]) << 16);
+            *(uint4*)((bf16_t*)p + i) = u;
+        } else {
+            stv<4>(p, 0, i, v);
+            stv<4>(p, 0, i + 4, v + 4);
+        }
+    } else if constexpr (V == 4) {
         if (bf) {
             uint2 u;
             u.x = (u32)f32_to_bf16(v[0]) | ((u32)f32_to_bf16(v[1]) << 16);

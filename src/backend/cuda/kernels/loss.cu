@@ -16,45 +16,35 @@ extern "C" __global__ void scatter_rows(void* dinp, int dinp_bf, const void* dou
     }
 }
 
-// Adds x to a running (max m, sum of exp(· − m)) pair: the online softmax,
-// which needs one pass over the row where max-then-sum needed two.
-__device__ __forceinline__ void online_softmax_add(float& m, float& s, float x) {
-    if (x > m) {
-        s = s * __expf(m - x) + 1.0f;
-        m = x;
-    } else {
-        s += __expf(x - m);
+// Adds V values to a running (max m, sum of exp(· − m)) pair: the online
+// softmax, which needs one pass over the row where max-then-sum needed two.
+// The group's own maximum rescales the sum at most once per group.
+template <int V>
+__device__ __forceinline__ void online_softmax_add(float& m, float& s, const float* x) {
+    float mx = x[0];
+#pragma unroll
+    for (int k = 1; k < V; k++) mx = fmaxf(mx, x[k]);
+    if (mx > m) {
+        s *= __expf(m - mx);
+        m = mx;
     }
+#pragma unroll
+    for (int k = 0; k < V; k++) s += __expf(x[k] - m);
 }
 
-// One block per row: losses[r] = logsumexp(x) − x[target]; with `write_grad`
-// the row becomes dscale·(softmax − onehot). Ignored rows get 0 (and a zero
-// gradient). The row is read once for its maximum and sum (online), and once
-// more, mostly from L2, to write the gradient in place. With `vec4` (vocab a
-// multiple of 4, the buffer 16-byte aligned) each access moves four values:
-// at a 32,768-wide head the scalar loop was instruction-bound, not memory-bound.
-extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits_bf, const u32* targets,
-                                         u64 vocab, int write_grad, float dscale, int vec4) {
+// The row's loss and, with write_grad, its gradient in place, V values a
+// thread per access (V = 8 or 4: vocab a multiple of V and the buffer
+// 16-byte aligned; else 1).
+template <int V>
+__device__ __forceinline__ void cross_entropy_row(float* losses, void* logits, int logits_bf, u32 target, u64 r,
+                                                  u64 vocab, int write_grad, float dscale) {
     __shared__ float shared[32];
-    u64 r = blockIdx.x;
-    u32 target = targets[r];
     u64 base = r * vocab;
-    if (target == 0xffffffffu) {
-        if (threadIdx.x == 0) losses[r] = 0.0f;
-        if (write_grad)
-            for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) st(logits, logits_bf, base + c, 0.0f);
-        return;
-    }
     float m = NEG_INF, s = 0.0f;
-    if (vec4) {
-        for (u64 c = 4 * threadIdx.x; c < vocab; c += 4 * blockDim.x) {
-            float v[4];
-            ldv<4>(v, logits, logits_bf, base + c);
-#pragma unroll
-            for (int k = 0; k < 4; k++) online_softmax_add(m, s, v[k]);
-        }
-    } else {
-        for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) online_softmax_add(m, s, ld(logits, logits_bf, base + c));
+    for (u64 c = V * threadIdx.x; c < vocab; c += V * blockDim.x) {
+        float v[V];
+        ldv<V>(v, logits, logits_bf, base + c);
+        online_softmax_add<V>(m, s, v);
     }
     float row_max = block_max(m, shared);
     // A thread with no columns has s = 0 (and m = −inf, whose rescale would be NaN).
@@ -64,24 +54,38 @@ extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits
     if (threadIdx.x == 0) losses[r] = logf(s) - (xt - row_max);
     if (!write_grad) return;
     float factor = dscale / s;
-    if (vec4) {
-        for (u64 c = 4 * threadIdx.x; c < vocab; c += 4 * blockDim.x) {
-            float v[4];
-            ldv<4>(v, logits, logits_bf, base + c);
+    for (u64 c = V * threadIdx.x; c < vocab; c += V * blockDim.x) {
+        float v[V];
+        ldv<V>(v, logits, logits_bf, base + c);
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                v[k] = __expf(v[k] - row_max) * factor;
-                if (c + k == target) v[k] -= dscale;
-            }
-            stv<4>(logits, logits_bf, base + c, v);
+        for (int k = 0; k < V; k++) {
+            v[k] = __expf(v[k] - row_max) * factor;
+            if (c + k == target) v[k] -= dscale;
         }
-    } else {
-        for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) {
-            float g = __expf(ld(logits, logits_bf, base + c) - row_max) * factor;
-            if (c == target) g -= dscale;
-            st(logits, logits_bf, base + c, g);
-        }
+        stv<V>(logits, logits_bf, base + c, v);
     }
+}
+
+// One block per row: losses[r] = logsumexp(x) − x[target]; with `write_grad`
+// the row becomes dscale·(softmax − onehot). Ignored rows get 0 (and a zero
+// gradient). The row is read once for its maximum and sum (online), and once
+// more, mostly from L2, to write the gradient in place. `width` (8, 4 or 1,
+// the host's choice) values move in one access: at a 32,768-wide head the
+// scalar loop was instruction-bound, not memory-bound, and 16-byte accesses
+// keep more bytes in flight than 8-byte ones.
+extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits_bf, const u32* targets,
+                                         u64 vocab, int write_grad, float dscale, int width) {
+    u64 r = blockIdx.x;
+    u32 target = targets[r];
+    if (target == 0xffffffffu) {
+        if (threadIdx.x == 0) losses[r] = 0.0f;
+        if (write_grad)
+            for (u64 c = threadIdx.x; c < vocab; c += blockDim.x) st(logits, logits_bf, r * vocab + c, 0.0f);
+        return;
+    }
+    if (width == 8) cross_entropy_row<8>(losses, logits, logits_bf, target, r, vocab, write_grad, dscale);
+    else if (width == 4) cross_entropy_row<4>(losses, logits, logits_bf, target, r, vocab, write_grad, dscale);
+    else cross_entropy_row<1>(losses, logits, logits_bf, target, r, vocab, write_grad, dscale);
 }
 
 // One block per row: hits[r] = 1 when the target is the row's first arg-max,

@@ -57,7 +57,12 @@ impl LossOps for Cuda {
         if rows == 0 {
             return;
         }
-        let vec4 = vocab.is_multiple_of(4) && vector_aligned(&[logits.ptr()]);
+        // Values per access (`cross_entropy` in kernels/loss.cu).
+        let aligned = vector_aligned(&[logits.ptr()]);
+        let width = [8, 4]
+            .into_iter()
+            .find(|&w| aligned && vocab.is_multiple_of(w))
+            .unwrap_or(1);
         self.timed("cross_entropy", || {
             self.launch(
                 "cross_entropy",
@@ -72,7 +77,7 @@ impl LossOps for Cuda {
                     vocab as u64,
                     dscale.is_some() as u64,
                     f32_arg(dscale.unwrap_or(0.0)),
-                    vec4 as u64,
+                    width as u64,
                 ],
             )
         });
