@@ -7,7 +7,10 @@ tied embeddings, vocabulary 32768, full next-token loss. bf16 autocast, causal S
 (flash attention), fused AdamW (beta 0.9/0.95, weight decay 0.1), clip 1.0, and
 torch.compile by default (`eager` as an argument compares without it).
 
-    SEQ=1024 MB=32 STEPS=30 python3 bench/torch_decoder_reference.py [compile] [eager]
+    SEQ=1024 MB=32 STEPS=30 python3 bench/torch_decoder_reference.py [compile] [eager] [profile]
+
+`profile` runs the compiled model's steps under torch.profiler instead and prints its
+GPU kernels by time a step (to compare op by op with `cram bench --profile`).
 
 Prints one JSON line per variant: tokens/s, step time, MFU against a dense bf16
 matmul measured on the same GPU, with the FLOP count cram's bench uses
@@ -104,7 +107,7 @@ def flops_per_token():
     return 3 * (LAYERS * per_layer + 2 * D * VOCAB)
 
 
-def run(name, model, peak):
+def run(name, model, peak, profile=False):
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     ids = torch.randint(0, VOCAB, (MB, SEQ + 1), device=DEV)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
@@ -121,6 +124,9 @@ def run(name, model, peak):
     for _ in range(5):  # compile and warm up
         step()
     torch.cuda.synchronize()
+    if profile:
+        print_kernels(step)
+        return
     t = time.perf_counter()
     for _ in range(STEPS):
         loss = step()
@@ -132,6 +138,26 @@ def run(name, model, peak):
                           mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2), loss=float(loss))), flush=True)
 
 
+def print_kernels(step, steps=5, top=40):
+    """Each GPU kernel's time a step over `steps` profiled steps, longest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    def gpu_us(e):  # the name changed from cuda_time_total in torch 2.4
+        return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+
+    events = [e for e in prof.key_averages() if gpu_us(e) > 0]
+    events.sort(key=lambda e: -gpu_us(e))
+    total = sum(gpu_us(e) for e in events) / steps / 1e3
+    print(f"gpu kernels, ms a step: {total:.2f} in all")
+    for e in events[:top]:
+        ms = gpu_us(e) / steps / 1e3
+        print(f"{ms:8.3f} ms  {e.count // steps:4d} calls  {e.key[:110]}")
+
+
 if __name__ == "__main__":
     peak = matmul_peak()
     print(json.dumps(dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
@@ -139,6 +165,7 @@ if __name__ == "__main__":
     for variant in sys.argv[1:] or ["compile"]:
         torch.cuda.reset_peak_memory_stats()
         model = Decoder().to(DEV)
-        run("gpt_small_" + variant, torch.compile(model) if variant == "compile" else model, peak)
+        compiled = torch.compile(model) if variant in ("compile", "profile") else model
+        run("gpt_small_" + variant, compiled, peak, profile=variant == "profile")
         del model
         torch.cuda.empty_cache()

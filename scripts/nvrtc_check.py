@@ -7,10 +7,14 @@ the backend uses (src/backend/cuda/kernels.rs). It only compiles: whether the
 kernels are right is cuda_ops' work on the GPU. NVRTC comes from PyPI:
 
     pip install nvidia-cuda-nvrtc        # CUDA 13 (or nvidia-cuda-nvrtc-cu12)
-    python3 scripts/nvrtc_check.py [--registers] [sm_90 sm_80 ...]
+    python3 scripts/nvrtc_check.py [--registers] [--sass KERNEL] [sm_90 sm_80 ...]
 
 --registers prints each kernel's registers, stack and spills as ptxas reports
 them (registers per thread bound how many blocks share an SM).
+
+--sass KERNEL prints the kernel's machine code for the first architecture and
+a count of its instructions by opcode (needs cuobjdump: pip install
+nvidia-cuda-cuobjdump), to see what a loop costs without a GPU.
 
 Exits non-zero, with NVRTC's log, when any architecture fails.
 """
@@ -46,7 +50,7 @@ def program_source():
     return files, options, text
 
 
-def compile_for(nvrtc, text, arch, options):
+def compile_for(nvrtc, text, arch, options, cubin_to=None):
     prog = ctypes.c_void_p()
     if nvrtc.nvrtcCreateProgram(ctypes.byref(prog), text.encode(), b"cram.cu", 0, None, None) != 0:
         sys.exit("nvrtcCreateProgram failed")
@@ -56,6 +60,12 @@ def compile_for(nvrtc, text, arch, options):
     nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetProgramLog(prog, log)
+    if cubin_to and rc == 0:
+        nvrtc.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        cubin = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetCUBIN(prog, cubin)
+        with open(cubin_to, "wb") as f:
+            f.write(cubin.raw)
     nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
     return rc, log.value.decode(errors="replace").strip()
 
@@ -78,17 +88,53 @@ def register_table(log):
     return "\n".join(rows)
 
 
+def find_tool(name):
+    import nvidia
+
+    for base in nvidia.__path__:
+        for pattern in (f"cu13/bin/{name}", f"cuda_*/bin/{name}"):
+            found = sorted(glob.glob(os.path.join(base, pattern)))
+            if found:
+                return found[-1]
+    sys.exit(f"no {name}: pip install nvidia-cuda-{name}")
+
+
+def print_sass(cubin, kernel):
+    """The kernel's SASS, then its instructions counted by opcode (static counts:
+    an unrolled loop body shows what one trip costs)."""
+    import subprocess
+    from collections import Counter
+
+    sass = subprocess.run([find_tool("cuobjdump"), "-sass", "-fun", kernel, cubin],
+                          capture_output=True, text=True, check=True).stdout
+    print(sass)
+    ops = Counter()
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m:
+            ops[m.group(1).split(".")[0]] += 1
+    print(f"{sum(ops.values())} instructions:", ", ".join(f"{op} {n}" for op, n in ops.most_common()))
+
+
 def main():
     args = sys.argv[1:]
     registers = "--registers" in args
+    sass_kernel = None
+    if "--sass" in args:
+        i = args.index("--sass")
+        sass_kernel = args[i + 1]
+        del args[i : i + 2]
     archs = [a for a in args if a != "--registers"] or ["sm_90", "sm_80"]
     nvrtc = find_nvrtc()
     files, options, text = program_source()
     print(f"{len(files)} sources ({', '.join(files)}), options {' '.join(options)}")
     failed = False
     for arch in archs:
-        rc, log = compile_for(nvrtc, text, arch, options + (["--ptxas-options=-v"] if registers else []))
+        cubin = f"/tmp/cram-{arch}.cubin" if sass_kernel and arch == archs[0] else None
+        rc, log = compile_for(nvrtc, text, arch, options + (["--ptxas-options=-v"] if registers else []), cubin)
         print(f"{arch}: {'ok' if rc == 0 else f'FAILED (nvrtc {rc})'}")
+        if cubin and rc == 0:
+            print_sass(cubin, sass_kernel)
         if registers and rc == 0:
             print(register_table(log))
         elif log:

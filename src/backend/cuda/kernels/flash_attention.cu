@@ -45,10 +45,16 @@ __device__ __forceinline__ void red_add2(float* p, float a, float b) {
 #endif
 }
 
-// load_head by cp.async: issued, not waited for.
-template <int T, int D>
-__device__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
-    for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
+// load_head by cp.async: issued, not waited for. THREADS is the block's
+// size, known when the kernel is built, so that the copy loop unrolls (with
+// blockDim.x it stayed a loop whose address math was a fifth of the flash
+// forward's instructions in each key tile).
+template <int T, int D, int THREADS>
+__device__ __forceinline__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
+    static_assert((T * D / 8) % THREADS == 0, "whole 16-byte chunks a thread");
+#pragma unroll
+    for (int j = 0; j < T * D / 8 / THREADS; j++) {
+        int i = j * THREADS + threadIdx.x;
         int t = i / (D / 8), d = 8 * (i % (D / 8));
         cp_async16(dst + t * (D + ATT_PAD) + d, src + (u64)t * stride + d);
     }
@@ -56,9 +62,9 @@ __device__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
 
 // The output gradient's tile: by cp.async when it is bf16, else converted
 // from f32 through registers (visible after the next __syncthreads either way).
-template <int T, int D>
+template <int T, int D, int THREADS>
 __device__ void load_grad_tile(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
-    if (src_bf) load_head_async<T, D>(dst, (const bf16_t*)src + base, stride);
+    if (src_bf) load_head_async<T, D, THREADS>(dst, (const bf16_t*)src + base, stride);
     else load_head_any<T, D>(dst, src, 0, base, stride);
 }
 
@@ -159,9 +165,9 @@ __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride;
-    load_head_async<QROWS, D>(sq, base + (u64)qt * QROWS * stride, stride);
-    load_head_async<FA_TILE, D>(skv, base + hidden, stride);
-    load_head_async<FA_TILE, D>(skv + TILE_ELEMS, base + 2 * hidden, stride);
+    load_head_async<QROWS, D, 128>(sq, base + (u64)qt * QROWS * stride, stride);
+    load_head_async<FA_TILE, D, 128>(skv, base + hidden, stride);
+    load_head_async<FA_TILE, D, 128>(skv + TILE_ELEMS, base + 2 * hidden, stride);
     cp_async_commit();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16 * M;
     float o[M][D / 8][4];
@@ -180,8 +186,8 @@ __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf
         bf16_t* sv = sk + TILE_ELEMS;
         if (kt < last) {
             bf16_t* nk = skv + ((kt + 1) & 1) * 2 * TILE_ELEMS;
-            load_head_async<FA_TILE, D>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
-            load_head_async<FA_TILE, D>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_head_async<FA_TILE, D, 128>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_head_async<FA_TILE, D, 128>(nk + TILE_ELEMS, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -369,10 +375,10 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
     const bf16_t* base = qkv + b * seq * stride + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride;
     int first = causal ? kb * KB : 0;
-    load_head_async<KEYS, D>(sk, base + hidden + (u64)kb * KB * tile_rows, stride);
-    load_head_async<KEYS, D>(sv, base + 2 * hidden + (u64)kb * KB * tile_rows, stride);
-    load_head_async<FA_TILE, D>(sqd, base + (u64)first * tile_rows, stride);
-    load_grad_tile<FA_TILE, D>(sqd + TILE_ELEMS, dout, dout_bf, (b * seq + (u64)first * FA_TILE) * hidden + h * D,
+    load_head_async<KEYS, D, 128 * KB>(sk, base + hidden + (u64)kb * KB * tile_rows, stride);
+    load_head_async<KEYS, D, 128 * KB>(sv, base + 2 * hidden + (u64)kb * KB * tile_rows, stride);
+    load_head_async<FA_TILE, D, 128 * KB>(sqd, base + (u64)first * tile_rows, stride);
+    load_grad_tile<FA_TILE, D, 128 * KB>(sqd + TILE_ELEMS, dout, dout_bf, (b * seq + (u64)first * FA_TILE) * hidden + h * D,
                                hidden);
     cp_async_commit();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (KB == 1 ? warp : warp % 4) * 16, key0 = 16 * warp;
@@ -388,8 +394,8 @@ __device__ void flash_backward_impl(void* dqkv, int dqkv_bf, float* dq, const vo
         __syncthreads();  // every warp is done with the other buffer, P and dS (iteration qt-1)
         if (qt + 1 < tiles) {
             bf16_t* nq = sqd + ((qt + 1 - first) & 1) * 2 * TILE_ELEMS;
-            load_head_async<FA_TILE, D>(nq, base + (u64)(qt + 1) * tile_rows, stride);
-            load_grad_tile<FA_TILE, D>(nq + TILE_ELEMS, dout, dout_bf,
+            load_head_async<FA_TILE, D, 128 * KB>(nq, base + (u64)(qt + 1) * tile_rows, stride);
+            load_grad_tile<FA_TILE, D, 128 * KB>(nq + TILE_ELEMS, dout, dout_bf,
                                        (b * seq + (u64)(qt + 1) * FA_TILE) * hidden + h * D, hidden);
             cp_async_commit();
             cp_async_wait<1>();
@@ -547,7 +553,7 @@ extern "C" __global__ void flash_backward_store_dq_rotary4(void* dqkv, int dqkv_
 // three blocks an SM: left free it took 232 registers (room for two), where
 // the same loop took 128 before the KB template.
 FLASH_ATTENTION(32, __launch_bounds__(128, 3))
-FLASH_ATTENTION(64, __launch_bounds__(128))
+FLASH_ATTENTION(64, __launch_bounds__(128, 3))
 FLASH_ATTENTION(128, __launch_bounds__(128))
 
 // Head width 64 with two key tiles a block (sequences of whole 128-key blocks).

@@ -34,19 +34,22 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
 }
 
 // 2^x on the special-function unit (what __expf runs after multiplying by
-// log2 e): the softmax folds the score scale and log2 e into one fma.
+// log2 e): the softmax folds the score scale and log2 e into one fma. The
+// .ftz form is one MUFU.EX2; without it ptxas wraps each in a compare and two
+// multiplies to keep subnormal results (16% of the flash forward's
+// instructions), and a probability below 2^-126 is zero in bf16 anyway.
+// Not volatile: a pure function the compiler may schedule and share.
 #define LOG2E 1.4426950408889634f
 __device__ __forceinline__ float ex2(float x) {
     float r;
-    asm volatile("ex2.approx.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
     return r;
 }
 
-// The shared-memory address of a generic pointer into shared memory.
+// The shared-memory address of a generic pointer into shared memory (the
+// intrinsic, not inline asm, so the compiler folds it into address math).
 __device__ __forceinline__ u32 smem_u32(const void* p) {
-    u32 r;
-    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(r) : "l"(p));
-    return r;
+    return (u32)__cvta_generic_to_shared(p);
 }
 
 // ldmatrix: four 8×8 bf16 tiles, lane t giving the address of row t%8 of
