@@ -369,20 +369,25 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
     outputs
 }
 
-/// `f` with `CRAM_FP8` set to `value` (or unset), then the variable as it
-/// was before.
-fn with_fp8_switch<T>(value: Option<&str>, f: impl FnOnce() -> T) -> T {
-    let before = std::env::var_os("CRAM_FP8");
+/// `f` with the switch `name` set to `value` (or unset), then the variable
+/// as it was before (backends read their switches when they are made).
+fn with_switch<T>(name: &str, value: Option<&str>, f: impl FnOnce() -> T) -> T {
+    let before = std::env::var_os(name);
     match value {
-        Some(v) => std::env::set_var("CRAM_FP8", v),
-        None => std::env::remove_var("CRAM_FP8"),
+        Some(v) => std::env::set_var(name, v),
+        None => std::env::remove_var(name),
     }
     let out = f();
     match before {
-        Some(v) => std::env::set_var("CRAM_FP8", v),
-        None => std::env::remove_var("CRAM_FP8"),
+        Some(v) => std::env::set_var(name, v),
+        None => std::env::remove_var(name),
     }
     out
+}
+
+/// `f` with `CRAM_FP8` set to `value` (or unset).
+fn with_fp8_switch<T>(value: Option<&str>, f: impl FnOnce() -> T) -> T {
+    with_switch("CRAM_FP8", value, f)
 }
 
 #[test]
@@ -522,6 +527,31 @@ fn flash_attention() {
     });
     check!("flash_320_32", MM, |be| {
         attention_case(be, (320, 32), false)
+    });
+}
+
+/// The flash forward on Hopper's wgmma (`CRAM_FLASH_FORWARD=wgmma`, head
+/// width 64, sequences of whole 128-row blocks): both halves of the causal
+/// diagonal, several key tiles, and a sequence of three blocks. It needs a
+/// Hopper GPU (sm_90), where the program is built with wgmma.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn flash_attention_wgmma() {
+    with_switch("CRAM_FLASH_FORWARD", Some("wgmma"), || {
+        let name = gpu().name();
+        assert!(
+            name.contains("CRAM_FLASH_FORWARD=wgmma"),
+            "the wgmma forward needs a Hopper GPU (sm_90); this one is {name}"
+        );
+        check!("wgmma_256_64", MM, |be| {
+            attention_case(be, (256, 64), false)
+        });
+        check!("wgmma_256_64_causal", MM, |be| {
+            attention_case(be, (256, 64), true)
+        });
+        check!("wgmma_384_64_causal", MM, |be| {
+            attention_rotary_case(be, (384, 64), true, Some(10000.0))
+        });
     });
 }
 

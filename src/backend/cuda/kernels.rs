@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::CudaError;
 
 /// The kernel sources, concatenated in this order into one program.
-const SOURCES: [(&str, &str); 10] = [
+const SOURCES: [(&str, &str); 11] = [
     ("common.cuh", include_str!("kernels/common.cuh")),
     ("elementwise.cu", include_str!("kernels/elementwise.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
@@ -29,6 +29,7 @@ const SOURCES: [(&str, &str); 10] = [
         "flash_attention.cu",
         include_str!("kernels/flash_attention.cu"),
     ),
+    ("flash_wgmma.cu", include_str!("kernels/flash_wgmma.cu")),
     ("loss.cu", include_str!("kernels/loss.cu")),
     ("optim.cu", include_str!("kernels/optim.cu")),
 ];
@@ -126,6 +127,7 @@ impl Kernels {
                     .into_iter()
                     .chain(f.forward_m2)
                     .chain(f.backward_k2)
+                    .chain(f.forward_wgmma)
             }));
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");

@@ -22,6 +22,10 @@ pub(in crate::backend::cuda) struct FlashAttention {
     /// of tiles and `CRAM_FLASH_BACKWARD=k2` asks for it (a comparison
     /// switch until a GPU measures it).
     pub backward_k2: Option<&'static str>,
+    /// The forward on Hopper's wgmma (`flash_wgmma.cu`: two warpgroups of
+    /// 64 query rows a block), where built and `CRAM_FLASH_FORWARD=wgmma`
+    /// asks for it (a comparison switch until a GPU measures it).
+    pub forward_wgmma: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -32,6 +36,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         backward: "attention_flash_backward_32",
         forward_m2: None,
         backward_k2: None,
+        forward_wgmma: None,
         head_dim: 32,
     },
     FlashAttention {
@@ -39,6 +44,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         backward: "attention_flash_backward_64",
         forward_m2: Some("attention_flash_forward_64_m2"),
         backward_k2: Some("attention_flash_backward_64_k2"),
+        forward_wgmma: Some("attention_flash_forward_64_wgmma"),
         head_dim: 64,
     },
     FlashAttention {
@@ -46,6 +52,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         backward: "attention_flash_backward_128",
         forward_m2: None,
         backward_k2: None,
+        forward_wgmma: None,
         head_dim: 128,
     },
 ];
@@ -83,6 +90,14 @@ impl FlashAttention {
         (m + 4) * Self::TILE * (head_dim + 8) * 2
     }
 
+    /// The wgmma forward's shared memory: two 64-row query tiles and two
+    /// (k, v) buffers of 128-byte rows (head width 64, unpadded: the
+    /// swizzle keeps ldmatrix-free reads conflict-free), and 1 KB to align
+    /// the tiles to the swizzle's 1024 bytes.
+    pub fn wgmma_forward_bytes() -> usize {
+        6 * Self::TILE * 128 + 1024
+    }
+
     /// Saved state (bf16 elements): each query row's f32 log-sum-exp. The
     /// backward's Δ = rowsum(dO ∘ O) reads O from the forward's output,
     /// which the model keeps for the output projection anyway (a copy here
@@ -116,15 +131,28 @@ impl Cuda {
         let m2 = (f.forward_m2).filter(|_| {
             self.flash_forward_m2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
-        let (kernel, blocks, bytes) = match m2 {
-            Some(k) => (
+        // The wgmma forward (two warpgroups a block) where asked for and built.
+        let wgmma = (f.forward_wgmma).filter(|_| {
+            self.flash_forward_wgmma && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
+        });
+        let pair = FlashAttention::blocks(shape, 2 * FlashAttention::TILE);
+        let (kernel, blocks, threads, bytes) = match (wgmma, m2) {
+            (Some(k), _) => (
                 k,
-                FlashAttention::blocks(shape, 2 * FlashAttention::TILE),
+                pair,
+                2 * FlashAttention::THREADS,
+                FlashAttention::wgmma_forward_bytes(),
+            ),
+            (None, Some(k)) => (
+                k,
+                pair,
+                FlashAttention::THREADS,
                 FlashAttention::forward_bytes(f.head_dim, 2),
             ),
-            None => (
+            (None, None) => (
                 f.forward,
                 FlashAttention::blocks(shape, FlashAttention::TILE),
+                FlashAttention::THREADS,
                 f.shared_bytes(false),
             ),
         };
@@ -134,7 +162,7 @@ impl Cuda {
             self.launch(
                 kernel,
                 blocks,
-                FlashAttention::THREADS,
+                threads,
                 bytes as u32,
                 &[
                     out.ptr(),

@@ -1,0 +1,213 @@
+// The flash forward on Hopper's warpgroup tensor-core instructions (wgmma,
+// sm_90a): head width 64, 128 query rows a block of two warpgroups (64 rows
+// each), key tiles of 64 with an online softmax, as the mma.sync forward in
+// flash_attention.cu (which comes before this file) but with each product a
+// warpgroup's asynchronous 64×64×16 wgmma reading its operands from shared
+// memory: S = Q·Kᵀ takes Q and K there, O += P·V takes P from the score
+// registers (the accumulator layout is mma.sync's, so c_to_a converts it)
+// and V there, transposed by the instruction. One wgmma does the work of 32
+// mma.sync of a warpgroup, with no ldmatrix: the issue slots go to the
+// softmax. CRAM_FLASH_FORWARD=wgmma (a comparison switch until measured).
+//
+// Shared memory holds every tile in wgmma's 128-byte swizzled layout: a
+// 64-wide bf16 row is 128 bytes, its eight 16-byte chunks stored at chunk
+// c ^ (row mod 8), each eight-row group 1024 bytes and 1024-aligned, which
+// is what the descriptors' swizzle mode 1 reads without bank conflicts.
+// Built only where the architecture has wgmma (sm_90a); elsewhere the
+// kernel exists and traps, and the host never launches it.
+
+#define WG_ROW_BYTES 128
+#define WG_TILE_BYTES (FA_TILE * WG_ROW_BYTES)
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+// A 16-byte cp.async to a shared-memory address.
+__device__ __forceinline__ void cp_async16_to(u32 dst, const bf16_t* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(dst), "l"(src));
+}
+
+// Rows [0, T) of a 64-wide head slice (row stride `stride` elements) into a
+// swizzled tile at shared address `dst` by cp.async, 256 threads.
+template <int T>
+__device__ __forceinline__ void load_tile_sw128(u32 dst, const bf16_t* src, u64 stride) {
+#pragma unroll
+    for (int j = 0; j < T * 8 / 256; j++) {
+        int i = j * 256 + threadIdx.x, row = i >> 3, chunk = i & 7;
+        cp_async16_to(dst + row * WG_ROW_BYTES + ((chunk ^ (row & 7)) << 4), src + (u64)row * stride + chunk * 8);
+    }
+}
+
+// A wgmma shared-memory descriptor of a 128-byte-swizzled operand at shared
+// address `addr`: eight-row groups 1024 bytes apart. The same 1024 is given
+// as both the leading and the stride byte offset: for the K-major Q and K
+// (64 wide, one swizzle atom along K) the leading offset is unused, and for
+// V read transposed (N = 64, one atom along N) only the step between
+// eight-row groups along K matters, whichever field the layout takes it from.
+__device__ __forceinline__ u64 wg_desc(u32 addr) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(1024 >> 4) << 16) | ((u64)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// Keeps the compiler from moving accumulator reads or writes across the
+// asynchronous products (CUTLASS's warpgroup_fence_operand).
+__device__ __forceinline__ void wg_fence_acc(float (*acc)[4]) {
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+f"(acc[i][e])::"memory");
+}
+
+#define WG_ACC32(d)                                                                                          \
+    "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),     \
+        "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), \
+        "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), \
+        "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+
+#define WG_D32                                                                                                   \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+    "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+
+// d (+)= A·B, A and B from shared memory, both K-major (S = Q·Kᵀ: Q's rows
+// and K's rows are 64 contiguous values of d). accumulate 0 overwrites d.
+__device__ __forceinline__ void wgmma_ss(float (*d)[4], u64 a, u64 b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : WG_ACC32(d)
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+// d += A·B, A (16 rows a warp × 16) from registers in mma.sync's A layout,
+// B from shared memory read transposed (V: 16 keys × 64 contiguous d).
+__device__ __forceinline__ void wgmma_rs_t(float (*d)[4], const u32* a, u64 b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : WG_ACC32(d)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+#endif
+
+extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgmma(
+    void* out, int out_bf, float* lse, const bf16_t* qkv, int seq, int heads, int causal, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int D = 64, QROWS = 2 * FA_TILE;
+    extern __shared__ __align__(16) unsigned char wg_smem[];
+    // Q (two 64-row halves), then two (K, V) buffers, from a 1024-aligned start.
+    const u32 sq = (smem_u32(wg_smem) + 1023) & ~1023u;
+    const u32 skv = sq + 2 * WG_TILE_BYTES;
+    int qtiles = seq / QROWS;
+    u64 bh = blockIdx.x / qtiles;
+    int qt = qtiles - 1 - (int)(blockIdx.x % qtiles);
+    u64 hidden = (u64)heads * D, stride = 3 * hidden;
+    u64 b = bh / heads, h = bh % heads;
+    const bf16_t* base = qkv + b * seq * stride + h * D;
+    const u64 tile_rows = (u64)FA_TILE * stride;
+    load_tile_sw128<QROWS>(sq, base + (u64)qt * QROWS * stride, stride);
+    load_tile_sw128<FA_TILE>(skv, base + hidden, stride);
+    load_tile_sw128<FA_TILE>(skv + WG_TILE_BYTES, base + 2 * hidden, stride);
+    cp_async_commit();
+    const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    // This warpgroup's 64 query rows are tile 2·qt + wg; the warp's 16 of them start at r0.
+    const int my_tile = 2 * qt + wg, r0 = my_tile * FA_TILE + 16 * warp;
+    const u32 my_q = sq + wg * WG_TILE_BYTES;
+    float o[D / 8][4];
+    zero_rows<D>(o);
+    float m_lo = NEG_INF, m_hi = NEG_INF, l_lo = 0.0f, l_hi = 0.0f;
+    const float sl2 = scale * LOG2E;
+    int last = causal ? 2 * qt + 1 : seq / FA_TILE - 1;
+    for (int kt = 0; kt <= last; kt++) {
+        const u32 sk = skv + (kt & 1) * 2 * WG_TILE_BYTES, sv = sk + WG_TILE_BYTES;
+        if (kt < last) {
+            const u32 nk = skv + ((kt + 1) & 1) * 2 * WG_TILE_BYTES;
+            load_tile_sw128<FA_TILE>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_tile_sw128<FA_TILE>(nk + WG_TILE_BYTES, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        // The tiles were written through the generic proxy; wgmma reads
+        // through the async proxy.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        // Key tiles after the warpgroup's rows (causal: the block's second
+        // diagonal tile, for its first warpgroup) add nothing.
+        if (!causal || kt <= my_tile) {
+            float s[FA_TILE / 8][4];
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                wgmma_ss(s, wg_desc(my_q + kk * 32), wg_desc(sk + kk * 32), kk > 0);
+            wg_commit();
+            wg_wait0();
+            wg_fence_acc(s);
+            if (causal && kt == my_tile) mask_after_diagonal<FA_TILE>(s, 16 * warp);
+            float new_lo = m_lo, new_hi = m_hi;
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
+                new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
+            }
+            new_lo = quad_max(new_lo);
+            new_hi = quad_max(new_hi);
+            float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
+            m_lo = new_lo;
+            m_hi = new_hi;
+            const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
+            l_lo *= keep_lo;
+            l_hi *= keep_hi;
+#pragma unroll
+            for (int nt = 0; nt < FA_TILE / 8; nt++) {
+                s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
+                s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
+                s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
+                s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
+                l_lo += s[nt][0] + s[nt][1];
+                l_hi += s[nt][2] + s[nt][3];
+            }
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[nd][0] *= keep_lo;
+                o[nd][1] *= keep_lo;
+                o[nd][2] *= keep_hi;
+                o[nd][3] *= keep_hi;
+            }
+            u32 p[FA_TILE / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < FA_TILE / 16; kk++) c_to_a(p[kk], s, kk);
+            wg_fence_acc(o);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < FA_TILE / 16; kk++) wgmma_rs_t(o, p[kk], wg_desc(sv + kk * 16 * WG_ROW_BYTES));
+            wg_commit();
+            wg_wait0();
+            wg_fence_acc(o);
+        }
+        __syncthreads();  // every warpgroup is done with this buffer before it is refilled
+    }
+    float sum_lo = quad_sum(l_lo), sum_hi = quad_sum(l_hi);
+    float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        o[nd][0] *= inv_lo;
+        o[nd][1] *= inv_lo;
+        o[nd][2] *= inv_hi;
+        o[nd][3] *= inv_hi;
+    }
+    int q_lo = r0 + g;
+    if (c == 0) {
+        lse[bh * seq + q_lo] = m_lo * scale + logf(sum_lo);
+        lse[bh * seq + q_lo + 8] = m_hi * scale + logf(sum_hi);
+    }
+    store_rows<D>(out, out_bf, o, b * seq + q_lo, hidden, h * D);
+#else
+    __trap();
+#endif
+}
