@@ -45,6 +45,7 @@ float rsqrtf(float x);
 float __int_as_float(int i);
 float __uint_as_float(unsigned u);
 unsigned __float_as_uint(float f);
+unsigned long long __cvta_generic_to_shared(const void* p);
 float atomicAdd(float* p, float v);
 template <typename T> T min(T a, T b) { return a < b ? a : b; }
 template <typename T> T max(T a, T b) { return a < b ? b : a; }
@@ -65,14 +66,15 @@ fn host_compiler() -> &'static str {
         .expect("no host C++ compiler (g++ or c++): install one (apt-get install g++) to lint the CUDA kernels")
 }
 
-/// `asm volatile("..." : outputs : inputs);` → `cram_lint_asm("...", operands);`
-/// (the operands' constraint strings dropped, their expressions kept).
+/// `asm volatile("..." : outputs : inputs);` (or `asm(...)`, a statement the
+/// compiler may move or drop) → `cram_lint_asm("...", operands);` (the
+/// operands' constraint strings dropped, their expressions kept).
 fn replace_inline_ptx(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
-    while let Some(at) = rest.find("asm volatile(") {
+    while let Some((at, opener)) = next_asm(rest) {
         out.push_str(&rest[..at]);
-        let body_start = at + "asm volatile(".len();
+        let body_start = at + opener.len();
         let end =
             matching_paren(&rest[body_start..]).expect("asm volatile( is closed") + body_start;
         out.push_str("cram_lint_asm(");
@@ -82,6 +84,23 @@ fn replace_inline_ptx(source: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where the next inline-assembly statement starts in `text`, and its opener
+/// (`asm(` only where no identifier character comes before it).
+fn next_asm(text: &str) -> Option<(usize, &'static str)> {
+    let volatile = text.find("asm volatile(").map(|at| (at, "asm volatile("));
+    let plain = text.match_indices("asm(").map(|(at, _)| at).find(|&at| {
+        text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+    });
+    match (volatile, plain) {
+        (Some(v), Some(p)) if p < v.0 => Some((p, "asm(")),
+        (Some(v), _) => Some(v),
+        (None, p) => p.map(|at| (at, "asm(")),
+    }
 }
 
 /// Index of the `)` that closes an opening parenthesis just before `text`.
@@ -136,7 +155,8 @@ fn split_outside_strings(text: &str, sep: char) -> Vec<&str> {
 
 /// Both sides of the kernels' `#if __CUDA_ARCH__ >= …` switches: the
 /// Hopper instructions (as calls, see `replace_inline_ptx`) and the portable
-/// fallbacks (the macro undefined, as 0).
+/// fallbacks (the macro undefined, as 0), and the sm_90a-only code (wgmma,
+/// under `__CUDA_ARCH_FEAT_SM90_ALL`).
 #[test]
 fn kernels_compile_as_host_cpp_without_warnings() {
     let cc = host_compiler();
@@ -148,7 +168,12 @@ fn kernels_compile_as_host_cpp_without_warnings() {
     }
     let path = dir.path().join("kernels.cpp");
     std::fs::write(&path, &program).unwrap();
-    for arch in [None, Some("-D__CUDA_ARCH__=900")] {
+    let archs: [&[&str]; 3] = [
+        &[],
+        &["-D__CUDA_ARCH__=900"],
+        &["-D__CUDA_ARCH__=900", "-D__CUDA_ARCH_FEAT_SM90_ALL"],
+    ];
+    for arch in archs {
         let out = compile(cc, &path, arch);
         assert!(
             out.status.success(),
@@ -161,7 +186,7 @@ fn kernels_compile_as_host_cpp_without_warnings() {
 
 /// Compiles to assembly (no assembler: the PTX is gone, but nothing is
 /// linked either) with the middle-end warnings on, which need optimisation.
-fn compile(cc: &str, path: &Path, define: Option<&str>) -> std::process::Output {
+fn compile(cc: &str, path: &Path, define: &[&str]) -> std::process::Output {
     Command::new(cc)
         .args(["-std=c++17", "-O1", "-S", "-o", "/dev/null"])
         .args(define)
@@ -182,7 +207,7 @@ fn the_lint_catches_a_helper_that_calls_itself() {
                zero_rows<D>(acc);\n}\n\
                extern \"C\" __global__ void k(float* out) { float a[2][4]; zero_rows<16>(a); out[0] = a[0][0]; }\n";
     std::fs::write(&path, format!("{SHIM}{bad}")).unwrap();
-    let out = compile(cc, &path, None);
+    let out = compile(cc, &path, &[]);
     assert!(!out.status.success(), "bad66f2's recursion passed the lint");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("infinite-recursion"), "{err}");
@@ -195,5 +220,14 @@ fn inline_ptx_becomes_a_call_on_its_operands() {
     assert_eq!(
         replace_inline_ptx(src),
         "cram_lint_asm(\"L1: mma {%0}, {%1};\\n\", c[0], a[1], f(b, 2));"
+    );
+}
+
+#[test]
+fn plain_asm_becomes_a_call_and_names_ending_in_asm_stay() {
+    let src = "float r; asm(\"ex2 %0, %1;\" : \"=f\"(r) : \"f\"(x)); wgmma_asm(y);";
+    assert_eq!(
+        replace_inline_ptx(src),
+        "float r; cram_lint_asm(\"ex2 %0, %1;\", r, x); wgmma_asm(y);"
     );
 }
