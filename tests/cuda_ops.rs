@@ -390,11 +390,6 @@ fn with_switch<T>(name: &str, value: Option<&str>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// `f` with `CRAM_FP8` set to `value` (or unset).
-fn with_fp8_switch<T>(value: Option<&str>, f: impl FnOnce() -> T) -> T {
-    with_switch("CRAM_FP8", value, f)
-}
-
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn fp8_forward_matmul() {
@@ -404,8 +399,8 @@ fn fp8_forward_matmul() {
     let cpu = fp8_forward_case(&Cpu::new());
     // Backends made with the switch off and on, whatever the caller's
     // environment says (the tests after this one see it as it was).
-    let bf16 = with_fp8_switch(None, || fp8_forward_case(&gpu()));
-    let fp8 = with_fp8_switch(Some("forward"), || fp8_forward_case(&gpu()));
+    let bf16 = with_switch("CRAM_FP8", None, || fp8_forward_case(&gpu()));
+    let fp8 = with_switch("CRAM_FP8", Some("forward"), || fp8_forward_case(&gpu()));
     // FP8 really ran: its rounding shows against the bf16 product.
     let products = bf16
         .iter()
