@@ -530,29 +530,59 @@ fn flash_attention() {
     });
 }
 
-/// The flash forward on Hopper's wgmma (`CRAM_FLASH_FORWARD=wgmma`, head
-/// width 64, sequences of whole 128-row blocks): both halves of the causal
-/// diagonal, several key tiles, and a sequence of three blocks. It needs a
+/// The flash kernels on Hopper's wgmma (`CRAM_FLASH_FORWARD=wgmma` and
+/// `CRAM_FLASH_BACKWARD=wgmma`, head width 64, sequences of whole 128-row
+/// blocks): both halves of the causal diagonal, several key and query
+/// tiles, rotary positions, and a sequence of three blocks. It needs a
 /// Hopper GPU (sm_90), where the program is built with wgmma.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention_wgmma() {
-    with_switch("CRAM_FLASH_FORWARD", Some("wgmma"), || {
-        let name = gpu().name();
-        assert!(
-            name.contains("CRAM_FLASH_FORWARD=wgmma"),
-            "the wgmma forward needs a Hopper GPU (sm_90); this one is {name}"
-        );
-        check!("wgmma_256_64", MM, |be| {
-            attention_case(be, (256, 64), false)
-        });
-        check!("wgmma_256_64_causal", MM, |be| {
-            attention_case(be, (256, 64), true)
-        });
-        check!("wgmma_384_64_causal", MM, |be| {
-            attention_rotary_case(be, (384, 64), true, Some(10000.0))
-        });
+    with_switch("CRAM_FLASH_BACKWARD", Some("wgmma"), || {
+        with_switch("CRAM_FLASH_FORWARD", Some("wgmma"), || {
+            let name = gpu().name();
+            assert!(
+                name.contains("CRAM_FLASH_FORWARD=wgmma")
+                    && name.contains("CRAM_FLASH_BACKWARD=wgmma"),
+                "the wgmma kernels need a Hopper GPU (sm_90); this one is {name}"
+            );
+            check!("wgmma_256_64", MM, |be| {
+                split_dqkv(attention_case(be, (256, 64), false), 4 * 64)
+            });
+            check!("wgmma_256_64_causal", MM, |be| {
+                split_dqkv(attention_case(be, (256, 64), true), 4 * 64)
+            });
+            check!("wgmma_384_64_causal", MM, |be| {
+                split_dqkv(
+                    attention_rotary_case(be, (384, 64), true, Some(10000.0)),
+                    4 * 64,
+                )
+            });
+        })
     });
+}
+
+/// An attention case's outputs with dqkv (rows of dQ, dK and dV side by
+/// side, each `hidden` wide) as three outputs, so that a wrong product of a
+/// new backward shows by name (each is measured against its own largest
+/// value, a little stricter than the whole's).
+fn split_dqkv(outputs: Outputs, hidden: usize) -> Outputs {
+    let mut split = Vec::new();
+    for (name, values) in outputs {
+        if name != "dqkv" {
+            split.push((name, values));
+            continue;
+        }
+        for (i, part) in ["dq", "dk", "dv"].into_iter().enumerate() {
+            let columns = values
+                .chunks(3 * hidden)
+                .flat_map(|row| &row[i * hidden..(i + 1) * hidden])
+                .copied()
+                .collect();
+            split.push((part, columns));
+        }
+    }
+    split
 }
 
 /// The attention backward with rotary positions' inverse rotation: fused

@@ -128,6 +128,7 @@ impl Kernels {
                     .chain(f.forward_m2)
                     .chain(f.backward_k2)
                     .chain(f.forward_wgmma)
+                    .chain(f.backward_wgmma)
             }));
         for name in NAMES.iter().copied().chain(fused) {
             let c = CString::new(name).expect("kernel name");
@@ -158,11 +159,17 @@ impl Kernels {
 
 /// NVRTC's name for the architecture; Hopper gets its `a` variant.
 fn architecture(major: i32, minor: i32) -> String {
-    if major == 9 && minor == 0 {
+    if has_wgmma(major, minor) {
         "sm_90a".into()
     } else {
         format!("sm_{major}{minor}")
     }
+}
+
+/// Whether the program is built with Hopper's wgmma (`flash_wgmma.cu`'s
+/// kernels; elsewhere they exist and trap).
+pub fn has_wgmma(major: i32, minor: i32) -> bool {
+    (major, minor) == (9, 0)
 }
 
 /// Where compiled kernels are kept: `$CRAM_CACHE_DIR`, else

@@ -141,6 +141,9 @@ pub struct Cuda {
     /// The flash forward on wgmma where built (Hopper), with
     /// `CRAM_FLASH_FORWARD=wgmma` (a comparison switch until measured).
     flash_forward_wgmma: bool,
+    /// The flash backward on wgmma where built (Hopper), with
+    /// `CRAM_FLASH_BACKWARD=wgmma` (a comparison switch until measured).
+    flash_backward_wgmma: bool,
     /// The flash backward with two key tiles a block where built
     /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch until measured).
     flash_backward_k2: bool,
@@ -234,15 +237,22 @@ impl Cuda {
             .collect();
         let forward_choice = std::env::var_os("CRAM_FLASH_FORWARD");
         let flash_forward_m2 = forward_choice.as_ref().is_none_or(|v| v != "m1");
-        // wgmma is in the program where it was built for sm_90a (Hopper).
         let flash_forward_wgmma = forward_choice.as_ref().is_some_and(|v| v == "wgmma")
-            && (major, minor) == (9, 0)
+            && kernels::has_wgmma(major, minor)
             && ops::FLASH_ATTENTION.iter().all(|f| {
                 (f.forward_wgmma).is_none_or(|k| {
                     kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_forward_bytes())
                 })
             });
-        let flash_backward_k2 = std::env::var_os("CRAM_FLASH_BACKWARD").is_some_and(|v| v == "k2");
+        let backward_choice = std::env::var_os("CRAM_FLASH_BACKWARD");
+        let flash_backward_k2 = backward_choice.as_ref().is_some_and(|v| v == "k2");
+        let flash_backward_wgmma = backward_choice.as_ref().is_some_and(|v| v == "wgmma")
+            && kernels::has_wgmma(major, minor)
+            && ops::FLASH_ATTENTION.iter().all(|f| {
+                (f.backward_wgmma).is_none_or(|k| {
+                    kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_backward_bytes())
+                })
+            });
         let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
         // FP8 only where the GPU has FP8 tensor cores (8.9 and later).
         let fp8 = if (major, minor) >= (8, 9) {
@@ -257,6 +267,7 @@ impl Cuda {
             (short_off && !fused_off, "CRAM_FUSED_ATTENTION=flash"),
             (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
             (flash_forward_wgmma, "CRAM_FLASH_FORWARD=wgmma"),
+            (flash_backward_wgmma, "CRAM_FLASH_BACKWARD=wgmma"),
             (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
             (!bf16_residual, "CRAM_RESIDUAL=f32"),
             (tune == blas::Tune::First, "CRAM_MATMUL_TUNE=off"),
@@ -286,6 +297,7 @@ impl Cuda {
             flash_attention,
             flash_forward_m2,
             flash_forward_wgmma,
+            flash_backward_wgmma,
             flash_backward_k2,
             bf16_residual,
             fp8,

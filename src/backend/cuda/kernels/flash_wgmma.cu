@@ -37,6 +37,16 @@ __device__ __forceinline__ void load_tile_sw128(u32 dst, const bf16_t* src, u64 
     }
 }
 
+// The same with the 128 threads of one warpgroup.
+template <int T>
+__device__ __forceinline__ void load_tile_sw128_wg(u32 dst, const bf16_t* src, u64 stride) {
+#pragma unroll
+    for (int j = 0; j < T * 8 / 128; j++) {
+        int i = j * 128 + threadIdx.x, row = i >> 3, chunk = i & 7;
+        cp_async16_to(dst + row * WG_ROW_BYTES + ((chunk ^ (row & 7)) << 4), src + (u64)row * stride + chunk * 8);
+    }
+}
+
 // A wgmma shared-memory descriptor of a 128-byte-swizzled operand at shared
 // address `addr`: eight-row groups 1024 bytes apart. The same 1024 is given
 // as both the leading and the stride byte offset: for the K-major Q and K
@@ -71,14 +81,18 @@ __device__ __forceinline__ void wg_fence_acc(float (*acc)[4]) {
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
     "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
 
-// d (+)= A·B, A and B from shared memory, both K-major (S = Q·Kᵀ: Q's rows
-// and K's rows are 64 contiguous values of d). accumulate 0 overwrites d.
+// d (+)= A·B, A and B from shared memory; accumulate 0 overwrites d. TA = 0
+// and TB = 0 read both K-major (S = Q·Kᵀ: Q's and K's rows are 64 contiguous
+// values of d); 1 reads that operand transposed, its M or N index
+// contiguous (the backward's dQ = dS·K: dS stored as dSᵀ [key][query], K as
+// 16 keys × 64 contiguous d).
+template <int TA = 0, int TB = 0>
 __device__ __forceinline__ void wgmma_ss(float (*d)[4], u64 a, u64 b, int accumulate) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_D32 ", %32, %33, p, 1, 1, %35, %36;\n}\n"
         : WG_ACC32(d)
-        : "l"(a), "l"(b), "r"(accumulate));
+        : "l"(a), "l"(b), "r"(accumulate), "n"(TA), "n"(TB));
 }
 
 // d += A·B, A (16 rows a warp × 16) from registers in mma.sync's A layout,
@@ -207,6 +221,151 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
         lse[bh * seq + q_lo + 8] = m_hi * scale + logf(sum_hi);
     }
     store_rows<D>(out, out_bf, o, b * seq + q_lo, hidden, h * D);
+#else
+    __trap();
+#endif
+}
+
+// The flash backward on wgmma (CRAM_FLASH_BACKWARD=wgmma, head width 64,
+// Hopper; bf16 output gradient): one warpgroup a block keeps dK and dV of
+// 64 keys in registers over the query tiles, the FlashAttention-2 split of
+// flash_attention.cu, with every product a 64×64×16 wgmma. It works on the
+// transposed scores so that the key rows are the warpgroup's M: Sᵀ = K·Qᵀ
+// and dPᵀ = V·dOᵀ from shared memory; Pᵀ and dSᵀ stay in registers as the A
+// of dV += Pᵀ·dO and dK += dSᵀ·Q (dO and Q read transposed); dSᵀ also goes
+// to shared memory, from where dQ = dS·K reads it transposed, and dQ's part
+// reaches the f32 scratch by two-wide reductions as in the mma.sync kernel.
+// Each query's log-sum-exp and Δ are a column of Sᵀ: a thread reads the 16
+// of its columns. Tiles in shared memory are 128-byte swizzled as in the
+// forward: K, V, two (Q, dO) buffers, dSᵀ.
+extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wgmma(
+    void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,
+    const float* delta, const float2* rope, int seq, int heads, int causal, float scale) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int D = 64;
+    extern __shared__ __align__(16) unsigned char wg_smem[];
+    const u32 sk = (smem_u32(wg_smem) + 1023) & ~1023u, sv = sk + WG_TILE_BYTES;
+    const u32 sqd = sv + WG_TILE_BYTES, sds = sqd + 4 * WG_TILE_BYTES;
+    int tiles = seq / FA_TILE;
+    u64 bh = blockIdx.x / tiles;
+    int kt = (int)(blockIdx.x % tiles);
+    u64 hidden = (u64)heads * D, stride = 3 * hidden;
+    u64 b = bh / heads, h = bh % heads;
+    const bf16_t* base = qkv + b * seq * stride + h * D;
+    const bf16_t* grad = (const bf16_t*)dout + b * seq * hidden + h * D;
+    const u64 tile_rows = (u64)FA_TILE * stride, grad_rows = (u64)FA_TILE * hidden;
+    int first = causal ? kt : 0;
+    load_tile_sw128_wg<FA_TILE>(sk, base + hidden + (u64)kt * tile_rows, stride);
+    load_tile_sw128_wg<FA_TILE>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
+    load_tile_sw128_wg<FA_TILE>(sqd, base + (u64)first * tile_rows, stride);
+    load_tile_sw128_wg<FA_TILE>(sqd + WG_TILE_BYTES, grad + (u64)first * grad_rows, hidden);
+    cp_async_commit();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const float sl2 = scale * LOG2E;
+    float dk[D / 8][4], dv[D / 8][4];
+    zero_rows<D>(dk);
+    zero_rows<D>(dv);
+    for (int qt = first; qt < tiles; qt++) {
+        const u32 sq = sqd + ((qt - first) & 1) * 2 * WG_TILE_BYTES, sdo = sq + WG_TILE_BYTES;
+        __syncthreads();  // the other (Q, dO) buffer and dSᵀ are free (iteration qt-1 is done)
+        if (qt + 1 < tiles) {
+            const u32 nq = sqd + ((qt + 1 - first) & 1) * 2 * WG_TILE_BYTES;
+            load_tile_sw128_wg<FA_TILE>(nq, base + (u64)(qt + 1) * tile_rows, stride);
+            load_tile_sw128_wg<FA_TILE>(nq + WG_TILE_BYTES, grad + (u64)(qt + 1) * grad_rows, hidden);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();  // query tile qt (and K, V) are in shared memory
+        float s[FA_TILE / 8][4], dp[FA_TILE / 8][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) wgmma_ss(s, wg_desc(sk + kk * 32), wg_desc(sq + kk * 32), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) wgmma_ss(dp, wg_desc(sv + kk * 32), wg_desc(sdo + kk * 32), kk > 0);
+        wg_commit();
+        // This thread's 16 queries (columns): their log-sum-exp and Δ, read
+        // while the products run.
+        float off[FA_TILE / 8][2], dl[FA_TILE / 8][2];
+        const u64 q0 = bh * seq + (u64)qt * FA_TILE + 2 * c;
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            float2 l2 = *(const float2*)(lse + q0 + nt * 8), d2 = *(const float2*)(delta + q0 + nt * 8);
+            off[nt][0] = l2.x * LOG2E;
+            off[nt][1] = l2.y * LOG2E;
+            dl[nt][0] = d2.x;
+            dl[nt][1] = d2.y;
+        }
+        wg_wait0();
+        wg_fence_acc(s);
+        wg_fence_acc(dp);
+        // Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − Δ) · scale; on the diagonal tile a key
+        // after its query (row past column) has P = 0.
+        const int key_lo = 16 * warp + g;
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = key_lo + (e >> 1) * 8, query = nt * 8 + 2 * c + (e & 1);
+                float p = ex2(fmaf(s[nt][e], sl2, -off[nt][e & 1]));
+                if (causal && qt == kt && key > query) p = 0.0f;
+                s[nt][e] = p;
+                dp[nt][e] = p * (dp[nt][e] - dl[nt][e & 1]) * scale;
+            }
+        }
+        u32 pa[FA_TILE / 16][4], da[FA_TILE / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < FA_TILE / 16; kk++) {
+            c_to_a(pa[kk], s, kk);
+            c_to_a(da[kk], dp, kk);
+        }
+        wg_fence_acc(dv);
+        wg_fence_acc(dk);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < FA_TILE / 16; kk++) wgmma_rs_t(dv, pa[kk], wg_desc(sdo + kk * 16 * WG_ROW_BYTES));
+#pragma unroll
+        for (int kk = 0; kk < FA_TILE / 16; kk++) wgmma_rs_t(dk, da[kk], wg_desc(sq + kk * 16 * WG_ROW_BYTES));
+        wg_commit();
+        // dSᵀ into shared memory ([key][query], swizzled) for dQ = dS·K.
+#pragma unroll
+        for (int nt = 0; nt < FA_TILE / 8; nt++) {
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int key = key_lo + half * 8;
+                u32 at = sds + key * WG_ROW_BYTES + ((nt ^ (key & 7)) << 4) + 4 * c;
+                u32 pair = da[nt / 2][(nt & 1) * 2 + half];  // c_to_a's order: (row g, g+8) per n-tile
+                asm volatile("st.shared.b32 [%0], %1;\n" : : "r"(at), "r"(pair) : "memory");
+            }
+        }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();  // all of dSᵀ is in shared memory
+        float acc[D / 8][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < FA_TILE / 16; kk++)
+            wgmma_ss<1, 1>(acc, wg_desc(sds + kk * 16 * WG_ROW_BYTES), wg_desc(sk + kk * 16 * WG_ROW_BYTES), kk > 0);
+        wg_commit();
+        wg_wait0();
+        wg_fence_acc(acc);
+        wg_fence_acc(dv);
+        wg_fence_acc(dk);
+        // This key tile's part of dQ for the tile's 64 queries: the warp's 16 rows.
+        u64 row_lo = b * seq + (u64)qt * FA_TILE + 16 * warp + g;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            u64 col = h * D + nd * 8 + 2 * c;
+            red_add2(dq + row_lo * hidden + col, acc[nd][0], acc[nd][1]);
+            red_add2(dq + (row_lo + 8) * hidden + col, acc[nd][2], acc[nd][3]);
+        }
+    }
+    int t = kt * FA_TILE + 16 * warp + g;
+    if (rope) rotate_back_rows<D>(dk, rope, t);
+    u64 key_row = b * seq + t;
+    store_rows<D>(dqkv, dqkv_bf, dk, key_row, stride, hidden + h * D);
+    store_rows<D>(dqkv, dqkv_bf, dv, key_row, stride, 2 * hidden + h * D);
 #else
     __trap();
 #endif

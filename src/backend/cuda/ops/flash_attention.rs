@@ -26,6 +26,10 @@ pub(in crate::backend::cuda) struct FlashAttention {
     /// 64 query rows a block), where built and `CRAM_FLASH_FORWARD=wgmma`
     /// asks for it (a comparison switch until a GPU measures it).
     pub forward_wgmma: Option<&'static str>,
+    /// The backward on wgmma (one warpgroup of 64 keys a block), where
+    /// built, the output gradient is bf16 and `CRAM_FLASH_BACKWARD=wgmma`
+    /// asks for it (a comparison switch until a GPU measures it).
+    pub backward_wgmma: Option<&'static str>,
     pub head_dim: usize,
 }
 
@@ -37,6 +41,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         forward_m2: None,
         backward_k2: None,
         forward_wgmma: None,
+        backward_wgmma: None,
         head_dim: 32,
     },
     FlashAttention {
@@ -45,6 +50,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         forward_m2: Some("attention_flash_forward_64_m2"),
         backward_k2: Some("attention_flash_backward_64_k2"),
         forward_wgmma: Some("attention_flash_forward_64_wgmma"),
+        backward_wgmma: Some("attention_flash_backward_64_wgmma"),
         head_dim: 64,
     },
     FlashAttention {
@@ -53,6 +59,7 @@ pub(in crate::backend::cuda) const FLASH_ATTENTION: [FlashAttention; 3] = [
         forward_m2: None,
         backward_k2: None,
         forward_wgmma: None,
+        backward_wgmma: None,
         head_dim: 128,
     },
 ];
@@ -91,11 +98,17 @@ impl FlashAttention {
     }
 
     /// The wgmma forward's shared memory: two 64-row query tiles and two
-    /// (k, v) buffers of 128-byte rows (head width 64, unpadded: the
-    /// swizzle keeps ldmatrix-free reads conflict-free), and 1 KB to align
+    /// (k, v) buffers of 128-byte rows (head width 64, unpadded: wgmma reads
+    /// them 128-byte swizzled, without bank conflicts), and 1 KB to align
     /// the tiles to the swizzle's 1024 bytes.
     pub fn wgmma_forward_bytes() -> usize {
         6 * Self::TILE * 128 + 1024
+    }
+
+    /// The wgmma backward's shared memory: K, V, two (q, output-gradient)
+    /// buffers and dSᵀ, 64 rows of 128 bytes each, and 1 KB to align them.
+    pub fn wgmma_backward_bytes() -> usize {
+        7 * Self::TILE * 128 + 1024
     }
 
     /// Saved state (bf16 elements): each query row's f32 log-sum-exp. The
@@ -231,13 +244,19 @@ impl Cuda {
         let k2 = (f.backward_k2).filter(|_| {
             self.flash_backward_k2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
-        let (kernel, kb) = k2.map_or((f.backward, 1), |k| (k, 2));
+        let (mut kernel, kb) = k2.map_or((f.backward, 1), |k| (k, 2));
+        let mut bytes = FlashAttention::backward_bytes(f.head_dim, kb);
+        // The wgmma backward (one warpgroup a 64-key tile) where asked for
+        // and built; it reads the output gradient as bf16 only.
+        if let Some(k) = (f.backward_wgmma).filter(|_| self.flash_backward_wgmma && dout.bf16) {
+            (kernel, bytes) = (k, FlashAttention::wgmma_backward_bytes());
+        }
         self.timed("attention_backward", || {
             self.launch(
                 kernel,
                 FlashAttention::blocks(shape, kb * FlashAttention::TILE),
                 kb as u32 * FlashAttention::THREADS,
-                FlashAttention::backward_bytes(f.head_dim, kb) as u32,
+                bytes as u32,
                 &[
                     dqkv.ptr(),
                     dqkv.bf(),
