@@ -150,6 +150,69 @@ __device__ void times_rows_m(float (*acc)[D / 8][4], float (*x)[T / 8][4], const
     }
 }
 
+// One key tile's step of the online softmax for a warp's 16 rows (scores
+// s in C fragments, rows g and g + 8 of the lane): the running maxima m and
+// sums l take the tile, s becomes 2^(s·sl2 − m·sl2) = exp(scale·(s − m))
+// (sl2 = scale·log2 e, one fma a score) and the output o is rescaled to the
+// new maxima. Shared by the mma.sync and the wgmma forward.
+template <int T, int D>
+__device__ __forceinline__ void online_softmax(float (*s)[4], float (*o)[4], float& m_lo, float& m_hi, float& l_lo,
+                                               float& l_hi, float sl2) {
+    float new_lo = m_lo, new_hi = m_hi;
+#pragma unroll
+    for (int nt = 0; nt < T / 8; nt++) {
+        new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
+        new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
+    }
+    new_lo = quad_max(new_lo);
+    new_hi = quad_max(new_hi);
+    float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
+    m_lo = new_lo;
+    m_hi = new_hi;
+    const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
+    l_lo *= keep_lo;
+    l_hi *= keep_hi;
+#pragma unroll
+    for (int nt = 0; nt < T / 8; nt++) {
+        s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
+        s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
+        s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
+        s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
+        l_lo += s[nt][0] + s[nt][1];
+        l_hi += s[nt][2] + s[nt][3];
+    }
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        o[nd][0] *= keep_lo;
+        o[nd][1] *= keep_lo;
+        o[nd][2] *= keep_hi;
+        o[nd][3] *= keep_hi;
+    }
+}
+
+// The forward's end for a warp's 16 rows: o divided by the rows' sums, each
+// row's log-sum-exp (row g's at lse[at], row g + 8's at lse[at + 8], written
+// by the quad's first lane) and o stored at rows row_lo and row_lo + 8.
+template <int D>
+__device__ __forceinline__ void finish_rows(float (*o)[4], float m_lo, float m_hi, float l_lo, float l_hi, float scale,
+                                            float* lse, u64 at, void* out, int out_bf, u64 row_lo, u64 stride,
+                                            u64 col0) {
+    float sum_lo = quad_sum(l_lo), sum_hi = quad_sum(l_hi);
+    float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        o[nd][0] *= inv_lo;
+        o[nd][1] *= inv_lo;
+        o[nd][2] *= inv_hi;
+        o[nd][3] *= inv_hi;
+    }
+    if ((threadIdx.x & 3) == 0) {
+        lse[at] = m_lo * scale + logf(sum_lo);
+        lse[at + 8] = m_hi * scale + logf(sum_hi);
+    }
+    store_rows<D>(out, out_bf, o, row_lo, stride, col0);
+}
+
 template <int D, int M>
 __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int seq,
                                      int heads, int causal, float scale) {
@@ -169,7 +232,7 @@ __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf
     load_head_async<FA_TILE, D, 128>(skv, base + hidden, stride);
     load_head_async<FA_TILE, D, 128>(skv + TILE_ELEMS, base + 2 * hidden, stride);
     cp_async_commit();
-    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16 * M;
+    int g = (threadIdx.x & 31) >> 2, r0 = (threadIdx.x >> 5) * 16 * M;
     float o[M][D / 8][4];
     float m_lo[M], m_hi[M], l_lo[M], l_hi[M];
 #pragma unroll
@@ -203,58 +266,16 @@ __device__ void flash_forward_m_impl(void* out, int out_bf, float* lse, const bf
             // only −inf here, which leaves its (finite, from key tile 0)
             // running maximum and its sums as they were.
             if (causal && kt >= M * qt) mask_after_diagonal<FA_TILE>(s[m], qt * QROWS + r0 + 16 * m - kt * FA_TILE);
-            float new_lo = m_lo[m], new_hi = m_hi[m];
-#pragma unroll
-            for (int nt = 0; nt < FA_TILE / 8; nt++) {
-                new_lo = fmaxf(new_lo, fmaxf(s[m][nt][0], s[m][nt][1]));
-                new_hi = fmaxf(new_hi, fmaxf(s[m][nt][2], s[m][nt][3]));
-            }
-            new_lo = quad_max(new_lo);
-            new_hi = quad_max(new_hi);
-            float keep_lo = ex2((m_lo[m] - new_lo) * sl2), keep_hi = ex2((m_hi[m] - new_hi) * sl2);
-            m_lo[m] = new_lo;
-            m_hi[m] = new_hi;
-            const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
-            l_lo[m] *= keep_lo;
-            l_hi[m] *= keep_hi;
-#pragma unroll
-            for (int nt = 0; nt < FA_TILE / 8; nt++) {
-                s[m][nt][0] = ex2(fmaf(s[m][nt][0], sl2, -off_lo));
-                s[m][nt][1] = ex2(fmaf(s[m][nt][1], sl2, -off_lo));
-                s[m][nt][2] = ex2(fmaf(s[m][nt][2], sl2, -off_hi));
-                s[m][nt][3] = ex2(fmaf(s[m][nt][3], sl2, -off_hi));
-                l_lo[m] += s[m][nt][0] + s[m][nt][1];
-                l_hi[m] += s[m][nt][2] + s[m][nt][3];
-            }
-#pragma unroll
-            for (int nd = 0; nd < D / 8; nd++) {
-                o[m][nd][0] *= keep_lo;
-                o[m][nd][1] *= keep_lo;
-                o[m][nd][2] *= keep_hi;
-                o[m][nd][3] *= keep_hi;
-            }
+            online_softmax<FA_TILE, D>(s[m], o[m], m_lo[m], m_hi[m], l_lo[m], l_hi[m], sl2);
         }
         times_rows_m<FA_TILE, D, M>(o, s, sv);
         __syncthreads();
     }
 #pragma unroll
     for (int m = 0; m < M; m++) {
-        float sum_lo = quad_sum(l_lo[m]), sum_hi = quad_sum(l_hi[m]);
-        float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            o[m][nd][0] *= inv_lo;
-            o[m][nd][1] *= inv_lo;
-            o[m][nd][2] *= inv_hi;
-            o[m][nd][3] *= inv_hi;
-        }
         int q_lo = qt * QROWS + r0 + 16 * m + g;
-        if (c == 0) {
-            lse[bh * seq + q_lo] = m_lo[m] * scale + logf(sum_lo);
-            lse[bh * seq + q_lo + 8] = m_hi[m] * scale + logf(sum_hi);
-        }
-        u64 row_lo = b * seq + q_lo;
-        store_rows<D>(out, out_bf, o[m], row_lo, hidden, h * D);
+        finish_rows<D>(o[m], m_lo[m], m_hi[m], l_lo[m], l_hi[m], scale, lse, bh * seq + q_lo, out, out_bf,
+                       b * seq + q_lo, hidden, h * D);
     }
 }
 

@@ -127,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
     load_tile_sw128<FA_TILE>(skv + WG_TILE_BYTES, base + 2 * hidden, stride);
     cp_async_commit();
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int g = (threadIdx.x & 31) >> 2;
     // This warpgroup's 64 query rows are tile 2·qt + wg; the warp's 16 of them start at r0.
     const int my_tile = 2 * qt + wg, r0 = my_tile * FA_TILE + 16 * warp;
     const u32 my_q = sq + wg * WG_TILE_BYTES;
@@ -163,36 +163,7 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
             wg_wait0();
             wg_fence_acc(s);
             if (causal && kt == my_tile) mask_after_diagonal<FA_TILE>(s, 16 * warp);
-            float new_lo = m_lo, new_hi = m_hi;
-#pragma unroll
-            for (int nt = 0; nt < FA_TILE / 8; nt++) {
-                new_lo = fmaxf(new_lo, fmaxf(s[nt][0], s[nt][1]));
-                new_hi = fmaxf(new_hi, fmaxf(s[nt][2], s[nt][3]));
-            }
-            new_lo = quad_max(new_lo);
-            new_hi = quad_max(new_hi);
-            float keep_lo = ex2((m_lo - new_lo) * sl2), keep_hi = ex2((m_hi - new_hi) * sl2);
-            m_lo = new_lo;
-            m_hi = new_hi;
-            const float off_lo = new_lo * sl2, off_hi = new_hi * sl2;
-            l_lo *= keep_lo;
-            l_hi *= keep_hi;
-#pragma unroll
-            for (int nt = 0; nt < FA_TILE / 8; nt++) {
-                s[nt][0] = ex2(fmaf(s[nt][0], sl2, -off_lo));
-                s[nt][1] = ex2(fmaf(s[nt][1], sl2, -off_lo));
-                s[nt][2] = ex2(fmaf(s[nt][2], sl2, -off_hi));
-                s[nt][3] = ex2(fmaf(s[nt][3], sl2, -off_hi));
-                l_lo += s[nt][0] + s[nt][1];
-                l_hi += s[nt][2] + s[nt][3];
-            }
-#pragma unroll
-            for (int nd = 0; nd < D / 8; nd++) {
-                o[nd][0] *= keep_lo;
-                o[nd][1] *= keep_lo;
-                o[nd][2] *= keep_hi;
-                o[nd][3] *= keep_hi;
-            }
+            online_softmax<FA_TILE, D>(s, o, m_lo, m_hi, l_lo, l_hi, sl2);
             u32 p[FA_TILE / 16][4];
 #pragma unroll
             for (int kk = 0; kk < FA_TILE / 16; kk++) c_to_a(p[kk], s, kk);
@@ -206,21 +177,8 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
         }
         __syncthreads();  // every warpgroup is done with this buffer before it is refilled
     }
-    float sum_lo = quad_sum(l_lo), sum_hi = quad_sum(l_hi);
-    float inv_lo = 1.0f / sum_lo, inv_hi = 1.0f / sum_hi;
-#pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) {
-        o[nd][0] *= inv_lo;
-        o[nd][1] *= inv_lo;
-        o[nd][2] *= inv_hi;
-        o[nd][3] *= inv_hi;
-    }
     int q_lo = r0 + g;
-    if (c == 0) {
-        lse[bh * seq + q_lo] = m_lo * scale + logf(sum_lo);
-        lse[bh * seq + q_lo + 8] = m_hi * scale + logf(sum_hi);
-    }
-    store_rows<D>(out, out_bf, o, b * seq + q_lo, hidden, h * D);
+    finish_rows<D>(o, m_lo, m_hi, l_lo, l_hi, scale, lse, bh * seq + q_lo, out, out_bf, b * seq + q_lo, hidden, h * D);
 #else
     __trap();
 #endif
