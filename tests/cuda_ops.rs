@@ -506,9 +506,11 @@ fn fused_attention() {
 /// Sequences past the short kernels (whole 64-row tiles) run the flash
 /// kernels: several key tiles per query tile, the causal diagonal tile, dQ
 /// summed over key tiles by atomics, and each head width they are built for;
-/// head 64 with both forwards (two m-tiles a warp at 256, one at 192).
-/// With `CRAM_FLASH_BACKWARD=k2` head 64 at 256 runs the backward with two
-/// key tiles a block (192, three tiles, keeps one).
+/// head 64 with the GPU's default kernels (wgmma on Hopper at 256, the
+/// one-tile mma.sync forward at 192; `flash_attention_mma` and
+/// `flash_attention_wgmma` test each family by name). With
+/// `CRAM_FLASH_BACKWARD=k2` head 64 at 256 runs the backward with two key
+/// tiles a block (192, three tiles, keeps one).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention() {
@@ -530,33 +532,51 @@ fn flash_attention() {
     });
 }
 
-/// The flash kernels on Hopper's wgmma (`CRAM_FLASH_FORWARD=wgmma` and
-/// `CRAM_FLASH_BACKWARD=wgmma`, head width 64, sequences of whole 128-row
-/// blocks): both halves of the causal diagonal, several key and query
-/// tiles, rotary positions, and a sequence of three blocks. It needs a
-/// Hopper GPU (sm_90), where the program is built with wgmma.
+/// On Hopper the head-64 flash kernels run on wgmma by default (sequences
+/// of whole 128-row blocks forward, any whole tiles backward): both halves
+/// of the causal diagonal, several key and query tiles, rotary positions,
+/// and a sequence of three blocks. It needs a Hopper GPU (sm_90), where the
+/// program is built with wgmma.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention_wgmma() {
-    with_switch("CRAM_FLASH_BACKWARD", Some("wgmma"), || {
-        with_switch("CRAM_FLASH_FORWARD", Some("wgmma"), || {
-            let name = gpu().name();
-            assert!(
-                name.contains("CRAM_FLASH_FORWARD=wgmma")
-                    && name.contains("CRAM_FLASH_BACKWARD=wgmma"),
-                "the wgmma kernels need a Hopper GPU (sm_90); this one is {name}"
-            );
-            check!("wgmma_256_64", MM, |be| {
-                split_dqkv(attention_case(be, (256, 64), false), 4 * 64)
+    let be = gpu();
+    assert!(
+        be.flash_on_wgmma(),
+        "the wgmma kernels need a Hopper GPU (sm_90) and no CRAM_FLASH_FORWARD/BACKWARD switch; this one is {}",
+        be.name()
+    );
+    check!("wgmma_256_64", MM, |be| {
+        split_dqkv(attention_case(be, (256, 64), false), 4 * 64)
+    });
+    check!("wgmma_256_64_causal", MM, |be| {
+        split_dqkv(attention_case(be, (256, 64), true), 4 * 64)
+    });
+    check!("wgmma_384_64_causal", MM, |be| {
+        split_dqkv(
+            attention_rotary_case(be, (384, 64), true, Some(10000.0)),
+            4 * 64,
+        )
+    });
+}
+
+/// The mma.sync flash kernels of head width 64, which every other GPU runs,
+/// kept tested on Hopper too (`CRAM_FLASH_FORWARD=mma`, `CRAM_FLASH_BACKWARD=mma`):
+/// the two-m-tile forward at 256, the one-tile forward at 192.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn flash_attention_mma() {
+    with_switch("CRAM_FLASH_BACKWARD", Some("mma"), || {
+        with_switch("CRAM_FLASH_FORWARD", Some("mma"), || {
+            assert!(!gpu().flash_on_wgmma());
+            check!("mma_256_64", MM, |be| {
+                attention_case(be, (256, 64), false)
             });
-            check!("wgmma_256_64_causal", MM, |be| {
-                split_dqkv(attention_case(be, (256, 64), true), 4 * 64)
+            check!("mma_256_64_causal", MM, |be| {
+                attention_rotary_case(be, (256, 64), true, Some(10000.0))
             });
-            check!("wgmma_384_64_causal", MM, |be| {
-                split_dqkv(
-                    attention_rotary_case(be, (384, 64), true, Some(10000.0)),
-                    4 * 64,
-                )
+            check!("mma_192_64_causal", MM, |be| {
+                attention_case(be, (192, 64), true)
             });
         })
     });

@@ -138,11 +138,11 @@ pub struct Cuda {
     /// The flash forward with two m-tiles a warp where there is one; off
     /// with `CRAM_FLASH_FORWARD=m1` (a comparison switch).
     flash_forward_m2: bool,
-    /// The flash forward on wgmma where built (Hopper), with
-    /// `CRAM_FLASH_FORWARD=wgmma` (a comparison switch until measured).
+    /// The flash forward on wgmma where built (Hopper), the default there;
+    /// off with `CRAM_FLASH_FORWARD=mma` (or `=m1`).
     flash_forward_wgmma: bool,
-    /// The flash backward on wgmma where built (Hopper), with
-    /// `CRAM_FLASH_BACKWARD=wgmma` (a comparison switch until measured).
+    /// The flash backward on wgmma where built (Hopper), the default there;
+    /// off with `CRAM_FLASH_BACKWARD=mma` (or `=k2`).
     flash_backward_wgmma: bool,
     /// The flash backward with two key tiles a block where built
     /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch until measured).
@@ -235,19 +235,27 @@ impl Cuda {
                     })
             })
             .collect();
+        // On Hopper the head-64 flash kernels run on wgmma by default;
+        // `CRAM_FLASH_FORWARD=mma` / `CRAM_FLASH_BACKWARD=mma` keep the
+        // mma.sync kernels (for comparison, and what other GPUs run).
+        let wgmma = kernels::has_wgmma(major, minor);
         let forward_choice = std::env::var_os("CRAM_FLASH_FORWARD");
-        let flash_forward_m2 = forward_choice.as_ref().is_none_or(|v| v != "m1");
-        let flash_forward_wgmma = forward_choice.as_ref().is_some_and(|v| v == "wgmma")
-            && kernels::has_wgmma(major, minor)
+        let forward_is = |v: &str| forward_choice.as_ref().is_some_and(|c| c == v);
+        let flash_forward_m2 = !forward_is("m1");
+        let flash_forward_wgmma = wgmma
+            && !forward_is("mma")
+            && !forward_is("m1")
             && ops::FLASH_ATTENTION.iter().all(|f| {
                 (f.forward_wgmma).is_none_or(|k| {
                     kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_forward_bytes())
                 })
             });
         let backward_choice = std::env::var_os("CRAM_FLASH_BACKWARD");
-        let flash_backward_k2 = backward_choice.as_ref().is_some_and(|v| v == "k2");
-        let flash_backward_wgmma = backward_choice.as_ref().is_some_and(|v| v == "wgmma")
-            && kernels::has_wgmma(major, minor)
+        let backward_is = |v: &str| backward_choice.as_ref().is_some_and(|c| c == v);
+        let flash_backward_k2 = backward_is("k2");
+        let flash_backward_wgmma = wgmma
+            && !backward_is("mma")
+            && !backward_is("k2")
             && ops::FLASH_ATTENTION.iter().all(|f| {
                 (f.backward_wgmma).is_none_or(|k| {
                     kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_backward_bytes())
@@ -266,8 +274,8 @@ impl Cuda {
             (fused_off, "CRAM_FUSED_ATTENTION=0"),
             (short_off && !fused_off, "CRAM_FUSED_ATTENTION=flash"),
             (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
-            (flash_forward_wgmma, "CRAM_FLASH_FORWARD=wgmma"),
-            (flash_backward_wgmma, "CRAM_FLASH_BACKWARD=wgmma"),
+            (wgmma && forward_is("mma"), "CRAM_FLASH_FORWARD=mma"),
+            (wgmma && backward_is("mma"), "CRAM_FLASH_BACKWARD=mma"),
             (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
             (!bf16_residual, "CRAM_RESIDUAL=f32"),
             (tune == blas::Tune::First, "CRAM_MATMUL_TUNE=off"),
@@ -351,6 +359,13 @@ impl Cuda {
                 false
             }
         }
+    }
+
+    /// Whether the head-64 flash attention runs on wgmma (forward and
+    /// backward): on Hopper unless a switch turns it off. The GPU tests ask,
+    /// so that a test of the wgmma kernels cannot pass without running them.
+    pub fn flash_on_wgmma(&self) -> bool {
+        self.flash_forward_wgmma && self.flash_backward_wgmma
     }
 
     /// Waits for all queued work; a kernel that failed is reported here

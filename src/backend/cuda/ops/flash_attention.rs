@@ -23,12 +23,12 @@ pub(in crate::backend::cuda) struct FlashAttention {
     /// switch until a GPU measures it).
     pub backward_k2: Option<&'static str>,
     /// The forward on Hopper's wgmma (`flash_wgmma.cu`: two warpgroups of
-    /// 64 query rows a block), where built and `CRAM_FLASH_FORWARD=wgmma`
-    /// asks for it (a comparison switch until a GPU measures it).
+    /// 64 query rows a block), the default where built
+    /// (`CRAM_FLASH_FORWARD=mma` runs the mma.sync forward instead).
     pub forward_wgmma: Option<&'static str>,
-    /// The backward on wgmma (one warpgroup of 64 keys a block), where
-    /// built, the output gradient is bf16 and `CRAM_FLASH_BACKWARD=wgmma`
-    /// asks for it (a comparison switch until a GPU measures it).
+    /// The backward on wgmma (one warpgroup of 64 keys a block), the
+    /// default where built and the output gradient is bf16
+    /// (`CRAM_FLASH_BACKWARD=mma` runs the mma.sync backward instead).
     pub backward_wgmma: Option<&'static str>,
     pub head_dim: usize,
 }
