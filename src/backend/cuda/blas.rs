@@ -101,8 +101,9 @@ struct Plan {
     c: sys::cublasLtMatrixLayout_t,
     /// The algorithm the products run.
     algo: sys::cublasLtMatmulAlgo_t,
-    /// The heuristic's algorithms, its first choice first (`algo` starts
-    /// as that and may become another after timing them).
+    /// The heuristic's algorithms still to time, its first choice first
+    /// (`algo` starts as that): the plan's first product takes them out and
+    /// times them, so a plan with none left (or only one) is settled.
     candidates: Vec<sys::cublasLtMatmulAlgo_t>,
 }
 
@@ -298,9 +299,8 @@ impl Blas {
         // A new plan with a choice to make: time its candidates on this
         // product first (`tune.rs`).
         if plan.candidates.len() > 1 {
-            let picked = self.pick_fastest(key, plan, &product);
-            plan.candidates = vec![plan.algo];
-            if let Err(e) = picked {
+            let candidates = std::mem::take(&mut plan.candidates);
+            if let Err(e) = self.pick_fastest(key, plan, &candidates, &product) {
                 self.fault
                     .record(failed(format!("timing cuBLASLt algorithms for {key:?}"), e));
                 return;

@@ -101,12 +101,13 @@ pub(super) fn heuristic(
 }
 
 impl Blas {
-    /// Sets `plan.algo` to the fastest of `plan.candidates` at `product`,
+    /// Sets `plan.algo` to the fastest of `candidates` at `product`,
     /// measured; a candidate that the product refuses is skipped.
     pub(super) fn pick_fastest(
         &self,
         key: Key,
         plan: &mut Plan,
+        candidates: &[sys::cublasLtMatmulAlgo_t],
         product: &Product,
     ) -> Result<(), CudaError> {
         let scratch = product.accumulates().then(|| output_bytes(key));
@@ -116,7 +117,7 @@ impl Blas {
             None => product.d,
         };
         let timed = Product { d, ..*product };
-        let times = self.time_candidates(plan, &timed);
+        let times = self.time_candidates(plan, candidates, &timed);
         if scratch.is_some() {
             // SAFETY: ours, and the stream orders the free after the products.
             unsafe { drv::free_async(d, self.stream) }.map_err(blas_err)?;
@@ -143,18 +144,23 @@ impl Blas {
                 times.len()
             );
         }
-        plan.algo = plan.candidates[best];
+        plan.algo = candidates[best];
         Ok(())
     }
 
     /// Milliseconds per product for each candidate (infinite where the
     /// product refused it).
-    fn time_candidates(&self, plan: &Plan, product: &Product) -> Result<Vec<f32>, CudaError> {
+    fn time_candidates(
+        &self,
+        plan: &Plan,
+        candidates: &[sys::cublasLtMatmulAlgo_t],
+        product: &Product,
+    ) -> Result<Vec<f32>, CudaError> {
         let flags = dsys::CUevent_flags::CU_EVENT_DEFAULT;
         let start = drv::event::create(flags).map_err(blas_err)?;
         let end = drv::event::create(flags).map_err(blas_err)?;
-        let mut times = Vec::with_capacity(plan.candidates.len());
-        for algo in &plan.candidates {
+        let mut times = Vec::with_capacity(candidates.len());
+        for algo in candidates {
             if self.matmul(plan, algo, product).is_err() {
                 times.push(f32::INFINITY);
                 continue;

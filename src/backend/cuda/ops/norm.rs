@@ -36,13 +36,13 @@ impl NormOps for Cuda {
         layer: Linear,
         shape: MatmulShape,
     ) {
-        let stats = (&*norm_out, &*mean, &*rstd);
         if !(self.fp8.normed && self.fp8_fits(out, norm_out, params, layer, shape)) {
-            self.launch_norm_forward(stats, x, params, norm, shape.k, None);
+            self.norm_forward(norm_out, mean, rstd, x, params, norm, shape.k);
             self.matmul_forward(out, norm_out, params, layer, shape);
             return;
         }
         let q = self.fp8_input(shape.m * shape.k);
+        let stats = (&*norm_out, &*mean, &*rstd);
         self.launch_norm_forward(stats, x, params, norm, shape.k, Some(q));
         self.project_fp8(out, (out.ptr(), 0.0), q, params, layer, shape);
         self.add_layer_bias(out, params, layer, shape);
