@@ -19,20 +19,6 @@
 
 #define FA_TILE 64
 
-// cp.async: 16 bytes from global to shared without passing through
-// registers, so the next tile's copy runs while the warps compute on this
-// one (commit closes a group; wait_group N waits until at most N are open).
-__device__ __forceinline__ void cp_async16(bf16_t* dst, const bf16_t* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(smem_u32(dst)), "l"(src));
-}
-__device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" : :);
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" : : "n"(N));
-}
-
 // *p += a, *(p+1) += b with nothing returned. Hopper has a two-wide f32
 // reduction (one instruction and one L2 transaction where there were two);
 // p is 8-byte aligned (an even column of an f32 buffer).
@@ -43,29 +29,6 @@ __device__ __forceinline__ void red_add2(float* p, float a, float b) {
     atomicAdd(p, a);
     atomicAdd(p + 1, b);
 #endif
-}
-
-// load_head by cp.async: issued, not waited for. THREADS is the block's
-// size, known when the kernel is built, so that the copy loop unrolls (with
-// blockDim.x it stayed a loop whose address math was a fifth of the flash
-// forward's instructions in each key tile).
-template <int T, int D, int THREADS>
-__device__ __forceinline__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
-    static_assert((T * D / 8) % THREADS == 0, "whole 16-byte chunks a thread");
-#pragma unroll
-    for (int j = 0; j < T * D / 8 / THREADS; j++) {
-        int i = j * THREADS + threadIdx.x;
-        int t = i / (D / 8), d = 8 * (i % (D / 8));
-        cp_async16(dst + t * (D + ATT_PAD) + d, src + (u64)t * stride + d);
-    }
-}
-
-// The output gradient's tile: by cp.async when it is bf16, else converted
-// from f32 through registers (visible after the next __syncthreads either way).
-template <int T, int D, int THREADS>
-__device__ void load_grad_tile(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
-    if (src_bf) load_head_async<T, D, THREADS>(dst, (const bf16_t*)src + base, stride);
-    else load_head_any<T, D>(dst, src, 0, base, stride);
 }
 
 // acc[nd] += X_w (16×T, C fragments) · M[0..T, col0..col0+NC), M in shared

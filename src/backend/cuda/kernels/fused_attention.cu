@@ -73,27 +73,16 @@ __device__ __forceinline__ void st2(void* p, int bf, u64 i, float lo, float hi) 
     else *(float2*)((float*)p + i) = make_float2(lo, hi);
 }
 
-// Copies rows [0, T) of a D-wide head slice (row stride `stride` elements in
-// global memory) into shared memory with row stride D + ATT_PAD, 16 bytes
-// (eight bf16) per load: the host checks that every row start is aligned.
+// Copies rows [0, T) of a D-wide head slice of an f32 buffer (the output
+// gradient where it is f32; row stride `stride` elements) into shared memory
+// with row stride D + ATT_PAD as bf16, eight values per store: the host
+// checks that every row start is aligned. bf16 sources take cp.async
+// (`load_head_async`).
 template <int T, int D>
-__device__ void load_head(bf16_t* dst, const bf16_t* src, u64 stride) {
+__device__ void load_head_f32(bf16_t* dst, const float* src, u64 base, u64 stride) {
     for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
         int t = i / (D / 8), d = 8 * (i % (D / 8));
-        *(uint4*)(dst + t * (D + ATT_PAD) + d) = *(const uint4*)(src + (u64)t * stride + d);
-    }
-}
-
-// Same from an f32-or-bf16 buffer (the output gradient), rounding f32 to bf16.
-template <int T, int D>
-__device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
-    if (src_bf) {
-        load_head<T, D>(dst, (const bf16_t*)src + base, stride);
-        return;
-    }
-    for (int i = threadIdx.x; i < T * D / 8; i += blockDim.x) {
-        int t = i / (D / 8), d = 8 * (i % (D / 8));
-        const float4* from = (const float4*)((const float*)src + base + (u64)t * stride + d);
+        const float4* from = (const float4*)(src + base + (u64)t * stride + d);
         float4 x = from[0], y = from[1];
         uint4 packed;
         packed.x = pack2(x.x, x.y);
@@ -102,6 +91,44 @@ __device__ void load_head_any(bf16_t* dst, const void* src, int src_bf, u64 base
         packed.w = pack2(y.z, y.w);
         *(uint4*)(dst + t * (D + ATT_PAD) + d) = packed;
     }
+}
+
+// cp.async: 16 bytes from global to shared without passing through
+// registers, so the next tile's copy runs while the warps compute on this
+// one (commit closes a group; wait_group N waits until at most N are open).
+__device__ __forceinline__ void cp_async16(bf16_t* dst, const bf16_t* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(smem_u32(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" : :);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" : : "n"(N));
+}
+
+// A head slice (T rows of D, row stride `stride` elements) into shared memory
+// with row stride D + ATT_PAD by cp.async: issued, not waited for. THREADS is the block's
+// size, known when the kernel is built, so that the copy loop unrolls (with
+// blockDim.x it stayed a loop whose address math was a fifth of the flash
+// forward's instructions in each key tile).
+template <int T, int D, int THREADS>
+__device__ __forceinline__ void load_head_async(bf16_t* dst, const bf16_t* src, u64 stride) {
+    static_assert((T * D / 8) % THREADS == 0, "whole 16-byte chunks a thread");
+#pragma unroll
+    for (int j = 0; j < T * D / 8 / THREADS; j++) {
+        int i = j * THREADS + threadIdx.x;
+        int t = i / (D / 8), d = 8 * (i % (D / 8));
+        cp_async16(dst + t * (D + ATT_PAD) + d, src + (u64)t * stride + d);
+    }
+}
+
+// The output gradient's tile: by cp.async when it is bf16, else converted
+// from f32 through registers (visible after the next __syncthreads either way).
+template <int T, int D, int THREADS>
+__device__ void load_grad_tile(bf16_t* dst, const void* src, int src_bf, u64 base, u64 stride) {
+    if (src_bf) load_head_async<T, D, THREADS>(dst, (const bf16_t*)src + base, stride);
+    else load_head_f32<T, D>(dst, (const float*)src, base, stride);
 }
 
 // The A fragments of the warp's 16 rows r0.. of a T×D matrix in shared
@@ -235,9 +262,16 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = blockIdx.x / heads, h = blockIdx.x % heads;
     const bf16_t* base = qkv + b * T * stride + h * D;
-    load_head<T, D>(sq, base, stride);
-    load_head<T, D>(sk, base + hidden, stride);
-    load_head<T, D>(sv, base + 2 * hidden, stride);
+    // Q and K first, V behind them: V's copy runs under the scores and the
+    // softmax. By cp.async with the block size known (2T threads), so that
+    // every copy of a thread is in flight at once: the copy loops bound by
+    // blockDim.x had one load in flight a thread, a memory round trip each.
+    load_head_async<T, D, 2 * T>(sq, base, stride);
+    load_head_async<T, D, 2 * T>(sk, base + hidden, stride);
+    cp_async_commit();
+    load_head_async<T, D, 2 * T>(sv, base + 2 * hidden, stride);
+    cp_async_commit();
+    cp_async_wait<1>();
     __syncthreads();
     int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3, r0 = (threadIdx.x >> 5) * 16;
     float s[T / 8][4];
@@ -278,6 +312,8 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
         lse[blockIdx.x * T + r0 + g] = m_lo * scale + logf(l_lo);
         lse[blockIdx.x * T + r0 + g + 8] = m_hi * scale + logf(l_hi);
     }
+    cp_async_wait<0>();
+    __syncthreads();  // V is in shared for every warp
     float o[D / 8][4];
     zero_rows<D>(o);
     times_rows<T, D>(o, s, sv);
@@ -357,10 +393,14 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = blockIdx.x / heads, h = blockIdx.x % heads;
     const bf16_t* base = qkv + b * T * stride + h * D;
-    load_head<T, D>(sq, base, stride);
-    load_head<T, D>(sk, base + hidden, stride);
-    load_head<T, D>(sv, base + 2 * hidden, stride);
-    load_head_any<T, D>(sdo, dout, dout_bf, b * T * hidden + h * D, hidden);
+    // Q and K first (the scores), V and dO behind them (as the forward).
+    load_head_async<T, D, 2 * T>(sq, base, stride);
+    load_head_async<T, D, 2 * T>(sk, base + hidden, stride);
+    cp_async_commit();
+    load_head_async<T, D, 2 * T>(sv, base + 2 * hidden, stride);
+    load_grad_tile<T, D, 2 * T>(sdo, dout, dout_bf, b * T * hidden + h * D, hidden);
+    cp_async_commit();
+    cp_async_wait<1>();
     __syncthreads();
     int lane = threadIdx.x & 31, g = lane >> 2, r0 = (threadIdx.x >> 5) * 16;
     u64 row_lo = b * T + r0 + g;
@@ -380,6 +420,8 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) c_to_a(frag[kk], p, kk);
     store_a_rows<T>(sps, frag, r0);
+    cp_async_wait<0>();
+    __syncthreads();  // V and dO are in shared for every warp
     float d_lo, d_hi;
     row_deltas<D>(&d_lo, &d_hi, sdo, o, o_bf, (b * T + r0) * hidden + h * D, hidden, r0);
     // dS = P ∘ (dP − Δ) · scale with dP = dO_w·Vᵀ a tile at a time: P
