@@ -27,22 +27,13 @@ __device__ __forceinline__ void cp_async16_to(u32 dst, const bf16_t* src) {
 }
 
 // Rows [0, T) of a 64-wide head slice (row stride `stride` elements) into a
-// swizzled tile at shared address `dst` by cp.async, 256 threads.
-template <int T>
+// swizzled tile at shared address `dst` by cp.async, THREADS threads (the
+// forward's block of two warpgroups, or the backward's one).
+template <int T, int THREADS>
 __device__ __forceinline__ void load_tile_sw128(u32 dst, const bf16_t* src, u64 stride) {
 #pragma unroll
-    for (int j = 0; j < T * 8 / 256; j++) {
-        int i = j * 256 + threadIdx.x, row = i >> 3, chunk = i & 7;
-        cp_async16_to(dst + row * WG_ROW_BYTES + ((chunk ^ (row & 7)) << 4), src + (u64)row * stride + chunk * 8);
-    }
-}
-
-// The same with the 128 threads of one warpgroup.
-template <int T>
-__device__ __forceinline__ void load_tile_sw128_wg(u32 dst, const bf16_t* src, u64 stride) {
-#pragma unroll
-    for (int j = 0; j < T * 8 / 128; j++) {
-        int i = j * 128 + threadIdx.x, row = i >> 3, chunk = i & 7;
+    for (int j = 0; j < T * 8 / THREADS; j++) {
+        int i = j * THREADS + threadIdx.x, row = i >> 3, chunk = i & 7;
         cp_async16_to(dst + row * WG_ROW_BYTES + ((chunk ^ (row & 7)) << 4), src + (u64)row * stride + chunk * 8);
     }
 }
@@ -122,9 +113,9 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
     u64 b = bh / heads, h = bh % heads;
     const bf16_t* base = qkv + b * seq * stride + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride;
-    load_tile_sw128<QROWS>(sq, base + (u64)qt * QROWS * stride, stride);
-    load_tile_sw128<FA_TILE>(skv, base + hidden, stride);
-    load_tile_sw128<FA_TILE>(skv + WG_TILE_BYTES, base + 2 * hidden, stride);
+    load_tile_sw128<QROWS, 256>(sq, base + (u64)qt * QROWS * stride, stride);
+    load_tile_sw128<FA_TILE, 256>(skv, base + hidden, stride);
+    load_tile_sw128<FA_TILE, 256>(skv + WG_TILE_BYTES, base + 2 * hidden, stride);
     cp_async_commit();
     const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
     const int g = (threadIdx.x & 31) >> 2;
@@ -140,8 +131,8 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
         const u32 sk = skv + (kt & 1) * 2 * WG_TILE_BYTES, sv = sk + WG_TILE_BYTES;
         if (kt < last) {
             const u32 nk = skv + ((kt + 1) & 1) * 2 * WG_TILE_BYTES;
-            load_tile_sw128<FA_TILE>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
-            load_tile_sw128<FA_TILE>(nk + WG_TILE_BYTES, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_tile_sw128<FA_TILE, 256>(nk, base + hidden + (u64)(kt + 1) * tile_rows, stride);
+            load_tile_sw128<FA_TILE, 256>(nk + WG_TILE_BYTES, base + 2 * hidden + (u64)(kt + 1) * tile_rows, stride);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -213,10 +204,10 @@ extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wg
     const bf16_t* grad = (const bf16_t*)dout + b * seq * hidden + h * D;
     const u64 tile_rows = (u64)FA_TILE * stride, grad_rows = (u64)FA_TILE * hidden;
     int first = causal ? kt : 0;
-    load_tile_sw128_wg<FA_TILE>(sk, base + hidden + (u64)kt * tile_rows, stride);
-    load_tile_sw128_wg<FA_TILE>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
-    load_tile_sw128_wg<FA_TILE>(sqd, base + (u64)first * tile_rows, stride);
-    load_tile_sw128_wg<FA_TILE>(sqd + WG_TILE_BYTES, grad + (u64)first * grad_rows, hidden);
+    load_tile_sw128<FA_TILE, 128>(sk, base + hidden + (u64)kt * tile_rows, stride);
+    load_tile_sw128<FA_TILE, 128>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
+    load_tile_sw128<FA_TILE, 128>(sqd, base + (u64)first * tile_rows, stride);
+    load_tile_sw128<FA_TILE, 128>(sqd + WG_TILE_BYTES, grad + (u64)first * grad_rows, hidden);
     cp_async_commit();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const float sl2 = scale * LOG2E;
@@ -228,8 +219,8 @@ extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wg
         __syncthreads();  // the other (Q, dO) buffer and dSᵀ are free (iteration qt-1 is done)
         if (qt + 1 < tiles) {
             const u32 nq = sqd + ((qt + 1 - first) & 1) * 2 * WG_TILE_BYTES;
-            load_tile_sw128_wg<FA_TILE>(nq, base + (u64)(qt + 1) * tile_rows, stride);
-            load_tile_sw128_wg<FA_TILE>(nq + WG_TILE_BYTES, grad + (u64)(qt + 1) * grad_rows, hidden);
+            load_tile_sw128<FA_TILE, 128>(nq, base + (u64)(qt + 1) * tile_rows, stride);
+            load_tile_sw128<FA_TILE, 128>(nq + WG_TILE_BYTES, grad + (u64)(qt + 1) * grad_rows, hidden);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
