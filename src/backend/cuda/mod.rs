@@ -145,7 +145,8 @@ pub struct Cuda {
     /// off with `CRAM_FLASH_BACKWARD=mma` (or `=k2`).
     flash_backward_wgmma: bool,
     /// The flash backward with two key tiles a block where built
-    /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch until measured).
+    /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch: it measured slower
+    /// than one tile a block, DESIGN.md).
     flash_backward_k2: bool,
     /// The residual stream in bf16, the default: it learned as well as f32
     /// at equal steps and ran 4% faster with 1.5 GB less (bench/RESULTS.md,

@@ -144,7 +144,8 @@ impl Cuda {
         let m2 = (f.forward_m2).filter(|_| {
             self.flash_forward_m2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
-        // The wgmma forward (two warpgroups a block) where asked for and built.
+        // The wgmma forward (two warpgroups a block) where built (Hopper) and not
+        // switched off (`CRAM_FLASH_FORWARD=mma`).
         let wgmma = (f.forward_wgmma).filter(|_| {
             self.flash_forward_wgmma && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
@@ -246,8 +247,8 @@ impl Cuda {
         });
         let (mut kernel, kb) = k2.map_or((f.backward, 1), |k| (k, 2));
         let mut bytes = FlashAttention::backward_bytes(f.head_dim, kb);
-        // The wgmma backward (one warpgroup a 64-key tile) where asked for
-        // and built; it reads the output gradient as bf16 only.
+        // The wgmma backward (one warpgroup a 64-key tile) where built (Hopper)
+        // and not switched off; it reads the output gradient as bf16 only.
         if let Some(k) = (f.backward_wgmma).filter(|_| self.flash_backward_wgmma && dout.bf16) {
             (kernel, bytes) = (k, FlashAttention::wgmma_backward_bytes());
         }
