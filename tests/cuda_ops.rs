@@ -186,7 +186,18 @@ fn rotary_forward_and_backward() {
 
 /// `cols` a multiple of 4 runs the kernels' four-wide path, any other the scalar one.
 fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool, cols: usize) -> Outputs {
-    let rows = 70;
+    norm_rows_case(be, kind, bias, (70, cols), false)
+}
+
+/// A norm's forward and backward over `rows` × `cols`, its input f32 (the
+/// residual stream) or bf16 (`bf16_input`, the default residual).
+fn norm_rows_case<B: Backend>(
+    be: &B,
+    kind: NormKind,
+    bias: bool,
+    (rows, cols): (usize, usize),
+    bf16_input: bool,
+) -> Outputs {
     let mut pv = rand_vals(6, 2 * cols, 0.5);
     pv[..cols].iter_mut().for_each(|w| *w += 1.0);
     let params = be.upload(&pv);
@@ -202,8 +213,13 @@ fn norm_case<B: Backend>(be: &B, kind: NormKind, bias: bool, cols: usize) -> Out
         }),
         eps: 1e-5,
     };
-    // f32 input (the residual stream), bf16 output and gradients.
-    let inp = be.upload(&rand_vals(7, rows * cols, 2.0));
+    // bf16 output and output gradient; the input gradient f32.
+    let x = rand_vals(7, rows * cols, 2.0);
+    let inp = if bf16_input {
+        act(be, &x)
+    } else {
+        be.upload(&x)
+    };
     let mut out = be.alloc_activation(rows * cols);
     let (mut mean, mut rstd) = (be.alloc(rows), be.alloc(rows));
     be.norm_forward(&mut out, &mut mean, &mut rstd, &inp, &params, norm, cols);
@@ -235,6 +251,20 @@ fn layernorm_and_rmsnorm() {
     });
     check!("rmsnorm_scalar", BF, |be| {
         norm_case(be, NormKind::Rmsnorm, false, 30)
+    });
+    // Widths of 256·N (N ≤ 4) run the backward that holds a row in
+    // registers; 6,000 rows are two or three a warp on a 132-SM GPU.
+    check!("layernorm_768_bf16", BF, |be| {
+        norm_rows_case(be, NormKind::Layernorm, true, (6000, 768), true)
+    });
+    check!("rmsnorm_512", BF, |be| {
+        norm_rows_case(be, NormKind::Rmsnorm, false, (6000, 512), false)
+    });
+    check!("layernorm_1024", BF, |be| {
+        norm_rows_case(be, NormKind::Layernorm, false, (300, 1024), false)
+    });
+    check!("rmsnorm_256_bf16", BF, |be| {
+        norm_rows_case(be, NormKind::Rmsnorm, true, (300, 256), true)
     });
 }
 
@@ -457,6 +487,11 @@ fn attention_rotary_case<B: Backend>(
         head_dim,
         causal,
     };
+    attention_shape_case(be, shape, rope)
+}
+
+/// Attention forward and backward (rotary with `rope`) at any shape.
+fn attention_shape_case<B: Backend>(be: &B, shape: AttentionShape, rope: Option<f32>) -> Outputs {
     let n = shape.rows() * shape.hidden();
     let qkv = act(be, &rand_vals(15, 3 * n, 1.5));
     let mut out = be.alloc_activation(n);
@@ -501,6 +536,25 @@ fn fused_attention() {
     check!("fused_64_32_causal", MM, |be| {
         attention_case(be, (64, 32), true)
     });
+    // More (batch, head) pairs, one a block, than a 132-SM GPU holds at
+    // once (70 × 8 at crammed-bert's shape): later waves of blocks too.
+    check!("fused_many_pairs", MM, |be| { many_pairs_case(be, false) });
+    check!("fused_many_pairs_causal", MM, |be| {
+        many_pairs_case(be, true)
+    });
+}
+
+/// crammed-bert's attention shape (128 × head 64) with more (batch, head)
+/// pairs than the fused kernels' blocks that are resident at once.
+fn many_pairs_case<B: Backend>(be: &B, causal: bool) -> Outputs {
+    let shape = AttentionShape {
+        batch: 70,
+        seq: 128,
+        heads: 8,
+        head_dim: 64,
+        causal,
+    };
+    attention_shape_case(be, shape, None)
 }
 
 /// Sequences past the short kernels (whole 64-row tiles) run the flash

@@ -6,7 +6,7 @@
 
 use cudarc::driver::result as drv;
 
-use super::{Cuda, View};
+use super::{locked, Cuda, View};
 
 /// Whether every pointer allows the kernels' 16-byte vector accesses.
 /// Device allocations are 256-byte aligned; a view into the middle of one
@@ -54,6 +54,39 @@ impl Cuda {
     pub(super) fn grid(&self, n: usize) -> u32 {
         let blocks = n.div_ceil(256).max(1);
         blocks.min(self.sm_count as usize * 16) as u32
+    }
+
+    /// Blocks for a kernel whose blocks walk `items` work items
+    /// block-strided (item blockIdx.x, then + gridDim.x, ...): as many as the
+    /// GPU holds at once (the driver's occupancy of `name` at this block size
+    /// and dynamic shared memory, times the SMs), trimmed so that every block
+    /// has the same number of items and none waits for a second wave.
+    pub(super) fn resident_grid(
+        &self,
+        name: &'static str,
+        block: u32,
+        shared: u32,
+        items: usize,
+    ) -> u32 {
+        // Asked of the driver once per kernel and launch shape.
+        let per_sm = *locked(&self.occupancy)
+            .entry((name, block, shared))
+            .or_insert_with(|| {
+                let f = self.kernels.function(name);
+                // SAFETY: `f` is a loaded kernel of this context.
+                let n = unsafe {
+                    drv::occupancy::max_active_block_per_multiprocessor(
+                        f,
+                        block as i32,
+                        shared as usize,
+                    )
+                };
+                // A query that fails leaves one block an SM: slower, not wrong.
+                n.map_or(1, |n| n.max(1) as usize)
+            });
+        let slots = per_sm * self.sm_count as usize;
+        let per_block = items.div_ceil(slots).max(1);
+        items.div_ceil(per_block).max(1) as u32
     }
 
     /// Launches kernel `name`. Each argument is passed as the 8 bytes of a

@@ -40,6 +40,7 @@ pub(crate) use launch::f32_arg;
 pub(crate) use memory::View;
 pub use memory::{CudaBuf, CudaIds};
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::backend::fp8::Fp8Switch;
@@ -122,6 +123,9 @@ pub struct Cuda {
     scratch: Mutex<Scratch>,
     memory: Arc<MemoryCounter>,
     profile: Mutex<Option<Profile>>,
+    /// Resident blocks an SM of (kernel, block size, dynamic shared bytes),
+    /// from the driver on first use (`Cuda::resident_grid`).
+    occupancy: Mutex<HashMap<(&'static str, u32, u32), usize>>,
     /// The first device failure; ops skip their work once it is set.
     fault: Arc<Fault>,
     name: String,
@@ -299,6 +303,7 @@ impl Cuda {
             scratch: Mutex::default(),
             memory,
             profile: Mutex::new(None),
+            occupancy: Mutex::default(),
             fault,
             name,
             sm_count,

@@ -22,7 +22,7 @@
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 // A 16-byte cp.async to a shared-memory address.
-__device__ __forceinline__ void cp_async16_to(u32 dst, const bf16_t* src) {
+__device__ __forceinline__ void cp_async16_to(u32 dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" : : "r"(dst), "l"(src));
 }
 
@@ -36,6 +36,16 @@ __device__ __forceinline__ void load_tile_sw128(u32 dst, const bf16_t* src, u64 
         int i = j * THREADS + threadIdx.x, row = i >> 3, chunk = i & 7;
         cp_async16_to(dst + row * WG_ROW_BYTES + ((chunk ^ (row & 7)) << 4), src + (u64)row * stride + chunk * 8);
     }
+}
+
+// A query tile's 64 log-sum-exps and 64 Δs (f32, consecutive from `q`) into
+// 512 bytes at shared address `dst` by cp.async, one 16-byte piece for each
+// of the first 32 threads: the backward reads them there in its softmax
+// instead of keeping the 32 values a thread needs in registers across the
+// products (which held it at two blocks an SM).
+__device__ __forceinline__ void load_row_stats(u32 dst, const float* lse, const float* delta, u64 q) {
+    const int i = threadIdx.x;
+    if (i < 32) cp_async16_to(dst + 16 * i, (i < 16 ? lse : delta) + q + 4 * (i & 15));
 }
 
 // A wgmma shared-memory descriptor of a 128-byte-swizzled operand at shared
@@ -185,16 +195,21 @@ extern "C" __global__ void __launch_bounds__(256) attention_flash_forward_64_wgm
 // to shared memory, from where dQ = dS·K reads it transposed, and dQ's part
 // reaches the f32 scratch by two-wide reductions as in the mma.sync kernel.
 // Each query's log-sum-exp and Δ are a column of Sᵀ: a thread reads the 16
-// of its columns. Tiles in shared memory are 128-byte swizzled as in the
-// forward: K, V, two (Q, dO) buffers, dSᵀ.
-extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wgmma(
+// of its columns, from shared memory, where each query tile's 64 of each
+// arrive with its Q and dO. Tiles in shared memory are 128-byte swizzled as in the
+// forward: K, V, two (Q, dO) buffers, dSᵀ; then two buffers of those 128
+// floats. Bounded to 168 registers, three blocks an SM (at two the
+// warpgroups' serial phases, products then softmax then dQ, left the tensor
+// cores idle most of the time).
+extern "C" __global__ void __launch_bounds__(128, 3) attention_flash_backward_64_wgmma(
     void* dqkv, int dqkv_bf, float* dq, const void* dout, int dout_bf, const bf16_t* qkv, const float* lse,
     const float* delta, const float2* rope, int seq, int heads, int causal, float scale) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int D = 64;
     extern __shared__ __align__(16) unsigned char wg_smem[];
     const u32 sk = (smem_u32(wg_smem) + 1023) & ~1023u, sv = sk + WG_TILE_BYTES;
-    const u32 sqd = sv + WG_TILE_BYTES, sds = sqd + 4 * WG_TILE_BYTES;
+    const u32 sqd = sv + WG_TILE_BYTES, sds = sqd + 4 * WG_TILE_BYTES, sstats = sds + WG_TILE_BYTES;
+    const float* stats_base = (const float*)(wg_smem + (sstats - smem_u32(wg_smem)));
     int tiles = seq / FA_TILE;
     u64 bh = blockIdx.x / tiles;
     int kt = (int)(blockIdx.x % tiles);
@@ -208,6 +223,7 @@ extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wg
     load_tile_sw128<FA_TILE, 128>(sv, base + 2 * hidden + (u64)kt * tile_rows, stride);
     load_tile_sw128<FA_TILE, 128>(sqd, base + (u64)first * tile_rows, stride);
     load_tile_sw128<FA_TILE, 128>(sqd + WG_TILE_BYTES, grad + (u64)first * grad_rows, hidden);
+    load_row_stats(sstats, lse, delta, bh * seq + (u64)first * FA_TILE);
     cp_async_commit();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const float sl2 = scale * LOG2E;
@@ -216,11 +232,13 @@ extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wg
     zero_rows<D>(dv);
     for (int qt = first; qt < tiles; qt++) {
         const u32 sq = sqd + ((qt - first) & 1) * 2 * WG_TILE_BYTES, sdo = sq + WG_TILE_BYTES;
+        const float* stats = stats_base + ((qt - first) & 1) * 2 * FA_TILE;
         __syncthreads();  // the other (Q, dO) buffer and dSᵀ are free (iteration qt-1 is done)
         if (qt + 1 < tiles) {
             const u32 nq = sqd + ((qt + 1 - first) & 1) * 2 * WG_TILE_BYTES;
             load_tile_sw128<FA_TILE, 128>(nq, base + (u64)(qt + 1) * tile_rows, stride);
             load_tile_sw128<FA_TILE, 128>(nq + WG_TILE_BYTES, grad + (u64)(qt + 1) * grad_rows, hidden);
+            load_row_stats(sstats + ((qt + 1 - first) & 1) * 512, lse, delta, bh * seq + (u64)(qt + 1) * FA_TILE);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -235,33 +253,26 @@ extern "C" __global__ void __launch_bounds__(128) attention_flash_backward_64_wg
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) wgmma_ss(dp, wg_desc(sv + kk * 32), wg_desc(sdo + kk * 32), kk > 0);
         wg_commit();
-        // This thread's 16 queries (columns): their log-sum-exp and Δ, read
-        // while the products run.
-        float off[FA_TILE / 8][2], dl[FA_TILE / 8][2];
-        const u64 q0 = bh * seq + (u64)qt * FA_TILE + 2 * c;
-#pragma unroll
-        for (int nt = 0; nt < FA_TILE / 8; nt++) {
-            float2 l2 = *(const float2*)(lse + q0 + nt * 8), d2 = *(const float2*)(delta + q0 + nt * 8);
-            off[nt][0] = l2.x * LOG2E;
-            off[nt][1] = l2.y * LOG2E;
-            dl[nt][0] = d2.x;
-            dl[nt][1] = d2.y;
-        }
         wg_wait0();
         wg_fence_acc(s);
         wg_fence_acc(dp);
         // Pᵀ and dSᵀ = Pᵀ ∘ (dPᵀ − Δ) · scale; on the diagonal tile a key
         // after its query (row past column) has P = 0.
+        // This thread's 16 queries are columns nt·8 + 2c and + 1: a float2 of
+        // log-sum-exps and one of Δs each.
         const int key_lo = 16 * warp + g;
 #pragma unroll
         for (int nt = 0; nt < FA_TILE / 8; nt++) {
+            const float2 l2 = *(const float2*)(stats + nt * 8 + 2 * c);
+            const float2 d2 = *(const float2*)(stats + FA_TILE + nt * 8 + 2 * c);
+            const float off[2] = {l2.x * LOG2E, l2.y * LOG2E}, dl[2] = {d2.x, d2.y};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int key = key_lo + (e >> 1) * 8, query = nt * 8 + 2 * c + (e & 1);
-                float p = ex2(fmaf(s[nt][e], sl2, -off[nt][e & 1]));
+                float p = ex2(fmaf(s[nt][e], sl2, -off[e & 1]));
                 if (causal && qt == kt && key > query) p = 0.0f;
                 s[nt][e] = p;
-                dp[nt][e] = p * (dp[nt][e] - dl[nt][e & 1]) * scale;
+                dp[nt][e] = p * (dp[nt][e] - dl[e & 1]) * scale;
             }
         }
         u32 pa[FA_TILE / 16][4], da[FA_TILE / 16][4];

@@ -106,9 +106,10 @@ impl FlashAttention {
     }
 
     /// The wgmma backward's shared memory: K, V, two (q, output-gradient)
-    /// buffers and dSᵀ, 64 rows of 128 bytes each, and 1 KB to align them.
+    /// buffers and dSᵀ, 64 rows of 128 bytes each; two buffers of a query
+    /// tile's log-sum-exps and Δs (64 f32 each); and 1 KB to align them.
     pub fn wgmma_backward_bytes() -> usize {
-        7 * Self::TILE * 128 + 1024
+        7 * Self::TILE * 128 + 2 * 2 * Self::TILE * 4 + 1024
     }
 
     /// Saved state (bf16 elements): each query row's f32 log-sum-exp. The
@@ -212,7 +213,10 @@ impl Cuda {
         // Three timed parts, so that a profile tells the key-tile kernel from
         // the passes around it: Δ with dQ's zeroing, the kernel, dQ's store.
         let q = self.as_bf16(qkv, "cast_qkv");
-        assert_vector_aligned("flash attention", &[q, dout.ptr(), dqkv.ptr(), out.ptr()]);
+        assert_vector_aligned(
+            "flash attention",
+            &[q, dout.ptr(), dqkv.ptr(), out.ptr(), lse],
+        );
         let delta = self.scratch("flash_delta", row_heads * 4);
         let dq = self.scratch("flash_dq", rows * hidden * 4);
         // Eight columns a thread (the flash head widths, 32 to 128, are

@@ -10,6 +10,14 @@ use crate::backend::{Linear, MatmulOps, MatmulShape, Norm, NormKind, NormOps};
 pub(in crate::backend::cuda) const NORM_BACKWARD_WARPS: usize = 4;
 pub(in crate::backend::cuda) const NORM_BACKWARD_SHARED: usize = 64 * 1024;
 
+/// `norm_backward_N`: the backward for rows of exactly 256·N columns, N = 1..=4.
+const ROW_KERNELS: [&str; 4] = [
+    "norm_backward_1",
+    "norm_backward_2",
+    "norm_backward_3",
+    "norm_backward_4",
+];
+
 impl NormOps for Cuda {
     fn norm_forward(
         &self,
@@ -67,17 +75,34 @@ impl NormOps for Cuda {
             shared <= NORM_BACKWARD_SHARED,
             "norm_backward: {cols} columns need more shared memory than the {NORM_BACKWARD_SHARED} bytes it may use"
         );
-        // Eight blocks per SM (as many as shared memory allows for BERT
-        // widths); every warp walks several rows.
-        let blocks = (self.sm_count as usize * 8).min(rows.div_ceil(NORM_BACKWARD_WARPS).max(1));
+        let threads = 32 * NORM_BACKWARD_WARPS as u32;
+        // Rows of 256·N columns (N ≤ 4) have a kernel that holds the row in
+        // registers (`norm_backward_rows`): as many blocks as are resident.
+        // The general kernel: eight blocks per SM (as many as shared memory
+        // allows for BERT widths). Every warp walks several rows.
+        let (kernel, blocks) = match ROW_KERNELS.get((cols / 256).wrapping_sub(1)) {
+            Some(&name) if cols.is_multiple_of(256) => (
+                name,
+                self.resident_grid(
+                    name,
+                    threads,
+                    shared as u32,
+                    rows.div_ceil(NORM_BACKWARD_WARPS),
+                ),
+            ),
+            _ => (
+                "norm_backward",
+                (self.sm_count as usize * 8).min(rows.div_ceil(NORM_BACKWARD_WARPS).max(1)) as u32,
+            ),
+        };
         if cols.is_multiple_of(4) {
             assert_vector_aligned("norm_backward", &[dinp.ptr(), dout.ptr(), inp.ptr()]);
         }
         self.timed("norm_backward", || {
             self.launch(
-                "norm_backward",
-                blocks as u32,
-                32 * NORM_BACKWARD_WARPS as u32,
+                kernel,
+                blocks,
+                threads,
                 shared as u32,
                 &[
                     dinp.ptr(),
