@@ -682,8 +682,9 @@ fn attention_rotary_backward() {
     });
 }
 
-/// `half` 40 runs the four-wide GLU and add kernels; 3 the scalar ones
-/// (3 is not a multiple of 4, nor is 33·2·3).
+/// `half` 40 runs the eight-wide GLU kernels, 20 the four-wide ones (and
+/// both the four-wide add); 3 the scalar ones (3 is not a multiple of 4,
+/// nor is 33·2·3).
 fn elementwise_case<B: Backend>(be: &B, a: Activation, half: usize) -> Outputs {
     let rows = 33;
     let inp = act(be, &rand_vals(17, rows * 2 * half, 3.0));
@@ -716,6 +717,12 @@ fn activations_glu_add() {
     });
     check!("silu", BF, |be| {
         elementwise_case(be, Activation::Silu, 40)
+    });
+    check!("gelu_4", BF, |be| {
+        elementwise_case(be, Activation::Gelu, 20)
+    });
+    check!("silu_4", BF, |be| {
+        elementwise_case(be, Activation::Silu, 20)
     });
     check!("gelu_scalar", BF, |be| {
         elementwise_case(be, Activation::Gelu, 3)
@@ -775,7 +782,15 @@ fn gather_and_cross_entropy() {
         ]
     });
     // An odd vocabulary takes the kernel's scalar path, one of 4·odd its
-    // four-wide path (3000 below: eight-wide).
+    // four-wide path; bf16 rows of a multiple of 8 up to 32,768 the kernel
+    // that holds the row in registers (3000 below, and its widest), wider
+    // ones the eight-wide path.
+    check!("cross_entropy_held_widest", BF, |be| {
+        cross_entropy_case(be, 32768)
+    });
+    check!("cross_entropy_eight", BF, |be| {
+        cross_entropy_case(be, 32776)
+    });
     check!("cross_entropy_odd", BF, |be| {
         cross_entropy_case(be, 3001)
     });

@@ -43,11 +43,10 @@ impl Cuda {
         self.launch(name, self.grid(n), 256, 0, args);
     }
 
-    /// Like `launch_each`, for a kernel that takes four elements per thread
-    /// when `vec4` (its `FOR_EACH4` loop) and one otherwise.
-    pub(super) fn launch_vec(&self, name: &'static str, n: usize, vec4: bool, args: &[u64]) {
-        let threads = if vec4 { n.div_ceil(4) } else { n };
-        self.launch(name, self.grid(threads), 256, 0, args);
+    /// Like `launch_each`, for a kernel whose grid-stride loop takes
+    /// `per_thread` elements a thread (4 for a `FOR_EACH4` loop).
+    pub(super) fn launch_vec(&self, name: &'static str, n: usize, per_thread: usize, args: &[u64]) {
+        self.launch(name, self.grid(n.div_ceil(per_thread)), 256, 0, args);
     }
 
     /// Blocks for a grid-stride loop over `n` elements of 256 threads.

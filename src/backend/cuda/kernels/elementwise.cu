@@ -31,8 +31,8 @@ extern "C" __global__ void activation_backward(void* dinp, int dinp_bf, const vo
 // inp[rows, 2·half] = value | gate; out[rows, half] = value · act(gate).
 // Row and column come from a 32-bit division (n < 2³² is checked on the
 // host): a 64-bit one costs more than the rest of the element's work.
-// V values per thread: 4 when half is a multiple of 4 (`launch_vec4`), so
-// a group never straddles a row; else 1.
+// V values per thread: 8 (16-byte bf16 accesses) when half is a multiple of
+// 8, 4 when of 4, so that a group never straddles a row; else 1.
 template <int V>
 __device__ void glu_forward_impl(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 half, u64 n) {
     for (u64 i = V * ((u64)blockIdx.x * blockDim.x + threadIdx.x); i < n; i += V * (u64)gridDim.x * blockDim.x) {
@@ -64,12 +64,19 @@ __device__ void glu_backward_impl(void* dinp, int dinp_bf, const void* dout, int
     }
 }
 
+extern "C" __global__ void glu_forward8(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 half, u64 n) {
+    glu_forward_impl<8>(out, out_bf, inp, inp_bf, act, half, n);
+}
 extern "C" __global__ void glu_forward(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 half, u64 n) {
     glu_forward_impl<4>(out, out_bf, inp, inp_bf, act, half, n);
 }
 extern "C" __global__ void glu_forward_scalar(void* out, int out_bf, const void* inp, int inp_bf, int act, u64 half,
                                               u64 n) {
     glu_forward_impl<1>(out, out_bf, inp, inp_bf, act, half, n);
+}
+extern "C" __global__ void glu_backward8(void* dinp, int dinp_bf, const void* dout, int dout_bf, const void* inp,
+                                        int inp_bf, int act, u64 half, u64 n) {
+    glu_backward_impl<8>(dinp, dinp_bf, dout, dout_bf, inp, inp_bf, act, half, n);
 }
 extern "C" __global__ void glu_backward(void* dinp, int dinp_bf, const void* dout, int dout_bf, const void* inp,
                                         int inp_bf, int act, u64 half, u64 n) {

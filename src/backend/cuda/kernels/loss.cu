@@ -88,6 +88,64 @@ extern "C" __global__ void cross_entropy(float* losses, void* logits, int logits
     else cross_entropy_row<1>(losses, logits, logits_bf, target, r, vocab, write_grad, dscale);
 }
 
+// cross_entropy for bf16 rows that fit a block's registers (vocab a multiple
+// of 8, at most CE_HELD_CHUNKS·8·512 = 32,768; the host checks): each thread
+// keeps its pieces of the row as packed bf16 (16 bytes a piece, 32 registers
+// at most), so the row is read from memory once, where `cross_entropy` reads
+// it again to write the gradient (after the other rows in flight had pushed
+// much of it out of L2 at gpt-small's 32,768 × 4,096 chunks).
+#define CE_HELD_CHUNKS 8
+extern "C" __global__ void __launch_bounds__(512) cross_entropy_held(float* losses, bf16_t* logits, const u32* targets,
+                                                                     u64 vocab, int write_grad, float dscale) {
+    __shared__ float shared[32];
+    const u64 r = blockIdx.x;
+    const u32 target = targets[r];
+    bf16_t* row = logits + r * vocab;
+    const int pieces = (int)(vocab / 8);
+    if (target == 0xffffffffu) {
+        if (threadIdx.x == 0) losses[r] = 0.0f;
+        if (write_grad)
+            for (int k = threadIdx.x; k < pieces; k += blockDim.x) *(uint4*)(row + 8 * k) = make_uint4(0, 0, 0, 0);
+        return;
+    }
+    uint4 held[CE_HELD_CHUNKS];
+    float m = NEG_INF, s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < CE_HELD_CHUNKS; j++) {
+        const int k = j * 512 + threadIdx.x;
+        if (k < pieces) held[j] = *(const uint4*)(row + 8 * k);
+    }
+#pragma unroll
+    for (int j = 0; j < CE_HELD_CHUNKS; j++) {
+        if (j * 512 + (int)threadIdx.x < pieces) {
+            float v[8];
+            unpack8(v, held[j]);
+            online_softmax_add<8>(m, s, v);
+        }
+    }
+    const float row_max = block_max(m, shared);
+    s = block_sum(s == 0.0f ? 0.0f : s * __expf(m - row_max), shared);
+    const float xt = bf16_to_f32(row[target]);
+    __syncthreads();  // every thread has read x[target] before any gradient overwrites it
+    if (threadIdx.x == 0) losses[r] = logf(s) - (xt - row_max);
+    if (!write_grad) return;
+    const float factor = dscale / s;
+#pragma unroll
+    for (int j = 0; j < CE_HELD_CHUNKS; j++) {
+        const int k = j * 512 + threadIdx.x;
+        if (k < pieces) {
+            float v[8];
+            unpack8(v, held[j]);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                v[e] = __expf(v[e] - row_max) * factor;
+                if (8 * k + e == (int)target) v[e] -= dscale;
+            }
+            stv<8>(row, 1, 8 * (u64)k, v);
+        }
+    }
+}
+
 // One block per row: hits[r] = 1 when the target is the row's first arg-max,
 // that is x[t] > x[c] for every c < t and x[t] >= x[c] for every c > t (the
 // host's tie rule); 0 otherwise and on ignored rows. Counting the columns that

@@ -61,12 +61,12 @@ impl ActivationOps for Cuda {
         if !self.glu_fits(inp.len) {
             return;
         }
-        let (name, vec4) = Self::glu_kernel("glu_forward", half, &[out.ptr(), inp.ptr()]);
+        let (name, per_thread) = Self::glu_kernel(Glu::Forward, half, &[out.ptr(), inp.ptr()]);
         self.timed("glu_forward", || {
             self.launch_vec(
                 name,
                 n,
-                vec4,
+                per_thread,
                 &[
                     out.ptr(),
                     out.bf(),
@@ -92,13 +92,13 @@ impl ActivationOps for Cuda {
         if !self.glu_fits(inp.len) {
             return;
         }
-        let (name, vec4) =
-            Self::glu_kernel("glu_backward", half, &[dinp.ptr(), dout.ptr(), inp.ptr()]);
+        let (name, per_thread) =
+            Self::glu_kernel(Glu::Backward, half, &[dinp.ptr(), dout.ptr(), inp.ptr()]);
         self.timed("glu_backward", || {
             self.launch_vec(
                 name,
                 n,
-                vec4,
+                per_thread,
                 &[
                     dinp.ptr(),
                     dinp.bf(),
@@ -121,7 +121,7 @@ impl ActivationOps for Cuda {
             self.launch_vec(
                 if vec4 { "add" } else { "add_scalar" },
                 n,
-                vec4,
+                if vec4 { 4 } else { 1 },
                 &[
                     out.ptr(),
                     out.bf(),
@@ -163,16 +163,23 @@ impl Cuda {
         false
     }
 
-    /// The GLU kernel for `half` columns: four values per thread when a
-    /// group of four never straddles a row and the buffers allow 16-byte
-    /// accesses, else one (`<name>_scalar`).
-    fn glu_kernel(name: &'static str, half: usize, ptrs: &[u64]) -> (&'static str, bool) {
-        let vec4 = half.is_multiple_of(4) && vector_aligned(ptrs);
-        let scalar = match name {
-            "glu_forward" => "glu_forward_scalar",
-            _ => "glu_backward_scalar",
+    /// The GLU kernel for `half` columns and its values a thread: eight
+    /// (16-byte bf16 accesses) or four where a group never straddles a row
+    /// and the buffers allow 16-byte accesses, else one. Eight measured
+    /// against four on an H100: see bench/RESULTS.md, sixteenth session.
+    fn glu_kernel(pass: Glu, half: usize, ptrs: &[u64]) -> (&'static str, usize) {
+        let aligned = vector_aligned(ptrs);
+        let [wide, four, scalar] = match pass {
+            Glu::Forward => ["glu_forward8", "glu_forward", "glu_forward_scalar"],
+            Glu::Backward => ["glu_backward8", "glu_backward", "glu_backward_scalar"],
         };
-        (if vec4 { name } else { scalar }, vec4)
+        if aligned && half.is_multiple_of(8) {
+            (wide, 8)
+        } else if aligned && half.is_multiple_of(4) {
+            (four, 4)
+        } else {
+            (scalar, 1)
+        }
     }
 
     fn dropout(&self, out: &mut CudaBuf, inp: &CudaBuf, p: f32, seed: u64) {
@@ -191,4 +198,11 @@ impl Cuda {
             ],
         );
     }
+}
+
+/// The GLU pass a kernel is picked for.
+#[derive(Clone, Copy)]
+enum Glu {
+    Forward,
+    Backward,
 }

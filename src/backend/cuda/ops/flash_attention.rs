@@ -245,17 +245,19 @@ impl Cuda {
                 ],
             );
         });
-        // Two key tiles a block where asked for and the sequence holds whole pairs.
+        // The wgmma backward (one warpgroup a 64-key tile) where built (Hopper)
+        // and not switched off; it reads the output gradient as bf16 only.
+        // Else two key tiles a block where asked for and the sequence holds
+        // whole pairs; else one. `kb`: key tiles a block.
+        let wgmma = (f.backward_wgmma).filter(|_| self.flash_backward_wgmma && dout.bf16);
         let k2 = (f.backward_k2).filter(|_| {
             self.flash_backward_k2 && shape.seq.is_multiple_of(2 * FlashAttention::TILE)
         });
-        let (mut kernel, kb) = k2.map_or((f.backward, 1), |k| (k, 2));
-        let mut bytes = FlashAttention::backward_bytes(f.head_dim, kb);
-        // The wgmma backward (one warpgroup a 64-key tile) where built (Hopper)
-        // and not switched off; it reads the output gradient as bf16 only.
-        if let Some(k) = (f.backward_wgmma).filter(|_| self.flash_backward_wgmma && dout.bf16) {
-            (kernel, bytes) = (k, FlashAttention::wgmma_backward_bytes());
-        }
+        let (kernel, kb, bytes) = match (wgmma, k2) {
+            (Some(k), _) => (k, 1, FlashAttention::wgmma_backward_bytes()),
+            (None, Some(k)) => (k, 2, FlashAttention::backward_bytes(f.head_dim, 2)),
+            (None, None) => (f.backward, 1, FlashAttention::backward_bytes(f.head_dim, 1)),
+        };
         self.timed("attention_backward", || {
             self.launch(
                 kernel,

@@ -63,6 +63,27 @@ impl LossOps for Cuda {
             .into_iter()
             .find(|&w| aligned && vocab.is_multiple_of(w))
             .unwrap_or(1);
+        // A bf16 row that fits the block's registers is read once
+        // (`cross_entropy_held`).
+        if logits.bf16 && width == 8 && vocab <= Self::CE_HELD_VOCAB {
+            self.timed("cross_entropy", || {
+                self.launch(
+                    "cross_entropy_held",
+                    rows as u32,
+                    512,
+                    0,
+                    &[
+                        losses.ptr(),
+                        logits.ptr(),
+                        targets.ptr(),
+                        vocab as u64,
+                        dscale.is_some() as u64,
+                        f32_arg(dscale.unwrap_or(0.0)),
+                    ],
+                )
+            });
+            return;
+        }
         self.timed("cross_entropy", || {
             self.launch(
                 "cross_entropy",
@@ -118,6 +139,10 @@ impl LossOps for Cuda {
 }
 
 impl Cuda {
+    /// The widest vocabulary `cross_entropy_held` keeps in registers:
+    /// CE_HELD_CHUNKS (8) pieces of 8 values for each of 512 threads.
+    const CE_HELD_VOCAB: usize = 8 * 8 * 512;
+
     fn mse(
         &self,
         losses: &mut CudaBuf,
