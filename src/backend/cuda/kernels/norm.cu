@@ -244,14 +244,16 @@ extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight
 }
 
 // norm_backward for rows of exactly 256·N columns, a kernel for each N so
-// that each has the registers of its own row (the host picks by width).
-#define NORM_BACKWARD_ROWS(N)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(128, N == 4 ? 4 : 5) norm_backward_##N(void* dinp, int dinp_bf, float* dweight, float* dbias,             \
-                                                 const void* dout, int dout_bf, const void* inp, int inp_bf,        \
-                                                 const float* weight, const float* mean, const float* rstd,         \
-                                                 int centred, u64 rows, u64 cols) {                                 \
-        norm_backward_rows<N>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd,        \
-                              centred, rows);                                                                       \
+// that each has the registers of its own row (the host picks by width). The
+// arguments are the general kernel's, so that the host passes one list;
+// `cols` is 256·N here. Bounded to five blocks an SM (four at N = 4).
+#define NORM_BACKWARD_ROWS(N)                                                                                \
+    extern "C" __global__ void __launch_bounds__(128, N == 4 ? 4 : 5)                                        \
+        norm_backward_##N(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout, int dout_bf, \
+                          const void* inp, int inp_bf, const float* weight, const float* mean, const float* rstd, \
+                          int centred, u64 rows, u64 cols) {                                                 \
+        norm_backward_rows<N>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, \
+                              centred, rows);                                                                \
     }
 NORM_BACKWARD_ROWS(1)
 NORM_BACKWARD_ROWS(2)
