@@ -6,7 +6,9 @@
 # carry/main/cram.gz   main as it is (the baseline)
 # carry/cram.gz        main with the patches applied in the order given (git am)
 # carry/cuda_ops.gz    the GPU tests of that same tree
-# carry/torch_reference.py, carry/wikipedia-00.jsonl.zst   from ../shared, where present
+# carry/torch_reference.py      from ../shared, where present
+# carry/wikipedia-00.jsonl.zst  the same, only with CARRY_CORPUS=1 (26 MB of the 64 MiB a call
+#                               carries; the quality runs need it, the speed runs do not)
 #
 # Binaries are stripped and gzipped (bench/speed_ab.sh unpacks a missing X from X.gz), so
 # the folder travels with `carry: ["carry"]` well under the device's 64 MiB. The patches
@@ -51,7 +53,9 @@ cargo build --release --all-targets
 pack target/release/cram carry/cram
 pack "$(cuda_ops_binary)" carry/cuda_ops
 
-for f in ../shared/bench/torch_reference.py ../shared/data/pretrain-en/wikipedia-00.jsonl.zst; do
+shared=(../shared/bench/torch_reference.py)
+[ "${CARRY_CORPUS:-0}" = 1 ] && shared+=(../shared/data/pretrain-en/wikipedia-00.jsonl.zst)
+for f in "${shared[@]}"; do
     if [ -f "$f" ]; then cp -f "$f" carry/; else echo "note: $f is not here; not carried" >&2; fi
 done
 echo "carry/ ($(du -sh carry | cut -f1)): main $(git rev-parse --short "$start"), patched with $*"
