@@ -135,6 +135,16 @@ pub trait Device: Send + Sync {
     fn check(&self) -> Result<(), DeviceError> {
         Ok(())
     }
+    /// Runs `work`, a whole job on this device (a training run), where the
+    /// device's ops run best when called: here, on the calling thread. The
+    /// CPU runs it on one of rayon's threads. `work` may not wait for other
+    /// threads but through the device's own ops.
+    fn run_job<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R
+    where
+        Self: Sized,
+    {
+        work()
+    }
     /// The dense matmul rate this device reaches in FLOP/s, measured on it,
     /// for MFU; `None` where no such number is meaningful (the CPU).
     fn peak_flops(&self) -> Option<f64> {

@@ -109,7 +109,7 @@ pub fn pretrain<B: Backend>(
     store: &TokenStore,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
-    pretrain_parallel(be, cfg, store, opts, None)
+    be.run_job(|| pretrain_parallel(be, cfg, store, opts, None))
 }
 
 fn finite(step: u64, what: &'static str, value: f64) -> Result<(), TrainError> {

@@ -13,6 +13,19 @@ impl Device for Cpu {
         format!("cpu ({} threads)", self.threads)
     }
 
+    /// `work` runs on one of the pool's threads, the caller blocked until it
+    /// returns. Called from outside the pool (the main thread), every
+    /// parallel op is handed to the pool and the caller sleeps on a latch
+    /// until it is done, so each op costs a wake-up, and between ops the
+    /// pool's threads spin beside the caller's serial work: on two cores 5–7%
+    /// of a `tiny` run (bench/RESULTS.md, seventeenth session). On a pool
+    /// thread the caller takes part in its own ops. Ranks as threads do not
+    /// use it: a rank waiting for its peers would hold one of the pool's
+    /// threads.
+    fn run_job<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        rayon::scope(|_| work())
+    }
+
     fn alloc(&self, len: usize) -> Vec<f32> {
         vec![0.0; len]
     }
