@@ -92,6 +92,35 @@ __device__ __forceinline__ void add_to_shared(float* acc, const float* v) {
     }
 }
 
+// The norm backward's parameter gradients in shared memory: each warp has
+// a dw slice of `cols` floats and a db slice after it. This warp's slices,
+// zeroed by its lanes.
+__device__ __forceinline__ float* zeroed_param_slices(float* acc, u64 cols) {
+    float* dw = acc + (threadIdx.x >> 5) * 2 * cols;
+    for (u64 c = threadIdx.x & 31; c < 2 * cols; c += 32) dw[c] = 0.0f;
+    return dw;
+}
+
+// Once every warp is done with its rows: the warps' slices summed for each
+// column c (stored at `slot(c)` of a slice) and added to the f32 gradients,
+// one atomic a column and parameter.
+template <typename Slot>
+__device__ __forceinline__ void add_param_slices(float* dweight, float* dbias, const float* acc, u64 cols,
+                                                 Slot slot) {
+    __syncthreads();
+    const int warps = blockDim.x >> 5;
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
+        u64 at = slot(c);
+        float w = 0.0f, b = 0.0f;
+        for (int k = 0; k < warps; k++) {
+            w += acc[k * 2 * cols + at];
+            b += acc[k * 2 * cols + cols + at];
+        }
+        atomicAdd(&dweight[c], w);
+        if (dbias) atomicAdd(&dbias[c], b);
+    }
+}
+
 // dinp += rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dout·w (RMSNorm drops
 // mean(g)); dw += Σ dout·x̂ and db += Σ dout. One warp per row, each warp
 // walking many rows and summing dw/db into its own slice of shared memory
@@ -104,9 +133,8 @@ __device__ void norm_backward_impl(void* dinp, int dinp_bf, float* dweight, floa
                                    const float* rstd, int centred, u64 rows, u64 cols) {
     extern __shared__ __align__(16) float acc[];
     int lane = threadIdx.x & 31, warp_in_block = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float* dw = acc + warp_in_block * 2 * cols;
+    float* dw = zeroed_param_slices(acc, cols);
     float* db = dw + cols;
-    for (u64 c = lane; c < 2 * cols; c += 32) dw[c] = 0.0f;
     u64 warps_total = (u64)gridDim.x * warps;
     for (u64 r = (u64)blockIdx.x * warps + warp_in_block; r < rows; r += warps_total) {
         u64 base = r * cols;
@@ -141,16 +169,7 @@ __device__ void norm_backward_impl(void* dinp, int dinp_bf, float* dweight, floa
             stv<V>(dinp, dinp_bf, base + c, dx);
         }
     }
-    __syncthreads();
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-        float w = 0.0f, b = 0.0f;
-        for (int k = 0; k < warps; k++) {
-            w += acc[k * 2 * cols + c];
-            b += acc[k * 2 * cols + cols + c];
-        }
-        atomicAdd(&dweight[c], w);
-        if (dbias) atomicAdd(&dbias[c], b);
-    }
+    add_param_slices(dweight, dbias, acc, cols, [](u64 c) { return c; });
 }
 
 // norm_backward_impl for rows of 256·N columns (N ≤ 4: the widths 256,
@@ -175,9 +194,8 @@ __device__ void norm_backward_rows(void* dinp, int dinp_bf, float* dweight, floa
     constexpr u64 cols = 256 * N;
     extern __shared__ __align__(16) float acc[];
     int lane = threadIdx.x & 31, warp_in_block = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    float* dw = acc + warp_in_block * 2 * cols;
+    float* dw = zeroed_param_slices(acc, cols);
     float* db = dw + cols;
-    for (u64 c = lane; c < 2 * cols; c += 32) dw[c] = 0.0f;
     u64 warps_total = (u64)gridDim.x * warps;
     for (u64 r = (u64)blockIdx.x * warps + warp_in_block; r < rows; r += warps_total) {
         u64 base = r * cols;
@@ -219,17 +237,7 @@ __device__ void norm_backward_rows(void* dinp, int dinp_bf, float* dweight, floa
             stv<8>(dinp, dinp_bf, base + 8 * lane + 256 * j, dx[j]);
         }
     }
-    __syncthreads();
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-        u64 slot = norm_param_slot(c, cols);
-        float sw = 0.0f, sb = 0.0f;
-        for (int k = 0; k < warps; k++) {
-            sw += acc[k * 2 * cols + slot];
-            sb += acc[k * 2 * cols + cols + slot];
-        }
-        atomicAdd(&dweight[c], sw);
-        if (dbias) atomicAdd(&dbias[c], sb);
-    }
+    add_param_slices(dweight, dbias, acc, cols, [](u64 c) { return norm_param_slot(c, cols); });
 }
 
 extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
