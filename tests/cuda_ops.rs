@@ -17,7 +17,7 @@
 mod common;
 
 use cram::backend::cpu::Cpu;
-use cram::backend::cuda::Cuda;
+use cram::backend::cuda::{Cuda, CudaSwitches, FlashBackward, FlashForward};
 use cram::backend::fp8::Fp8Switch;
 use cram::backend::{
     Activation, AdamW, AttentionShape, Backend, Device, Linear, MatmulShape, Norm, NormKind, Span,
@@ -32,6 +32,17 @@ use cram::train::{micro_step, Step, TrainState};
 
 fn gpu() -> Cuda {
     Cuda::new(0).expect("these tests need a CUDA GPU")
+}
+
+/// The switches the caller's environment sets (`CRAM_FP8=blocks cuda_ops
+/// ... full_step` runs the full steps in FP8), for a test to change one.
+fn switches() -> CudaSwitches {
+    CudaSwitches::from_env().expect("the CRAM_* switches")
+}
+
+/// The GPU with `switches`, whatever the environment says.
+fn gpu_with(switches: CudaSwitches) -> Cuda {
+    Cuda::with_switches(0, switches).expect("these tests need a CUDA GPU")
 }
 
 fn bf16_round(v: Vec<f32>) -> Vec<f32> {
@@ -83,10 +94,14 @@ fn compare(op: &str, cpu: Outputs, gpu: Outputs, tol: f64) {
 /// Runs `$body` (a generic function body over backend `$be`) on both
 /// backends and compares the outputs it returns.
 macro_rules! check {
-    ($op:expr, $tol:expr, |$be:ident| $body:block) => {{
+    ($op:expr, $tol:expr, |$be:ident| $body:block) => {
+        check!($op, $tol, switches(), |$be| $body)
+    };
+    // The GPU backend made with `$switches`.
+    ($op:expr, $tol:expr, $switches:expr, |$be:ident| $body:block) => {{
         fn run<B: Backend>($be: &B) -> Outputs $body
         let cpu = run(&Cpu::new());
-        let gpu = run(&gpu());
+        let gpu = run(&gpu_with($switches));
         compare($op, cpu, gpu, $tol);
     }};
 }
@@ -404,22 +419,6 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
     outputs
 }
 
-/// `f` with the switch `name` set to `value` (or unset), then the variable
-/// as it was before (backends read their switches when they are made).
-fn with_switch<T>(name: &str, value: Option<&str>, f: impl FnOnce() -> T) -> T {
-    let before = std::env::var_os(name);
-    match value {
-        Some(v) => std::env::set_var(name, v),
-        None => std::env::remove_var(name),
-    }
-    let out = f();
-    match before {
-        Some(v) => std::env::set_var(name, v),
-        None => std::env::remove_var(name),
-    }
-    out
-}
-
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn fp8_forward_matmul() {
@@ -429,8 +428,9 @@ fn fp8_forward_matmul() {
     let cpu = fp8_forward_case(&Cpu::new());
     // Backends made with the switch off and on, whatever the caller's
     // environment says (the tests after this one see it as it was).
-    let bf16 = with_switch("CRAM_FP8", None, || fp8_forward_case(&gpu()));
-    let fp8 = with_switch("CRAM_FP8", Some("forward"), || fp8_forward_case(&gpu()));
+    let with_fp8 = |fp8| gpu_with(CudaSwitches { fp8, ..switches() });
+    let bf16 = fp8_forward_case(&with_fp8(Fp8Switch::default()));
+    let fp8 = fp8_forward_case(&with_fp8(Fp8Switch::from_value("forward")));
     // FP8 really ran: its rounding shows against the bf16 product.
     let products = bf16
         .iter()
@@ -612,6 +612,17 @@ fn flash_attention_wgmma() {
             4 * 64,
         )
     });
+    // 192 rows are three key tiles: the wgmma backward with the mma.sync
+    // forward (whose wgmma kernel takes whole 128-row blocks).
+    check!("wgmma_192_64_causal", MM, |be| {
+        split_dqkv(
+            attention_rotary_case(be, (192, 64), true, Some(10000.0)),
+            4 * 64,
+        )
+    });
+    check!("wgmma_192_64", MM, |be| {
+        split_dqkv(attention_case(be, (192, 64), false), 4 * 64)
+    });
 }
 
 /// The mma.sync flash kernels of head width 64, which every other GPU runs,
@@ -620,19 +631,20 @@ fn flash_attention_wgmma() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_attention_mma() {
-    with_switch("CRAM_FLASH_BACKWARD", Some("mma"), || {
-        with_switch("CRAM_FLASH_FORWARD", Some("mma"), || {
-            assert!(!gpu().flash_on_wgmma());
-            check!("mma_256_64", MM, |be| {
-                attention_case(be, (256, 64), false)
-            });
-            check!("mma_256_64_causal", MM, |be| {
-                attention_rotary_case(be, (256, 64), true, Some(10000.0))
-            });
-            check!("mma_192_64_causal", MM, |be| {
-                attention_case(be, (192, 64), true)
-            });
-        })
+    let mma = CudaSwitches {
+        flash_forward: FlashForward::Mma,
+        flash_backward: FlashBackward::Mma,
+        ..switches()
+    };
+    assert!(!gpu_with(mma).flash_on_wgmma());
+    check!("mma_256_64", MM, mma, |be| {
+        attention_case(be, (256, 64), false)
+    });
+    check!("mma_256_64_causal", MM, mma, |be| {
+        attention_rotary_case(be, (256, 64), true, Some(10000.0))
+    });
+    check!("mma_192_64_causal", MM, mma, |be| {
+        attention_case(be, (192, 64), true)
     });
 }
 

@@ -35,7 +35,11 @@ impl Fp8Switch {
     /// The switch as `CRAM_FP8` sets it: `forward` (every wide product),
     /// `blocks` (the norm-fed ones) or anything else (none).
     pub fn from_env() -> Fp8Switch {
-        let value = std::env::var("CRAM_FP8").unwrap_or_default();
+        Self::from_value(&std::env::var("CRAM_FP8").unwrap_or_default())
+    }
+
+    /// The switch for `CRAM_FP8`'s `value`.
+    pub fn from_value(value: &str) -> Fp8Switch {
         Fp8Switch {
             normed: value == "forward" || value == "blocks",
             cast: value == "forward",

@@ -29,21 +29,22 @@ impl AnyDevice {
 }
 
 /// Starts the device `choice` names. `Auto` falls back to the CPU when no
-/// GPU can be used and returns the reason as a note for the user.
+/// GPU can be used and returns the reason as a note for the user. A
+/// `CRAM_*` switch with a value it does not have is an error for `Cuda`
+/// and `Auto` alike: a mistyped switch is the user's to fix, not a reason
+/// to train on the CPU.
 pub fn select_device(choice: DeviceChoice) -> Result<(AnyDevice, Option<String>), cuda::CudaError> {
-    match choice {
-        DeviceChoice::Cpu => Ok((AnyDevice::Cpu(cpu::Cpu::new()), None)),
-        DeviceChoice::Cuda => match cuda::Cuda::new(0) {
-            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
-            Err(why) => Err(cuda::CudaError::Requested(Box::new(why))),
-        },
-        DeviceChoice::Auto => match cuda::Cuda::new(0) {
-            Ok(gpu) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
-            Err(why) => Ok((
-                AnyDevice::Cpu(cpu::Cpu::new()),
-                Some(format!("no GPU in use ({why}); running on the CPU")),
-            )),
-        },
+    if choice == DeviceChoice::Cpu {
+        return Ok((AnyDevice::Cpu(cpu::Cpu::new()), None));
+    }
+    let switches = cuda::CudaSwitches::from_env()?;
+    match (choice, cuda::Cuda::with_switches(0, switches)) {
+        (_, Ok(gpu)) => Ok((AnyDevice::Cuda(Box::new(gpu)), None)),
+        (DeviceChoice::Auto, Err(why)) => Ok((
+            AnyDevice::Cpu(cpu::Cpu::new()),
+            Some(format!("no GPU in use ({why}); running on the CPU")),
+        )),
+        (_, Err(why)) => Err(cuda::CudaError::Requested(Box::new(why))),
     }
 }
 

@@ -35,6 +35,8 @@ mod memory;
 mod ops;
 mod profile;
 mod shard;
+mod switches;
+pub use switches::{CudaSwitches, FlashBackward, FlashForward, FusedAttention};
 
 pub(crate) use launch::f32_arg;
 pub(crate) use memory::View;
@@ -82,6 +84,8 @@ pub enum CudaError {
     Compile(String),
     #[error("CUDA error: {0}")]
     Driver(String),
+    #[error("{0}")]
+    Switch(String),
 }
 
 /// Whether the libraries the backend needs can be loaded, asked before any
@@ -175,8 +179,15 @@ unsafe impl Sync for Cuda {}
 
 impl Cuda {
     /// Opens GPU `ordinal`, compiles (or loads from the cache) the kernels
-    /// and sets up cuBLASLt.
+    /// and sets up cuBLASLt, with the switches the `CRAM_*` environment
+    /// variables set.
     pub fn new(ordinal: usize) -> Result<Cuda, CudaError> {
+        Self::with_switches(ordinal, CudaSwitches::from_env()?)
+    }
+
+    /// [`Cuda::new`] with `switches` given, whatever the environment says
+    /// (the GPU tests compare kernel paths this way).
+    pub fn with_switches(ordinal: usize, switches: CudaSwitches) -> Result<Cuda, CudaError> {
         libraries_present()?;
         let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::NoGpu(format!("{e:?}")))?;
         // One stream and no per-buffer events: ordering is the stream's.
@@ -188,19 +199,17 @@ impl Cuda {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_err)? as u32;
         let gpu = ctx.name().map_err(driver_err)?;
-        let debug = std::env::var_os("CRAM_CUDA_DEBUG").is_some_and(|v| v != "0");
+        let debug = switches.debug;
         let kernels = Kernels::load(major, minor)?;
         let memory = Arc::new(MemoryCounter::default());
         let fault = Arc::new(Fault::default());
-        let fp8_split_accum = std::env::var_os("CRAM_FP8_ACCUM").is_some_and(|v| v == "split");
-        let tune = blas::Tune::from_env();
         let blas = Blas::new(
             stream.clone(),
             memory.clone(),
             fault.clone(),
             debug,
-            !fp8_split_accum,
-            tune,
+            !switches.fp8_split_accum,
+            switches.matmul_tune,
         )?;
         let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
         if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
@@ -209,9 +218,8 @@ impl Cuda {
                 ops::NORM_BACKWARD_SHARED
             )));
         }
-        let choice = std::env::var_os("CRAM_FUSED_ATTENTION");
-        let fused_off = choice.as_ref().is_some_and(|v| v == "0");
-        let short_off = fused_off || choice.as_ref().is_some_and(|v| v == "flash");
+        let fused_off = switches.fused_attention == FusedAttention::Off;
+        let short_off = switches.fused_attention != FusedAttention::All;
         let fused_attention = (0..ops::FUSED_ATTENTION.len())
             .filter(|&i| {
                 let f = &ops::FUSED_ATTENTION[i];
@@ -244,52 +252,33 @@ impl Cuda {
         // `CRAM_FLASH_FORWARD=mma` / `CRAM_FLASH_BACKWARD=mma` keep the
         // mma.sync kernels (for comparison, and what other GPUs run).
         let wgmma = kernels::has_wgmma(major, minor);
-        let forward_choice = std::env::var_os("CRAM_FLASH_FORWARD");
-        let forward_is = |v: &str| forward_choice.as_ref().is_some_and(|c| c == v);
-        let flash_forward_m2 = !forward_is("m1");
+        let flash_forward_m2 = switches.flash_forward != FlashForward::M1;
         let flash_forward_wgmma = wgmma
-            && !forward_is("mma")
-            && !forward_is("m1")
+            && switches.flash_forward == FlashForward::Default
             && ops::FLASH_ATTENTION.iter().all(|f| {
                 (f.forward_wgmma).is_none_or(|k| {
                     kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_forward_bytes())
                 })
             });
-        let backward_choice = std::env::var_os("CRAM_FLASH_BACKWARD");
-        let backward_is = |v: &str| backward_choice.as_ref().is_some_and(|c| c == v);
-        let flash_backward_k2 = backward_is("k2");
+        let flash_backward_k2 = switches.flash_backward == FlashBackward::K2;
         let flash_backward_wgmma = wgmma
-            && !backward_is("mma")
-            && !backward_is("k2")
+            && switches.flash_backward == FlashBackward::Default
             && ops::FLASH_ATTENTION.iter().all(|f| {
                 (f.backward_wgmma).is_none_or(|k| {
                     kernels.allow_shared_memory(k, ops::FlashAttention::wgmma_backward_bytes())
                 })
             });
-        let bf16_residual = std::env::var_os("CRAM_RESIDUAL").is_none_or(|v| v != "f32");
+        let bf16_residual = !switches.f32_residual;
         // FP8 only where the GPU has FP8 tensor cores (8.9 and later).
-        let fp8 = if (major, minor) >= (8, 9) {
-            Fp8Switch::from_env()
+        let fp8_cores = (major, minor) >= (8, 9);
+        let fp8 = if fp8_cores {
+            switches.fp8
         } else {
             Fp8Switch::default()
         };
         // The comparison switches in effect, named in the device's name so
         // that every "device:" line and bench result says what it measured.
-        let switches: Vec<&str> = [
-            (fused_off, "CRAM_FUSED_ATTENTION=0"),
-            (short_off && !fused_off, "CRAM_FUSED_ATTENTION=flash"),
-            (!flash_forward_m2, "CRAM_FLASH_FORWARD=m1"),
-            (wgmma && forward_is("mma"), "CRAM_FLASH_FORWARD=mma"),
-            (wgmma && backward_is("mma"), "CRAM_FLASH_BACKWARD=mma"),
-            (flash_backward_k2, "CRAM_FLASH_BACKWARD=k2"),
-            (!bf16_residual, "CRAM_RESIDUAL=f32"),
-            (tune == blas::Tune::First, "CRAM_MATMUL_TUNE=off"),
-        ]
-        .into_iter()
-        .filter_map(|(on, switch)| on.then_some(switch))
-        .chain(fp8.name())
-        .chain((fp8_split_accum && fp8 != Fp8Switch::default()).then_some("CRAM_FP8_ACCUM=split"))
-        .collect();
+        let switches = switches.names(wgmma, fp8_cores);
         let name = if switches.is_empty() {
             name
         } else {

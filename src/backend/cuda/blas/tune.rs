@@ -24,13 +24,15 @@ const CANDIDATES: usize = 8;
 /// Timed runs of each candidate, after one untimed run.
 const REPS: usize = 3;
 
-/// How a plan picks its algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a plan picks its algorithm (`CRAM_MATMUL_TUNE`, read with the
+/// backend's other switches in `switches.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Tune {
     /// The heuristic's first choice (`CRAM_MATMUL_TUNE=off`, the comparison
     /// switch).
     First,
     /// The fastest candidate, measured (the default).
+    #[default]
     Fastest,
     /// As `Fastest`, and each shape's times are printed to stderr
     /// (`CRAM_MATMUL_TUNE=report`).
@@ -38,14 +40,6 @@ pub enum Tune {
 }
 
 impl Tune {
-    pub fn from_env() -> Tune {
-        match std::env::var("CRAM_MATMUL_TUNE").as_deref() {
-            Ok("off") => Tune::First,
-            Ok("report") => Tune::Report,
-            _ => Tune::Fastest,
-        }
-    }
-
     /// How many algorithms to ask the heuristic for.
     pub(super) fn candidates(self) -> usize {
         match self {
