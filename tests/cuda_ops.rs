@@ -241,13 +241,23 @@ fn norm_rows_case<B: Backend>(
     let dout = act(be, &rand_vals(8, rows * cols, 1.0));
     let mut dinp = be.upload(&rand_vals(9, rows * cols, 1.0));
     let mut grads = be.alloc(2 * cols);
-    be.norm_backward(
-        &mut dinp, &mut grads, &dout, &inp, &params, &mean, &rstd, norm, cols,
+    // The new dinp also in bf16, as a pre-LN block's backward asks for it.
+    let mut copy = be.alloc_activation(rows * cols);
+    be.norm_backward_copy(
+        (&mut dinp, &mut copy),
+        &mut grads,
+        &dout,
+        &inp,
+        &params,
+        (&mean, &rstd),
+        norm,
+        cols,
     );
     vec![
         ("out", be.download(&out)),
         ("rstd", be.download(&rstd)),
         ("dinp", be.download(&dinp)),
+        ("dinp_copy", be.download(&copy)),
         ("grads", be.download(&grads)),
     ]
 }
@@ -354,13 +364,10 @@ fn matmul_case<B: Backend>(be: &B, bias: bool, f32_input: bool) -> Outputs {
 /// of 2048 and more), alone and with a bf16 residual in its epilogue, then
 /// again after the weights changed (the FP8 weight copy must be cast anew),
 /// then as a pre-norm input projection (`norm_matmul_forward`, LayerNorm
-/// with a bias and RMSNorm without: the norm writes the E4M3 input).
-fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
-    let shape = MatmulShape {
-        m: 64,
-        k: 96,
-        n: 2048,
-    };
+/// with a bias and RMSNorm without: the norm writes the E4M3 input). `k`
+/// of 256·N runs the norm's row kernel, any other width its general path.
+fn fp8_forward_case<B: Backend>(be: &B, k: usize) -> Outputs {
+    let shape = MatmulShape { m: 64, k, n: 2048 };
     let MatmulShape { m, k, n } = shape;
     let mut params = be.upload(&rand_vals(20, n * k + n + 2 * k, 0.2));
     let layer = Linear {
@@ -422,15 +429,21 @@ fn fp8_forward_case<B: Backend>(be: &B) -> Outputs {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn fp8_forward_matmul() {
+    for k in [96, 256] {
+        fp8_forward_at(k);
+    }
+}
+
+fn fp8_forward_at(k: usize) {
     // E4M3 keeps 3 mantissa bits: each operand is within 2⁻⁴ of its value,
-    // and the sum over k = 96 products averages most of that away.
+    // and the sum over k ≥ 96 products averages most of that away.
     const FP8: f64 = 6e-2;
-    let cpu = fp8_forward_case(&Cpu::new());
+    let cpu = fp8_forward_case(&Cpu::new(), k);
     // Backends made with the switch off and on, whatever the caller's
     // environment says (the tests after this one see it as it was).
     let with_fp8 = |fp8| gpu_with(CudaSwitches { fp8, ..switches() });
-    let bf16 = fp8_forward_case(&with_fp8(Fp8Switch::default()));
-    let fp8 = fp8_forward_case(&with_fp8(Fp8Switch::from_value("forward")));
+    let bf16 = fp8_forward_case(&with_fp8(Fp8Switch::default()), k);
+    let fp8 = fp8_forward_case(&with_fp8(Fp8Switch::from_value("forward")), k);
     // FP8 really ran: its rounding shows against the bf16 product.
     let products = bf16
         .iter()
@@ -448,14 +461,17 @@ fn fp8_forward_matmul() {
             "fp8/{name}: the FP8 product equals the bf16 one (FP8 did not run)"
         );
     }
-    compare("fp8_forward", cpu, fp8.clone(), FP8);
+    compare(&format!("fp8_forward_k{k}"), cpu, fp8.clone(), FP8);
     // And against the CPU's emulation of the same FP8 rounding: only the
     // bf16 outputs and the order of the f32 sums differ.
-    let emulated = fp8_forward_case(&Cpu::new().with_fp8(Fp8Switch {
-        normed: true,
-        cast: true,
-    }));
-    compare("fp8_forward_emulated", emulated, fp8, 2e-2);
+    let emulated = fp8_forward_case(
+        &Cpu::new().with_fp8(Fp8Switch {
+            normed: true,
+            cast: true,
+        }),
+        k,
+    );
+    compare(&format!("fp8_forward_emulated_k{k}"), emulated, fp8, 2e-2);
 }
 
 #[test]

@@ -325,6 +325,27 @@ pub trait NormOps: Device {
         norm: Norm,
         cols: usize,
     );
+    /// [`norm_backward`](Self::norm_backward), then `dinp`'s new values
+    /// also into `copy`, an activation buffer: in a pre-LN block the next
+    /// product's output gradient, which the GPU reads in bf16 while `dinp`
+    /// (the residual-stream gradient) stays f32. One call, so that a backend
+    /// may write the copy in the same pass (CUDA: no cast of `dinp` before
+    /// each output projection's backward); the default is the two ops.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_backward_copy(
+        &self,
+        (dinp, copy): (&mut Self::Buf, &mut Self::Buf),
+        grads: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        (mean, rstd): (&Self::Buf, &Self::Buf),
+        norm: Norm,
+        cols: usize,
+    ) {
+        self.norm_backward(dinp, grads, dout, inp, params, mean, rstd, norm, cols);
+        self.copy(copy, dinp);
+    }
 }
 
 /// Dense layers.

@@ -136,6 +136,11 @@ pub struct Activations<B: Backend> {
     pub dropout_seed: u64,
     // Gradient scratch, reused by every block.
     pub d_resid: B::Buf,
+    /// `d_resid` in the activation type, written beside it by every norm
+    /// backward that ends a pre-LN block half (and the final norm's): the
+    /// output projections' backward reads it, so the GPU casts no f32
+    /// residual gradient before each of those products.
+    pub d_resid_copy: B::Buf,
     pub d_sum: B::Buf,
     pub d_tmp: B::Buf,
     pub d_norm: B::Buf,
@@ -207,6 +212,7 @@ impl<B: Backend> Activations<B> {
             logit_chunk_rows: LogitChunks::default_rows(cfg.vocab_size),
             dropout_seed: 0,
             d_resid: be.alloc(n * c),
+            d_resid_copy: act(n * c),
             d_sum: be.alloc(n * c),
             d_tmp: be.alloc(n * c),
             d_norm: act(n * c),

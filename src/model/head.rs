@@ -37,14 +37,16 @@ impl Model {
     }
 
     /// `d_resid` = the gradient of the last residual, from `d_hidden`, the
-    /// gradient of the hidden states (through the final norm when there is one).
+    /// gradient of the hidden states (through the final norm when there is
+    /// one); `d_copy` the same in the activation type (see
+    /// [`Activations::d_resid_copy`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn final_norm_backward<B: Backend>(
         &self,
         be: &B,
         params: &B::Buf,
         grads: &mut B::Buf,
-        d_resid: &mut B::Buf,
+        (d_resid, d_copy): (&mut B::Buf, &mut B::Buf),
         d_hidden: &B::Buf,
         last: &B::Buf,
         stats: &NormStats<B>,
@@ -52,19 +54,21 @@ impl Model {
         match self.layout.final_norm {
             Some(norm) => {
                 be.zero(d_resid);
-                be.norm_backward(
-                    d_resid,
+                be.norm_backward_copy(
+                    (d_resid, d_copy),
                     grads,
                     d_hidden,
                     last,
                     params,
-                    &stats.mean,
-                    &stats.rstd,
+                    (&stats.mean, &stats.rstd),
                     norm,
                     self.cfg.hidden,
                 );
             }
-            None => be.copy(d_resid, d_hidden),
+            None => {
+                be.copy(d_resid, d_hidden);
+                be.copy(d_copy, d_hidden);
+            }
         }
     }
 
@@ -188,7 +192,7 @@ impl Model {
             be,
             params,
             grads,
-            &mut acts.d_resid,
+            (&mut acts.d_resid, &mut acts.d_resid_copy),
             d_hidden,
             last,
             &acts.final_stats,

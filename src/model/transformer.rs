@@ -132,7 +132,7 @@ impl Model {
             be,
             params,
             grads,
-            &mut acts.d_resid,
+            (&mut acts.d_resid, &mut acts.d_resid_copy),
             &acts.d_hidden,
             &acts.resid[2 * self.cfg.layers],
             &acts.final_stats,
@@ -364,7 +364,7 @@ impl Model {
         let x = &acts.resid[2 * l];
         let mid = &acts.resid[2 * l + 1];
         let a = &acts.blocks[l];
-        let d = &mut acts.d_resid;
+        let (d, d_copy) = (&mut acts.d_resid, &mut acts.d_resid_copy);
         let (d_sum, d_tmp) = (&mut acts.d_sum, &mut acts.d_tmp);
         let f = self.cfg.ffn;
         let inner = self.cfg.ffn_inner();
@@ -373,7 +373,7 @@ impl Model {
         let scratch = (&mut *d_sum, &mut *d_tmp);
         let post_norm = (!pre).then_some((bp.ffn_norm, &a.ffn_norm_io, &a.ffn_stats));
         let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Ffn(l))));
-        let d_proj = projection_grad(be, params, grads, d, scratch, post_norm, drop, c);
+        let d_proj = projection_grad(be, params, grads, (d, d_copy), scratch, post_norm, drop, c);
         let down = MatmulShape {
             m: n,
             k: inner,
@@ -406,7 +406,7 @@ impl Model {
             be,
             pre,
             (params, grads),
-            (d, &mut acts.d_norm),
+            (d, d_copy, &mut acts.d_norm),
             (&acts.d_ffn_h, bp.ffn_in, up),
             (mid, &a.ffn_norm_io, &a.ffn_stats),
             (bp.ffn_norm, c),
@@ -416,7 +416,7 @@ impl Model {
         let scratch = (&mut *d_sum, &mut *d_tmp);
         let post_norm = (!pre).then_some((bp.attn_norm, &a.attn_norm_io, &a.attn_stats));
         let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Attention(l))));
-        let d_proj = projection_grad(be, params, grads, d, scratch, post_norm, drop, c);
+        let d_proj = projection_grad(be, params, grads, (d, d_copy), scratch, post_norm, drop, c);
         let cc = MatmulShape { m: n, k: c, n: c };
         be.matmul_backward(
             Some(&mut acts.d_att),
@@ -444,7 +444,7 @@ impl Model {
             be,
             pre,
             (params, grads),
-            (d, &mut acts.d_norm),
+            (d, d_copy, &mut acts.d_norm),
             (&acts.d_qkv, bp.qkv, qkv),
             (x, &a.attn_norm_io, &a.attn_stats),
             (bp.attn_norm, c),
@@ -462,7 +462,7 @@ fn sublayer_input_backward<B: Backend>(
     be: &B,
     pre: bool,
     (params, grads): (&B::Buf, &mut B::Buf),
-    (d, d_norm): (&mut B::Buf, &mut B::Buf),
+    (d, d_copy, d_norm): (&mut B::Buf, &mut B::Buf, &mut B::Buf),
     (d_branch, proj, shape): (&B::Buf, Linear, MatmulShape),
     (x, norm_io, stats): (&B::Buf, &B::Buf, &NormStats<B>),
     (norm, width): (Norm, usize),
@@ -481,14 +481,13 @@ fn sublayer_input_backward<B: Backend>(
         proj,
         shape,
     );
-    be.norm_backward(
-        d,
+    be.norm_backward_copy(
+        (d, d_copy),
         grads,
         d_norm,
         x,
         params,
-        &stats.mean,
-        &stats.rstd,
+        (&stats.mean, &stats.rstd),
         norm,
         width,
     );
@@ -518,7 +517,8 @@ fn sublayer_input<B: Backend>(
 }
 
 /// The gradient reaching a sub-layer's output projection from `d`, the
-/// gradient of the residual stream after it. Post-LN (`post_norm` given):
+/// gradient of the residual stream after it (pre-LN without dropout:
+/// `d_copy`, the same in the activation type). Post-LN (`post_norm` given):
 /// back through `norm(residual + projection)`, whose input gradient also
 /// flows on along the residual, so it is left in `d` too. Then back through
 /// dropout when the sub-layer has it. Returns the buffer holding the result.
@@ -527,13 +527,16 @@ fn projection_grad<'a, B: Backend>(
     be: &B,
     params: &B::Buf,
     grads: &mut B::Buf,
-    d: &'a mut B::Buf,
+    (d, d_copy): (&'a mut B::Buf, &'a B::Buf),
     (d_sum, d_tmp): (&'a mut B::Buf, &'a mut B::Buf),
     post_norm: Option<(Norm, &B::Buf, &NormStats<B>)>,
     dropout: Option<(f32, u64)>,
     cols: usize,
 ) -> &'a B::Buf {
     let through_norm: &B::Buf = match post_norm {
+        // Pre-LN without dropout: the product reads `d` as `d_copy`, which
+        // the norm backward before wrote in the activation type.
+        None if dropout.is_none() => return d_copy,
         None => d,
         Some((norm, sum, s)) => {
             be.zero(d_sum);

@@ -69,12 +69,68 @@ __device__ void norm_forward_impl(void* out, int out_bf, float* mean, float* rst
     }
 }
 
+// norm_forward_impl for rows of 256·N columns (N ≤ 4, the widths of every
+// preset): each lane holds its 8·N values in registers, so the row is read
+// from memory once, 16 bytes an access (bf16); the general path reads it
+// two or three times, 8 bytes an access. Lane l owns columns 8l + 256j .. +8.
+template <int N>
+__device__ void norm_forward_rows(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
+                                  const float* weight, const float* bias, int centred, float eps, u64 rows,
+                                  unsigned char* q, float q_scale) {
+    constexpr u64 cols = 256 * N;
+    u64 r = (u64)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    u64 base = r * cols;
+    float x[N][8];
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        ldv<8>(x[j], inp, inp_bf, base + 8 * lane + 256 * j);
+#pragma unroll
+        for (int k = 0; k < 8; k++) s += x[j][k];
+    }
+    float m = centred ? warp_sum(s) / (float)cols : 0.0f;
+    float v = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int k = 0; k < 8; k++) v += (x[j][k] - m) * (x[j][k] - m);
+    float rs = rsqrtf(warp_sum(v) / (float)cols + eps);
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        u64 c = 8 * lane + 256 * j;
+#pragma unroll
+        for (int k = 0; k < 8; k++) x[j][k] = (x[j][k] - m) * rs * weight[c + k] + (bias ? bias[c + k] : 0.0f);
+        stv<8>(out, out_bf, base + c, x[j]);
+        if (q) {
+            st_e4m3<4>(q, base + c, x[j], q_scale);
+            st_e4m3<4>(q, base + c + 4, x[j] + 4, q_scale);
+        }
+    }
+    if (lane == 0) {
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
 // `q` (E4M3 copy of out, 4-byte aligned) and `q_descale` are null unless asked.
 extern "C" __global__ void norm_forward(void* out, int out_bf, float* mean, float* rstd, const void* inp, int inp_bf,
                                         const float* weight, const float* bias, int centred, float eps, u64 rows,
                                         u64 cols, unsigned char* q, float* q_descale) {
     // Before any warp leaves: the scale's reduction needs the whole block.
     float q_scale = q ? fp8_norm_scale(weight, bias, cols, q_descale) : 0.0f;
+    if (cols % 256 == 0 && cols <= 1024) {
+#define NORM_FORWARD_ROWS(N) \
+    norm_forward_rows<N>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, q, q_scale)
+        switch (cols / 256) {
+            case 1: NORM_FORWARD_ROWS(1); return;
+            case 2: NORM_FORWARD_ROWS(2); return;
+            case 3: NORM_FORWARD_ROWS(3); return;
+            default: NORM_FORWARD_ROWS(4); return;
+        }
+#undef NORM_FORWARD_ROWS
+    }
     if (cols % 4 == 0)
         norm_forward_impl<4>(out, out_bf, mean, rstd, inp, inp_bf, weight, bias, centred, eps, rows, cols, q, q_scale);
     else
@@ -126,11 +182,13 @@ __device__ __forceinline__ void add_param_slices(float* dweight, float* dbias, c
 // walking many rows and summing dw/db into its own slice of shared memory
 // (no atomics, no bank conflicts: lane l owns its V-column groups). The
 // block then adds its warps' slices to the f32 gradients once per column.
-// Shared memory: 2·cols floats per warp.
+// Shared memory: 2·cols floats per warp. Where `dcopy` is not null the new
+// dinp also goes there in bf16: the next product's output gradient, which
+// would otherwise be a cast pass over an f32 dinp (norm_backward_copy).
 template <int V>
 __device__ void norm_backward_impl(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
                                    int dout_bf, const void* inp, int inp_bf, const float* weight, const float* mean,
-                                   const float* rstd, int centred, u64 rows, u64 cols) {
+                                   const float* rstd, int centred, u64 rows, u64 cols, void* dcopy) {
     extern __shared__ __align__(16) float acc[];
     int lane = threadIdx.x & 31, warp_in_block = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float* dw = zeroed_param_slices(acc, cols);
@@ -167,6 +225,7 @@ __device__ void norm_backward_impl(void* dinp, int dinp_bf, float* dweight, floa
             ldv<V>(dx, dinp, dinp_bf, base + c);
             for (int k = 0; k < V; k++) dx[k] += rs * (dy[k] * weight[c + k] - mean_g - (xh[k] - m) * rs * mean_gx);
             stv<V>(dinp, dinp_bf, base + c, dx);
+            if (dcopy) stv<V>(dcopy, 1, base + c, dx);
         }
     }
     add_param_slices(dweight, dbias, acc, cols, [](u64 c) { return c; });
@@ -190,7 +249,7 @@ __device__ __forceinline__ u64 norm_param_slot(u64 c, u64 cols) {
 template <int N>
 __device__ void norm_backward_rows(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
                                    int dout_bf, const void* inp, int inp_bf, const float* weight, const float* mean,
-                                   const float* rstd, int centred, u64 rows) {
+                                   const float* rstd, int centred, u64 rows, void* dcopy) {
     constexpr u64 cols = 256 * N;
     extern __shared__ __align__(16) float acc[];
     int lane = threadIdx.x & 31, warp_in_block = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -235,6 +294,7 @@ __device__ void norm_backward_rows(void* dinp, int dinp_bf, float* dweight, floa
 #pragma unroll
             for (int k = 0; k < 8; k++) dx[j][k] += rs * (dy[j][k] * weight[8 * lane + 256 * j + k] - mean_g - xh[j][k] * mean_gx);
             stv<8>(dinp, dinp_bf, base + 8 * lane + 256 * j, dx[j]);
+            if (dcopy) stv<8>(dcopy, 1, base + 8 * lane + 256 * j, dx[j]);
         }
     }
     add_param_slices(dweight, dbias, acc, cols, [](u64 c) { return norm_param_slot(c, cols); });
@@ -242,13 +302,14 @@ __device__ void norm_backward_rows(void* dinp, int dinp_bf, float* dweight, floa
 
 extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout,
                                          int dout_bf, const void* inp, int inp_bf, const float* weight,
-                                         const float* mean, const float* rstd, int centred, u64 rows, u64 cols) {
+                                         const float* mean, const float* rstd, int centred, u64 rows, u64 cols,
+                                         void* dcopy) {
     if (cols % 4 == 0)
         norm_backward_impl<4>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, centred,
-                              rows, cols);
+                              rows, cols, dcopy);
     else
         norm_backward_impl<1>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, centred,
-                              rows, cols);
+                              rows, cols, dcopy);
 }
 
 // norm_backward for rows of exactly 256·N columns, a kernel for each N so
@@ -259,9 +320,9 @@ extern "C" __global__ void norm_backward(void* dinp, int dinp_bf, float* dweight
     extern "C" __global__ void __launch_bounds__(128, N == 4 ? 4 : 5)                                        \
         norm_backward_##N(void* dinp, int dinp_bf, float* dweight, float* dbias, const void* dout, int dout_bf, \
                           const void* inp, int inp_bf, const float* weight, const float* mean, const float* rstd, \
-                          int centred, u64 rows, u64 cols) {                                                 \
+                          int centred, u64 rows, u64 cols, void* dcopy) {                                    \
         norm_backward_rows<N>(dinp, dinp_bf, dweight, dbias, dout, dout_bf, inp, inp_bf, weight, mean, rstd, \
-                              centred, rows);                                                                \
+                              centred, rows, dcopy);                                                         \
     }
 NORM_BACKWARD_ROWS(1)
 NORM_BACKWARD_ROWS(2)

@@ -3,7 +3,7 @@
 
 use super::ROW_BLOCK;
 use crate::backend::cuda::{assert_vector_aligned, f32_arg, Cuda, CudaBuf};
-use crate::backend::{Linear, MatmulOps, MatmulShape, Norm, NormKind, NormOps};
+use crate::backend::{Device, Linear, MatmulOps, MatmulShape, Norm, NormKind, NormOps};
 
 /// Warps per block of `norm_backward`, and the shared memory it may use
 /// (set as the kernel's limit at start-up): 2·cols floats per warp.
@@ -68,6 +68,45 @@ impl NormOps for Cuda {
         norm: Norm,
         cols: usize,
     ) {
+        let io = (&*dinp, 0, dout, inp);
+        self.launch_norm_backward(io, grads, params, (mean, rstd), norm, cols);
+    }
+
+    fn norm_backward_copy(
+        &self,
+        (dinp, copy): (&mut CudaBuf, &mut CudaBuf),
+        grads: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        params: &CudaBuf,
+        (mean, rstd): (&CudaBuf, &CudaBuf),
+        norm: Norm,
+        cols: usize,
+    ) {
+        assert_eq!(copy.len, dinp.len, "norm_backward_copy: the copy's length");
+        if !copy.bf16 {
+            self.norm_backward(dinp, grads, dout, inp, params, mean, rstd, norm, cols);
+            self.copy(copy, dinp);
+            return;
+        }
+        copy.invalidate_shadow();
+        let io = (&*dinp, copy.ptr(), dout, inp);
+        self.launch_norm_backward(io, grads, params, (mean, rstd), norm, cols);
+    }
+}
+
+impl Cuda {
+    /// The norm's backward into `dinp` (f32 or bf16) and, where `copy` is
+    /// not 0, the same values in bf16 at `copy` (`norm_backward_copy`).
+    fn launch_norm_backward(
+        &self,
+        (dinp, copy, dout, inp): (&CudaBuf, u64, &CudaBuf, &CudaBuf),
+        grads: &CudaBuf,
+        params: &CudaBuf,
+        (mean, rstd): (&CudaBuf, &CudaBuf),
+        norm: Norm,
+        cols: usize,
+    ) {
         let rows = inp.len / cols;
         // Each of the block's warps keeps dw and db (2·cols floats) in shared memory.
         let shared = NORM_BACKWARD_WARPS * 2 * cols * 4;
@@ -96,7 +135,7 @@ impl NormOps for Cuda {
             ),
         };
         if cols.is_multiple_of(4) {
-            assert_vector_aligned("norm_backward", &[dinp.ptr(), dout.ptr(), inp.ptr()]);
+            assert_vector_aligned("norm_backward", &[dinp.ptr(), dout.ptr(), inp.ptr(), copy]);
         }
         self.timed("norm_backward", || {
             self.launch(
@@ -119,13 +158,12 @@ impl NormOps for Cuda {
                     (norm.kind == NormKind::Layernorm) as u64,
                     rows as u64,
                     cols as u64,
+                    copy,
                 ],
             )
         });
     }
-}
 
-impl Cuda {
     /// The norm's forward; `fp8`, when given, is where its output's E4M3
     /// copy and that copy's descale go (`fp8_norm_scale` in the kernel).
     fn launch_norm_forward(
