@@ -67,7 +67,10 @@ impl Model {
             }
             None => {
                 be.copy(d_resid, d_hidden);
-                be.copy(d_copy, d_hidden);
+                // Only a pre-LN block's output projection reads the copy.
+                if super::layout::is_pre_norm(&self.cfg) {
+                    be.copy(d_copy, d_hidden);
+                }
             }
         }
     }
