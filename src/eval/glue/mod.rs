@@ -240,10 +240,14 @@ pub fn run_glue<B: Backend>(
         max_len,
         pad: special.pad,
     };
-    let mut results = Vec::new();
-    for data in plan.tasks {
-        results.push(run_task(&setup, tokenizer, special, data, opts)?);
-    }
+    // On the CPU, inside rayon's pool (`Backend::run_job`), as pretraining.
+    let tasks = plan.tasks;
+    let results = be.run_job(|| {
+        tasks
+            .into_iter()
+            .map(|data| run_task(&setup, tokenizer, special, data, opts))
+            .collect::<Result<Vec<_>, GlueError>>()
+    })?;
     Ok(GlueReport::new(
         run,
         be.name(),
