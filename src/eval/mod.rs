@@ -53,6 +53,22 @@ pub fn evaluate<B: Backend>(
     max_batches: usize,
     seed: u64,
 ) -> EvalResult {
+    // On the CPU, inside rayon's pool (`Backend::run_job`); inline when the
+    // caller is already there (a training run's periodic evaluation).
+    be.run_job(|| evaluate_batches(be, model, params, acts, store, objective, max_batches, seed))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_batches<B: Backend>(
+    be: &B,
+    model: &Model,
+    params: &B::Buf,
+    acts: &mut Activations<B>,
+    store: &TokenStore,
+    objective: &Objective,
+    max_batches: usize,
+    seed: u64,
+) -> EvalResult {
     let n = store.len(Split::Val);
     let mb = acts.batch;
     let batches = max_batches.min(n.div_ceil(mb)).max(1);
