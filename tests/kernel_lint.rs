@@ -38,6 +38,7 @@ uint2 make_uint2(unsigned x, unsigned y);
 void __trap();
 extern cram_lint_dim3 threadIdx, blockIdx, blockDim, gridDim;
 void __syncthreads();
+void __syncwarp();
 float __shfl_xor_sync(unsigned mask, float v, int lane);
 float __shfl_sync(unsigned mask, float v, int lane);
 float __expf(float x);
