@@ -552,6 +552,10 @@ fn fused_attention() {
     check!("fused_64_32_causal", MM, |be| {
         attention_case(be, (64, 32), true)
     });
+    // A head wider than the sequence: the backward's output tile is T×D.
+    check!("fused_32_64_causal", MM, |be| {
+        attention_case(be, (32, 64), true)
+    });
     // More (batch, head) pairs, one a block, than a 132-SM GPU holds at
     // once (70 × 8 at crammed-bert's shape): later waves of blocks too.
     check!("fused_many_pairs", MM, |be| { many_pairs_case(be, false) });

@@ -107,6 +107,19 @@ struct Plan {
     candidates: Vec<sys::cublasLtMatmulAlgo_t>,
 }
 
+impl Drop for Plan {
+    fn drop(&mut self) {
+        // SAFETY: the plan owns its descriptors, created by `Blas::plan`
+        // and destroyed only here. A failure to free is not worth a panic.
+        unsafe {
+            let _ = lt::destroy_matmul_desc(self.desc);
+            for l in [self.a, self.b, self.c] {
+                let _ = lt::destroy_matrix_layout(l);
+            }
+        }
+    }
+}
+
 /// One product's operands in column-major order (`first` is the row-major
 /// B), `D = alpha · first · second + beta · C`.
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +155,15 @@ pub struct Blas {
     fp8_fast_accum: bool,
     /// How a plan picks its algorithm (`CRAM_MATMUL_TUNE`).
     tune: Tune,
+}
+
+impl Drop for Blas {
+    fn drop(&mut self) {
+        // The plans' descriptors do not refer to the handle; the workspace
+        // goes back to the stream's pool with its `Memory`.
+        // SAFETY: the handle was created by `Blas::new` and is freed only here.
+        let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
 }
 
 // SAFETY: the handle and plans are used from one stream; the plan map is locked.

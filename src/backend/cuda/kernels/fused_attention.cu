@@ -252,6 +252,36 @@ __device__ void store_rows(void* dst, int dst_bf, float (*acc)[4], u64 row_lo, u
     }
 }
 
+// A warp's 16×D result into rows of a bf16 `dst` through shared memory: the
+// warp writes its fragments into rows r0.. of `stage` (a T×D tile, row stride
+// D+PAD, whose rows r0.. no other warp reads any more), then copies them out
+// sixteen bytes a lane, so that eight lanes write a row's D values as whole
+// sectors (the fragments' own stores write 16 bytes of a row each). An f32
+// `dst` takes the fragments' stores.
+template <int D>
+__device__ void store_rows_staged(void* dst, int dst_bf, float (*acc)[4], bf16_t* stage, int r0, u64 row0,
+                                  u64 stride, u64 col0) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    if (!dst_bf) {
+        store_rows<D>(dst, 0, acc, row0 + r0 + g, stride, col0);
+        return;
+    }
+    const int LD = D + ATT_PAD, CHUNKS = D / 8;
+    __syncwarp();  // the warp's earlier reads of these rows are done
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        *(u32*)(stage + (r0 + g) * LD + nd * 8 + 2 * c) = pack2(acc[nd][0], acc[nd][1]);
+        *(u32*)(stage + (r0 + g + 8) * LD + nd * 8 + 2 * c) = pack2(acc[nd][2], acc[nd][3]);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 16 * CHUNKS / 32; i++) {
+        int idx = i * 32 + lane, row = idx / CHUNKS, chunk = idx % CHUNKS;
+        uint4 v = *(const uint4*)(stage + (r0 + row) * LD + chunk * 8);
+        *(uint4*)((bf16_t*)dst + (row0 + r0 + row) * stride + col0 + chunk * 8) = v;
+    }
+}
+
 template <int T, int D>
 __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const bf16_t* qkv, int heads, int causal, float scale) {
     extern __shared__ __align__(16) bf16_t smem[];
@@ -307,7 +337,6 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
         s[nt][2] *= inv_hi;
         s[nt][3] *= inv_hi;
     }
-    u64 row_lo = b * T + r0 + g;
     if (c == 0) {
         lse[blockIdx.x * T + r0 + g] = m_lo * scale + logf(l_lo);
         lse[blockIdx.x * T + r0 + g + 8] = m_hi * scale + logf(l_hi);
@@ -317,7 +346,9 @@ __device__ void attention_forward_impl(void* out, int out_bf, float* lse, const 
     float o[D / 8][4];
     zero_rows<D>(o);
     times_rows<T, D>(o, s, sv);
-    store_rows<D>(out, out_bf, o, row_lo, hidden, h * D);
+    // Every warp read Q for its scores before the barrier above: Q's rows
+    // stage the output.
+    store_rows_staged<D>(out, out_bf, o, sq, r0, b * T, hidden, h * D);
 }
 
 // acc[nd] += Mᵀ_w · N where M (T rows, shared, row stride LM: T+PAD for a
@@ -350,25 +381,26 @@ __device__ __forceinline__ void store_a_rows(bf16_t* m, const u32 (*a)[4], int r
     }
 }
 
-// Δ = rowsum(dO ∘ O) of the warp's rows r0 + g and r0 + g + 8 (dO from
-// shared as the products use it, O from the forward's output): lanes 2r and
-// 2r + 1 take half of row r0 + r each; `o_at` is row r0's element of the
-// head's first column. Equal to rowsum(P ∘ dP), which would keep all of dP
-// in registers beside P.
+// Δ = rowsum(dO ∘ O) of the warp's rows r0 + g and r0 + g + 8, dO and O
+// from shared (row stride D+PAD): lanes 2r and 2r + 1 take half of row r0 + r
+// each, eight values a load. Equal to rowsum(P ∘ dP), which would keep all
+// of dP in registers beside P.
 template <int D>
-__device__ __forceinline__ void row_deltas(float* d_lo, float* d_hi, const bf16_t* sdo, const void* o, int o_bf,
-                                           u64 o_at, u64 hidden, int r0) {
+__device__ __forceinline__ void row_deltas(float* d_lo, float* d_hi, const bf16_t* sdo, const bf16_t* so, int r0) {
     int lane = threadIdx.x & 31, g = lane >> 2, r = lane >> 1, half = lane & 1;
     const int LD = D + ATT_PAD, H = D / 2;
     const bf16_t* dor = sdo + (r0 + r) * LD + half * H;
-    u64 at = o_at + r * hidden + half * H;
+    const bf16_t* orow = so + (r0 + r) * LD + half * H;
     float acc = 0.0f;
 #pragma unroll
-    for (int d = 0; d < H; d += 4) {
-        float ov[4];
-        ldv<4>(ov, o, o_bf, at + d);
+    for (int d = 0; d < H; d += 8) {
+        uint4 x = *(const uint4*)(dor + d), y = *(const uint4*)(orow + d);
+        const u32 xs[4] = {x.x, x.y, x.z, x.w}, ys[4] = {y.x, y.y, y.z, y.w};
 #pragma unroll
-        for (int e = 0; e < 4; e++) acc += bf16_to_f32(dor[d + e]) * ov[e];
+        for (int e = 0; e < 4; e++) {
+            acc += __uint_as_float(xs[e] << 16) * __uint_as_float(ys[e] << 16);
+            acc += __uint_as_float(xs[e] & 0xffff0000u) * __uint_as_float(ys[e] & 0xffff0000u);
+        }
     }
     acc += __shfl_xor_sync(0xffffffffu, acc, 1);
     *d_lo = __shfl_sync(0xffffffffu, acc, 2 * g);
@@ -376,9 +408,12 @@ __device__ __forceinline__ void row_deltas(float* d_lo, float* d_hi, const bf16_
 }
 
 // The backward of one (batch, head), a warp per 16 query rows. Registers
-// hold P (then dS) for the warp's rows; one T×T shared tile holds P for
-// dV = Pᵀ·dO, then dS for dK = dSᵀ·Q, so that two blocks share an SM at
-// T = 128 (one block alone waited on its own loads).
+// hold P (then dS) for the warp's rows; one T×T shared tile holds first the
+// forward's output O (for Δ), then P for dV = Pᵀ·dO, then dS for dK = dSᵀ·Q,
+// so that two blocks share an SM at T = 128 (one block alone waited on its
+// own loads). Every global read is a copy issued at the start (nothing reads
+// global memory between the products), and the results leave through K's
+// rows, which nothing reads after dQ, as whole rows (`store_rows_staged`).
 template <int T, int D>
 __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dout, int dout_bf, const void* o,
                                         int o_bf, const bf16_t* qkv, const float* lse, int heads, int causal,
@@ -393,22 +428,23 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     u64 hidden = (u64)heads * D, stride = 3 * hidden;
     u64 b = blockIdx.x / heads, h = blockIdx.x % heads;
     const bf16_t* base = qkv + b * T * stride + h * D;
-    // Q and K first (the scores), V and dO behind them (as the forward).
+    int lane = threadIdx.x & 31, g = lane >> 2, r0 = (threadIdx.x >> 5) * 16;
+    // The log-sum-exps first, so that their round trip runs under the copies.
+    float off_lo = lse[blockIdx.x * T + r0 + g] * LOG2E, off_hi = lse[blockIdx.x * T + r0 + g + 8] * LOG2E;
+    // Q and K first (the scores), V, dO and O behind them (as the forward).
     load_head_async<T, D, 2 * T>(sq, base, stride);
     load_head_async<T, D, 2 * T>(sk, base + hidden, stride);
     cp_async_commit();
     load_head_async<T, D, 2 * T>(sv, base + 2 * hidden, stride);
     load_grad_tile<T, D, 2 * T>(sdo, dout, dout_bf, b * T * hidden + h * D, hidden);
+    load_grad_tile<T, D, 2 * T>(sps, o, o_bf, b * T * hidden + h * D, hidden);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    int lane = threadIdx.x & 31, g = lane >> 2, r0 = (threadIdx.x >> 5) * 16;
-    u64 row_lo = b * T + r0 + g;
     float p[T / 8][4];
     scores<T, D>(p, sq, sk, r0);
     if (causal) mask_after_diagonal<T>(p, r0);
     const float sl2 = scale * LOG2E;
-    float off_lo = lse[blockIdx.x * T + r0 + g] * LOG2E, off_hi = lse[blockIdx.x * T + r0 + g + 8] * LOG2E;
 #pragma unroll
     for (int nt = 0; nt < T / 8; nt++) {
         p[nt][0] = ex2(fmaf(p[nt][0], sl2, -off_lo));
@@ -416,14 +452,15 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
         p[nt][2] = ex2(fmaf(p[nt][2], sl2, -off_hi));
         p[nt][3] = ex2(fmaf(p[nt][3], sl2, -off_hi));
     }
+    cp_async_wait<0>();
+    __syncthreads();  // V, dO and O are in shared for every warp
+    float d_lo, d_hi;
+    row_deltas<D>(&d_lo, &d_hi, sdo, sps, r0);
     u32 frag[T / 16][4];
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) c_to_a(frag[kk], p, kk);
+    __syncthreads();  // every warp is done with O
     store_a_rows<T>(sps, frag, r0);
-    cp_async_wait<0>();
-    __syncthreads();  // V and dO are in shared for every warp
-    float d_lo, d_hi;
-    row_deltas<D>(&d_lo, &d_hi, sdo, o, o_bf, (b * T + r0) * hidden + h * D, hidden, r0);
     // dS = P ∘ (dP − Δ) · scale with dP = dO_w·Vᵀ a tile at a time: P
     // becomes dS in place.
     {
@@ -446,19 +483,19 @@ __device__ void attention_backward_impl(void* dqkv, int dqkv_bf, const void* dou
     zero_rows<D>(acc);
 #pragma unroll
     for (int kk = 0; kk < T / 16; kk++) times_block<D>(acc, frag[kk], sk, kk);
-    store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, h * D);
-    __syncthreads();  // every warp's P is in sps
+    __syncthreads();  // every warp's P is in sps, and no warp reads K any more
+    store_rows_staged<D>(dqkv, dqkv_bf, acc, sk, r0, b * T, stride, h * D);
     // dV = Pᵀ·dO for the warp's 16 keys.
     zero_rows<D>(acc);
     transposed_times<T, D>(acc, sps, sdo, r0);
-    store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, 2 * hidden + h * D);
+    store_rows_staged<D>(dqkv, dqkv_bf, acc, sk, r0, b * T, stride, 2 * hidden + h * D);
     __syncthreads();  // every warp is done with P
     store_a_rows<T>(sps, frag, r0);
     __syncthreads();
     // dK = dSᵀ·Q for the warp's 16 keys.
     zero_rows<D>(acc);
     transposed_times<T, D>(acc, sps, sq, r0);
-    store_rows<D>(dqkv, dqkv_bf, acc, row_lo, stride, hidden + h * D);
+    store_rows_staged<D>(dqkv, dqkv_bf, acc, sk, r0, b * T, stride, hidden + h * D);
 }
 
 #define FUSED_ATTENTION(T, D)                                                                              \

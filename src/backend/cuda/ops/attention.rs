@@ -75,12 +75,13 @@ const fn fused(
 
 impl FusedAttention {
     /// Dynamic shared memory (bytes): q, k, v rows (forward), plus the
-    /// output gradient and one T×T bf16 tile, P then dS (backward); rows
-    /// padded by 8. At T = 128 that is 106 KiB: two blocks share an SM.
+    /// output gradient and one tile that holds the output, then P, then dS
+    /// (backward: T×T, or T×D where that is wider); rows padded by 8. At
+    /// T = 128 that is 106 KiB: two blocks share an SM.
     pub fn shared_bytes(&self, backward: bool) -> usize {
         let rows = self.seq * (self.head_dim + 8) * 2;
         if backward {
-            4 * rows + self.seq * (self.seq + 8) * 2
+            4 * rows + rows.max(self.seq * (self.seq + 8) * 2)
         } else {
             3 * rows
         }
