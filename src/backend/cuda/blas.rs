@@ -208,6 +208,15 @@ impl Blas {
         })
     }
 
+    /// The loaded cuBLASLt's version, "major.minor.patch": the library is
+    /// found at run time (`LD_LIBRARY_PATH`), and its kernels decide most
+    /// of a step's time, so every device line names it.
+    pub fn version() -> String {
+        // SAFETY: a query without arguments.
+        let v = unsafe { sys::cublasLtGetVersion() };
+        format!("{}.{}.{}", v / 10_000, v / 100 % 100, v % 100)
+    }
+
     /// `C = alpha · op(A, B) + beta · C`. `ab` are bf16 pointers; `c` is the
     /// output pointer and whether it is bf16 (else f32).
     pub fn gemm(

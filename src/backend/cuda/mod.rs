@@ -211,7 +211,10 @@ impl Cuda {
             !switches.fp8_split_accum,
             switches.matmul_tune,
         )?;
-        let name = format!("cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs)");
+        let name = format!(
+            "cuda:{ordinal} {gpu} (sm_{major}{minor}, {sm_count} SMs, cuBLASLt {})",
+            Blas::version()
+        );
         if !kernels.allow_shared_memory("norm_backward", ops::NORM_BACKWARD_SHARED) {
             return Err(CudaError::Driver(format!(
                 "the GPU cannot give norm_backward {} bytes of shared memory",
