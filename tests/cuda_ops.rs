@@ -643,6 +643,15 @@ fn flash_attention_wgmma() {
     check!("wgmma_192_64", MM, |be| {
         split_dqkv(attention_case(be, (192, 64), false), 4 * 64)
     });
+    // The default adds dQ's parts by bulk reductions of staged rows; the
+    // per-thread reductions stay a switch (CRAM_FLASH_DQ=red).
+    let red = CudaSwitches {
+        flash_dq_red: true,
+        ..switches()
+    };
+    check!("wgmma_256_64_causal_red", MM, red, |be| {
+        split_dqkv(attention_case(be, (256, 64), true), 4 * 64)
+    });
 }
 
 /// The mma.sync flash kernels of head width 64, which every other GPU runs,

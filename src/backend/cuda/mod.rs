@@ -156,6 +156,8 @@ pub struct Cuda {
     /// (`CRAM_FLASH_BACKWARD=k2`, a comparison switch: it measured slower
     /// than one tile a block, DESIGN.md).
     flash_backward_k2: bool,
+    /// `CRAM_FLASH_DQ=red`: the wgmma backward's per-thread dQ reductions.
+    flash_dq_red: bool,
     /// The residual stream in bf16, the default: it learned as well as f32
     /// at equal steps and ran 4% faster with 1.5 GB less (bench/RESULTS.md,
     /// ninth session). `CRAM_RESIDUAL=f32` keeps it in f32, for comparison.
@@ -281,6 +283,7 @@ impl Cuda {
         };
         // The comparison switches in effect, named in the device's name so
         // that every "device:" line and bench result says what it measured.
+        let flash_dq_red = switches.flash_dq_red;
         let switches = switches.names(wgmma, fp8_cores);
         let name = if switches.is_empty() {
             name
@@ -305,6 +308,7 @@ impl Cuda {
             flash_forward_wgmma,
             flash_backward_wgmma,
             flash_backward_k2,
+            flash_dq_red,
             bf16_residual,
             fp8,
             peak: std::sync::OnceLock::new(),

@@ -51,6 +51,9 @@ pub struct CudaSwitches {
     pub fused_attention: FusedAttention,
     pub flash_forward: FlashForward,
     pub flash_backward: FlashBackward,
+    /// `CRAM_FLASH_DQ=red`: the wgmma backward adds its dQ parts by
+    /// per-thread reductions instead of bulk reductions of staged rows.
+    pub flash_dq_red: bool,
     /// `CRAM_RESIDUAL=f32`: the residual stream in f32 instead of bf16.
     pub f32_residual: bool,
     /// `CRAM_FP8` (`backend/fp8.rs`, where any value but `forward` and
@@ -92,6 +95,7 @@ impl CudaSwitches {
                 "CRAM_FLASH_BACKWARD",
                 &[("mma", B::Mma), ("k2", B::K2)],
             )?,
+            flash_dq_red: choose(&var, "CRAM_FLASH_DQ", &[("red", true), ("bulk", false)])?,
             f32_residual: choose(&var, "CRAM_RESIDUAL", &[("f32", true), ("bf16", false)])?,
             fp8: Fp8Switch::from_value(var("CRAM_FP8").as_deref().unwrap_or_default()),
             fp8_split_accum: choose(&var, "CRAM_FP8_ACCUM", &[("split", true), ("fast", false)])?,
@@ -139,6 +143,10 @@ impl CudaSwitches {
             (
                 self.flash_backward == FlashBackward::K2,
                 "CRAM_FLASH_BACKWARD=k2",
+            ),
+            (
+                wgmma && self.flash_backward == FlashBackward::Default && self.flash_dq_red,
+                "CRAM_FLASH_DQ=red",
             ),
             (self.f32_residual, "CRAM_RESIDUAL=f32"),
             (self.matmul_tune == Tune::First, "CRAM_MATMUL_TUNE=off"),
@@ -203,6 +211,11 @@ mod tests {
             ("CRAM_CUDA_DEBUG", "1"),
         ])
         .unwrap();
+        let red = parse(&[("CRAM_FLASH_DQ", "red")]).unwrap();
+        assert!(red.flash_dq_red);
+        assert_eq!(red.names(true, true), ["CRAM_FLASH_DQ=red"]);
+        // Only the wgmma backward has the bulk reductions.
+        assert!(red.names(false, true).is_empty());
         assert_eq!(s.fused_attention, FusedAttention::FlashOnly);
         assert_eq!(s.flash_forward, FlashForward::Mma);
         assert_eq!(s.flash_backward, FlashBackward::Mma);

@@ -107,9 +107,11 @@ impl FlashAttention {
 
     /// The wgmma backward's shared memory: K, V, two (q, output-gradient)
     /// buffers and dSᵀ, 64 rows of 128 bytes each; two buffers of a query
-    /// tile's log-sum-exps and Δs (64 f32 each); and 1 KB to align them.
+    /// tile's log-sum-exps and Δs (64 f32 each); each of the four warps'
+    /// eight staged f32 dQ rows (288 bytes a row, padded against bank
+    /// conflicts); and 1 KB to align them. 68.4 KB: three blocks an SM.
     pub fn wgmma_backward_bytes() -> usize {
-        7 * Self::TILE * 128 + 2 * 2 * Self::TILE * 4 + 1024
+        7 * Self::TILE * 128 + 2 * 2 * Self::TILE * 4 + 4 * 8 * 288 + 1024
     }
 
     /// Saved state (bf16 elements): each query row's f32 log-sum-exp. The
@@ -258,27 +260,32 @@ impl Cuda {
             (None, Some(k)) => (k, 2, FlashAttention::backward_bytes(f.head_dim, 2)),
             (None, None) => (f.backward, 1, FlashAttention::backward_bytes(f.head_dim, 1)),
         };
+        let mut args = vec![
+            dqkv.ptr(),
+            dqkv.bf(),
+            dq,
+            dout.ptr(),
+            dout.bf(),
+            q,
+            lse,
+            delta,
+            table.unwrap_or(0),
+            shape.seq as u64,
+            shape.heads as u64,
+            shape.causal as u64,
+            f32_arg(shape.scale()),
+        ];
+        if wgmma.is_some() {
+            // bulk_dq: the wgmma kernel's way of adding its dQ parts.
+            args.push(!self.flash_dq_red as u64);
+        }
         self.timed("attention_backward", || {
             self.launch(
                 kernel,
                 FlashAttention::blocks(shape, kb * FlashAttention::TILE),
                 kb as u32 * FlashAttention::THREADS,
                 bytes as u32,
-                &[
-                    dqkv.ptr(),
-                    dqkv.bf(),
-                    dq,
-                    dout.ptr(),
-                    dout.bf(),
-                    q,
-                    lse,
-                    delta,
-                    table.unwrap_or(0),
-                    shape.seq as u64,
-                    shape.heads as u64,
-                    shape.causal as u64,
-                    f32_arg(shape.scale()),
-                ],
+                &args,
             )
         });
         self.flash_store_dq(dqkv, dq, shape, table);
