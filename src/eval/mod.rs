@@ -55,63 +55,51 @@ pub fn evaluate<B: Backend>(
 ) -> EvalResult {
     // On the CPU, inside rayon's pool (`Backend::run_job`); inline when the
     // caller is already there (a training run's periodic evaluation).
-    be.run_job(|| evaluate_batches(be, model, params, acts, store, objective, max_batches, seed))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate_batches<B: Backend>(
-    be: &B,
-    model: &Model,
-    params: &B::Buf,
-    acts: &mut Activations<B>,
-    store: &TokenStore,
-    objective: &Objective,
-    max_batches: usize,
-    seed: u64,
-) -> EvalResult {
-    let n = store.len(Split::Val);
-    let mb = acts.batch;
-    let batches = max_batches.min(n.div_ceil(mb)).max(1);
-    let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
-    let objective = objective.for_eval();
-    let mut hits = None;
-    for i in 0..batches {
-        let tokens = read_sequences(store, Split::Val, (i * mb..(i + 1) * mb).map(|j| j % n));
-        let mut hb = objective.make_batch(
-            tokens,
-            store.seq_len(),
-            MaskKey::eval(seed),
-            (i * mb) as u64,
-        );
-        ignore_repeats(&mut hb, n.saturating_sub(i * mb));
-        let batch = upload_batch(be, &hb);
-        // Accuracy on the device: only one number a row comes back.
-        // Batches of a masked objective differ in their number of predictions.
-        let hits = match hits.take() {
-            Some(h) if be.len(&h) >= batch.predicted => hits.insert(h),
-            _ => hits.insert(be.alloc(batch.predicted)),
-        };
-        let pass = LossPass::Hits(&mut *hits);
-        model.forward_loss(be, params, acts, &batch, false, 0, pass);
-        correct += be
-            .read(hits, 0, hb.targets.len())
-            .iter()
-            .filter(|&&h| h > 0.0)
-            .count();
-        let head = &acts.head;
-        loss_sum += be
-            .download(&head.losses)
-            .iter()
-            .map(|&l| l as f64)
-            .sum::<f64>();
-        count += hb.counted;
-    }
-    EvalResult {
-        loss: loss_sum / count.max(1) as f64,
-        accuracy: correct as f64 / count.max(1) as f64,
-        predictions: count,
-        sequences: n.min(batches * mb),
-    }
+    be.run_job(|| {
+        let n = store.len(Split::Val);
+        let mb = acts.batch;
+        let batches = max_batches.min(n.div_ceil(mb)).max(1);
+        let (mut loss_sum, mut correct, mut count) = (0f64, 0usize, 0usize);
+        let objective = objective.for_eval();
+        let mut hits = None;
+        for i in 0..batches {
+            let tokens = read_sequences(store, Split::Val, (i * mb..(i + 1) * mb).map(|j| j % n));
+            let mut hb = objective.make_batch(
+                tokens,
+                store.seq_len(),
+                MaskKey::eval(seed),
+                (i * mb) as u64,
+            );
+            ignore_repeats(&mut hb, n.saturating_sub(i * mb));
+            let batch = upload_batch(be, &hb);
+            // Accuracy on the device: only one number a row comes back.
+            // Batches of a masked objective differ in their number of predictions.
+            let hits = match hits.take() {
+                Some(h) if be.len(&h) >= batch.predicted => hits.insert(h),
+                _ => hits.insert(be.alloc(batch.predicted)),
+            };
+            let pass = LossPass::Hits(&mut *hits);
+            model.forward_loss(be, params, acts, &batch, false, 0, pass);
+            correct += be
+                .read(hits, 0, hb.targets.len())
+                .iter()
+                .filter(|&&h| h > 0.0)
+                .count();
+            let head = &acts.head;
+            loss_sum += be
+                .download(&head.losses)
+                .iter()
+                .map(|&l| l as f64)
+                .sum::<f64>();
+            count += hb.counted;
+        }
+        EvalResult {
+            loss: loss_sum / count.max(1) as f64,
+            accuracy: correct as f64 / count.max(1) as f64,
+            predictions: count,
+            sequences: n.min(batches * mb),
+        }
+    })
 }
 
 /// A last batch that wraps around the split repeats its first sequences
