@@ -68,6 +68,13 @@ pub trait Device: Send + Sync {
     fn alloc_activation(&self, len: usize) -> Self::Buf {
         self.alloc(len)
     }
+    /// Whether [`alloc_activation`](Self::alloc_activation) gives full
+    /// precision (f32) buffers, as this default does: then a copy of an f32
+    /// buffer in the activation type would equal the buffer, and the model
+    /// keeps none (`Activations::d_resid_copy`).
+    fn full_precision_activations(&self) -> bool {
+        true
+    }
     /// A zero-filled buffer for the residual stream: f32 here, as autocast
     /// keeps it; CUDA keeps it in bf16 (half the stream's memory and
     /// traffic, every residual sum rounded; it learned as well at equal

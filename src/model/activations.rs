@@ -139,8 +139,9 @@ pub struct Activations<B: Backend> {
     /// `d_resid` in the activation type, written beside it by every norm
     /// backward that ends a pre-LN block half (and the final norm's): the
     /// output projections' backward reads it, so the GPU casts no f32
-    /// residual gradient before each of those products.
-    pub d_resid_copy: B::Buf,
+    /// residual gradient before each of those products. None where
+    /// activations are f32 (the CPU): there it would equal `d_resid`.
+    pub d_resid_copy: Option<B::Buf>,
     pub d_sum: B::Buf,
     pub d_tmp: B::Buf,
     pub d_norm: B::Buf,
@@ -212,7 +213,7 @@ impl<B: Backend> Activations<B> {
             logit_chunk_rows: LogitChunks::default_rows(cfg.vocab_size),
             dropout_seed: 0,
             d_resid: be.alloc(n * c),
-            d_resid_copy: act(n * c),
+            d_resid_copy: (!be.full_precision_activations()).then(|| act(n * c)),
             d_sum: be.alloc(n * c),
             d_tmp: be.alloc(n * c),
             d_norm: act(n * c),

@@ -46,7 +46,7 @@ impl Model {
         be: &B,
         params: &B::Buf,
         grads: &mut B::Buf,
-        (d_resid, d_copy): (&mut B::Buf, &mut B::Buf),
+        (d_resid, d_copy): (&mut B::Buf, Option<&mut B::Buf>),
         d_hidden: &B::Buf,
         last: &B::Buf,
         stats: &NormStats<B>,
@@ -54,22 +54,23 @@ impl Model {
         match self.layout.final_norm {
             Some(norm) => {
                 be.zero(d_resid);
-                be.norm_backward_copy(
+                let io = (d_hidden, last, params);
+                let width = self.cfg.hidden;
+                super::transformer::norm_backward_to_copy(
+                    be,
                     (d_resid, d_copy),
                     grads,
-                    d_hidden,
-                    last,
-                    params,
-                    (&stats.mean, &stats.rstd),
+                    io,
+                    stats,
                     norm,
-                    self.cfg.hidden,
+                    width,
                 );
             }
             None => {
                 be.copy(d_resid, d_hidden);
                 // Only a pre-LN block's output projection reads the copy.
-                if super::layout::is_pre_norm(&self.cfg) {
-                    be.copy(d_copy, d_hidden);
+                if let Some(copy) = d_copy.filter(|_| super::layout::is_pre_norm(&self.cfg)) {
+                    be.copy(copy, d_hidden);
                 }
             }
         }
@@ -195,7 +196,7 @@ impl Model {
             be,
             params,
             grads,
-            (&mut acts.d_resid, &mut acts.d_resid_copy),
+            (&mut acts.d_resid, acts.d_resid_copy.as_mut()),
             d_hidden,
             last,
             &acts.final_stats,

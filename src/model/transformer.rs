@@ -132,7 +132,7 @@ impl Model {
             be,
             params,
             grads,
-            (&mut acts.d_resid, &mut acts.d_resid_copy),
+            (&mut acts.d_resid, acts.d_resid_copy.as_mut()),
             &acts.d_hidden,
             &acts.resid[2 * self.cfg.layers],
             &acts.final_stats,
@@ -364,7 +364,7 @@ impl Model {
         let x = &acts.resid[2 * l];
         let mid = &acts.resid[2 * l + 1];
         let a = &acts.blocks[l];
-        let (d, d_copy) = (&mut acts.d_resid, &mut acts.d_resid_copy);
+        let (d, mut d_copy) = (&mut acts.d_resid, acts.d_resid_copy.as_mut());
         let (d_sum, d_tmp) = (&mut acts.d_sum, &mut acts.d_tmp);
         let f = self.cfg.ffn;
         let inner = self.cfg.ffn_inner();
@@ -373,7 +373,8 @@ impl Model {
         let scratch = (&mut *d_sum, &mut *d_tmp);
         let post_norm = (!pre).then_some((bp.ffn_norm, &a.ffn_norm_io, &a.ffn_stats));
         let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Ffn(l))));
-        let d_proj = projection_grad(be, params, grads, (d, d_copy), scratch, post_norm, drop, c);
+        let dc = d_copy.as_deref();
+        let d_proj = projection_grad(be, params, grads, (d, dc), scratch, post_norm, drop, c);
         let down = MatmulShape {
             m: n,
             k: inner,
@@ -406,7 +407,7 @@ impl Model {
             be,
             pre,
             (params, grads),
-            (d, d_copy, &mut acts.d_norm),
+            (d, d_copy.as_deref_mut(), &mut acts.d_norm),
             (&acts.d_ffn_h, bp.ffn_in, up),
             (mid, &a.ffn_norm_io, &a.ffn_stats),
             (bp.ffn_norm, c),
@@ -416,7 +417,8 @@ impl Model {
         let scratch = (&mut *d_sum, &mut *d_tmp);
         let post_norm = (!pre).then_some((bp.attn_norm, &a.attn_norm_io, &a.attn_stats));
         let drop = (p > 0.0).then(|| (p, site_seed(seed, Site::Attention(l))));
-        let d_proj = projection_grad(be, params, grads, (d, d_copy), scratch, post_norm, drop, c);
+        let dc = d_copy.as_deref();
+        let d_proj = projection_grad(be, params, grads, (d, dc), scratch, post_norm, drop, c);
         let cc = MatmulShape { m: n, k: c, n: c };
         be.matmul_backward(
             Some(&mut acts.d_att),
@@ -462,7 +464,7 @@ fn sublayer_input_backward<B: Backend>(
     be: &B,
     pre: bool,
     (params, grads): (&B::Buf, &mut B::Buf),
-    (d, d_copy, d_norm): (&mut B::Buf, &mut B::Buf, &mut B::Buf),
+    (d, d_copy, d_norm): (&mut B::Buf, Option<&mut B::Buf>, &mut B::Buf),
     (d_branch, proj, shape): (&B::Buf, Linear, MatmulShape),
     (x, norm_io, stats): (&B::Buf, &B::Buf, &NormStats<B>),
     (norm, width): (Norm, usize),
@@ -481,16 +483,35 @@ fn sublayer_input_backward<B: Backend>(
         proj,
         shape,
     );
-    be.norm_backward_copy(
-        (d, d_copy),
-        grads,
-        d_norm,
-        x,
-        params,
-        (&stats.mean, &stats.rstd),
-        norm,
-        width,
-    );
+    let io = (&*d_norm, x, params);
+    norm_backward_to_copy(be, (d, d_copy), grads, io, stats, norm, width);
+}
+
+/// The norm backward into `d`, and into `d_copy` too where the model keeps
+/// one ([`Activations::d_resid_copy`]).
+pub(super) fn norm_backward_to_copy<B: Backend>(
+    be: &B,
+    (d, d_copy): (&mut B::Buf, Option<&mut B::Buf>),
+    grads: &mut B::Buf,
+    (dout, inp, params): (&B::Buf, &B::Buf, &B::Buf),
+    stats: &NormStats<B>,
+    norm: Norm,
+    width: usize,
+) {
+    let (mean, rstd) = (&stats.mean, &stats.rstd);
+    match d_copy {
+        Some(copy) => be.norm_backward_copy(
+            (d, copy),
+            grads,
+            dout,
+            inp,
+            params,
+            (mean, rstd),
+            norm,
+            width,
+        ),
+        None => be.norm_backward(d, grads, dout, inp, params, mean, rstd, norm, width),
+    }
 }
 
 /// The first projection of a block half, `out = proj(input)`, whose input
@@ -527,7 +548,7 @@ fn projection_grad<'a, B: Backend>(
     be: &B,
     params: &B::Buf,
     grads: &mut B::Buf,
-    (d, d_copy): (&'a mut B::Buf, &'a B::Buf),
+    (d, d_copy): (&'a mut B::Buf, Option<&'a B::Buf>),
     (d_sum, d_tmp): (&'a mut B::Buf, &'a mut B::Buf),
     post_norm: Option<(Norm, &B::Buf, &NormStats<B>)>,
     dropout: Option<(f32, u64)>,
@@ -535,8 +556,9 @@ fn projection_grad<'a, B: Backend>(
 ) -> &'a B::Buf {
     let through_norm: &B::Buf = match post_norm {
         // Pre-LN without dropout: the product reads `d` as `d_copy`, which
-        // the norm backward before wrote in the activation type.
-        None if dropout.is_none() => return d_copy,
+        // the norm backward before wrote in the activation type, where
+        // there is one.
+        None if dropout.is_none() => return d_copy.unwrap_or(d),
         None => d,
         Some((norm, sum, s)) => {
             be.zero(d_sum);

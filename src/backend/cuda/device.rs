@@ -33,6 +33,10 @@ impl Device for Cuda {
         self.new_buf(len, true)
     }
 
+    fn full_precision_activations(&self) -> bool {
+        false
+    }
+
     fn alloc_residual(&self, len: usize) -> CudaBuf {
         self.new_buf(len, self.bf16_residual)
     }
