@@ -32,6 +32,14 @@ LINEARS = [
     ("down", TOKENS, FF, D, LAYERS),
     ("head", TOKENS // HEAD_CHUNKS, D, VOCAB, HEAD_CHUNKS),
 ]
+# Not in the totals: the head in fewer, larger chunks (as torch.compile runs it, in one), to
+# tell what cram's 4,096-row chunks cost.
+HEAD_ALTERNATIVES = [
+    ("head_2_chunks", TOKENS // 2, D, VOCAB, 2),
+    ("head_whole", TOKENS, D, VOCAB, 1),
+]
+# Products whose output cram's epilogue adds to the residual stream (beta 1, bf16 C = D).
+RESIDUAL_ADDS = {"attn_out", "down"}
 
 
 def timed(f):
@@ -60,17 +68,22 @@ def f32_out_mm():
 def main():
     mm32 = f32_out_mm()
     totals = {"forward": 0.0, "backward_dx": 0.0, "backward_dw_bf16": 0.0, "backward_dw_f32": 0.0}
-    for name, m, k, n, calls in LINEARS:
+    for name, m, k, n, calls in LINEARS + HEAD_ALTERNATIVES:
         x = torch.randn(m, k, device=DEV, dtype=torch.bfloat16)
         w = torch.randn(n, k, device=DEV, dtype=torch.bfloat16)
         dy = torch.randn(m, n, device=DEV, dtype=torch.bfloat16)
         row = {"product": name, "m": m, "k": k, "n": n, "calls": calls}
         row["forward_ms"] = timed(lambda: x @ w.t())
+        if name in RESIDUAL_ADDS:
+            resid = torch.randn(m, n, device=DEV, dtype=torch.bfloat16)
+            row["forward_add_ms"] = timed(lambda: torch.addmm(resid, x, w.t()))
         row["dx_ms"] = timed(lambda: dy @ w)
         row["dw_bf16_ms"] = timed(lambda: dy.t() @ x)
         if mm32:
             row["dw_f32_ms"] = timed(lambda: mm32(dy.t(), x))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        if name.startswith("head_"):
+            continue
         totals["forward"] += calls * row["forward_ms"]
         totals["backward_dx"] += calls * row["dx_ms"]
         totals["backward_dw_bf16"] += calls * row["dw_bf16_ms"]
