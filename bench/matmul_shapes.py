@@ -9,6 +9,8 @@ gradients) costs the difference, or whether torch.compile's step makes other pro
 
     python3 bench/matmul_shapes.py            # beside CRAM_MATMUL_TUNE=report cram bench ...
 
+(`bench/matmul_compare.py` sets the two outputs side by side, product by product.)
+
 Products, with cram's names (`RowMajor`): forward ABt (x · Wᵀ), backward AB (dX = dY · W) and
 AtB (dW = dYᵀ · X), for QKV, the attention output, SwiGLU's up and down projections (12 layers)
 and the tied LM head in 8 chunks of 4,096 rows, as `cram bench` runs them. Weight gradients are
