@@ -7,9 +7,9 @@ Reads what the two measurements print and sets them side by side:
     python3 bench/matmul_shapes.py > shapes.jsonl
     python3 bench/matmul_compare.py report.txt shapes.jsonl
 
-`report.txt` holds cram's lines "cuda: matmul OP m M n N k K batch 1: heuristic's first T us,
-fastest T us (candidate I of C)" (`blas/tune.rs`; each shape's candidates are timed once, on
-their own, before its first product); `shapes.jsonl` holds one JSON line per product of
+`report.txt` holds cram's lines "cuda: matmul OP m M n N k K batch 1 out TYPE: heuristic's first
+T us, fastest T us (candidate I of C)" (`blas/tune.rs`; "out TYPE" where the binary prints it;
+each shape's candidates are timed once, on their own, before its first product); `shapes.jsonl` holds one JSON line per product of
 `matmul_shapes.py` (rows m, inputs k, outputs n; forward, dX and dW in milliseconds). The
 product x·Wᵀ is cram's ABt with (m, n, k); dX = dY·W is AB with (m, k, n); dW = dYᵀ·X is AtB
 with (n, k, m). Prints one row per product and direction with both times, their ratio and
@@ -21,21 +21,36 @@ import re
 import sys
 
 REPORT = re.compile(
-    r"cuda: matmul (\w+) m (\d+) n (\d+) k (\d+) batch (\d+)(?: fp8)?: "
+    r"cuda: matmul (\w+) m (\d+) n (\d+) k (\d+) batch (\d+)(?: fp8)?(?: out (\w+))?: "
     r"heuristic's first ([\d.]+) us, fastest ([\d.]+) us"
 )
+# The output type each direction of cram's linear layers writes: activations (and their
+# gradients) in bf16, weight gradients added into the f32 gradients.
+OUTPUT = {"forward": "bf16", "dX": "bf16", "dW": "f32"}
 
 
 def read_report(path):
-    """{(op, m, n, k): fastest microseconds} of cram's tuned plans (batch 1 only)."""
+    """{(op, m, n, k): {output type or None: fastest microseconds}} of cram's tuned plans
+    (batch 1 only). Reports before the output type was printed give None."""
     plans = {}
     with open(path) as f:
         for line in f:
             hit = REPORT.search(line)
             if hit and hit.group(5) == "1":
                 op, m, n, k = hit.group(1), *map(int, hit.group(2, 3, 4))
-                plans[(op, m, n, k)] = float(hit.group(7))
+                plans.setdefault((op, m, n, k), {})[hit.group(6)] = float(hit.group(8))
     return plans
+
+
+def plan_time(plans, key, output):
+    """The plan's time for this output type; a report without types counts where the shape
+    has one plan only (else it is ambiguous: None)."""
+    times = plans.get(key, {})
+    if output in times:
+        return times[output]
+    if list(times) == [None]:
+        return times[None]
+    return None
 
 
 def read_shapes(path):
@@ -63,7 +78,7 @@ def compare(plans, shapes):
         if p["product"].startswith("head_"):
             continue  # the head's alternatives, not cram's step
         for direction, key, torch_ms in directions(p):
-            cram_us = plans.get(key)
+            cram_us = plan_time(plans, key, OUTPUT[direction])
             if cram_us is None:
                 missing.append(f"{p['product']} {direction} {key}")
                 continue
