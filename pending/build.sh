@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds carry/ for pending/device1.sh and pending/device2.sh (about ten minutes on two
+# cores; run from a clean checkout of main):
+#   carry/main/cram   main                         (the baseline)
+#   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
+#   carry/exp/cram    main + patches 1-5 + the measurement-only overrides
+#   carry/cram        main + patches 1-5, with carry/cuda_ops of that same tree
+# then copies the two device scripts beside them. Every run ends with `carry: ["carry"]`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+P=pending
+flash=($P/flash-block-order.patch $P/flash-forward-q-registers.patch $P/tune-report-output-type.patch)
+all=("${flash[@]}" $P/norm-backward-3-four-blocks.patch $P/row-deltas-unpack8.patch)
+scripts/carry_pending.sh "${flash[@]}"
+mkdir -p carry/flash && mv carry/cram.gz carry/flash/cram.gz
+scripts/carry_pending.sh "${all[@]}" $P/experiment-candidates-logits.patch
+mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
+scripts/carry_pending.sh "${all[@]}"
+cp -f $P/device1.sh $P/device2.sh carry/
+du -sh carry

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Command 2: the matmul diagnosis (cram's tuned plans beside torch.mm), more candidates, head chunks.
+set -x
+for f in carry/main/cram carry/flash/cram carry/cram carry/cuda_ops carry/exp/cram; do [ -x $f ] || { gunzip -kf $f.gz; chmod +x $f; }; done
+G="--preset gpt-small --seq-len 1024 --micro-batch 32"
+CRAM_MATMUL_TUNE=report carry/cram bench $G --steps 3 2> $OUT/report.txt | tail -1
+CRAM_MATMUL_CANDIDATES=32 CRAM_MATMUL_TUNE=report carry/exp/cram bench $G --steps 3 2> $OUT/report32.txt | tail -1
+python3 bench/matmul_shapes.py > $OUT/shapes.jsonl
+python3 bench/matmul_compare.py $OUT/report.txt $OUT/shapes.jsonl | tee $OUT/compare.txt
+python3 bench/matmul_compare.py $OUT/report32.txt $OUT/shapes.jsonl | tee $OUT/compare32.txt
+for r in 1 2; do
+  for v in "" CRAM_MATMUL_CANDIDATES=32 CRAM_LOGIT_VALUES=536870912 CRAM_LOGIT_VALUES=1073741824; do
+    echo "round $r [$v] $(env $v carry/exp/cram bench $G 2>&1 | tail -1)"
+  done
+done | tee $OUT/exp.txt
+carry/cram bench $G --profile --steps 10 > $OUT/profile-gpt.txt 2>&1
+carry/cram bench --profile --steps 10 > $OUT/profile-bert.txt 2>&1
