@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds carry/ for pending/device1.sh and pending/device2.sh (about ten minutes on two
+# Builds carry/ for pending/device1.sh and pending/device2.sh (about thirteen minutes on two
 # cores; run from a clean checkout of main):
 #   carry/main/cram   main                         (the baseline)
 #   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
-#   carry/exp/cram    main + patches 1-5 + the measurement-only overrides
-#   carry/cram        main + patches 1-5, with carry/cuda_ops of that same tree
+#   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas)
+#   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
+#   carry/cram        main + patches 1-5 + 7 (the forward's overlap), with carry/cuda_ops of
+#                     that same tree
 # then copies the two device scripts beside them. Every run ends with `carry: ["carry"]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +18,7 @@ mkdir -p carry/flash && mv carry/cram.gz carry/flash/cram.gz
 scripts/carry_pending.sh "${all[@]}" $P/experiment-candidates-logits.patch
 mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
 scripts/carry_pending.sh "${all[@]}"
+mkdir -p carry/five && mv carry/cram.gz carry/five/cram.gz
+scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch
 cp -f $P/device1.sh $P/device2.sh carry/
 du -sh carry

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command 2: the matmul diagnosis (cram's tuned plans beside torch.mm), more candidates, head chunks.
 set -x
-for f in carry/main/cram carry/flash/cram carry/cram carry/cuda_ops carry/exp/cram; do [ -x $f ] || { gunzip -kf $f.gz; chmod +x $f; }; done
+for f in carry/main/cram carry/flash/cram carry/five/cram carry/cram carry/cuda_ops carry/exp/cram; do [ -x $f ] || { gunzip -kf $f.gz; chmod +x $f; }; done
 G="--preset gpt-small --seq-len 1024 --micro-batch 32"
 CRAM_MATMUL_TUNE=report carry/cram bench $G --steps 3 2> $OUT/report.txt | tail -1
 CRAM_MATMUL_CANDIDATES=32 CRAM_MATMUL_TUNE=report carry/exp/cram bench $G --steps 3 2> $OUT/report32.txt | tail -1
