@@ -15,3 +15,9 @@ for r in 1 2; do
 done | tee $OUT/exp.txt
 carry/cram bench $G --profile --steps 10 > $OUT/profile-gpt.txt 2>&1
 carry/cram bench --profile --steps 10 > $OUT/profile-bert.txt 2>&1
+# ncu of the flash kernels with the forward's overlap (patch 7), beside
+# bench/profiles/ncu/attention_flash_*_64_wgmma-h100-*.txt of earlier sessions: stall reasons and
+# issue slots say whether the overlap moved the forward's time from waits to work.
+for k in attention_flash_forward_64_wgmma attention_flash_backward_64_wgmma; do
+  ncu --set full -k $k -c 1 carry/cram bench $G --steps 2 > $OUT/ncu-$k.txt 2>&1
+done
