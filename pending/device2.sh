@@ -18,6 +18,11 @@ carry/cram bench --profile --steps 10 > $OUT/profile-bert.txt 2>&1
 # ncu of the flash kernels with the forward's overlap (patch 7), beside
 # bench/profiles/ncu/attention_flash_*_64_wgmma-h100-*.txt of earlier sessions: stall reasons and
 # issue slots say whether the overlap moved the forward's time from waits to work.
+# The SASS page (--page source) puts the warp-stall samples on each instruction: which wait
+# (cp.async's, the bulk reductions' reads, wgmma's, a barrier) holds the backward's warps
+# (long scoreboard 1.76 and wait 1.53 of its 7.04 cycles an instruction, eighteenth session).
 for k in attention_flash_forward_64_wgmma attention_flash_backward_64_wgmma; do
-  ncu --set full -k $k -c 1 carry/cram bench $G --steps 2 > $OUT/ncu-$k.txt 2>&1
+  ncu --set full -k $k -c 1 -o $OUT/ncu-$k carry/cram bench $G --steps 2 > $OUT/ncu-$k-run.txt 2>&1
+  ncu -i $OUT/ncu-$k.ncu-rep > $OUT/ncu-$k.txt 2>&1
+  ncu -i $OUT/ncu-$k.ncu-rep --page source --csv --print-source sass > $OUT/ncu-$k-sass.csv 2>&1
 done
