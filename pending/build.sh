@@ -5,8 +5,8 @@
 #   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
 #   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas)
 #   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
-#   carry/cram        main + patches 1-5 + 7 (the forward's overlap), with carry/cuda_ops of
-#                     that same tree
+#   carry/cram        main + patches 1-5, 7 and 8 (the forward's overlap, the backward's
+#                     staging), with carry/cuda_ops of that same tree
 # then copies the two device scripts beside them. Every run ends with `carry: ["carry"]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,6 @@ scripts/carry_pending.sh "${all[@]}" $P/experiment-candidates-logits.patch
 mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
 scripts/carry_pending.sh "${all[@]}"
 mkdir -p carry/five && mv carry/cram.gz carry/five/cram.gz
-scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch
+scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch $P/flash-backward-staging.patch
 cp -f $P/device1.sh $P/device2.sh carry/
 du -sh carry

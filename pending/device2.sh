@@ -13,9 +13,14 @@ for r in 1 2; do
     echo "round $r [$v] $(env $v carry/exp/cram bench $G 2>&1 | tail -1)"
   done
 done | tee $OUT/exp.txt
-carry/cram bench $G --profile --steps 10 > $OUT/profile-gpt.txt 2>&1
-carry/cram bench --profile --steps 10 > $OUT/profile-bert.txt 2>&1
-# ncu of the flash kernels with the forward's overlap (patch 7), beside
+# Per-op profiles of 1-5 (carry/five) and 1-5+7+8 (carry/cram): attention_forward tells patch 7,
+# attention_backward patch 8.
+for v in five cram; do
+  b=carry/$v/cram; [ $v = cram ] && b=carry/cram
+  $b bench $G --profile --steps 10 > $OUT/profile-$v-gpt.txt 2>&1
+  $b bench --profile --steps 10 > $OUT/profile-$v-bert.txt 2>&1
+done
+# ncu of the flash kernels with the forward's overlap and the backward's staging (patches 7, 8), beside
 # bench/profiles/ncu/attention_flash_*_64_wgmma-h100-*.txt of earlier sessions: stall reasons and
 # issue slots say whether the overlap moved the forward's time from waits to work.
 # The SASS page (--page source) puts the warp-stall samples on each instruction: which wait
