@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds carry/ for pending/device1.sh and pending/device2.sh (about thirteen minutes on two
-# cores; run from a clean checkout of main):
+# Builds carry/ for pending/device1.sh to device4.sh (about thirteen minutes on two cores; run
+# from a clean checkout of main; CARRY_CORPUS=1 adds the corpus that device4.sh needs):
 #   carry/main/cram   main                         (the baseline)
 #   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
 #   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas)
 #   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
-#   carry/cram        main + patches 1-5, 7 and 8 (the forward's overlap, the backward's
-#                     staging), with carry/cuda_ops of that same tree
-# then copies the two device scripts beside them. Every run ends with `carry: ["carry"]`.
+#   carry/cram        main + patches 1-5, 7, 8 and 9 (the forward's overlap, the backward's
+#                     staging, the residual gradient's switch, off unless set), with
+#                     carry/cuda_ops of that same tree
+# then copies the device scripts beside them. Every command runs with `carry: ["carry"]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=pending
@@ -19,6 +20,7 @@ scripts/carry_pending.sh "${all[@]}" $P/experiment-candidates-logits.patch
 mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
 scripts/carry_pending.sh "${all[@]}"
 mkdir -p carry/five && mv carry/cram.gz carry/five/cram.gz
-scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch $P/flash-backward-staging.patch
-cp -f $P/device1.sh $P/device2.sh carry/
+scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch $P/flash-backward-staging.patch \
+    $P/residual-gradient-bf16.patch
+cp -f $P/device[1-4].sh carry/
 du -sh carry

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Command 1: cuda_ops of patches 1-5, 7, 8, then the speed A/B main / 1-3 / 1-5 / 1-5+7+8 with the
+# Command 1 (about 8 minutes): cuda_ops of patches 1-5, 7-9, then the speed A/B main / 1-3 / 1-5 /
+# 1-5+7-9 with the
 # torch.compile references (pending/README.md).
 set -x
 for f in carry/main/cram carry/flash/cram carry/five/cram carry/cram carry/cuda_ops carry/exp/cram; do gunzip -kf $f.gz; chmod +x $f; done
