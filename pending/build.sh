@@ -3,7 +3,8 @@
 # from a clean checkout of main; CARRY_CORPUS=1 adds the corpus that device4.sh needs):
 #   carry/main/cram   main                         (the baseline)
 #   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
-#   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas)
+#   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas),
+#                     with carry/five/cuda_ops (device1 runs it where 1-9's fails)
 #   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
 #   carry/cram        main + patches 1-5, 7, 8 and 9 (the forward's overlap, the backward's
 #                     staging, the residual gradient's switch, off unless set), with
@@ -19,7 +20,7 @@ mkdir -p carry/flash && mv carry/cram.gz carry/flash/cram.gz
 scripts/carry_pending.sh "${all[@]}" $P/experiment-candidates-logits.patch
 mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
 scripts/carry_pending.sh "${all[@]}"
-mkdir -p carry/five && mv carry/cram.gz carry/five/cram.gz
+mkdir -p carry/five && mv carry/cram.gz carry/cuda_ops.gz carry/five/
 scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch $P/flash-backward-staging.patch \
     $P/residual-gradient-bf16.patch
 cp -f $P/device[1-4].sh carry/
