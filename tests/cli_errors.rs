@@ -1,4 +1,5 @@
-//! Bad input gives one clear error, exit status 1, no panic, and no partial output.
+//! Bad input gives one clear error, exit status 1, no panic, and no partial output; a closed
+//! stdout ends cram quietly.
 
 mod common;
 
@@ -342,4 +343,25 @@ fn an_os_error_is_printed_once() {
     ]);
     assert_one_error(code, &err, &["nope.toml"]);
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+/// Output into a pipe whose reader is gone (`cram config list | head -1` once
+/// `head` has its line) ends cram quietly, by SIGPIPE as any Unix tool, not
+/// with a panic and a backtrace from `println!`. The reader is closed before
+/// cram starts, so its first write finds no reader.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(common::cram_bin())
+        .args(["config", "list"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "cram panicked: {stderr}");
+    assert!(stderr.is_empty(), "cram wrote to stderr: {stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
 }
