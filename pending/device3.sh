@@ -10,6 +10,9 @@ for v in five cram; do
   $b bench $G --profile --steps 10 > $OUT/profile-$v-gpt.txt 2>&1
   $b bench --profile --steps 10 > $OUT/profile-$v-bert.txt 2>&1
 done
+for shape in gpt bert; do
+  python3 bench/profile_ab.py $OUT/profile-five-$shape.txt $OUT/profile-cram-$shape.txt
+done
 # ncu, beside bench/profiles/ncu/attention_flash_*_64_wgmma-h100-*.txt of earlier sessions. The
 # SASS page (--page source) puts the warp-stall samples on each instruction: which wait (the
 # copies', the bulk reductions' reads, wgmma's, a barrier) holds the backward's warps (long
