@@ -6,8 +6,9 @@
 #   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas),
 #                     with carry/five/cuda_ops (device1 runs it where 1-9's fails)
 #   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
-#   carry/cram        main + patches 1-5, 7, 8 and 9 (the forward's overlap, the backward's
-#                     staging, the residual gradient's switch, off unless set), with
+#   carry/cram        main + patches 1-5 and 7-10 (the forward's overlap, the backward's
+#                     staging, the residual gradient's switch with its stochastic rounding,
+#                     off unless set), with
 #                     carry/cuda_ops of that same tree
 # then copies the device scripts beside them. Every command runs with `carry: ["carry"]`.
 set -euo pipefail
@@ -22,6 +23,6 @@ mkdir -p carry/exp && mv carry/cram.gz carry/exp/cram.gz
 scripts/carry_pending.sh "${all[@]}"
 mkdir -p carry/five && mv carry/cram.gz carry/cuda_ops.gz carry/five/
 scripts/carry_pending.sh "${all[@]}" $P/flash-forward-overlap.patch $P/flash-backward-staging.patch \
-    $P/residual-gradient-bf16.patch
+    $P/residual-gradient-bf16.patch $P/residual-gradient-stochastic-rounding.patch
 cp -f $P/device[1-4].sh carry/
 du -sh carry
