@@ -4,7 +4,7 @@
 #   carry/main/cram   main                         (the baseline)
 #   carry/flash/cram  main + patches 1-3           (the flash block order and Q in registers)
 #   carry/five/cram   main + patches 1-5           (+ the norm backward's bound and row_deltas),
-#                     with carry/five/cuda_ops (device1 runs it where 1-9's fails)
+#                     with carry/five/cuda_ops (device1 runs it where 1-10's fails)
 #   carry/exp/cram    main + patches 1-5 + 6, the measurement-only overrides
 #   carry/cram        main + patches 1-5 and 7-10 (the forward's overlap, the backward's
 #                     staging, the residual gradient's switch with its stochastic rounding,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Command 3 (about 4 minutes): per-op profiles of 1-5 (carry/five) and 1-5+7+8(+9, off)
+# Command 3 (about 4 minutes): per-op profiles of 1-5 (carry/five) and 1-5+7-10 (9 and 10 off)
 # (carry/cram), so that attention_forward tells patch 7 and attention_backward patch 8, and
 # ncu of both wgmma flash kernels with the patches.
 set -x
