@@ -11,9 +11,10 @@ other) by op or kernel name, and the table shows each kind's ms a step and cram 
 torch: the kinds where cram is behind are the ones to work on. Names that match no rule
 land in "other" and are listed, so that a new kernel does not hide in a total.
 """
-import json
 import re
 import sys
+
+from profile_ab import read as read_ops  # one reader of `cram bench --profile` output
 
 # cram's op names (the per-op profile's "op") by kind.
 CRAM_KINDS = {
@@ -48,19 +49,13 @@ def kind_of(name, rules):
 
 def read_cram(path):
     """{kind: ms a step}, the step time, and the ops that matched no kind."""
-    kinds, other, step = {}, [], None
-    for line in open(path):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        row = json.loads(line)
-        if "op" in row:
-            kind = kind_of(row["op"], CRAM_KINDS)
-            kinds[kind] = kinds.get(kind, 0.0) + row["ms_per_step"]
-            if kind == "other":
-                other.append(row["op"])
-        elif "step_ms" in row:
-            step = row["step_ms"]
+    ops, step = read_ops(path)
+    kinds, other = {}, []
+    for op, ms in ops.items():
+        kind = kind_of(op, CRAM_KINDS)
+        kinds[kind] = kinds.get(kind, 0.0) + ms
+        if kind == "other":
+            other.append(op)
     return kinds, step, other
 
 
