@@ -5,7 +5,8 @@
 #
 # carry/main/cram.gz   main as it is (the baseline)
 # carry/cram.gz        main with the patches applied in the order given (git am)
-# carry/cuda_ops.gz    the GPU tests of that same tree
+# carry/cuda_ops.gz    the GPU tests of that same tree (not with CARRY_TESTS=0: a binary
+#                      variant only, whose tests another call's cuda_ops covers)
 # carry/torch_reference.py      from ../shared, where present
 # carry/wikipedia-00.jsonl.zst  the same, only with CARRY_CORPUS=1 (26 MB of the 64 MiB a call
 #                               carries; the quality runs need it, the speed runs do not)
@@ -37,8 +38,14 @@ pack() { # binary, destination without .gz
     rm -f "$2.stripped" "$2"
 }
 
-cargo build --release
-pack target/release/cram carry/main/cram
+# main's binary once per commit: a later call from the same commit (pending/build.sh makes
+# several variants) finds it packed and stamped.
+head=$(git rev-parse HEAD)
+if [ "$(cat carry/main/commit 2>/dev/null)" != "$head" ] || [ ! -f carry/main/cram.gz ]; then
+    cargo build --release
+    pack target/release/cram carry/main/cram
+    echo "$head" >carry/main/commit
+fi
 
 branch="carry-pending-$$"
 git checkout -q -b "$branch"
@@ -49,9 +56,14 @@ restore() {
 }
 trap restore EXIT
 git am -q "${patches[@]}"
-cargo build --release --all-targets
-pack target/release/cram carry/cram
-pack "$(cuda_ops_binary)" carry/cuda_ops
+if [ "${CARRY_TESTS:-1}" = 1 ]; then
+    cargo build --release --all-targets
+    pack target/release/cram carry/cram
+    pack "$(cuda_ops_binary)" carry/cuda_ops
+else
+    cargo build --release
+    pack target/release/cram carry/cram
+fi
 
 shared=(../shared/bench/torch_reference.py)
 [ "${CARRY_CORPUS:-0}" = 1 ] && shared+=(../shared/data/pretrain-en/wikipedia-00.jsonl.zst)
